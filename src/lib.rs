@@ -1,0 +1,3 @@
+pub mod flv;
+pub mod media;
+pub mod ts;
