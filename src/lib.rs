@@ -1,3 +1,4 @@
 pub mod flv;
+pub mod hls;
 pub mod media;
 pub mod ts;

@@ -1,0 +1,233 @@
+//! The rolling live playlist: the latest FragCount segments, rendered with m3u8-rs (RFC 8216 §4.3).
+
+use std::collections::VecDeque;
+use std::time::SystemTime;
+
+use m3u8_rs::{MediaPlaylist, MediaSegment};
+
+use super::{parse_segment_file_name, segment_file_name};
+use crate::media::CLOCK_90K;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlaylistSegment {
+    pub seq: u64,
+    /// Exact duration in 90 kHz ticks; converted to seconds only when rendered.
+    pub duration_90k: i64,
+    pub discontinuity: bool,
+    pub started_at: SystemTime,
+}
+
+#[derive(Clone, Debug)]
+pub struct Playlist {
+    frag_count: usize,
+    frag_duration_secs: u64,
+    window: VecDeque<PlaylistSegment>,
+    /// Number of EXT-X-DISCONTINUITY tags that have scrolled out of the window (§4.3.3.3).
+    discontinuity_sequence: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaylistError {
+    #[error("stored playlist does not parse as a media playlist")]
+    Unparsable,
+}
+
+impl Playlist {
+    pub fn new(frag_count: u32, frag_duration_secs: u32) -> Self {
+        Playlist {
+            frag_count: frag_count.max(1) as usize,
+            frag_duration_secs: u64::from(frag_duration_secs.max(1)),
+            window: VecDeque::new(),
+            discontinuity_sequence: 0,
+        }
+    }
+
+    /// Picks up a playlist we wrote before (a restart): window, media and discontinuity sequence.
+    pub fn restore(
+        frag_count: u32,
+        frag_duration_secs: u32,
+        stored: &[u8],
+    ) -> Result<Self, PlaylistError> {
+        let parsed = match m3u8_rs::parse_playlist_res(stored) {
+            Ok(m3u8_rs::Playlist::MediaPlaylist(p)) => p,
+            _ => return Err(PlaylistError::Unparsable),
+        };
+        let mut playlist = Playlist::new(frag_count, frag_duration_secs);
+        playlist.discontinuity_sequence = parsed.discontinuity_sequence;
+        for seg in parsed.segments {
+            let Some(seq) = parse_segment_file_name(&seg.uri) else {
+                continue;
+            };
+            let started_at = seg
+                .program_date_time
+                .map_or(SystemTime::UNIX_EPOCH, SystemTime::from);
+            playlist.window.push_back(PlaylistSegment {
+                seq,
+                duration_90k: (f64::from(seg.duration) * CLOCK_90K as f64).round() as i64,
+                discontinuity: seg.discontinuity,
+                started_at,
+            });
+        }
+        while playlist.window.len() > playlist.frag_count {
+            playlist.pop();
+        }
+        Ok(playlist)
+    }
+
+    /// Applies new FragCount/FragDuration settings (a channel update) from the next segment on.
+    pub fn reconfigure(&mut self, frag_count: u32, frag_duration_secs: u32) {
+        self.frag_count = frag_count.max(1) as usize;
+        self.frag_duration_secs = u64::from(frag_duration_secs.max(1));
+        while self.window.len() > self.frag_count {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(gone) = self.window.pop_front() {
+            if gone.discontinuity {
+                self.discontinuity_sequence += 1;
+            }
+        }
+        // The first listed segment needs no EXT-X-DISCONTINUITY of its own: the sequence number says it.
+        // We keep the flag as is so the count of scrolled-out tags stays exact.
+    }
+
+    pub fn push(&mut self, segment: PlaylistSegment) {
+        self.window.push_back(segment);
+        while self.window.len() > self.frag_count {
+            self.pop();
+        }
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &PlaylistSegment> {
+        self.window.iter()
+    }
+
+    pub fn last_seq(&self) -> Option<u64> {
+        self.window.back().map(|s| s.seq)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.window.is_empty()
+    }
+
+    pub fn media_sequence(&self) -> u64 {
+        self.window.front().map_or(0, |s| s.seq)
+    }
+
+    pub fn discontinuity_sequence(&self) -> u64 {
+        self.discontinuity_sequence
+    }
+
+    /// EXT-X-TARGETDURATION: FragDuration, raised to cover every listed EXTINF rounded to nearest.
+    pub fn target_duration(&self) -> u64 {
+        self.window
+            .iter()
+            .map(|s| ((s.duration_90k + CLOCK_90K / 2) / CLOCK_90K) as u64)
+            .fold(self.frag_duration_secs, u64::max)
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let playlist = MediaPlaylist {
+            version: Some(3),
+            target_duration: self.target_duration(),
+            media_sequence: self.media_sequence(),
+            discontinuity_sequence: self.discontinuity_sequence,
+            segments: self
+                .window
+                .iter()
+                .map(|s| MediaSegment {
+                    uri: segment_file_name(s.seq),
+                    duration: (s.duration_90k as f64 / CLOCK_90K as f64) as f32,
+                    discontinuity: s.discontinuity,
+                    program_date_time: Some(
+                        chrono::DateTime::<chrono::Utc>::from(s.started_at).fixed_offset(),
+                    ),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut out = Vec::with_capacity(128 + 96 * self.window.len());
+        // Writing into a Vec cannot fail.
+        let _ = playlist.write_to(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn seg(seq: u64, secs: f64, discontinuity: bool) -> PlaylistSegment {
+        PlaylistSegment {
+            seq,
+            duration_90k: (secs * 90_000.0) as i64,
+            discontinuity,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seq * 5),
+        }
+    }
+
+    fn text(p: &Playlist) -> String {
+        String::from_utf8(p.render()).unwrap()
+    }
+
+    #[test]
+    fn the_window_keeps_the_latest_frag_count_segments_and_advances_media_sequence() {
+        let mut p = Playlist::new(3, 5);
+        for i in 0..5 {
+            p.push(seg(i, 5.0, false));
+        }
+        let t = text(&p);
+        assert!(t.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{t}");
+        assert!(!t.contains("\n1.ts") && t.contains("\n2.ts") && t.contains("\n4.ts"));
+        assert!(
+            t.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:30.000Z"),
+            "{t}"
+        );
+        assert!(!t.contains("ENDLIST"));
+    }
+
+    #[test]
+    fn target_duration_covers_every_listed_extinf_rounded_to_nearest() {
+        let mut p = Playlist::new(3, 2);
+        p.push(seg(0, 2.0, false));
+        p.push(seg(1, 6.4, false));
+        assert_eq!(p.target_duration(), 6);
+        p.push(seg(2, 6.6, false));
+        assert_eq!(p.target_duration(), 7);
+        assert!(text(&p).contains("#EXT-X-TARGETDURATION:7\n"));
+        p.push(seg(3, 1.0, false));
+        p.push(seg(4, 1.0, false));
+        p.push(seg(5, 1.0, false));
+        assert_eq!(p.target_duration(), 2, "never below FragDuration");
+    }
+
+    #[test]
+    fn discontinuity_sequence_counts_tags_that_scrolled_out() {
+        let mut p = Playlist::new(2, 5);
+        p.push(seg(0, 5.0, false));
+        p.push(seg(1, 5.0, true));
+        p.push(seg(2, 5.0, false));
+        assert_eq!(p.discontinuity_sequence(), 0);
+        assert!(text(&p).contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"));
+        p.push(seg(3, 5.0, true));
+        assert_eq!(p.discontinuity_sequence(), 1);
+        assert!(text(&p).contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
+    }
+
+    #[test]
+    fn a_rendered_playlist_restores_to_the_same_state() {
+        let mut p = Playlist::new(3, 5);
+        for i in 0..7 {
+            p.push(seg(i, 5.005, i == 4 || i == 6));
+        }
+        let back = Playlist::restore(3, 5, &p.render()).unwrap();
+        assert_eq!(back.render(), p.render());
+        assert_eq!(back.last_seq(), Some(6));
+        assert!(Playlist::restore(3, 5, b"not a playlist").is_err());
+    }
+}
