@@ -1,0 +1,413 @@
+//! The configuration tree: TOML file + command-line overrides, deserialised once, validated into the types
+//! the rest of the server uses. Every key is optional; unknown keys are an error that names the key.
+//! The key names are a contract (DESIGN.md §1): extend, never rename.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The file as written. Defaults live in one place: [`Config::from_file`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub rtmp_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub public_endpoint: Option<String>,
+    pub base_domain: Option<String>,
+    #[serde(default)]
+    pub channel_defaults: ChannelDefaultsFile,
+    #[serde(default)]
+    pub access_keys: Vec<AccessKey>,
+    #[serde(default)]
+    pub buckets: Vec<BucketFile>,
+    pub storage: Option<StorageConfig>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelDefaultsFile {
+    pub frag_duration: Option<u32>,
+    pub frag_count: Option<u32>,
+    pub playlist_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketFile {
+    pub name: String,
+    pub acl: Option<Acl>,
+    pub auto_create_channels: Option<bool>,
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Acl {
+    Private,
+    PublicRead,
+    PublicReadWrite,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub kind: StorageKind,
+    pub endpoint: Option<String>,
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Path-style S3 requests (`endpoint/bucket/key`); most self-hosted S3 servers want this.
+    pub path_style: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Local,
+    S3,
+}
+
+/// Limits that protect the server; each has a sane default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Most concurrent RTMP connections (publishing or not).
+    pub max_rtmp_connections: Option<usize>,
+    /// Per channel: TS bytes that may wait for storage before the segment being produced is dropped.
+    pub storage_queue_bytes: Option<usize>,
+}
+
+/// OSS LiveChannel target settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSettings {
+    pub frag_duration: u32,
+    pub frag_count: u32,
+    pub playlist_name: String,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        ChannelSettings {
+            frag_duration: 5,
+            frag_count: 3,
+            playlist_name: "playlist.m3u8".into(),
+        }
+    }
+}
+
+impl ChannelSettings {
+    /// The OSS rules: FragDuration and FragCount 1..=100; PlaylistName 6..=128 chars, ends in `.m3u8`, no `/`.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=100).contains(&self.frag_duration) {
+            return Err(format!(
+                "frag_duration {} is outside 1..=100",
+                self.frag_duration
+            ));
+        }
+        if !(1..=100).contains(&self.frag_count) {
+            return Err(format!("frag_count {} is outside 1..=100", self.frag_count));
+        }
+        validate_playlist_name(&self.playlist_name)
+    }
+}
+
+pub fn validate_playlist_name(name: &str) -> Result<(), String> {
+    let len = name.chars().count();
+    if !(6..=128).contains(&len)
+        || !name.ends_with(".m3u8")
+        || name.contains(['/', '\\'])
+        || name.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "playlist name {name:?} must be 6..=128 characters, end in .m3u8 and contain no '/'"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    pub name: String,
+    pub acl: Acl,
+    pub auto_create_channels: bool,
+    pub domains: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_rtmp_connections: usize,
+    pub storage_queue_bytes: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub rtmp_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub public_endpoint: Option<String>,
+    pub base_domain: Option<String>,
+    pub channel_defaults: ChannelSettings,
+    pub access_keys: Vec<AccessKey>,
+    pub buckets: Vec<Bucket>,
+    pub storage: Option<StorageConfig>,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_file(ConfigFile::default()).expect("the embedded defaults are valid")
+    }
+}
+
+/// Overrides from the command line (or `LIVECHANNEL_*` variables); they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub rtmp_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        let mut file = match path {
+            None => ConfigFile::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+        };
+        file.rtmp_listen = overrides.rtmp_listen.or(file.rtmp_listen);
+        file.http_listen = overrides.http_listen.or(file.http_listen);
+        file.data_dir = overrides.data_dir.or(file.data_dir);
+        Config::from_file(file)
+    }
+
+    pub fn from_file(file: ConfigFile) -> Result<Config, ConfigError> {
+        let invalid = ConfigError::Invalid;
+        let defaults = ChannelSettings::default();
+        let channel_defaults = ChannelSettings {
+            frag_duration: file
+                .channel_defaults
+                .frag_duration
+                .unwrap_or(defaults.frag_duration),
+            frag_count: file
+                .channel_defaults
+                .frag_count
+                .unwrap_or(defaults.frag_count),
+            playlist_name: file
+                .channel_defaults
+                .playlist_name
+                .unwrap_or(defaults.playlist_name),
+        };
+        channel_defaults
+            .validate()
+            .map_err(|e| invalid(format!("[channel_defaults] {e}")))?;
+
+        let buckets = if file.buckets.is_empty() {
+            vec![Bucket {
+                name: "live".into(),
+                acl: Acl::PublicReadWrite,
+                auto_create_channels: true,
+                domains: vec![],
+            }]
+        } else {
+            file.buckets
+                .into_iter()
+                .map(|b| Bucket {
+                    name: b.name,
+                    acl: b.acl.unwrap_or(Acl::Private),
+                    auto_create_channels: b.auto_create_channels.unwrap_or(false),
+                    domains: b.domains,
+                })
+                .collect()
+        };
+        for (i, b) in buckets.iter().enumerate() {
+            validate_bucket_name(&b.name).map_err(|e| invalid(format!("[[buckets]] {e}")))?;
+            if buckets[..i].iter().any(|o| o.name == b.name) {
+                return Err(invalid(format!(
+                    "[[buckets]] name {:?} appears twice",
+                    b.name
+                )));
+            }
+        }
+        for (i, k) in file.access_keys.iter().enumerate() {
+            if k.id.is_empty() || k.secret.is_empty() {
+                return Err(invalid(
+                    "[[access_keys]] id and secret must not be empty".into(),
+                ));
+            }
+            if file.access_keys[..i].iter().any(|o| o.id == k.id) {
+                return Err(invalid(format!(
+                    "[[access_keys]] id {:?} appears twice",
+                    k.id
+                )));
+            }
+        }
+        if let Some(s) = &file.storage {
+            if s.kind == StorageKind::S3 && s.bucket.as_deref().unwrap_or("").is_empty() {
+                return Err(invalid("[storage] kind = \"s3\" needs bucket".into()));
+            }
+        }
+        let limits = Limits {
+            max_rtmp_connections: file.limits.max_rtmp_connections.unwrap_or(4096),
+            storage_queue_bytes: file.limits.storage_queue_bytes.unwrap_or(8 << 20),
+        };
+        if limits.max_rtmp_connections == 0 || limits.storage_queue_bytes < 256 * 1024 {
+            return Err(invalid(
+                "[limits] max_rtmp_connections must be > 0 and storage_queue_bytes >= 262144"
+                    .into(),
+            ));
+        }
+        Ok(Config {
+            rtmp_listen: file
+                .rtmp_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1935))),
+            http_listen: file
+                .http_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: file.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            public_endpoint: file.public_endpoint,
+            base_domain: file.base_domain,
+            channel_defaults,
+            access_keys: file.access_keys,
+            buckets,
+            storage: file.storage,
+            limits,
+        })
+    }
+
+    pub fn bucket(&self, name: &str) -> Option<&Bucket> {
+        self.buckets.iter().find(|b| b.name == name)
+    }
+
+    /// The bucket used when a publish URL names none (app `live`).
+    pub fn default_bucket(&self) -> &Bucket {
+        &self.buckets[0]
+    }
+}
+
+/// OSS bucket naming: 3..=63 of lowercase letters, digits and '-', not starting or ending with '-'.
+pub fn validate_bucket_name(name: &str) -> Result<(), String> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bucket name {name:?} must be 3..=63 of [a-z0-9-], not starting or ending with '-'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "t".into(),
+            source,
+        })?;
+        Config::from_file(file)
+    }
+
+    #[test]
+    fn no_config_means_the_embedded_defaults() {
+        let c = Config::default();
+        assert_eq!(c.rtmp_listen.to_string(), "127.0.0.1:1935");
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.buckets.len(), 1);
+        assert_eq!(c.default_bucket().name, "live");
+        assert_eq!(c.default_bucket().acl, Acl::PublicReadWrite);
+        assert!(c.default_bucket().auto_create_channels);
+        assert_eq!(c.channel_defaults, ChannelSettings::default());
+    }
+
+    #[test]
+    fn the_documented_example_file_parses() {
+        let c = parse(include_str!("../fixtures/config/example.toml")).unwrap();
+        assert_eq!(c.public_endpoint.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(c.buckets[0].domains, vec!["push.example.com".to_string()]);
+        assert_eq!(c.storage.as_ref().unwrap().kind, StorageKind::S3);
+        assert_eq!(c.access_keys[0].id, "AKIDEXAMPLE");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = parse("rtmp_listen = \"127.0.0.1:1\"\nfrag_duraton = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("frag_duraton"), "{err}");
+        let err = parse("[channel_defaults]\nfragcount = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fragcount"), "{err}");
+    }
+
+    #[test]
+    fn channel_defaults_follow_the_oss_limits() {
+        assert!(parse("[channel_defaults]\nfrag_duration = 0\n").is_err());
+        assert!(parse("[channel_defaults]\nfrag_count = 101\n").is_err());
+        assert!(parse("[channel_defaults]\nplaylist_name = \".m3u8\"\n").is_err());
+        assert!(parse("[channel_defaults]\nplaylist_name = \"x/abc.m3u8\"\n").is_err());
+        let c = parse("[channel_defaults]\nfrag_duration = 2\nplaylist_name = \"index.m3u8\"\n")
+            .unwrap();
+        assert_eq!(c.channel_defaults.frag_duration, 2);
+        assert_eq!(c.channel_defaults.frag_count, 3);
+        assert_eq!(c.channel_defaults.playlist_name, "index.m3u8");
+    }
+
+    #[test]
+    fn buckets_are_validated() {
+        assert!(parse("[[buckets]]\nname = \"Bad_Name\"\n").is_err());
+        assert!(parse("[[buckets]]\nname = \"abc\"\n[[buckets]]\nname = \"abc\"\n").is_err());
+        assert!(parse("[[buckets]]\nname = \"abc\"\nacl = \"public\"\n").is_err());
+        let c = parse("[[buckets]]\nname = \"abc\"\n").unwrap();
+        assert_eq!(
+            c.buckets[0].acl,
+            Acl::Private,
+            "an explicit bucket is private unless it says otherwise"
+        );
+    }
+}

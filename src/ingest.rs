@@ -1,0 +1,312 @@
+//! Per-channel glue, synchronous: FLV tag bodies from RTMP -> `media::Frame`s -> `hls::Segmenter` ->
+//! storage outputs. Keeps the codec configuration and the numbers `GetLiveChannelStat` and logs need.
+//!
+//! Not here: sockets, sessions, storage (the `rtmp` shell feeds us and forwards what we return).
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::flv::{self, AudioTag, FlvError, VideoTag};
+use crate::hls::{Output, Segmenter, SegmenterConfig, segmenter::Skip};
+use crate::media::{AacConfig, AvcConfig, Frame, RtmpClock, Timestamp90k, Track};
+use crate::ts::MuxError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The stream carries something we cannot remux: the publish must end.
+    #[error("unsupported stream: {0}")]
+    Unsupported(FlvError),
+    /// One tag was malformed: it is dropped, the stream goes on.
+    #[error("malformed {track:?} tag dropped: {source}")]
+    Malformed { track: Track, source: MuxError },
+}
+
+/// What has been seen on this publish, for stats and logs.
+#[derive(Debug, Default, Clone)]
+pub struct IngestStats {
+    pub video: Option<AvcConfig>,
+    pub audio: Option<AacConfig>,
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    pub video_bytes: u64,
+    pub audio_bytes: u64,
+    pub malformed: u64,
+    /// Frames left out: before the first keyframe, or of a track not yet in the segment's PMT.
+    pub skipped: u64,
+    pub segments: u64,
+    pub forced_cuts: u64,
+    /// First and last DTS seen, for bitrates and frame rate.
+    pub first_dts: Option<Timestamp90k>,
+    pub last_dts: Option<Timestamp90k>,
+}
+
+impl IngestStats {
+    pub fn media_seconds(&self) -> f64 {
+        match (self.first_dts, self.last_dts) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+
+    pub fn frame_rate(&self) -> Option<f64> {
+        let secs = self.media_seconds();
+        (secs > 0.5 && self.video_frames > 1).then(|| (self.video_frames - 1) as f64 / secs)
+    }
+}
+
+pub struct Ingest {
+    segmenter: Segmenter,
+    clock: RtmpClock,
+    stats: IngestStats,
+}
+
+impl Ingest {
+    pub fn new(config: SegmenterConfig) -> Self {
+        Ingest {
+            segmenter: Segmenter::new(config),
+            clock: RtmpClock::default(),
+            stats: IngestStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+
+    /// One VIDEODATA message. `Err(Unsupported)` ends the publish; `Err(Malformed)` only drops the tag.
+    pub fn video(
+        &mut self,
+        body: &Bytes,
+        timestamp_ms: u32,
+        now: SystemTime,
+        out: &mut Vec<Output>,
+    ) -> Result<(), IngestError> {
+        let tag = match flv::parse_video(body) {
+            Ok(tag) => tag,
+            Err(e @ FlvError::UnsupportedVideoCodec(_)) => return Err(IngestError::Unsupported(e)),
+            Err(e) => return Err(self.malformed(Track::Video, MuxError::Frame(e))),
+        };
+        match tag {
+            VideoTag::Config(config) => {
+                self.segmenter.set_video_config(config.clone());
+                self.stats.video = Some(config);
+                Ok(())
+            }
+            VideoTag::Frame {
+                keyframe,
+                composition_ms,
+                nalus,
+            } => {
+                let dts = self.clock.unwrap(timestamp_ms);
+                let pts = dts + Timestamp90k::from_millis(i64::from(composition_ms));
+                self.stats.video_frames += 1;
+                self.stats.video_bytes += body.len() as u64;
+                let frame = Frame {
+                    track: Track::Video,
+                    dts,
+                    pts,
+                    keyframe,
+                    payload: nalus,
+                };
+                self.push(frame, now, out)
+            }
+            VideoTag::EndOfSequence | VideoTag::Command => Ok(()),
+        }
+    }
+
+    /// One AUDIODATA message.
+    pub fn audio(
+        &mut self,
+        body: &Bytes,
+        timestamp_ms: u32,
+        now: SystemTime,
+        out: &mut Vec<Output>,
+    ) -> Result<(), IngestError> {
+        let tag = match flv::parse_audio(body) {
+            Ok(tag) => tag,
+            Err(e @ FlvError::UnsupportedAudioCodec(_)) => return Err(IngestError::Unsupported(e)),
+            Err(e @ FlvError::BadAacConfig(_)) if self.stats.audio.is_none() => {
+                return Err(IngestError::Unsupported(e));
+            }
+            Err(e) => return Err(self.malformed(Track::Audio, MuxError::Frame(e))),
+        };
+        match tag {
+            AudioTag::Config(config) => {
+                self.segmenter.set_audio_config(config.clone());
+                self.stats.audio = Some(config);
+                Ok(())
+            }
+            AudioTag::Frame(raw) => {
+                let dts = self.clock.unwrap(timestamp_ms);
+                self.stats.audio_frames += 1;
+                self.stats.audio_bytes += body.len() as u64;
+                let frame = Frame {
+                    track: Track::Audio,
+                    dts,
+                    pts: dts,
+                    keyframe: true,
+                    payload: raw,
+                };
+                self.push(frame, now, out)
+            }
+        }
+    }
+
+    fn push(
+        &mut self,
+        frame: Frame,
+        now: SystemTime,
+        out: &mut Vec<Output>,
+    ) -> Result<(), IngestError> {
+        self.stats.first_dts.get_or_insert(frame.dts);
+        self.stats.last_dts = Some(self.stats.last_dts.map_or(frame.dts, |d| d.max(frame.dts)));
+        let before = out.len();
+        let result = self.segmenter.push(&frame, now, out);
+        self.count_closed(&out[before..]);
+        match result {
+            Ok(None) => Ok(()),
+            Ok(Some(Skip::WaitingForKeyframe | Skip::TrackNotInSegment)) => {
+                self.stats.skipped += 1;
+                Ok(())
+            }
+            Err(e) => Err(self.malformed(frame.track, e)),
+        }
+    }
+
+    fn count_closed(&mut self, outputs: &[Output]) {
+        for o in outputs {
+            if let Output::Closed(s) = o {
+                self.stats.segments += 1;
+                self.stats.forced_cuts += u64::from(s.forced);
+            }
+        }
+    }
+
+    fn malformed(&mut self, track: Track, source: MuxError) -> IngestError {
+        self.stats.malformed += 1;
+        IngestError::Malformed { track, source }
+    }
+
+    /// End of publish: flushes the open segment.
+    pub fn finish(&mut self, out: &mut Vec<Output>) {
+        let before = out.len();
+        self.segmenter.close(out);
+        self.count_closed(&out[before..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: SystemTime = SystemTime::UNIX_EPOCH;
+
+    fn avc_config_tag() -> Bytes {
+        let sps = [0x67, 0x42, 0x00, 0x1e, 0xab];
+        let mut b = vec![
+            0x17,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0x42,
+            0,
+            0x1e,
+            0xff,
+            0xe1,
+            0,
+            sps.len() as u8,
+        ];
+        b.extend_from_slice(&sps);
+        b.extend_from_slice(&[1, 0, 2, 0x68, 0xce]);
+        Bytes::from(b)
+    }
+
+    fn video_tag(key: bool, cts: i32) -> Bytes {
+        let c = cts.to_be_bytes();
+        let mut b = vec![
+            if key { 0x17 } else { 0x27 },
+            1,
+            c[1],
+            c[2],
+            c[3],
+            0,
+            0,
+            0,
+            2,
+            if key { 0x65 } else { 0x41 },
+            0,
+        ];
+        b.truncate(11);
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn composition_time_makes_pts_and_unwraps_rtmp_time_across_2_pow_32() {
+        let mut ingest = Ingest::new(SegmenterConfig::new(1));
+        let mut out = Vec::new();
+        ingest.video(&avc_config_tag(), 0, NOW, &mut out).unwrap();
+        let start = u32::MAX - 1000;
+        for i in 0..60u32 {
+            ingest
+                .video(
+                    &video_tag(i % 25 == 0, 80),
+                    start.wrapping_add(i * 40),
+                    NOW,
+                    &mut out,
+                )
+                .unwrap();
+        }
+        ingest.finish(&mut out);
+        let stats = ingest.stats();
+        assert_eq!(stats.video_frames, 60);
+        assert!(
+            (stats.media_seconds() - 2.36).abs() < 1e-9,
+            "{}",
+            stats.media_seconds()
+        );
+        let closed: Vec<_> = out
+            .iter()
+            .filter_map(|o| {
+                if let Output::Closed(s) = o {
+                    Some(s)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(closed.len(), 3);
+        assert!(
+            closed.iter().all(|s| !s.discontinuity),
+            "the 32-bit wrap is not a jump"
+        );
+    }
+
+    #[test]
+    fn an_unsupported_codec_is_fatal_and_a_malformed_tag_is_not() {
+        let mut ingest = Ingest::new(SegmenterConfig::new(1));
+        let mut out = Vec::new();
+        let hevc_ish = Bytes::from_static(&[0x1c, 0, 0, 0, 0]);
+        assert!(matches!(
+            ingest.video(&hevc_ish, 0, NOW, &mut out),
+            Err(IngestError::Unsupported(_))
+        ));
+        let mp3 = Bytes::from_static(&[0x2f, 0xff]);
+        assert!(matches!(
+            ingest.audio(&mp3, 0, NOW, &mut out),
+            Err(IngestError::Unsupported(_))
+        ));
+        ingest.video(&avc_config_tag(), 0, NOW, &mut out).unwrap();
+        let broken = Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 99, 0x65]);
+        assert!(matches!(
+            ingest.video(&broken, 0, NOW, &mut out),
+            Err(IngestError::Malformed { .. })
+        ));
+        ingest
+            .video(&video_tag(true, 0), 40, NOW, &mut out)
+            .unwrap();
+        assert_eq!(ingest.stats().malformed, 1);
+    }
+}
