@@ -1,6 +1,11 @@
+pub mod channels;
 pub mod config;
 pub mod flv;
 pub mod hls;
+pub mod http;
 pub mod ingest;
 pub mod media;
+pub mod rtmp;
+pub mod server;
+pub mod storage;
 pub mod ts;

@@ -1,0 +1,180 @@
+//! Channels known to this process: who is live, and each channel's storage state.
+//!
+//! Claiming a channel returns a [`LiveGuard`] that releases the claim on drop, so a publisher task that
+//! ends in any way (EOF, error, panic, kick) never leaves a channel stuck "live". The registry lock is a
+//! `std::sync::Mutex` held only for map lookups, never across an `.await`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::storage::ChannelKey;
+use crate::storage::sink::ChannelState;
+
+/// Storage state of one channel, owned by one sink at a time (see `storage::sink`).
+pub type StateSlot = Arc<tokio::sync::Mutex<Option<ChannelState>>>;
+
+#[derive(Debug, Clone)]
+pub struct LiveInfo {
+    pub publish_id: u64,
+    pub remote: SocketAddr,
+    pub since: SystemTime,
+    kick: CancellationToken,
+}
+
+#[derive(Default)]
+struct Entry {
+    live: Option<LiveInfo>,
+    state: StateSlot,
+}
+
+#[derive(Default)]
+pub struct Channels {
+    entries: Mutex<HashMap<ChannelKey, Entry>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("channel {0} is already live")]
+pub struct AlreadyLive(pub ChannelKey);
+
+/// Proof that this publish owns the channel; dropping it makes the channel idle again.
+pub struct LiveGuard {
+    channels: Arc<Channels>,
+    key: ChannelKey,
+    publish_id: u64,
+    /// Cancelled when someone (API, shutdown) wants this publish to end.
+    pub kick: CancellationToken,
+    pub state: StateSlot,
+}
+
+impl LiveGuard {
+    pub fn key(&self) -> &ChannelKey {
+        &self.key
+    }
+
+    pub fn publish_id(&self) -> u64 {
+        self.publish_id
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut entries = self.channels.lock();
+        if let Some(entry) = entries.get_mut(&self.key) {
+            if entry
+                .live
+                .as_ref()
+                .is_some_and(|l| l.publish_id == self.publish_id)
+            {
+                entry.live = None;
+            }
+        }
+    }
+}
+
+impl Channels {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ChannelKey, Entry>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts/removes).
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn claim(
+        self: &Arc<Self>,
+        key: &ChannelKey,
+        remote: SocketAddr,
+    ) -> Result<LiveGuard, AlreadyLive> {
+        let mut entries = self.lock();
+        let entry = entries.entry(key.clone()).or_default();
+        if entry.live.is_some() {
+            return Err(AlreadyLive(key.clone()));
+        }
+        let publish_id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let kick = CancellationToken::new();
+        entry.live = Some(LiveInfo {
+            publish_id,
+            remote,
+            since: SystemTime::now(),
+            kick: kick.clone(),
+        });
+        Ok(LiveGuard {
+            channels: Arc::clone(self),
+            key: key.clone(),
+            publish_id,
+            kick,
+            state: Arc::clone(&entry.state),
+        })
+    }
+
+    pub fn live(&self, key: &ChannelKey) -> Option<LiveInfo> {
+        self.lock().get(key).and_then(|e| e.live.clone())
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.lock().values().filter(|e| e.live.is_some()).count()
+    }
+
+    /// Waits until the channel is not live and its last publish has been fully stored (the sink let go of
+    /// the channel state). Returns false on timeout.
+    pub async fn wait_flushed(&self, key: &ChannelKey, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let slot = {
+                let entries = self.lock();
+                match entries.get(key) {
+                    None => return true,
+                    Some(e) if e.live.is_none() => Some(Arc::clone(&e.state)),
+                    Some(_) => None,
+                }
+            };
+            if let Some(slot) = slot {
+                return tokio::time::timeout_at(deadline, slot.lock()).await.is_ok();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Ends the live publish on a channel, if any (channel disabled or deleted). Returns whether one was live.
+    pub fn kick(&self, key: &ChannelKey) -> bool {
+        match self.lock().get(key).and_then(|e| e.live.as_ref()) {
+            Some(live) => {
+                live.kick.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_can_be_claimed_once_and_again_after_the_guard_drops() {
+        let channels = Arc::new(Channels::default());
+        let key = ChannelKey::new("live", "demo").unwrap();
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let guard = channels.claim(&key, addr).unwrap();
+        assert!(channels.claim(&key, addr).is_err());
+        assert_eq!(channels.live(&key).unwrap().remote, addr);
+        assert!(channels.kick(&key));
+        assert!(guard.kick.is_cancelled());
+        drop(guard);
+        assert!(channels.live(&key).is_none());
+        let again = channels.claim(&key, addr).unwrap();
+        assert!(!again.kick.is_cancelled());
+        assert_eq!(channels.live_count(), 1);
+    }
+}

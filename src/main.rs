@@ -1,0 +1,97 @@
+//! The `livechannel` binary: parse arguments, load config, init logging, run until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use livechannel::config::{Config, Overrides};
+use livechannel::server::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "livechannel",
+    version,
+    about = "A live media server: RTMP in, keyframe-aligned HLS out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server. With no config file: RTMP on 127.0.0.1:1935, HTTP on 127.0.0.1:8080, data in ./data,
+    /// and an open bucket `live` that creates a channel on its first push.
+    Serve {
+        /// TOML config file (see fixtures/config/example.toml for every key). Flags override it.
+        #[arg(long, env = "LIVECHANNEL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address for RTMP ingest; port 0 picks a free port (the bound address is logged).
+        #[arg(long, env = "LIVECHANNEL_RTMP_LISTEN")]
+        rtmp_listen: Option<SocketAddr>,
+        /// Address for HTTP (HLS playback); port 0 picks a free port (the bound address is logged).
+        #[arg(long, env = "LIVECHANNEL_HTTP_LISTEN")]
+        http_listen: Option<SocketAddr>,
+        /// Folder for segments, playlists and metadata.
+        #[arg(long, env = "LIVECHANNEL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LIVECHANNEL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let Command::Serve {
+        config,
+        rtmp_listen,
+        http_listen,
+        data_dir,
+    } = cli.command;
+    let config = Config::load(
+        config.as_deref(),
+        Overrides {
+            rtmp_listen,
+            http_listen,
+            data_dir,
+        },
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let server = Server::start(config).await?;
+        wait_for_signal().await;
+        tracing::info!("stopping: flushing open segments");
+        server.shutdown(Duration::from_secs(30)).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,303 @@
+//! An RTMP publisher built on rml_rtmp's `ClientSession`: connect, publish, send FLV tags, unpublish.
+//!
+//! Used by the end-to-end tests and by load tools. It is a real client over TCP, but it is still our own
+//! code: interop with ffmpeg and GStreamer is tested separately.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::rml_amf0::Amf0Value;
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent,
+    ClientSessionResult, PublishRequestType,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::flv::file::{Tag, TagKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("session: {0}")]
+    Session(#[from] ClientSessionError),
+    #[error("refused by the server: {code}: {description}")]
+    Refused { code: String, description: String },
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("timed out waiting for the server")]
+    Timeout,
+}
+
+pub struct Publisher {
+    stream: TcpStream,
+    session: ClientSession,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Publisher {
+    /// Connects to `rtmp://addr/app` and publishes `stream_key` (which may carry `?query`).
+    pub async fn connect(
+        addr: SocketAddr,
+        app: &str,
+        stream_key: &str,
+    ) -> Result<Publisher, ClientError> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut handshake = Handshake::new(PeerType::Client);
+        let p0p1 = handshake
+            .generate_outbound_p0_and_p1()
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        stream.write_all(&p0p1).await?;
+        let leftover = loop {
+            let n = tokio::time::timeout(REPLY_TIMEOUT, stream.read(&mut buf))
+                .await
+                .map_err(|_| ClientError::Timeout)??;
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+            match handshake
+                .process_bytes(&buf[..n])
+                .map_err(|e| ClientError::Handshake(e.to_string()))?
+            {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    stream.write_all(&response_bytes).await?
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    stream.write_all(&response_bytes).await?;
+                    break remaining_bytes;
+                }
+            }
+        };
+        let mut config = ClientSessionConfig::new();
+        config.tc_url = Some(format!("rtmp://{addr}/{app}"));
+        let (session, initial) = ClientSession::new(config)?;
+        let mut p = Publisher {
+            stream,
+            session,
+            buf,
+            out: Vec::new(),
+        };
+        p.queue(initial);
+        let events = p.session.handle_input(&leftover)?;
+        p.queue_events(events)?;
+        let connect = p.session.request_connection(app.to_string())?;
+        p.queue(vec![connect]);
+        p.flush().await?;
+        p.wait_for(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted))
+            .await?;
+        let publish = p
+            .session
+            .request_publishing(stream_key.to_string(), PublishRequestType::Live)?;
+        p.queue(vec![publish]);
+        p.flush().await?;
+        p.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted))
+            .await?;
+        Ok(p)
+    }
+
+    fn queue(&mut self, results: Vec<ClientSessionResult>) {
+        for r in results {
+            if let ClientSessionResult::OutboundResponse(packet) = r {
+                self.out.extend_from_slice(&packet.bytes);
+            }
+        }
+    }
+
+    /// Queues outbound bytes and turns refusals into errors; other events are returned.
+    fn queue_events(
+        &mut self,
+        results: Vec<ClientSessionResult>,
+    ) -> Result<Vec<ClientSessionEvent>, ClientError> {
+        let mut events = Vec::new();
+        for r in results {
+            match r {
+                ClientSessionResult::OutboundResponse(packet) => {
+                    self.out.extend_from_slice(&packet.bytes)
+                }
+                ClientSessionResult::RaisedEvent(event) => {
+                    if let Some(refusal) = refusal(&event) {
+                        return Err(refusal);
+                    }
+                    events.push(event);
+                }
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(events)
+    }
+
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    async fn wait_for(
+        &mut self,
+        want: impl Fn(&ClientSessionEvent) -> bool,
+    ) -> Result<(), ClientError> {
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut self.buf))
+                .await
+                .map_err(|_| ClientError::Timeout)??;
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+            let results = self.session.handle_input(&self.buf[..n])?;
+            let events = self.queue_events(results)?;
+            self.flush().await?;
+            if events.iter().any(&want) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads whatever the server sent without waiting (acks, pings, a late error status).
+    fn poll_incoming(&mut self) -> Result<(), ClientError> {
+        loop {
+            match self.stream.try_read(&mut self.buf) {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(n) => {
+                    let results = self.session.handle_input(&self.buf[..n])?;
+                    self.queue_events(results)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends one FLV tag (script tags are skipped: metadata is informational).
+    pub async fn send(&mut self, tag: &Tag, timestamp_ms: u32) -> Result<(), ClientError> {
+        self.queue_tag(tag.kind, tag.body.clone(), timestamp_ms)?;
+        self.poll_incoming()?;
+        self.flush().await
+    }
+
+    /// Queues a tag without writing; `flush_queued` writes everything queued in one call.
+    pub fn queue_tag(
+        &mut self,
+        kind: TagKind,
+        body: Bytes,
+        timestamp_ms: u32,
+    ) -> Result<(), ClientError> {
+        let t = RtmpTimestamp::new(timestamp_ms);
+        let result = match kind {
+            TagKind::Video => self.session.publish_video_data(body, t, false)?,
+            TagKind::Audio => self.session.publish_audio_data(body, t, false)?,
+            TagKind::Script => return Ok(()),
+        };
+        self.queue(vec![result]);
+        Ok(())
+    }
+
+    pub async fn flush_queued(&mut self) -> Result<(), ClientError> {
+        self.poll_incoming()?;
+        self.flush().await
+    }
+
+    /// Sends a raw, possibly malformed, byte string on the connection (for robustness tests).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Unpublishes (deleteStream) and waits until the server has closed or gone quiet.
+    pub async fn finish(mut self) -> Result<(), ClientError> {
+        let stop = self.session.stop_publishing()?;
+        self.queue(stop);
+        self.flush().await?;
+        let _ = self.stream.shutdown().await;
+        Ok(())
+    }
+
+    /// Waits until the server closes the connection (e.g. after kicking the publisher).
+    pub async fn closed_by_server(
+        mut self,
+        timeout: Duration,
+    ) -> Result<Option<ClientError>, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let n = match tokio::time::timeout_at(deadline, self.stream.read(&mut self.buf)).await {
+                Err(_) => return Err(ClientError::Timeout),
+                Ok(Err(e)) => return Ok(Some(e.into())),
+                Ok(Ok(n)) => n,
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            let results = self.session.handle_input(&self.buf[..n])?;
+            if let Err(refused) = self.queue_events(results) {
+                return Ok(Some(refused));
+            }
+        }
+    }
+}
+
+fn status_field(values: &[Amf0Value], field: &str) -> String {
+    values
+        .iter()
+        .find_map(|v| match v {
+            Amf0Value::Object(props) => match props.get(field) {
+                Some(Amf0Value::Utf8String(s)) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn refusal(event: &ClientSessionEvent) -> Option<ClientError> {
+    match event {
+        ClientSessionEvent::ConnectionRequestRejected { description } => {
+            Some(ClientError::Refused {
+                code: "NetConnection.Connect.Rejected".into(),
+                description: description.clone(),
+            })
+        }
+        // rml_rtmp's server answers a refused publish with `_error` on transaction 0.
+        ClientSessionEvent::UnknownTransactionResultReceived {
+            additional_values, ..
+        } => Some(ClientError::Refused {
+            code: status_field(additional_values, "code"),
+            description: status_field(additional_values, "description"),
+        }),
+        ClientSessionEvent::UnhandleableAmf0Command {
+            command_name,
+            additional_values,
+            ..
+        } if command_name == "onStatus" => {
+            let code = status_field(additional_values, "code");
+            (status_field(additional_values, "level") == "error").then(|| ClientError::Refused {
+                code,
+                description: status_field(additional_values, "description"),
+            })
+        }
+        ClientSessionEvent::UnhandleableOnStatusCode { code }
+            if code.contains("Failed") || code.contains("Rejected") || code.contains("BadName") =>
+        {
+            Some(ClientError::Refused {
+                code: code.clone(),
+                description: String::new(),
+            })
+        }
+        _ => None,
+    }
+}

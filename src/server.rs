@@ -1,0 +1,157 @@
+//! Wiring: binds the listeners, builds the shared state, runs until told to stop, and shuts down
+//! gracefully (every open segment and playlist is flushed before `shutdown` returns).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::channels::Channels;
+use crate::config::{Acl, Config};
+use crate::storage::sink::Stored;
+use crate::storage::{StorageError, Store};
+use crate::{http, rtmp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    pub rtmp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub channels: Arc<Channels>,
+    pub store: Store,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Hooks for tests and tools that observe the server from inside the process.
+#[derive(Default)]
+pub struct Observers {
+    pub on_stored: Option<mpsc::UnboundedSender<Stored>>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        Server::start_with(config, Observers::default()).await
+    }
+
+    pub async fn start_with(config: Config, observers: Observers) -> Result<Server, ServerError> {
+        let store = Store::from_config(&config)?;
+        let rtmp_listener = TcpListener::bind(config.rtmp_listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: "RTMP",
+                addr: config.rtmp_listen,
+                source,
+            })?;
+        let http_listener = TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                what: "HTTP",
+                addr: config.http_listen,
+                source,
+            })?;
+        let rtmp_addr = rtmp_listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                what: "RTMP",
+                addr: config.rtmp_listen,
+                source,
+            })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                what: "HTTP",
+                addr: config.http_listen,
+                source,
+            })?;
+        warn_if_open(&config, rtmp_addr, http_addr);
+
+        let config = Arc::new(config);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let channels = Arc::new(Channels::default());
+        let rtmp_ctx = Arc::new(rtmp::Context {
+            config: Arc::clone(&config),
+            channels: Arc::clone(&channels),
+            store: store.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+            connection_slots: Arc::new(Semaphore::new(config.limits.max_rtmp_connections)),
+            on_stored: observers.on_stored,
+        });
+        let http_ctx = Arc::new(http::Context {
+            config: Arc::clone(&config),
+            store: store.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        });
+        tracker.spawn(rtmp::serve(rtmp_listener, rtmp_ctx));
+        tracker.spawn(http::serve(http_listener, http_ctx));
+        // Scripts and tests read this line to find the ports when they asked for port 0.
+        info!(rtmp = %rtmp_addr, http = %http_addr, data_dir = %config.data_dir.display(), "livechannel listening");
+        Ok(Server {
+            rtmp_addr,
+            http_addr,
+            channels,
+            store,
+            shutdown,
+            tracker,
+        })
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, ends every publish (flushing its open segment), waits for storage to finish.
+    /// Returns false if `grace` ran out first.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        self.shutdown.cancel();
+        self.tracker.close();
+        let done = tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok();
+        if done {
+            info!("shutdown complete: all segments and playlists flushed");
+        } else {
+            warn!(
+                grace_s = grace.as_secs(),
+                "shutdown grace period ran out; some uploads may be incomplete"
+            );
+        }
+        done
+    }
+}
+
+fn warn_if_open(config: &Config, rtmp: SocketAddr, http: SocketAddr) {
+    let exposed = !rtmp.ip().is_loopback() || !http.ip().is_loopback();
+    let open: Vec<&str> = config
+        .buckets
+        .iter()
+        .filter(|b| b.acl == Acl::PublicReadWrite)
+        .map(|b| b.name.as_str())
+        .collect();
+    if exposed && !open.is_empty() {
+        warn!(
+            buckets = ?open,
+            "LISTENING ON A NON-LOOPBACK ADDRESS WITH PUBLIC-READ-WRITE BUCKETS: anyone who can reach this server can publish. \
+             Configure [[buckets]] with acl = \"private\" and [[access_keys]] before exposing it."
+        );
+    }
+}

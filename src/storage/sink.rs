@@ -1,0 +1,201 @@
+//! The storage side of one publish: receives `hls::Output`s from the bounded queue, streams each segment
+//! into a multipart upload, and only after the segment is complete puts the playlist that names it.
+//!
+//! The playlist lives here, not in the segmenter, so it can only ever list segments that were stored.
+//! A segment whose bytes were dropped (queue full) or failed to store is aborted and left out; the next
+//! listed segment carries EXT-X-DISCONTINUITY, since players must not treat the gap as continuous.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use object_store::{ObjectStoreExt, WriteMultipart};
+use tokio::sync::{OwnedMutexGuard, mpsc};
+use tracing::{debug, info, warn};
+
+use super::{ChannelKey, Store};
+use crate::hls::{Output, Playlist, PlaylistSegment, Segment, segment_file_name};
+
+/// A channel's persistent state in this process. It is owned by one sink at a time (through a tokio
+/// mutex held for the sink's life), so a re-publish waits for the previous publish to finish flushing.
+#[derive(Debug)]
+pub struct ChannelState {
+    pub playlist: Playlist,
+    pub next_seq: u64,
+}
+
+/// Counters shared with whoever wants to report on the sink (logs, stats, tests).
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    pub segments_stored: AtomicU64,
+    pub segments_lost: AtomicU64,
+    pub playlist_writes: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+/// One stored segment, as reported to the caller.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub seq: u64,
+    pub segment: Segment,
+}
+
+struct OpenUpload {
+    index: u64,
+    seq: u64,
+    writer: Option<WriteMultipart>,
+}
+
+pub struct Sink {
+    pub store: Store,
+    pub key: ChannelKey,
+    pub playlist_name: String,
+    pub counters: Arc<SinkCounters>,
+    /// Told about every stored segment (after its playlist was written); used by stats and tests.
+    pub on_stored: Option<mpsc::UnboundedSender<Stored>>,
+}
+
+impl Sink {
+    pub async fn run(
+        self,
+        mut state: OwnedMutexGuard<Option<ChannelState>>,
+        mut rx: mpsc::Receiver<Output>,
+    ) {
+        let Some(state) = state.as_mut() else {
+            warn!(channel = %self.key, "no channel state; nothing will be stored");
+            while rx.recv().await.is_some() {}
+            return;
+        };
+        // A publish that follows earlier segments starts with a discontinuity (new encoder timeline).
+        let mut gap = !state.playlist.is_empty();
+        let mut open: Option<OpenUpload> = None;
+        while let Some(output) = rx.recv().await {
+            match output {
+                Output::Chunk { index, data } => {
+                    if open.as_ref().is_some_and(|o| o.index != index) {
+                        self.abandon(open.take(), "a later segment started before it was closed")
+                            .await;
+                        gap = true;
+                    }
+                    let upload = match &mut open {
+                        Some(upload) => upload,
+                        None => {
+                            let seq = state.next_seq;
+                            state.next_seq += 1;
+                            open.insert(OpenUpload {
+                                index,
+                                seq,
+                                writer: self.begin(seq).await,
+                            })
+                        }
+                    };
+                    if let Some(writer) = &mut upload.writer {
+                        writer.put(data);
+                        if let Err(e) = writer.wait_for_capacity(4).await {
+                            self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                            warn!(channel = %self.key, seq = upload.seq, error = %e, "segment upload failed");
+                            let failed = upload.writer.take();
+                            self.abort(failed).await;
+                        }
+                    }
+                }
+                Output::Closed(segment) => {
+                    let Some(upload) = open.take().filter(|o| o.index == segment.index) else {
+                        self.counters.segments_lost.fetch_add(1, Ordering::Relaxed);
+                        warn!(channel = %self.key, index = segment.index, "segment lost before storage (queue full); left out of the playlist");
+                        gap = true;
+                        continue;
+                    };
+                    let seq = upload.seq;
+                    let Some(writer) = upload.writer else {
+                        self.counters.segments_lost.fetch_add(1, Ordering::Relaxed);
+                        gap = true;
+                        continue;
+                    };
+                    if let Err(e) = writer.finish().await {
+                        self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                        self.counters.segments_lost.fetch_add(1, Ordering::Relaxed);
+                        warn!(channel = %self.key, seq, error = %e, "segment could not be completed; left out of the playlist");
+                        gap = true;
+                        continue;
+                    }
+                    self.counters
+                        .segments_stored
+                        .fetch_add(1, Ordering::Relaxed);
+                    state.playlist.push(PlaylistSegment {
+                        seq,
+                        duration_90k: segment.duration.ticks(),
+                        discontinuity: segment.discontinuity || std::mem::take(&mut gap),
+                        started_at: segment.started_at,
+                    });
+                    self.write_playlist(&state.playlist).await;
+                    if segment.forced {
+                        info!(channel = %self.key, seq, duration_s = segment.duration.as_secs_f64(), "segment force-cut: no keyframe within the limit");
+                    } else {
+                        debug!(channel = %self.key, seq, duration_s = segment.duration.as_secs_f64(), bytes = segment.bytes, "segment stored");
+                    }
+                    if let Some(tx) = &self.on_stored {
+                        let _ = tx.send(Stored { seq, segment });
+                    }
+                }
+            }
+        }
+        if open.is_some() {
+            self.abandon(open, "the publish ended before the segment was closed")
+                .await;
+        }
+    }
+
+    async fn begin(&self, seq: u64) -> Option<WriteMultipart> {
+        let path = match self.key.object(&segment_file_name(seq)) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(channel = %self.key, error = %e, "bad segment key");
+                return None;
+            }
+        };
+        match self.store.objects().put_multipart(&path).await {
+            Ok(upload) => Some(WriteMultipart::new_with_chunk_size(
+                upload,
+                self.store.part_size(),
+            )),
+            Err(e) => {
+                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(channel = %self.key, seq, error = %e, "cannot start segment upload");
+                None
+            }
+        }
+    }
+
+    async fn abandon(&self, open: Option<OpenUpload>, why: &str) {
+        if let Some(open) = open {
+            self.counters.segments_lost.fetch_add(1, Ordering::Relaxed);
+            warn!(channel = %self.key, seq = open.seq, "segment dropped: {why}");
+            self.abort(open.writer).await;
+        }
+    }
+
+    async fn abort(&self, writer: Option<WriteMultipart>) {
+        if let Some(writer) = writer {
+            if let Err(e) = writer.abort().await {
+                debug!(channel = %self.key, error = %e, "aborting an upload failed");
+            }
+        }
+    }
+
+    async fn write_playlist(&self, playlist: &Playlist) {
+        let Ok(path) = self.key.object(&self.playlist_name) else {
+            return;
+        };
+        match self.store.put(&path, playlist.render().into()).await {
+            Ok(()) => {
+                self.counters
+                    .playlist_writes
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(channel = %self.key, error = %e, "playlist write failed; the next segment retries it");
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The black-box harness: a real server on 127.0.0.1:0 in this process, a real RTMP client over TCP,
+//! and a minimal HTTP/1.1 client, so tests see exactly what players and encoders see.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use livechannel::config::{ChannelSettings, Config};
+use livechannel::flv::file::{self, Tag, TagKind};
+use livechannel::rtmp::client::{ClientError, Publisher};
+use livechannel::server::{Observers, Server};
+use livechannel::storage::ChannelKey;
+use livechannel::storage::sink::Stored;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+pub fn tags(name: &str) -> Vec<Tag> {
+    let bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    file::parse(Bytes::from(bytes)).expect("fixture parses")
+}
+
+pub fn config(dir: &Path, frag_duration: u32, frag_count: u32) -> Config {
+    let mut c = Config::default();
+    c.rtmp_listen = "127.0.0.1:0".parse().unwrap();
+    c.http_listen = "127.0.0.1:0".parse().unwrap();
+    c.data_dir = dir.to_path_buf();
+    c.channel_defaults = ChannelSettings {
+        frag_duration,
+        frag_count,
+        playlist_name: "playlist.m3u8".into(),
+    };
+    c
+}
+
+pub struct TestServer {
+    pub server: Server,
+    pub stored: mpsc::UnboundedReceiver<Stored>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let (tx, stored) = mpsc::unbounded_channel();
+        let server = Server::start_with(
+            config,
+            Observers {
+                on_stored: Some(tx),
+            },
+        )
+        .await
+        .expect("server starts");
+        TestServer { server, stored }
+    }
+
+    pub fn rtmp(&self) -> SocketAddr {
+        self.server.rtmp_addr
+    }
+
+    pub fn http(&self) -> SocketAddr {
+        self.server.http_addr
+    }
+
+    pub async fn wait_flushed(&self, channel: &str) {
+        let key = ChannelKey::new("live", channel).unwrap();
+        assert!(
+            self.server
+                .channels
+                .wait_flushed(&key, Duration::from_secs(20))
+                .await,
+            "channel {channel} never flushed"
+        );
+    }
+
+    /// Every segment stored so far, in order.
+    pub fn drain_stored(&mut self) -> Vec<Stored> {
+        let mut v = Vec::new();
+        while let Ok(s) = self.stored.try_recv() {
+            v.push(s);
+        }
+        v
+    }
+
+    pub async fn get(&self, path: &str) -> HttpResponse {
+        http_request(self.http(), "GET", path, &[]).await
+    }
+}
+
+/// Publishes every tag of a fixture as fast as the connection takes it, then unpublishes.
+pub async fn publish(rtmp: SocketAddr, channel: &str, tags: &[Tag]) -> Result<(), ClientError> {
+    let mut p = Publisher::connect(rtmp, "live", channel).await?;
+    send_all(&mut p, tags, 0).await?;
+    p.finish().await
+}
+
+/// Sends tags with `offset_ms` added to their timestamps, batching writes.
+pub async fn send_all(p: &mut Publisher, tags: &[Tag], offset_ms: u32) -> Result<(), ClientError> {
+    for (i, tag) in tags.iter().enumerate() {
+        if tag.kind == TagKind::Script {
+            continue;
+        }
+        p.queue_tag(
+            tag.kind,
+            tag.body.clone(),
+            tag.timestamp_ms.wrapping_add(offset_ms),
+        )?;
+        if i % 16 == 0 {
+            p.flush_queued().await?;
+        }
+    }
+    p.flush_queued().await
+}
+
+/// Media duration of a fixture in seconds: from the first frame to the end of the last frame of whichever
+/// track ends last (a frame lasts as long as its track's largest timestamp step).
+pub fn media_duration(tags: &[Tag]) -> f64 {
+    let frames = |kind: TagKind| -> Vec<u32> {
+        tags.iter()
+            .filter(|t| t.kind == kind && t.body.get(1) == Some(&1))
+            .map(|t| t.timestamp_ms)
+            .collect()
+    };
+    let (video, audio) = (frames(TagKind::Video), frames(TagKind::Audio));
+    let end = |ts: &[u32]| {
+        ts.last()
+            .map(|l| l + ts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0))
+    };
+    let start = video
+        .first()
+        .into_iter()
+        .chain(audio.first())
+        .min()
+        .copied()
+        .unwrap_or(0);
+    let end = end(&video)
+        .into_iter()
+        .chain(end(&audio))
+        .max()
+        .unwrap_or(0);
+    f64::from(end - start) / 1000.0
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection, `Connection: close`, body read to EOF.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect http");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("http timeout")
+        .unwrap();
+    parse_response(&raw, method == "HEAD")
+}
+
+fn parse_response(raw: &[u8], head: bool) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
+    let head_text = std::str::from_utf8(&raw[..split]).unwrap();
+    let mut lines = head_text.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked && !head {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// The media playlist at a URL path, parsed by m3u8-rs.
+pub async fn playlist(ts: &TestServer, path: &str) -> m3u8_rs::MediaPlaylist {
+    let resp = ts.get(path).await;
+    assert_eq!(resp.status, 200, "GET {path}");
+    match m3u8_rs::parse_playlist_res(&resp.body) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(p)) => p,
+        other => panic!("not a media playlist: {other:?}\n{}", resp.text()),
+    }
+}
