@@ -65,11 +65,7 @@ impl Drop for LiveGuard {
     fn drop(&mut self) {
         let mut entries = self.channels.lock();
         if let Some(entry) = entries.get_mut(&self.key) {
-            if entry
-                .live
-                .as_ref()
-                .is_some_and(|l| l.publish_id == self.publish_id)
-            {
+            if entry.live.as_ref().is_some_and(|l| l.publish_id == self.publish_id) {
                 entry.live = None;
             }
         }
@@ -79,32 +75,18 @@ impl Drop for LiveGuard {
 impl Channels {
     fn lock(&self) -> MutexGuard<'_, HashMap<ChannelKey, Entry>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts/removes).
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn claim(
-        self: &Arc<Self>,
-        key: &ChannelKey,
-        remote: SocketAddr,
-    ) -> Result<LiveGuard, AlreadyLive> {
+    pub fn claim(self: &Arc<Self>, key: &ChannelKey, remote: SocketAddr) -> Result<LiveGuard, AlreadyLive> {
         let mut entries = self.lock();
         let entry = entries.entry(key.clone()).or_default();
         if entry.live.is_some() {
             return Err(AlreadyLive(key.clone()));
         }
-        let publish_id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
+        let publish_id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let kick = CancellationToken::new();
-        entry.live = Some(LiveInfo {
-            publish_id,
-            remote,
-            since: SystemTime::now(),
-            kick: kick.clone(),
-        });
+        entry.live = Some(LiveInfo { publish_id, remote, since: SystemTime::now(), kick: kick.clone() });
         Ok(LiveGuard {
             channels: Arc::clone(self),
             key: key.clone(),

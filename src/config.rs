@@ -10,15 +10,9 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Parse { path: PathBuf, source: toml::de::Error },
     #[error("invalid config: {0}")]
     Invalid(String),
 }
@@ -116,11 +110,7 @@ pub struct ChannelSettings {
 
 impl Default for ChannelSettings {
     fn default() -> Self {
-        ChannelSettings {
-            frag_duration: 5,
-            frag_count: 3,
-            playlist_name: "playlist.m3u8".into(),
-        }
+        ChannelSettings { frag_duration: 5, frag_count: 3, playlist_name: "playlist.m3u8".into() }
     }
 }
 
@@ -128,10 +118,7 @@ impl ChannelSettings {
     /// The OSS rules: FragDuration and FragCount 1..=100; PlaylistName 6..=128 chars, ends in `.m3u8`, no `/`.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=100).contains(&self.frag_duration) {
-            return Err(format!(
-                "frag_duration {} is outside 1..=100",
-                self.frag_duration
-            ));
+            return Err(format!("frag_duration {} is outside 1..=100", self.frag_duration));
         }
         if !(1..=100).contains(&self.frag_count) {
             return Err(format!("frag_count {} is outside 1..=100", self.frag_count));
@@ -147,9 +134,7 @@ pub fn validate_playlist_name(name: &str) -> Result<(), String> {
         || name.contains(['/', '\\'])
         || name.chars().any(char::is_control)
     {
-        return Err(format!(
-            "playlist name {name:?} must be 6..=128 characters, end in .m3u8 and contain no '/'"
-        ));
+        return Err(format!("playlist name {name:?} must be 6..=128 characters, end in .m3u8 and contain no '/'"));
     }
     Ok(())
 }
@@ -202,14 +187,9 @@ impl Config {
         let mut file = match path {
             None => ConfigFile::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.to_owned(),
-                    source,
-                })?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?
             }
         };
         file.rtmp_listen = overrides.rtmp_listen.or(file.rtmp_listen);
@@ -222,30 +202,14 @@ impl Config {
         let invalid = ConfigError::Invalid;
         let defaults = ChannelSettings::default();
         let channel_defaults = ChannelSettings {
-            frag_duration: file
-                .channel_defaults
-                .frag_duration
-                .unwrap_or(defaults.frag_duration),
-            frag_count: file
-                .channel_defaults
-                .frag_count
-                .unwrap_or(defaults.frag_count),
-            playlist_name: file
-                .channel_defaults
-                .playlist_name
-                .unwrap_or(defaults.playlist_name),
+            frag_duration: file.channel_defaults.frag_duration.unwrap_or(defaults.frag_duration),
+            frag_count: file.channel_defaults.frag_count.unwrap_or(defaults.frag_count),
+            playlist_name: file.channel_defaults.playlist_name.unwrap_or(defaults.playlist_name),
         };
-        channel_defaults
-            .validate()
-            .map_err(|e| invalid(format!("[channel_defaults] {e}")))?;
+        channel_defaults.validate().map_err(|e| invalid(format!("[channel_defaults] {e}")))?;
 
         let buckets = if file.buckets.is_empty() {
-            vec![Bucket {
-                name: "live".into(),
-                acl: Acl::PublicReadWrite,
-                auto_create_channels: true,
-                domains: vec![],
-            }]
+            vec![Bucket { name: "live".into(), acl: Acl::PublicReadWrite, auto_create_channels: true, domains: vec![] }]
         } else {
             file.buckets
                 .into_iter()
@@ -260,23 +224,15 @@ impl Config {
         for (i, b) in buckets.iter().enumerate() {
             validate_bucket_name(&b.name).map_err(|e| invalid(format!("[[buckets]] {e}")))?;
             if buckets[..i].iter().any(|o| o.name == b.name) {
-                return Err(invalid(format!(
-                    "[[buckets]] name {:?} appears twice",
-                    b.name
-                )));
+                return Err(invalid(format!("[[buckets]] name {:?} appears twice", b.name)));
             }
         }
         for (i, k) in file.access_keys.iter().enumerate() {
             if k.id.is_empty() || k.secret.is_empty() {
-                return Err(invalid(
-                    "[[access_keys]] id and secret must not be empty".into(),
-                ));
+                return Err(invalid("[[access_keys]] id and secret must not be empty".into()));
             }
             if file.access_keys[..i].iter().any(|o| o.id == k.id) {
-                return Err(invalid(format!(
-                    "[[access_keys]] id {:?} appears twice",
-                    k.id
-                )));
+                return Err(invalid(format!("[[access_keys]] id {:?} appears twice", k.id)));
             }
         }
         if let Some(s) = &file.storage {
@@ -289,18 +245,11 @@ impl Config {
             storage_queue_bytes: file.limits.storage_queue_bytes.unwrap_or(8 << 20),
         };
         if limits.max_rtmp_connections == 0 || limits.storage_queue_bytes < 256 * 1024 {
-            return Err(invalid(
-                "[limits] max_rtmp_connections must be > 0 and storage_queue_bytes >= 262144"
-                    .into(),
-            ));
+            return Err(invalid("[limits] max_rtmp_connections must be > 0 and storage_queue_bytes >= 262144".into()));
         }
         Ok(Config {
-            rtmp_listen: file
-                .rtmp_listen
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1935))),
-            http_listen: file
-                .http_listen
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            rtmp_listen: file.rtmp_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1935))),
+            http_listen: file.http_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: file.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
             public_endpoint: file.public_endpoint,
             base_domain: file.base_domain,
@@ -325,17 +274,13 @@ impl Config {
 /// OSS bucket naming: 3..=63 of lowercase letters, digits and '-', not starting or ending with '-'.
 pub fn validate_bucket_name(name: &str) -> Result<(), String> {
     let ok = (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "bucket name {name:?} must be 3..=63 of [a-z0-9-], not starting or ending with '-'"
-        ))
+        Err(format!("bucket name {name:?} must be 3..=63 of [a-z0-9-], not starting or ending with '-'"))
     }
 }
 
@@ -344,10 +289,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let file: ConfigFile = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: "t".into(),
-            source,
-        })?;
+        let file: ConfigFile =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { path: "t".into(), source })?;
         Config::from_file(file)
     }
 
@@ -375,13 +318,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
-        let err = parse("rtmp_listen = \"127.0.0.1:1\"\nfrag_duraton = 3\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("rtmp_listen = \"127.0.0.1:1\"\nfrag_duraton = 3\n").unwrap_err().to_string();
         assert!(err.contains("frag_duraton"), "{err}");
-        let err = parse("[channel_defaults]\nfragcount = 3\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("[channel_defaults]\nfragcount = 3\n").unwrap_err().to_string();
         assert!(err.contains("fragcount"), "{err}");
     }
 
@@ -391,8 +330,7 @@ mod tests {
         assert!(parse("[channel_defaults]\nfrag_count = 101\n").is_err());
         assert!(parse("[channel_defaults]\nplaylist_name = \".m3u8\"\n").is_err());
         assert!(parse("[channel_defaults]\nplaylist_name = \"x/abc.m3u8\"\n").is_err());
-        let c = parse("[channel_defaults]\nfrag_duration = 2\nplaylist_name = \"index.m3u8\"\n")
-            .unwrap();
+        let c = parse("[channel_defaults]\nfrag_duration = 2\nplaylist_name = \"index.m3u8\"\n").unwrap();
         assert_eq!(c.channel_defaults.frag_duration, 2);
         assert_eq!(c.channel_defaults.frag_count, 3);
         assert_eq!(c.channel_defaults.playlist_name, "index.m3u8");
@@ -404,10 +342,6 @@ mod tests {
         assert!(parse("[[buckets]]\nname = \"abc\"\n[[buckets]]\nname = \"abc\"\n").is_err());
         assert!(parse("[[buckets]]\nname = \"abc\"\nacl = \"public\"\n").is_err());
         let c = parse("[[buckets]]\nname = \"abc\"\n").unwrap();
-        assert_eq!(
-            c.buckets[0].acl,
-            Acl::Private,
-            "an explicit bucket is private unless it says otherwise"
-        );
+        assert_eq!(c.buckets[0].acl, Acl::Private, "an explicit bucket is private unless it says otherwise");
     }
 }

@@ -63,11 +63,7 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn new(config: SegmenterConfig) -> Self {
-        Ingest {
-            segmenter: Segmenter::new(config),
-            clock: RtmpClock::default(),
-            stats: IngestStats::default(),
-        }
+        Ingest { segmenter: Segmenter::new(config), clock: RtmpClock::default(), stats: IngestStats::default() }
     }
 
     pub fn stats(&self) -> &IngestStats {
@@ -93,22 +89,12 @@ impl Ingest {
                 self.stats.video = Some(config);
                 Ok(())
             }
-            VideoTag::Frame {
-                keyframe,
-                composition_ms,
-                nalus,
-            } => {
+            VideoTag::Frame { keyframe, composition_ms, nalus } => {
                 let dts = self.clock.unwrap(timestamp_ms);
                 let pts = dts + Timestamp90k::from_millis(i64::from(composition_ms));
                 self.stats.video_frames += 1;
                 self.stats.video_bytes += body.len() as u64;
-                let frame = Frame {
-                    track: Track::Video,
-                    dts,
-                    pts,
-                    keyframe,
-                    payload: nalus,
-                };
+                let frame = Frame { track: Track::Video, dts, pts, keyframe, payload: nalus };
                 self.push(frame, now, out)
             }
             VideoTag::EndOfSequence | VideoTag::Command => Ok(()),
@@ -141,24 +127,13 @@ impl Ingest {
                 let dts = self.clock.unwrap(timestamp_ms);
                 self.stats.audio_frames += 1;
                 self.stats.audio_bytes += body.len() as u64;
-                let frame = Frame {
-                    track: Track::Audio,
-                    dts,
-                    pts: dts,
-                    keyframe: true,
-                    payload: raw,
-                };
+                let frame = Frame { track: Track::Audio, dts, pts: dts, keyframe: true, payload: raw };
                 self.push(frame, now, out)
             }
         }
     }
 
-    fn push(
-        &mut self,
-        frame: Frame,
-        now: SystemTime,
-        out: &mut Vec<Output>,
-    ) -> Result<(), IngestError> {
+    fn push(&mut self, frame: Frame, now: SystemTime, out: &mut Vec<Output>) -> Result<(), IngestError> {
         self.stats.first_dts.get_or_insert(frame.dts);
         self.stats.last_dts = Some(self.stats.last_dts.map_or(frame.dts, |d| d.max(frame.dts)));
         let before = out.len();
@@ -204,21 +179,7 @@ mod tests {
 
     fn avc_config_tag() -> Bytes {
         let sps = [0x67, 0x42, 0x00, 0x1e, 0xab];
-        let mut b = vec![
-            0x17,
-            0,
-            0,
-            0,
-            0,
-            1,
-            0x42,
-            0,
-            0x1e,
-            0xff,
-            0xe1,
-            0,
-            sps.len() as u8,
-        ];
+        let mut b = vec![0x17, 0, 0, 0, 0, 1, 0x42, 0, 0x1e, 0xff, 0xe1, 0, sps.len() as u8];
         b.extend_from_slice(&sps);
         b.extend_from_slice(&[1, 0, 2, 0x68, 0xce]);
         Bytes::from(b)
@@ -226,19 +187,8 @@ mod tests {
 
     fn video_tag(key: bool, cts: i32) -> Bytes {
         let c = cts.to_be_bytes();
-        let mut b = vec![
-            if key { 0x17 } else { 0x27 },
-            1,
-            c[1],
-            c[2],
-            c[3],
-            0,
-            0,
-            0,
-            2,
-            if key { 0x65 } else { 0x41 },
-            0,
-        ];
+        let mut b =
+            vec![if key { 0x17 } else { 0x27 }, 1, c[1], c[2], c[3], 0, 0, 0, 2, if key { 0x65 } else { 0x41 }, 0];
         b.truncate(11);
         Bytes::from(b)
     }
@@ -250,38 +200,16 @@ mod tests {
         ingest.video(&avc_config_tag(), 0, NOW, &mut out).unwrap();
         let start = u32::MAX - 1000;
         for i in 0..60u32 {
-            ingest
-                .video(
-                    &video_tag(i % 25 == 0, 80),
-                    start.wrapping_add(i * 40),
-                    NOW,
-                    &mut out,
-                )
-                .unwrap();
+            ingest.video(&video_tag(i % 25 == 0, 80), start.wrapping_add(i * 40), NOW, &mut out).unwrap();
         }
         ingest.finish(&mut out);
         let stats = ingest.stats();
         assert_eq!(stats.video_frames, 60);
-        assert!(
-            (stats.media_seconds() - 2.36).abs() < 1e-9,
-            "{}",
-            stats.media_seconds()
-        );
-        let closed: Vec<_> = out
-            .iter()
-            .filter_map(|o| {
-                if let Output::Closed(s) = o {
-                    Some(s)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        assert!((stats.media_seconds() - 2.36).abs() < 1e-9, "{}", stats.media_seconds());
+        let closed: Vec<_> =
+            out.iter().filter_map(|o| if let Output::Closed(s) = o { Some(s) } else { None }).collect();
         assert_eq!(closed.len(), 3);
-        assert!(
-            closed.iter().all(|s| !s.discontinuity),
-            "the 32-bit wrap is not a jump"
-        );
+        assert!(closed.iter().all(|s| !s.discontinuity), "the 32-bit wrap is not a jump");
     }
 
     #[test]
@@ -289,24 +217,13 @@ mod tests {
         let mut ingest = Ingest::new(SegmenterConfig::new(1));
         let mut out = Vec::new();
         let hevc_ish = Bytes::from_static(&[0x1c, 0, 0, 0, 0]);
-        assert!(matches!(
-            ingest.video(&hevc_ish, 0, NOW, &mut out),
-            Err(IngestError::Unsupported(_))
-        ));
+        assert!(matches!(ingest.video(&hevc_ish, 0, NOW, &mut out), Err(IngestError::Unsupported(_))));
         let mp3 = Bytes::from_static(&[0x2f, 0xff]);
-        assert!(matches!(
-            ingest.audio(&mp3, 0, NOW, &mut out),
-            Err(IngestError::Unsupported(_))
-        ));
+        assert!(matches!(ingest.audio(&mp3, 0, NOW, &mut out), Err(IngestError::Unsupported(_))));
         ingest.video(&avc_config_tag(), 0, NOW, &mut out).unwrap();
         let broken = Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 99, 0x65]);
-        assert!(matches!(
-            ingest.video(&broken, 0, NOW, &mut out),
-            Err(IngestError::Malformed { .. })
-        ));
-        ingest
-            .video(&video_tag(true, 0), 40, NOW, &mut out)
-            .unwrap();
+        assert!(matches!(ingest.video(&broken, 0, NOW, &mut out), Err(IngestError::Malformed { .. })));
+        ingest.video(&video_tag(true, 0), 40, NOW, &mut out).unwrap();
         assert_eq!(ingest.stats().malformed, 1);
     }
 }

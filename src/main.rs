@@ -10,11 +10,7 @@ use livechannel::config::{Config, Overrides};
 use livechannel::server::Server;
 
 #[derive(Parser)]
-#[command(
-    name = "livechannel",
-    version,
-    about = "A live media server: RTMP in, keyframe-aligned HLS out"
-)]
+#[command(name = "livechannel", version, about = "A live media server: RTMP in, keyframe-aligned HLS out")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,28 +40,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LIVECHANNEL_LOG")
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("LIVECHANNEL_LOG").unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let Command::Serve {
-        config,
-        rtmp_listen,
-        http_listen,
-        data_dir,
-    } = cli.command;
-    let config = Config::load(
-        config.as_deref(),
-        Overrides {
-            rtmp_listen,
-            http_listen,
-            data_dir,
-        },
-    )?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let Command::Serve { config, rtmp_listen, http_listen, data_dir } = cli.command;
+    let config = Config::load(config.as_deref(), Overrides { rtmp_listen, http_listen, data_dir })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let server = Server::start(config).await?;
         wait_for_signal().await;
@@ -79,14 +59,13 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

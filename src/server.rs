@@ -20,11 +20,7 @@ use crate::{http, rtmp};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen for {what} on {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -52,34 +48,26 @@ impl Server {
 
     pub async fn start_with(config: Config, observers: Observers) -> Result<Server, ServerError> {
         let store = Store::from_config(&config)?;
-        let rtmp_listener = TcpListener::bind(config.rtmp_listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                what: "RTMP",
-                addr: config.rtmp_listen,
-                source,
-            })?;
-        let http_listener = TcpListener::bind(config.http_listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                what: "HTTP",
-                addr: config.http_listen,
-                source,
-            })?;
-        let rtmp_addr = rtmp_listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind {
-                what: "RTMP",
-                addr: config.rtmp_listen,
-                source,
-            })?;
-        let http_addr = http_listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind {
-                what: "HTTP",
-                addr: config.http_listen,
-                source,
-            })?;
+        let rtmp_listener = TcpListener::bind(config.rtmp_listen).await.map_err(|source| ServerError::Bind {
+            what: "RTMP",
+            addr: config.rtmp_listen,
+            source,
+        })?;
+        let http_listener = TcpListener::bind(config.http_listen).await.map_err(|source| ServerError::Bind {
+            what: "HTTP",
+            addr: config.http_listen,
+            source,
+        })?;
+        let rtmp_addr = rtmp_listener.local_addr().map_err(|source| ServerError::Bind {
+            what: "RTMP",
+            addr: config.rtmp_listen,
+            source,
+        })?;
+        let http_addr = http_listener.local_addr().map_err(|source| ServerError::Bind {
+            what: "HTTP",
+            addr: config.http_listen,
+            source,
+        })?;
         warn_if_open(&config, rtmp_addr, http_addr);
 
         let config = Arc::new(config);
@@ -105,14 +93,7 @@ impl Server {
         tracker.spawn(http::serve(http_listener, http_ctx));
         // Scripts and tests read this line to find the ports when they asked for port 0.
         info!(rtmp = %rtmp_addr, http = %http_addr, data_dir = %config.data_dir.display(), "livechannel listening");
-        Ok(Server {
-            rtmp_addr,
-            http_addr,
-            channels,
-            store,
-            shutdown,
-            tracker,
-        })
+        Ok(Server { rtmp_addr, http_addr, channels, store, shutdown, tracker })
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -124,16 +105,11 @@ impl Server {
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.shutdown.cancel();
         self.tracker.close();
-        let done = tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok();
+        let done = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
         if done {
             info!("shutdown complete: all segments and playlists flushed");
         } else {
-            warn!(
-                grace_s = grace.as_secs(),
-                "shutdown grace period ran out; some uploads may be incomplete"
-            );
+            warn!(grace_s = grace.as_secs(), "shutdown grace period ran out; some uploads may be incomplete");
         }
         done
     }
@@ -141,12 +117,8 @@ impl Server {
 
 fn warn_if_open(config: &Config, rtmp: SocketAddr, http: SocketAddr) {
     let exposed = !rtmp.ip().is_loopback() || !http.ip().is_loopback();
-    let open: Vec<&str> = config
-        .buckets
-        .iter()
-        .filter(|b| b.acl == Acl::PublicReadWrite)
-        .map(|b| b.name.as_str())
-        .collect();
+    let open: Vec<&str> =
+        config.buckets.iter().filter(|b| b.acl == Acl::PublicReadWrite).map(|b| b.name.as_str()).collect();
     if exposed && !open.is_empty() {
         warn!(
             buckets = ?open,

@@ -11,54 +11,23 @@ use livechannel::ts::inspect::{annexb_nal_types, inspect};
 use support::*;
 
 /// Fetches every segment the playlist lists and checks it as a player would need it.
-async fn check_listed_segments(
-    ts: &TestServer,
-    channel: &str,
-    expect_video: bool,
-) -> m3u8_rs::MediaPlaylist {
+async fn check_listed_segments(ts: &TestServer, channel: &str, expect_video: bool) -> m3u8_rs::MediaPlaylist {
     let pl = playlist(ts, &format!("/live/{channel}/playlist.m3u8")).await;
     assert!(!pl.segments.is_empty());
     for seg in &pl.segments {
-        assert!(
-            seg.program_date_time.is_some(),
-            "EXT-X-PROGRAM-DATE-TIME on {}",
-            seg.uri
-        );
-        assert!(
-            pl.target_duration as f32 >= seg.duration.round(),
-            "target duration below EXTINF of {}",
-            seg.uri
-        );
+        assert!(seg.program_date_time.is_some(), "EXT-X-PROGRAM-DATE-TIME on {}", seg.uri);
+        assert!(pl.target_duration as f32 >= seg.duration.round(), "target duration below EXTINF of {}", seg.uri);
         let resp = ts.get(&format!("/live/{channel}/{}", seg.uri)).await;
         assert_eq!(resp.status, 200, "{}", seg.uri);
         assert_eq!(resp.header("content-type"), Some("video/mp2t"));
         let report = inspect(&resp.body).expect("segment parses as TS");
-        assert_eq!(
-            report.first_pids,
-            vec![0, livechannel::ts::PMT_PID],
-            "PAT+PMT first in {}",
-            seg.uri
-        );
+        assert_eq!(report.first_pids, vec![0, livechannel::ts::PMT_PID], "PAT+PMT first in {}", seg.uri);
         assert_eq!(report.continuity_errors, 0, "{}", seg.uri);
-        assert!(
-            report.max_pcr_gap_90k() <= 9000,
-            "PCR gap {} in {}",
-            report.max_pcr_gap_90k(),
-            seg.uri
-        );
+        assert!(report.max_pcr_gap_90k() <= 9000, "PCR gap {} in {}", report.max_pcr_gap_90k(), seg.uri);
         if expect_video {
             let first = report.video().next().expect("video in segment");
-            assert!(
-                first.random_access,
-                "{} does not start with a keyframe",
-                seg.uri
-            );
-            assert_eq!(
-                annexb_nal_types(&first.payload)[..3],
-                [9, 7, 8],
-                "AUD+SPS+PPS before the IDR in {}",
-                seg.uri
-            );
+            assert!(first.random_access, "{} does not start with a keyframe", seg.uri);
+            assert_eq!(annexb_nal_types(&first.payload)[..3], [9, 7, 8], "AUD+SPS+PPS before the IDR in {}", seg.uri);
         } else {
             assert!(report.audio().next().is_some());
         }
@@ -74,10 +43,7 @@ async fn publish_fixture_and_check(name: &str, frag: u32, expect_video: bool) ->
     ts.wait_flushed("demo").await;
     check_listed_segments(&ts, "demo", expect_video).await;
     let stored = ts.drain_stored();
-    let durations: Vec<f64> = stored
-        .iter()
-        .map(|s| s.segment.duration.as_secs_f64())
-        .collect();
+    let durations: Vec<f64> = stored.iter().map(|s| s.segment.duration.as_secs_f64()).collect();
     let total: f64 = durations.iter().sum();
     let expected = media_duration(&tags);
     ts.server.shutdown(Duration::from_secs(10)).await;
@@ -89,10 +55,7 @@ async fn h264_with_b_frames_and_aac_becomes_keyframe_aligned_segments() {
     let (durations, error) = publish_fixture_and_check("media/av_bframes.flv", 2, true).await;
     // 2 s GOP, FragDuration 2: every segment but the last is exactly one GOP.
     assert_eq!(durations.len(), 5, "{durations:?}");
-    assert!(
-        durations[..4].iter().all(|d| (d - 2.0).abs() < 1e-6),
-        "{durations:?}"
-    );
+    assert!(durations[..4].iter().all(|d| (d - 2.0).abs() < 1e-6), "{durations:?}");
     assert!(error.abs() <= 0.041, "EXTINF sum off by {error} s");
 }
 
@@ -100,10 +63,7 @@ async fn h264_with_b_frames_and_aac_becomes_keyframe_aligned_segments() {
 async fn h264_without_b_frames_cuts_at_the_first_keyframe_past_frag_duration() {
     // 1 s GOP, FragDuration 3: segments of 3 s.
     let (durations, error) = publish_fixture_and_check("media/av_no_bframes.flv", 3, true).await;
-    assert!(
-        durations[..3].iter().all(|d| (d - 3.0).abs() < 0.001),
-        "{durations:?}"
-    );
+    assert!(durations[..3].iter().all(|d| (d - 3.0).abs() < 0.001), "{durations:?}");
     assert!(error.abs() <= 0.034, "EXTINF sum off by {error} s");
 }
 
@@ -111,12 +71,7 @@ async fn h264_without_b_frames_cuts_at_the_first_keyframe_past_frag_duration() {
 async fn audio_only_publishes_segment() {
     let (durations, error) = publish_fixture_and_check("media/audio_only.flv", 2, false).await;
     assert!(durations.len() >= 5);
-    assert!(
-        durations[..durations.len() - 1]
-            .iter()
-            .all(|d| (2.0..2.05).contains(d)),
-        "{durations:?}"
-    );
+    assert!(durations[..durations.len() - 1].iter().all(|d| (2.0..2.05).contains(d)), "{durations:?}");
     assert!(error.abs() <= 0.024, "EXTINF sum off by {error} s");
 }
 
@@ -131,9 +86,7 @@ async fn video_only_publishes_segment() {
 async fn a_gop_longer_than_sixty_seconds_is_force_cut() {
     let dir = tempfile::tempdir().unwrap();
     let mut ts = TestServer::start(config(dir.path(), 1, 5)).await;
-    publish(ts.rtmp(), "long", &tags("media/long_gop.flv"))
-        .await
-        .unwrap();
+    publish(ts.rtmp(), "long", &tags("media/long_gop.flv")).await.unwrap();
     ts.wait_flushed("long").await;
     let stored = ts.drain_stored();
     assert_eq!(stored.len(), 2, "{stored:?}");
@@ -187,14 +140,10 @@ async fn bad_apps_bad_names_and_play_requests_are_refused_politely() {
         );
     }
     // The bucket app form that oss2's sign_rtmp_url produces is accepted.
-    let p = Publisher::connect(ts.rtmp(), "live/live", "bucketform")
-        .await
-        .unwrap();
+    let p = Publisher::connect(ts.rtmp(), "live/live", "bucketform").await.unwrap();
     p.finish().await.unwrap();
     // The server is still healthy.
-    publish(ts.rtmp(), "fine", &tags("media/audio_only.flv"))
-        .await
-        .unwrap();
+    publish(ts.rtmp(), "fine", &tags("media/audio_only.flv")).await.unwrap();
     ts.wait_flushed("fine").await;
     assert_eq!(ts.get("/live/fine/playlist.m3u8").await.status, 200);
     ts.server.shutdown(Duration::from_secs(10)).await;
@@ -211,23 +160,11 @@ async fn a_dropped_tcp_connection_ends_the_publish_and_flushes_like_delete_strea
     drop(p); // TCP close without deleteStream
     ts.wait_flushed("drop").await;
     let stored = ts.drain_stored();
-    let total: f64 = stored
-        .iter()
-        .map(|s| s.segment.duration.as_secs_f64())
-        .sum();
-    assert!(
-        total > 4.0,
-        "the open segment was flushed: {total} s stored"
-    );
+    let total: f64 = stored.iter().map(|s| s.segment.duration.as_secs_f64()).sum();
+    assert!(total > 4.0, "the open segment was flushed: {total} s stored");
     let pl = playlist(&ts, "/live/drop/playlist.m3u8").await;
-    assert_eq!(
-        pl.segments.last().unwrap().uri,
-        format!("{}.ts", stored.last().unwrap().seq)
-    );
-    assert!(
-        Publisher::connect(ts.rtmp(), "live", "drop").await.is_ok(),
-        "the channel is not stuck live"
-    );
+    assert_eq!(pl.segments.last().unwrap().uri, format!("{}.ts", stored.last().unwrap().seq));
+    assert!(Publisher::connect(ts.rtmp(), "live", "drop").await.is_ok(), "the channel is not stuck live");
     ts.server.shutdown(Duration::from_secs(10)).await;
 }
 
@@ -242,18 +179,11 @@ async fn republishing_continues_sequence_numbers_with_a_discontinuity() {
     publish(ts.rtmp(), "again", &t).await.unwrap();
     ts.wait_flushed("again").await;
     let second: Vec<u64> = ts.drain_stored().iter().map(|s| s.seq).collect();
-    assert_eq!(
-        second[0],
-        first.last().unwrap() + 1,
-        "{first:?} then {second:?}"
-    );
+    assert_eq!(second[0], first.last().unwrap() + 1, "{first:?} then {second:?}");
     let pl = playlist(&ts, "/live/again/playlist.m3u8").await;
     let disc: Vec<bool> = pl.segments.iter().map(|s| s.discontinuity).collect();
     assert_eq!(disc.iter().filter(|d| **d).count(), 1, "{disc:?}");
-    assert!(
-        pl.segments[first.len()].discontinuity,
-        "the first segment of the re-publish is marked"
-    );
+    assert!(pl.segments[first.len()].discontinuity, "the first segment of the re-publish is marked");
     ts.server.shutdown(Duration::from_secs(10)).await;
 }
 
@@ -273,10 +203,7 @@ async fn a_restart_continues_sequence_numbers_and_the_discontinuity_sequence() {
             let pl = playlist(&ts, "/live/restart/playlist.m3u8").await;
             assert_eq!(pl.media_sequence, 10);
             assert_eq!(pl.discontinuity_sequence, 1);
-            assert!(
-                pl.segments[0].discontinuity,
-                "segment 10 starts the third publish"
-            );
+            assert!(pl.segments[0].discontinuity, "segment 10 starts the third publish");
         }
         ts.server.shutdown(Duration::from_secs(10)).await;
     }
@@ -289,31 +216,18 @@ async fn a_restart_continues_sequence_numbers_and_the_discontinuity_sequence() {
 async fn shutdown_flushes_the_open_segment_of_a_live_publish() {
     let dir = tempfile::tempdir().unwrap();
     let mut ts = TestServer::start(config(dir.path(), 100, 3)).await;
-    let mut p = Publisher::connect(ts.rtmp(), "live", "live1")
-        .await
-        .unwrap();
-    send_all(&mut p, &tags("media/av_bframes.flv"), 0)
-        .await
-        .unwrap();
+    let mut p = Publisher::connect(ts.rtmp(), "live", "live1").await.unwrap();
+    send_all(&mut p, &tags("media/av_bframes.flv"), 0).await.unwrap();
     // FragDuration 100: nothing is cut until the publish ends, which shutdown does.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(ts.drain_stored().is_empty());
     let store = ts.server.store.clone();
     assert!(ts.server.shutdown(Duration::from_secs(10)).await);
-    let stored = ts
-        .stored
-        .recv()
-        .await
-        .expect("the open segment was stored on shutdown");
+    let stored = ts.stored.recv().await.expect("the open segment was stored on shutdown");
     assert!(stored.segment.duration.as_secs_f64() > 9.9);
     let key = livechannel::storage::ChannelKey::new("live", "live1").unwrap();
     let path = key.object("playlist.m3u8").unwrap();
-    let body = object_store::ObjectStoreExt::get(store.objects().as_ref(), &path)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = object_store::ObjectStoreExt::get(store.objects().as_ref(), &path).await.unwrap().bytes().await.unwrap();
     assert!(String::from_utf8_lossy(&body).contains("\n0.ts"));
     drop(p);
 }
@@ -327,28 +241,16 @@ async fn garbage_on_the_rtmp_port_closes_only_that_connection() {
     let mut s = tokio::net::TcpStream::connect(ts.rtmp()).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     let mut buf = [0u8; 4096];
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .expect("server closes");
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("server closes");
     // A good handshake and publish, then a broken chunk stream mid-publish.
-    let mut p = Publisher::connect(ts.rtmp(), "live", "broken")
-        .await
-        .unwrap();
-    send_all(&mut p, &tags("media/av_bframes.flv")[..100], 0)
-        .await
-        .unwrap();
-    p.send_raw(&[
-        0x04, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4, 5,
-    ])
-    .await
-    .unwrap();
+    let mut p = Publisher::connect(ts.rtmp(), "live", "broken").await.unwrap();
+    send_all(&mut p, &tags("media/av_bframes.flv")[..100], 0).await.unwrap();
+    p.send_raw(&[0x04, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4, 5]).await.unwrap();
     p.send_raw(&[0xc4; 8000]).await.unwrap();
     let _ = p.closed_by_server(Duration::from_secs(10)).await;
     ts.wait_flushed("broken").await;
     // Everything received before the breakage is stored and listed.
     assert_eq!(ts.get("/live/broken/playlist.m3u8").await.status, 200);
-    publish(ts.rtmp(), "after", &tags("media/audio_only.flv"))
-        .await
-        .unwrap();
+    publish(ts.rtmp(), "after", &tags("media/audio_only.flv")).await.unwrap();
     ts.server.shutdown(Duration::from_secs(10)).await;
 }

@@ -3,9 +3,8 @@
 use super::FlvError;
 use crate::media::AacConfig;
 
-const SAMPLE_RATES: [u32; 13] = [
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-];
+const SAMPLE_RATES: [u32; 13] =
+    [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
 
 /// Size of the ADTS header we write (no CRC).
 pub const ADTS_HEADER_LEN: usize = 7;
@@ -21,10 +20,7 @@ impl Bits<'_> {
     fn read(&mut self, n: usize) -> Result<u32, FlvError> {
         let mut v = 0u32;
         for _ in 0..n {
-            let byte = *self
-                .data
-                .get(self.pos / 8)
-                .ok_or(FlvError::BadAacConfig("truncated"))?;
+            let byte = *self.data.get(self.pos / 8).ok_or(FlvError::BadAacConfig("truncated"))?;
             v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
             self.pos += 1;
         }
@@ -41,16 +37,12 @@ impl Bits<'_> {
         if index == 15 {
             // An explicit rate has no ADTS index; map it to the nearest one we can signal.
             let rate = self.read(24)?;
-            let index = SAMPLE_RATES
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, r)| r.abs_diff(rate))
-                .map_or(4, |(i, _)| i as u8);
+            let index =
+                SAMPLE_RATES.iter().enumerate().min_by_key(|(_, r)| r.abs_diff(rate)).map_or(4, |(i, _)| i as u8);
             return Ok((index, rate));
         }
-        let rate = *SAMPLE_RATES
-            .get(usize::from(index))
-            .ok_or(FlvError::BadAacConfig("reserved sampling frequency index"))?;
+        let rate =
+            *SAMPLE_RATES.get(usize::from(index)).ok_or(FlvError::BadAacConfig("reserved sampling frequency index"))?;
         Ok((index, rate))
     }
 }
@@ -67,26 +59,16 @@ pub fn parse_config(asc: &[u8]) -> Result<AacConfig, FlvError> {
         object_type = bits.object_type()?;
     }
     if !(1..=4).contains(&object_type) {
-        return Err(FlvError::BadAacConfig(
-            "audio object type cannot be carried in ADTS",
-        ));
+        return Err(FlvError::BadAacConfig("audio object type cannot be carried in ADTS"));
     }
     if channel_config == 0 || channel_config > 7 {
         return Err(FlvError::BadAacConfig("channel configuration must be 1..7"));
     }
-    Ok(AacConfig {
-        object_type,
-        sample_rate_index,
-        sample_rate,
-        channel_config,
-    })
+    Ok(AacConfig { object_type, sample_rate_index, sample_rate, channel_config })
 }
 
 /// The 7-byte ADTS header for one raw AAC frame of `payload_len` bytes.
-pub fn adts_header(
-    config: &AacConfig,
-    payload_len: usize,
-) -> Result<[u8; ADTS_HEADER_LEN], FlvError> {
+pub fn adts_header(config: &AacConfig, payload_len: usize) -> Result<[u8; ADTS_HEADER_LEN], FlvError> {
     if payload_len > MAX_ADTS_PAYLOAD {
         return Err(FlvError::BadAacConfig("AAC frame too large for ADTS"));
     }
@@ -111,15 +93,7 @@ mod tests {
     #[test]
     fn lc_stereo_44100_is_parsed_from_the_two_byte_config() {
         let c = parse_config(&[0x12, 0x10]).unwrap();
-        assert_eq!(
-            c,
-            AacConfig {
-                object_type: 2,
-                sample_rate_index: 4,
-                sample_rate: 44100,
-                channel_config: 2
-            }
-        );
+        assert_eq!(c, AacConfig { object_type: 2, sample_rate_index: 4, sample_rate: 44100, channel_config: 2 });
         assert_eq!(c.frame_ticks(), 2089);
     }
 
@@ -137,8 +111,7 @@ mod tests {
         let c = parse_config(&[0x12, 0x10]).unwrap();
         let h = adts_header(&c, 371 - 7).unwrap();
         assert_eq!(h, [0xff, 0xf1, 0x50, 0x80, 0x2e, 0x7f, 0xfc]);
-        let frame_len =
-            ((u32::from(h[3]) & 3) << 11) | (u32::from(h[4]) << 3) | (u32::from(h[5]) >> 5);
+        let frame_len = ((u32::from(h[3]) & 3) << 11) | (u32::from(h[4]) << 3) | (u32::from(h[5]) >> 5);
         assert_eq!(frame_len, 371);
     }
 
@@ -146,14 +119,8 @@ mod tests {
     fn bad_configs_are_errors() {
         assert!(parse_config(&[]).is_err());
         assert!(parse_config(&[0x12]).is_err());
-        assert!(
-            parse_config(&[0x12, 0x00]).is_err(),
-            "channel config 0 (PCE) is not supported"
-        );
-        assert!(
-            parse_config(&[0x3a, 0x10]).is_err(),
-            "object type 7 has no ADTS profile"
-        );
+        assert!(parse_config(&[0x12, 0x00]).is_err(), "channel config 0 (PCE) is not supported");
+        assert!(parse_config(&[0x3a, 0x10]).is_err(), "object type 7 has no ADTS profile");
         let c = parse_config(&[0x12, 0x10]).unwrap();
         assert!(adts_header(&c, 9000).is_err());
     }

@@ -60,10 +60,7 @@ fn read_parameter_sets(rec: &Bytes, count: usize, pos: &mut usize) -> Result<Vec
 
 /// Iterates the NAL units of an AVCC access unit, validating every length against the buffer.
 pub fn nal_units(data: &[u8], length_size: u8) -> NalUnits<'_> {
-    NalUnits {
-        data,
-        length_size: usize::from(length_size),
-    }
+    NalUnits { data, length_size: usize::from(length_size) }
 }
 
 #[derive(Clone)]
@@ -82,21 +79,13 @@ impl<'a> Iterator for NalUnits<'a> {
         if self.data.len() < self.length_size {
             let remaining = self.data.len();
             self.data = &[];
-            return Some(Err(FlvError::BadNalLength {
-                len: self.length_size,
-                remaining,
-            }));
+            return Some(Err(FlvError::BadNalLength { len: self.length_size, remaining }));
         }
-        let len = self.data[..self.length_size]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = self.data[..self.length_size].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         let rest = &self.data[self.length_size..];
         if len > rest.len() {
             self.data = &[];
-            return Some(Err(FlvError::BadNalLength {
-                len,
-                remaining: rest.len(),
-            }));
+            return Some(Err(FlvError::BadNalLength { len, remaining: rest.len() }));
         }
         let (nal, tail) = rest.split_at(len);
         self.data = tail;
@@ -149,30 +138,18 @@ impl Rbsp<'_> {
 
     fn se(&mut self) -> Option<i32> {
         let k = self.ue()?;
-        Some(if k % 2 == 1 {
-            k.div_ceil(2) as i32
-        } else {
-            -((k / 2) as i32)
-        })
+        Some(if k % 2 == 1 { k.div_ceil(2) as i32 } else { -((k / 2) as i32) })
     }
 }
 
 /// Width and height in pixels from an SPS NAL unit (with its header byte), after cropping.
 pub fn sps_picture_size(sps: &[u8]) -> Option<(u32, u32)> {
-    let mut r = Rbsp {
-        data: sps.get(1..)?,
-        byte: 0,
-        bit: 0,
-        zeros: 0,
-    };
+    let mut r = Rbsp { data: sps.get(1..)?, byte: 0, bit: 0, zeros: 0 };
     let profile_idc = r.bits(8)?;
     r.bits(16)?; // constraint flags + level_idc
     r.ue()?; // seq_parameter_set_id
     let mut chroma_format_idc = 1;
-    if matches!(
-        profile_idc,
-        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
-    ) {
+    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
         chroma_format_idc = r.ue()?;
         if chroma_format_idc == 3 {
             r.bit()?; // separate_colour_plane_flag
@@ -242,8 +219,8 @@ mod tests {
 
     // SPS/PPS of a 1280x720 High-profile stream made by ffmpeg's libx264 (ffmpeg -f lavfi -i testsrc=size=1280x720).
     const SPS_720P: &[u8] = &[
-        0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03,
-        0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
+        0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00,
+        0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
     ];
 
     fn record(sps: &[u8], pps: &[u8]) -> Bytes {
@@ -270,10 +247,7 @@ mod tests {
     fn truncated_records_are_errors_at_every_length() {
         let full = record(SPS_720P, &[0x68, 0xeb, 0xe3, 0xcb]);
         for n in 0..full.len() {
-            assert!(
-                parse_config(&full.slice(..n)).is_err(),
-                "prefix of {n} bytes parsed"
-            );
+            assert!(parse_config(&full.slice(..n)).is_err(), "prefix of {n} bytes parsed");
         }
     }
 
@@ -283,13 +257,7 @@ mod tests {
         let nals: Vec<_> = nal_units(&data, 4).collect::<Result<_, _>>().unwrap();
         assert_eq!(nals, vec![&[0x65, 0xaa][..], &[0x06][..]]);
         let bad = [0, 0, 0, 9, 0x65];
-        assert_eq!(
-            nal_units(&bad, 4).next(),
-            Some(Err(FlvError::BadNalLength {
-                len: 9,
-                remaining: 1
-            }))
-        );
+        assert_eq!(nal_units(&bad, 4).next(), Some(Err(FlvError::BadNalLength { len: 9, remaining: 1 })));
         assert!(nal_units(&[0, 0], 4).next().unwrap().is_err());
     }
 }

@@ -28,14 +28,10 @@ pub fn parse(file: Bytes) -> Result<Vec<Tag>, FlvError> {
         return Err(FlvError::BadFile("missing FLV signature"));
     }
     let header_len = u32::from_be_bytes([file[5], file[6], file[7], file[8]]) as usize;
-    let mut pos = header_len
-        .checked_add(4)
-        .ok_or(FlvError::BadFile("header length"))?; // + PreviousTagSize0
+    let mut pos = header_len.checked_add(4).ok_or(FlvError::BadFile("header length"))?; // + PreviousTagSize0
     let mut tags = Vec::new();
     while pos < file.len() {
-        let head = file
-            .get(pos..pos + 11)
-            .ok_or(FlvError::BadFile("truncated tag header"))?;
+        let head = file.get(pos..pos + 11).ok_or(FlvError::BadFile("truncated tag header"))?;
         let kind = match head[0] & 0x1f {
             8 => Some(TagKind::Audio),
             9 => Some(TagKind::Video),
@@ -50,11 +46,7 @@ pub fn parse(file: Bytes) -> Result<Vec<Tag>, FlvError> {
             return Err(FlvError::BadFile("truncated tag body"));
         }
         if let Some(kind) = kind {
-            tags.push(Tag {
-                kind,
-                timestamp_ms,
-                body: file.slice(body_start..body_end),
-            });
+            tags.push(Tag { kind, timestamp_ms, body: file.slice(body_start..body_end) });
         }
         pos = body_end + 4; // PreviousTagSize
     }
@@ -63,8 +55,7 @@ pub fn parse(file: Bytes) -> Result<Vec<Tag>, FlvError> {
 
 /// Writes tags back into an FLV file (used to build large benchmark inputs from small fixtures).
 pub fn write(tags: &[Tag]) -> Bytes {
-    let mut out =
-        BytesMut::with_capacity(13 + tags.iter().map(|t| t.body.len() + 15).sum::<usize>());
+    let mut out = BytesMut::with_capacity(13 + tags.iter().map(|t| t.body.len() + 15).sum::<usize>());
     let has_audio = tags.iter().any(|t| t.kind == TagKind::Audio);
     let has_video = tags.iter().any(|t| t.kind == TagKind::Video);
     out.put_slice(b"FLV\x01");
@@ -95,16 +86,8 @@ mod tests {
     #[test]
     fn written_tags_parse_back_with_extended_timestamps() {
         let tags = vec![
-            Tag {
-                kind: TagKind::Video,
-                timestamp_ms: 0x0123_4567,
-                body: Bytes::from_static(&[0x17, 1, 2]),
-            },
-            Tag {
-                kind: TagKind::Audio,
-                timestamp_ms: 5,
-                body: Bytes::from_static(&[0xaf, 1]),
-            },
+            Tag { kind: TagKind::Video, timestamp_ms: 0x0123_4567, body: Bytes::from_static(&[0x17, 1, 2]) },
+            Tag { kind: TagKind::Audio, timestamp_ms: 5, body: Bytes::from_static(&[0xaf, 1]) },
         ];
         let back = parse(write(&tags)).unwrap();
         assert_eq!(back.len(), 2);
@@ -116,11 +99,7 @@ mod tests {
     #[test]
     fn garbage_and_truncation_are_errors() {
         assert!(parse(Bytes::from_static(b"nope")).is_err());
-        let tags = vec![Tag {
-            kind: TagKind::Video,
-            timestamp_ms: 0,
-            body: Bytes::from_static(&[1, 2, 3, 4]),
-        }];
+        let tags = vec![Tag { kind: TagKind::Video, timestamp_ms: 0, body: Bytes::from_static(&[1, 2, 3, 4]) }];
         let file = write(&tags);
         assert!(parse(file.slice(..file.len() - 6)).is_err());
     }

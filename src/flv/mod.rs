@@ -20,11 +20,7 @@ pub enum FlvError {
     #[error("empty {0} tag")]
     Empty(&'static str),
     #[error("{what} truncated: need {need} bytes, have {have}")]
-    Truncated {
-        what: &'static str,
-        need: usize,
-        have: usize,
-    },
+    Truncated { what: &'static str, need: usize, have: usize },
     #[error("unsupported video codec id {0} (only H.264/AVC, id 7, is supported)")]
     UnsupportedVideoCodec(u8),
     #[error("unsupported audio format {0} (only AAC, format 10, is supported)")]
@@ -65,11 +61,7 @@ pub enum AudioTag {
 
 pub(crate) fn need(what: &'static str, data: &[u8], n: usize) -> Result<(), FlvError> {
     if data.len() < n {
-        return Err(FlvError::Truncated {
-            what,
-            need: n,
-            have: data.len(),
-        });
+        return Err(FlvError::Truncated { what, need: n, have: data.len() });
     }
     Ok(())
 }
@@ -89,11 +81,7 @@ pub fn parse_video(body: &Bytes) -> Result<VideoTag, FlvError> {
     let composition_ms = (i32::from_be_bytes([body[2], body[3], body[4], 0])) >> 8;
     match body[1] {
         0 => Ok(VideoTag::Config(avc::parse_config(&body.slice(5..))?)),
-        1 => Ok(VideoTag::Frame {
-            keyframe: frame_type == 1,
-            composition_ms,
-            nalus: body.slice(5..),
-        }),
+        1 => Ok(VideoTag::Frame { keyframe: frame_type == 1, composition_ms, nalus: body.slice(5..) }),
         2 => Ok(VideoTag::EndOfSequence),
         other => Err(FlvError::UnknownAvcPacketType(other)),
     }
@@ -119,12 +107,7 @@ mod tests {
     #[test]
     fn a_keyframe_tag_yields_its_nalus_as_a_slice_with_signed_composition_time() {
         let body = Bytes::from_static(&[0x17, 1, 0xff, 0xff, 0xd8, 0, 0, 0, 1, 0x65]);
-        let VideoTag::Frame {
-            keyframe,
-            composition_ms,
-            nalus,
-        } = parse_video(&body).unwrap()
-        else {
+        let VideoTag::Frame { keyframe, composition_ms, nalus } = parse_video(&body).unwrap() else {
             panic!("expected a frame")
         };
         assert!(keyframe);
@@ -135,12 +118,7 @@ mod tests {
     #[test]
     fn an_inter_frame_is_not_a_keyframe() {
         let body = Bytes::from_static(&[0x27, 1, 0, 0, 0x28, 0, 0, 0, 1, 0x41]);
-        let VideoTag::Frame {
-            keyframe,
-            composition_ms,
-            ..
-        } = parse_video(&body).unwrap()
-        else {
+        let VideoTag::Frame { keyframe, composition_ms, .. } = parse_video(&body).unwrap() else {
             panic!("expected a frame")
         };
         assert!(!keyframe);
@@ -149,27 +127,15 @@ mod tests {
 
     #[test]
     fn non_avc_video_is_refused_by_codec_id() {
-        assert_eq!(
-            parse_video(&Bytes::from_static(&[0x12, 0])),
-            Err(FlvError::UnsupportedVideoCodec(2))
-        );
-        assert_eq!(
-            parse_video(&Bytes::from_static(&[0x1c, 0])),
-            Err(FlvError::UnsupportedVideoCodec(12))
-        );
+        assert_eq!(parse_video(&Bytes::from_static(&[0x12, 0])), Err(FlvError::UnsupportedVideoCodec(2)));
+        assert_eq!(parse_video(&Bytes::from_static(&[0x1c, 0])), Err(FlvError::UnsupportedVideoCodec(12)));
     }
 
     #[test]
     fn truncated_or_empty_tags_are_errors_not_panics() {
         assert_eq!(parse_video(&Bytes::new()), Err(FlvError::Empty("video")));
-        assert!(matches!(
-            parse_video(&Bytes::from_static(&[0x17, 1, 0])),
-            Err(FlvError::Truncated { .. })
-        ));
-        assert!(matches!(
-            parse_audio(&Bytes::from_static(&[0xaf])),
-            Err(FlvError::Truncated { .. })
-        ));
+        assert!(matches!(parse_video(&Bytes::from_static(&[0x17, 1, 0])), Err(FlvError::Truncated { .. })));
+        assert!(matches!(parse_audio(&Bytes::from_static(&[0xaf])), Err(FlvError::Truncated { .. })));
         assert!(matches!(
             parse_video(&Bytes::from_static(&[0x17, 9, 0, 0, 0])),
             Err(FlvError::UnknownAvcPacketType(9))
@@ -178,18 +144,12 @@ mod tests {
 
     #[test]
     fn non_aac_audio_is_refused_by_sound_format() {
-        assert_eq!(
-            parse_audio(&Bytes::from_static(&[0x2f, 0])),
-            Err(FlvError::UnsupportedAudioCodec(2))
-        );
+        assert_eq!(parse_audio(&Bytes::from_static(&[0x2f, 0])), Err(FlvError::UnsupportedAudioCodec(2)));
     }
 
     #[test]
     fn an_aac_raw_frame_is_the_body_after_two_header_bytes() {
         let body = Bytes::from_static(&[0xaf, 1, 0x21, 0x10]);
-        assert_eq!(
-            parse_audio(&body).unwrap(),
-            AudioTag::Frame(Bytes::from_static(&[0x21, 0x10]))
-        );
+        assert_eq!(parse_audio(&body).unwrap(), AudioTag::Frame(Bytes::from_static(&[0x21, 0x10])));
     }
 }

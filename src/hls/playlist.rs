@@ -43,11 +43,7 @@ impl Playlist {
     }
 
     /// Picks up a playlist we wrote before (a restart): window, media and discontinuity sequence.
-    pub fn restore(
-        frag_count: u32,
-        frag_duration_secs: u32,
-        stored: &[u8],
-    ) -> Result<Self, PlaylistError> {
+    pub fn restore(frag_count: u32, frag_duration_secs: u32, stored: &[u8]) -> Result<Self, PlaylistError> {
         let parsed = match m3u8_rs::parse_playlist_res(stored) {
             Ok(m3u8_rs::Playlist::MediaPlaylist(p)) => p,
             _ => return Err(PlaylistError::Unparsable),
@@ -58,9 +54,7 @@ impl Playlist {
             let Some(seq) = parse_segment_file_name(&seg.uri) else {
                 continue;
             };
-            let started_at = seg
-                .program_date_time
-                .map_or(SystemTime::UNIX_EPOCH, SystemTime::from);
+            let started_at = seg.program_date_time.map_or(SystemTime::UNIX_EPOCH, SystemTime::from);
             playlist.window.push_back(PlaylistSegment {
                 seq,
                 duration_90k: (f64::from(seg.duration) * CLOCK_90K as f64).round() as i64,
@@ -141,9 +135,7 @@ impl Playlist {
                     uri: segment_file_name(s.seq),
                     duration: (s.duration_90k as f64 / CLOCK_90K as f64) as f32,
                     discontinuity: s.discontinuity,
-                    program_date_time: Some(
-                        chrono::DateTime::<chrono::Utc>::from(s.started_at).fixed_offset(),
-                    ),
+                    program_date_time: Some(chrono::DateTime::<chrono::Utc>::from(s.started_at).fixed_offset()),
                     ..Default::default()
                 })
                 .collect(),
@@ -184,10 +176,7 @@ mod tests {
         let t = text(&p);
         assert!(t.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{t}");
         assert!(!t.contains("\n1.ts") && t.contains("\n2.ts") && t.contains("\n4.ts"));
-        assert!(
-            t.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:30.000Z"),
-            "{t}"
-        );
+        assert!(t.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:30.000Z"), "{t}");
         assert!(!t.contains("ENDLIST"));
     }
 

@@ -27,10 +27,7 @@ pub struct SegmenterConfig {
 
 impl SegmenterConfig {
     pub fn new(frag_duration_secs: u32) -> Self {
-        SegmenterConfig {
-            frag_duration: Timestamp90k::from_secs(i64::from(frag_duration_secs)),
-            chunk_size: 64 * 1024,
-        }
+        SegmenterConfig { frag_duration: Timestamp90k::from_secs(i64::from(frag_duration_secs)), chunk_size: 64 * 1024 }
     }
 
     /// `max(2 × FragDuration, 60 s)`: the longest a segment may grow while waiting for a keyframe.
@@ -138,19 +135,11 @@ impl Segmenter {
     }
 
     fn known_tracks(&self) -> Tracks {
-        Tracks {
-            video: self.video.is_some(),
-            audio: self.audio.is_some(),
-        }
+        Tracks { video: self.video.is_some(), audio: self.audio.is_some() }
     }
 
     /// Feeds one frame. Output goes to `out`; `Ok(Some(skip))` says the frame was deliberately left out.
-    pub fn push(
-        &mut self,
-        frame: &Frame,
-        now: SystemTime,
-        out: &mut Vec<Output>,
-    ) -> Result<Option<Skip>, MuxError> {
+    pub fn push(&mut self, frame: &Frame, now: SystemTime, out: &mut Vec<Output>) -> Result<Option<Skip>, MuxError> {
         let slot = match frame.track {
             Track::Video => 0,
             Track::Audio => 1,
@@ -228,21 +217,12 @@ impl Segmenter {
         let (end, result) = match frame.track {
             Track::Video => {
                 let config = self.video.as_ref().expect("checked above");
-                let r = self.muxer.write_video(
-                    dts,
-                    pts,
-                    frame.keyframe,
-                    &frame.payload,
-                    config,
-                    &mut self.buf,
-                );
+                let r = self.muxer.write_video(dts, pts, frame.keyframe, &frame.payload, config, &mut self.buf);
                 (dts + Timestamp90k(self.video_frame_ticks), r)
             }
             Track::Audio => {
                 let config = self.audio.as_ref().expect("checked above");
-                let r = self
-                    .muxer
-                    .write_audio(dts, &frame.payload, config, &mut self.buf);
+                let r = self.muxer.write_audio(dts, &frame.payload, config, &mut self.buf);
                 (dts + Timestamp90k(config.frame_ticks()), r)
             }
         };

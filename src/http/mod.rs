@@ -114,18 +114,13 @@ pub fn resolve(config: &Config, host: Option<&str>, path: &str) -> Option<Target
     config.bucket(bucket)?;
     let key = ChannelKey::new(bucket, channel).ok()?;
     key.object(file).ok()?;
-    Some(Target {
-        key,
-        file: file.to_owned(),
-    })
+    Some(Target { key, file: file.to_owned() })
 }
 
 fn virtual_host_bucket<'a>(config: &Config, host: &'a str) -> Option<&'a str> {
     let base = config.base_domain.as_deref()?;
-    let host = host
-        .rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
+    let host =
+        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
     let bucket = host.strip_suffix(base)?.strip_suffix('.')?;
     (!bucket.is_empty() && !bucket.contains('.')).then_some(bucket)
 }
@@ -149,10 +144,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
 }
 
 async fn get_object(ctx: &Context, req: &Request<Incoming>) -> Response<Body> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
     let Some(target) = resolve(&ctx.config, host, req.uri().path()) else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
@@ -168,15 +160,9 @@ async fn get_object(ctx: &Context, req: &Request<Incoming>) -> Response<Body> {
     let Ok(path) = target.key.object(&target.file) else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
-    let range_header = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
+    let range_header = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
     let mut status = StatusCode::OK;
-    let mut options = GetOptions {
-        head: req.method() == Method::HEAD,
-        ..Default::default()
-    };
+    let mut options = GetOptions { head: req.method() == Method::HEAD, ..Default::default() };
     let mut content_range = None;
     if let Some(spec) = range_header.and_then(range::parse) {
         let size = match ctx.store.objects().head(&path).await {
@@ -191,10 +177,7 @@ async fn get_object(ctx: &Context, req: &Request<Incoming>) -> Response<Body> {
             }
             None => {
                 let mut resp = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
-                resp.headers_mut().insert(
-                    header::CONTENT_RANGE,
-                    header_value(&format!("bytes */{size}")),
-                );
+                resp.headers_mut().insert(header::CONTENT_RANGE, header_value(&format!("bytes */{size}")));
                 return resp;
             }
         }
@@ -209,31 +192,19 @@ async fn get_object(ctx: &Context, req: &Request<Incoming>) -> Response<Body> {
     let body: Body = if req.method() == Method::HEAD {
         empty()
     } else {
-        let stream = result
-            .into_stream()
-            .map_ok(Frame::data)
-            .map_err(std::io::Error::other);
+        let stream = result.into_stream().map_ok(Frame::data).map_err(std::io::Error::other);
         BodyExt::boxed_unsync(StreamBody::new(stream))
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(cache_control),
-    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(
-        header::LAST_MODIFIED,
-        header_value(&modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string()),
-    );
+    h.insert(header::LAST_MODIFIED, header_value(&modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string()));
     if let Some(etag) = etag {
-        h.insert(
-            header::ETAG,
-            header_value(&format!("\"{}\"", etag.trim_matches('"'))),
-        );
+        h.insert(header::ETAG, header_value(&format!("\"{}\"", etag.trim_matches('"'))));
     }
     if let Some(cr) = content_range {
         h.insert(header::CONTENT_RANGE, header_value(&cr));
@@ -256,32 +227,17 @@ fn header_value(s: &str) -> HeaderValue {
 }
 
 fn cors(h: &mut hyper::HeaderMap) {
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Content-Length, Content-Range, ETag"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Content-Length, Content-Range, ETag"));
 }
 
 fn preflight() -> Response<Body> {
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Range, Content-Type, Authorization"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Range, Content-Type, Authorization"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     resp
 }
 
@@ -290,16 +246,10 @@ fn empty() -> Body {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from_static(body.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut resp =
+        Response::new(Full::new(Bytes::from_static(body.as_bytes())).map_err(|never| match never {}).boxed_unsync());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
@@ -308,21 +258,14 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        let mut c = Config::default();
-        c.base_domain = Some("live.example.com".into());
-        c
+        Config { base_domain: Some("live.example.com".into()), ..Config::default() }
     }
 
     #[test]
     fn path_style_and_virtual_host_style_resolve_to_the_same_object() {
         let c = config();
         let a = resolve(&c, Some("127.0.0.1:8080"), "/live/demo/playlist.m3u8").unwrap();
-        let b = resolve(
-            &c,
-            Some("live.live.example.com:8080"),
-            "/demo/playlist.m3u8",
-        )
-        .unwrap();
+        let b = resolve(&c, Some("live.live.example.com:8080"), "/demo/playlist.m3u8").unwrap();
         assert_eq!(a, b);
         assert_eq!(a.key.channel(), "demo");
     }

@@ -10,8 +10,7 @@ use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::rml_amf0::Amf0Value;
 use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent,
-    ClientSessionResult, PublishRequestType,
+    ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent, ClientSessionResult, PublishRequestType,
 };
 use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,18 +45,12 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Publisher {
     /// Connects to `rtmp://addr/app` and publishes `stream_key` (which may carry `?query`).
-    pub async fn connect(
-        addr: SocketAddr,
-        app: &str,
-        stream_key: &str,
-    ) -> Result<Publisher, ClientError> {
+    pub async fn connect(addr: SocketAddr, app: &str, stream_key: &str) -> Result<Publisher, ClientError> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut handshake = Handshake::new(PeerType::Client);
-        let p0p1 = handshake
-            .generate_outbound_p0_and_p1()
-            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let p0p1 = handshake.generate_outbound_p0_and_p1().map_err(|e| ClientError::Handshake(e.to_string()))?;
         stream.write_all(&p0p1).await?;
         let leftover = loop {
             let n = tokio::time::timeout(REPLY_TIMEOUT, stream.read(&mut buf))
@@ -66,17 +59,9 @@ impl Publisher {
             if n == 0 {
                 return Err(ClientError::Closed);
             }
-            match handshake
-                .process_bytes(&buf[..n])
-                .map_err(|e| ClientError::Handshake(e.to_string()))?
-            {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    stream.write_all(&response_bytes).await?
-                }
-                HandshakeProcessResult::Completed {
-                    response_bytes,
-                    remaining_bytes,
-                } => {
+            match handshake.process_bytes(&buf[..n]).map_err(|e| ClientError::Handshake(e.to_string()))? {
+                HandshakeProcessResult::InProgress { response_bytes } => stream.write_all(&response_bytes).await?,
+                HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
                     stream.write_all(&response_bytes).await?;
                     break remaining_bytes;
                 }
@@ -85,27 +70,18 @@ impl Publisher {
         let mut config = ClientSessionConfig::new();
         config.tc_url = Some(format!("rtmp://{addr}/{app}"));
         let (session, initial) = ClientSession::new(config)?;
-        let mut p = Publisher {
-            stream,
-            session,
-            buf,
-            out: Vec::new(),
-        };
+        let mut p = Publisher { stream, session, buf, out: Vec::new() };
         p.queue(initial);
         let events = p.session.handle_input(&leftover)?;
         p.queue_events(events)?;
         let connect = p.session.request_connection(app.to_string())?;
         p.queue(vec![connect]);
         p.flush().await?;
-        p.wait_for(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted))
-            .await?;
-        let publish = p
-            .session
-            .request_publishing(stream_key.to_string(), PublishRequestType::Live)?;
+        p.wait_for(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted)).await?;
+        let publish = p.session.request_publishing(stream_key.to_string(), PublishRequestType::Live)?;
         p.queue(vec![publish]);
         p.flush().await?;
-        p.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted))
-            .await?;
+        p.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted)).await?;
         Ok(p)
     }
 
@@ -118,16 +94,11 @@ impl Publisher {
     }
 
     /// Queues outbound bytes and turns refusals into errors; other events are returned.
-    fn queue_events(
-        &mut self,
-        results: Vec<ClientSessionResult>,
-    ) -> Result<Vec<ClientSessionEvent>, ClientError> {
+    fn queue_events(&mut self, results: Vec<ClientSessionResult>) -> Result<Vec<ClientSessionEvent>, ClientError> {
         let mut events = Vec::new();
         for r in results {
             match r {
-                ClientSessionResult::OutboundResponse(packet) => {
-                    self.out.extend_from_slice(&packet.bytes)
-                }
+                ClientSessionResult::OutboundResponse(packet) => self.out.extend_from_slice(&packet.bytes),
                 ClientSessionResult::RaisedEvent(event) => {
                     if let Some(refusal) = refusal(&event) {
                         return Err(refusal);
@@ -148,10 +119,7 @@ impl Publisher {
         Ok(())
     }
 
-    async fn wait_for(
-        &mut self,
-        want: impl Fn(&ClientSessionEvent) -> bool,
-    ) -> Result<(), ClientError> {
+    async fn wait_for(&mut self, want: impl Fn(&ClientSessionEvent) -> bool) -> Result<(), ClientError> {
         let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
         loop {
             let n = tokio::time::timeout_at(deadline, self.stream.read(&mut self.buf))
@@ -192,12 +160,7 @@ impl Publisher {
     }
 
     /// Queues a tag without writing; `flush_queued` writes everything queued in one call.
-    pub fn queue_tag(
-        &mut self,
-        kind: TagKind,
-        body: Bytes,
-        timestamp_ms: u32,
-    ) -> Result<(), ClientError> {
+    pub fn queue_tag(&mut self, kind: TagKind, body: Bytes, timestamp_ms: u32) -> Result<(), ClientError> {
         let t = RtmpTimestamp::new(timestamp_ms);
         let result = match kind {
             TagKind::Video => self.session.publish_video_data(body, t, false)?,
@@ -229,10 +192,7 @@ impl Publisher {
     }
 
     /// Waits until the server closes the connection (e.g. after kicking the publisher).
-    pub async fn closed_by_server(
-        mut self,
-        timeout: Duration,
-    ) -> Result<Option<ClientError>, ClientError> {
+    pub async fn closed_by_server(mut self, timeout: Duration) -> Result<Option<ClientError>, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let n = match tokio::time::timeout_at(deadline, self.stream.read(&mut self.buf)).await {
@@ -266,37 +226,26 @@ fn status_field(values: &[Amf0Value], field: &str) -> String {
 
 fn refusal(event: &ClientSessionEvent) -> Option<ClientError> {
     match event {
-        ClientSessionEvent::ConnectionRequestRejected { description } => {
-            Some(ClientError::Refused {
-                code: "NetConnection.Connect.Rejected".into(),
-                description: description.clone(),
-            })
-        }
+        ClientSessionEvent::ConnectionRequestRejected { description } => Some(ClientError::Refused {
+            code: "NetConnection.Connect.Rejected".into(),
+            description: description.clone(),
+        }),
         // rml_rtmp's server answers a refused publish with `_error` on transaction 0.
-        ClientSessionEvent::UnknownTransactionResultReceived {
-            additional_values, ..
-        } => Some(ClientError::Refused {
+        ClientSessionEvent::UnknownTransactionResultReceived { additional_values, .. } => Some(ClientError::Refused {
             code: status_field(additional_values, "code"),
             description: status_field(additional_values, "description"),
         }),
-        ClientSessionEvent::UnhandleableAmf0Command {
-            command_name,
-            additional_values,
-            ..
-        } if command_name == "onStatus" => {
+        ClientSessionEvent::UnhandleableAmf0Command { command_name, additional_values, .. }
+            if command_name == "onStatus" =>
+        {
             let code = status_field(additional_values, "code");
-            (status_field(additional_values, "level") == "error").then(|| ClientError::Refused {
-                code,
-                description: status_field(additional_values, "description"),
-            })
+            (status_field(additional_values, "level") == "error")
+                .then(|| ClientError::Refused { code, description: status_field(additional_values, "description") })
         }
         ClientSessionEvent::UnhandleableOnStatusCode { code }
             if code.contains("Failed") || code.contains("Rejected") || code.contains("BadName") =>
         {
-            Some(ClientError::Refused {
-                code: code.clone(),
-                description: String::new(),
-            })
+            Some(ClientError::Refused { code: code.clone(), description: String::new() })
         }
         _ => None,
     }

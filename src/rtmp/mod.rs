@@ -16,9 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
-};
+use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -122,13 +120,7 @@ struct Connection {
 
 impl Connection {
     fn new(remote: SocketAddr, ctx: Arc<Context>) -> Self {
-        Connection {
-            remote,
-            ctx,
-            state: State::Handshaken,
-            closing: false,
-            out: Vec::with_capacity(8 * 1024),
-        }
+        Connection { remote, ctx, state: State::Handshaken, closing: false, out: Vec::with_capacity(8 * 1024) }
     }
 
     async fn run(mut self, mut stream: TcpStream) -> Result<(), ConnError> {
@@ -137,17 +129,11 @@ impl Connection {
         let leftover = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, &mut buf))
             .await
             .map_err(|_| ConnError::HandshakeTimeout)??;
-        let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())
-            .map_err(|e| ConnError::Session(e.to_string()))?;
+        let (mut session, initial) =
+            ServerSession::new(ServerSessionConfig::new()).map_err(|e| ConnError::Session(e.to_string()))?;
         let mut queue: VecDeque<ServerSessionResult> = initial.into();
-        queue.extend(
-            session
-                .handle_input(&leftover)
-                .map_err(|e| ConnError::Session(e.to_string()))?,
-        );
-        let result = self
-            .drive(&mut stream, &mut session, &mut queue, &mut buf)
-            .await;
+        queue.extend(session.handle_input(&leftover).map_err(|e| ConnError::Session(e.to_string()))?);
+        let result = self.drive(&mut stream, &mut session, &mut queue, &mut buf).await;
         self.finish_publish("connection closed").await;
         result
     }
@@ -162,12 +148,8 @@ impl Connection {
         loop {
             while let Some(result) = queue.pop_front() {
                 match result {
-                    ServerSessionResult::OutboundResponse(packet) => {
-                        self.out.extend_from_slice(&packet.bytes)
-                    }
-                    ServerSessionResult::RaisedEvent(event) => {
-                        self.on_event(event, session, queue).await
-                    }
+                    ServerSessionResult::OutboundResponse(packet) => self.out.extend_from_slice(&packet.bytes),
+                    ServerSessionResult::RaisedEvent(event) => self.on_event(event, session, queue).await,
                     ServerSessionResult::UnhandleableMessageReceived(_) => {}
                 }
             }
@@ -196,11 +178,7 @@ impl Connection {
             if n == 0 {
                 return Ok(());
             }
-            queue.extend(
-                session
-                    .handle_input(&buf[..n])
-                    .map_err(|e| ConnError::Session(e.to_string()))?,
-            );
+            queue.extend(session.handle_input(&buf[..n]).map_err(|e| ConnError::Session(e.to_string()))?);
         }
     }
 
@@ -211,58 +189,43 @@ impl Connection {
         queue: &mut VecDeque<ServerSessionResult>,
     ) {
         match event {
-            ServerSessionEvent::ConnectionRequested {
-                request_id,
-                app_name,
-            } => match self.bucket_for_app(&app_name) {
+            ServerSessionEvent::ConnectionRequested { request_id, app_name } => match self.bucket_for_app(&app_name) {
                 Ok(bucket) => {
                     self.state = State::Connected { bucket };
                     self.respond(session.accept_request(request_id), queue);
                 }
                 Err(why) => {
                     warn!(remote = %self.remote, app = %app_name, "RTMP connect refused: {why}");
-                    self.respond(
-                        session.reject_request(request_id, "NetConnection.Connect.Rejected", &why),
-                        queue,
-                    );
+                    self.respond(session.reject_request(request_id, "NetConnection.Connect.Rejected", &why), queue);
                     self.closing = true;
                 }
             },
-            ServerSessionEvent::PublishStreamRequested {
-                request_id,
-                stream_key,
-                ..
-            } => match self.start_publish(&stream_key) {
-                Ok(publish) => {
-                    info!(remote = %self.remote, channel = %publish.guard.key(), "publish started");
-                    self.state = State::Publishing(Box::new(publish));
-                    self.respond(session.accept_request(request_id), queue);
+            ServerSessionEvent::PublishStreamRequested { request_id, stream_key, .. } => {
+                match self.start_publish(&stream_key) {
+                    Ok(publish) => {
+                        info!(remote = %self.remote, channel = %publish.guard.key(), "publish started");
+                        self.state = State::Publishing(Box::new(publish));
+                        self.respond(session.accept_request(request_id), queue);
+                    }
+                    Err((code, why)) => {
+                        warn!(remote = %self.remote, stream_key = %redact(&stream_key), "publish refused: {why}");
+                        self.respond(session.reject_request(request_id, code, &why), queue);
+                        self.closing = true;
+                    }
                 }
-                Err((code, why)) => {
-                    warn!(remote = %self.remote, stream_key = %redact(&stream_key), "publish refused: {why}");
-                    self.respond(session.reject_request(request_id, code, &why), queue);
-                    self.closing = true;
-                }
-            },
-            ServerSessionEvent::PlayStreamRequested {
-                request_id,
-                stream_key,
-                ..
-            } => {
+            }
+            ServerSessionEvent::PlayStreamRequested { request_id, stream_key, .. } => {
                 info!(remote = %self.remote, stream_key = %redact(&stream_key), "RTMP play refused: this server serves HLS");
                 let why = "RTMP playback is not offered; play the channel over HLS";
-                self.respond(
-                    session.reject_request(request_id, "NetStream.Play.Failed", why),
-                    queue,
-                );
+                self.respond(session.reject_request(request_id, "NetStream.Play.Failed", why), queue);
                 self.closing = true;
             }
-            ServerSessionEvent::VideoDataReceived {
-                data, timestamp, ..
-            } => self.on_media(true, data, timestamp.value).await,
-            ServerSessionEvent::AudioDataReceived {
-                data, timestamp, ..
-            } => self.on_media(false, data, timestamp.value).await,
+            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+                self.on_media(true, data, timestamp.value).await
+            }
+            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+                self.on_media(false, data, timestamp.value).await
+            }
             ServerSessionEvent::PublishStreamFinished { .. } => {
                 self.finish_publish("publisher sent deleteStream").await
             }
@@ -293,13 +256,10 @@ impl Connection {
         let app = app.trim_end_matches('/');
         match app.split_once('/') {
             None if app == "live" => Ok(config.default_bucket().clone()),
-            Some((bucket, "live")) => config
-                .bucket(bucket)
-                .cloned()
-                .ok_or_else(|| format!("no bucket named {bucket:?}")),
-            _ => Err(format!(
-                "unknown application {app:?}: publish to rtmp://HOST/live/<channel>"
-            )),
+            Some((bucket, "live")) => {
+                config.bucket(bucket).cloned().ok_or_else(|| format!("no bucket named {bucket:?}"))
+            }
+            _ => Err(format!("unknown application {app:?}: publish to rtmp://HOST/live/<channel>")),
         }
     }
 
@@ -311,19 +271,12 @@ impl Connection {
             ));
         };
         let (name, _params) = parse_stream_key(stream_key);
-        let key = ChannelKey::new(&bucket.name, name)
-            .map_err(|e| ("NetStream.Publish.BadName", e.to_string()))?;
+        let key = ChannelKey::new(&bucket.name, name).map_err(|e| ("NetStream.Publish.BadName", e.to_string()))?;
         if !bucket.auto_create_channels {
-            return Err((
-                "NetStream.Publish.Rejected",
-                format!("channel {key} does not exist"),
-            ));
+            return Err(("NetStream.Publish.Rejected", format!("channel {key} does not exist")));
         }
-        let guard = self
-            .ctx
-            .channels
-            .claim(&key, self.remote)
-            .map_err(|e| ("NetStream.Publish.BadName", e.to_string()))?;
+        let guard =
+            self.ctx.channels.claim(&key, self.remote).map_err(|e| ("NetStream.Publish.BadName", e.to_string()))?;
         let settings = self.ctx.config.channel_defaults.clone();
         let segmenter = SegmenterConfig::new(settings.frag_duration);
         let capacity = (self.ctx.config.limits.storage_queue_bytes / segmenter.chunk_size).max(4);
@@ -379,10 +332,7 @@ impl Connection {
             Ok(()) => {}
             Err(IngestError::Unsupported(e)) => {
                 error!(remote = %self.remote, channel = %publish.guard.key(), error = %e, "publish ended: stream cannot be remuxed");
-                self.out.extend_from_slice(&status::publish_error(
-                    "NetStream.Publish.Rejected",
-                    &e.to_string(),
-                ));
+                self.out.extend_from_slice(&status::publish_error("NetStream.Publish.Rejected", &e.to_string()));
                 self.closing = true;
                 self.finish_publish("unsupported codec").await;
             }
@@ -398,8 +348,7 @@ impl Connection {
 
     /// Ends the publish, if any: flushes the open segment into the queue and lets the sink finish.
     async fn finish_publish(&mut self, why: &str) {
-        let State::Publishing(mut publish) = std::mem::replace(&mut self.state, State::Handshaken)
-        else {
+        let State::Publishing(mut publish) = std::mem::replace(&mut self.state, State::Handshaken) else {
             return;
         };
         let mut outputs = std::mem::take(&mut publish.outputs);
@@ -469,21 +418,11 @@ async fn handshake(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Vec<u8>, Co
     loop {
         let n = stream.read(buf).await?;
         if n == 0 {
-            return Err(ConnError::Handshake(
-                "peer closed during the handshake".into(),
-            ));
+            return Err(ConnError::Handshake("peer closed during the handshake".into()));
         }
-        match handshake
-            .process_bytes(&buf[..n])
-            .map_err(|e| ConnError::Handshake(e.to_string()))?
-        {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                stream.write_all(&response_bytes).await?
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
+        match handshake.process_bytes(&buf[..n]).map_err(|e| ConnError::Handshake(e.to_string()))? {
+            HandshakeProcessResult::InProgress { response_bytes } => stream.write_all(&response_bytes).await?,
+            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
                 stream.write_all(&response_bytes).await?;
                 return Ok(remaining_bytes);
             }
@@ -496,11 +435,8 @@ pub fn parse_stream_key(key: &str) -> (&str, Vec<(&str, &str)>) {
     match key.split_once('?') {
         None => (key, Vec::new()),
         Some((name, query)) => {
-            let params = query
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| p.split_once('=').unwrap_or((p, "")))
-                .collect();
+            let params =
+                query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect();
             (name, params)
         }
     }
@@ -518,18 +454,9 @@ mod tests {
     #[test]
     fn the_query_string_is_parameters_not_part_of_the_channel_name() {
         assert_eq!(parse_stream_key("demo"), ("demo", vec![]));
-        let (name, params) =
-            parse_stream_key("demo?Expires=1&Signature=abc%3D&playlistName=x.m3u8&flag");
+        let (name, params) = parse_stream_key("demo?Expires=1&Signature=abc%3D&playlistName=x.m3u8&flag");
         assert_eq!(name, "demo");
-        assert_eq!(
-            params,
-            vec![
-                ("Expires", "1"),
-                ("Signature", "abc%3D"),
-                ("playlistName", "x.m3u8"),
-                ("flag", "")
-            ]
-        );
+        assert_eq!(params, vec![("Expires", "1"), ("Signature", "abc%3D"), ("playlistName", "x.m3u8"), ("flag", "")]);
         assert_eq!(redact("demo?Signature=secret"), "demo");
     }
 }

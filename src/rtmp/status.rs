@@ -14,10 +14,7 @@ pub fn publish_error(code: &str, description: &str) -> Vec<u8> {
     let mut info = std::collections::HashMap::new();
     info.insert("level".to_string(), Amf0Value::Utf8String("error".into()));
     info.insert("code".to_string(), Amf0Value::Utf8String(code.into()));
-    info.insert(
-        "description".to_string(),
-        Amf0Value::Utf8String(description.chars().take(500).collect()),
-    );
+    info.insert("description".to_string(), Amf0Value::Utf8String(description.chars().take(500).collect()));
     let values = vec![
         Amf0Value::Utf8String("onStatus".into()),
         Amf0Value::Number(0.0),

@@ -22,10 +22,7 @@ pub enum StorageError {
     #[error("invalid name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
     #[error("cannot prepare local storage at {path}: {source}")]
-    LocalDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    LocalDir { path: std::path::PathBuf, source: std::io::Error },
     /// object_store's `aws` feature needs `subtle >= 2.5` (through rustls) while rml_rtmp 0.8's handshake
     /// pins `crypto-mac 0.10` -> `subtle = "=2.4"`: the two cannot be in one build until one side moves.
     #[error(
@@ -44,19 +41,13 @@ pub fn validate_component(name: &str, max_len: usize) -> Result<(), StorageError
         Some("too long")
     } else if name == "." || name == ".." {
         Some("a relative path component")
-    } else if name
-        .chars()
-        .any(|c| c.is_control() || matches!(c, '/' | '\\' | '#' | '%' | '?' | '*'))
-    {
+    } else if name.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | '#' | '%' | '?' | '*')) {
         Some("contains a character that is not allowed (/ \\ # % ? * or a control character)")
     } else {
         None
     };
     match reason {
-        Some(reason) => Err(StorageError::InvalidName {
-            name: name.chars().take(80).collect(),
-            reason,
-        }),
+        Some(reason) => Err(StorageError::InvalidName { name: name.chars().take(80).collect(), reason }),
         None => Ok(()),
     }
 }
@@ -73,10 +64,7 @@ impl ChannelKey {
     pub fn new(bucket: &str, channel: &str) -> Result<Self, StorageError> {
         validate_component(bucket, 63)?;
         validate_component(channel, 64)?;
-        Ok(ChannelKey {
-            bucket: bucket.to_owned(),
-            channel: channel.to_owned(),
-        })
+        Ok(ChannelKey { bucket: bucket.to_owned(), channel: channel.to_owned() })
     }
 
     pub fn bucket(&self) -> &str {
@@ -94,11 +82,7 @@ impl ChannelKey {
     /// The key of a file in this channel's folder; the file name is validated too.
     pub fn object(&self, file: &str) -> Result<Path, StorageError> {
         validate_component(file, 128)?;
-        Ok(Path::from_iter([
-            self.bucket.as_str(),
-            self.channel.as_str(),
-            file,
-        ]))
+        Ok(Path::from_iter([self.bucket.as_str(), self.channel.as_str(), file]))
     }
 }
 
@@ -123,12 +107,8 @@ impl Store {
     }
 
     pub fn local(dir: &std::path::Path) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|source| StorageError::LocalDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?
-            .with_automatic_cleanup(true);
+        std::fs::create_dir_all(dir).map_err(|source| StorageError::LocalDir { path: dir.to_owned(), source })?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
         Ok(Store::new(Arc::new(fs), 64 * 1024))
     }
 
@@ -152,27 +132,17 @@ impl Store {
         self.part_size
     }
 
-    pub async fn get(
-        &self,
-        path: &Path,
-        options: GetOptions,
-    ) -> Result<GetResult, object_store::Error> {
+    pub async fn get(&self, path: &Path, options: GetOptions) -> Result<GetResult, object_store::Error> {
         self.objects.get_opts(path, options).await
     }
 
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), object_store::Error> {
-        self.objects
-            .put(path, PutPayload::from(bytes))
-            .await
-            .map(|_| ())
+        self.objects.put(path, PutPayload::from(bytes)).await.map(|_| ())
     }
 
     /// The highest segment sequence number stored for a channel, from a listing of its folder. This is what
     /// makes sequence numbers continue across restarts even when the playlist is missing or stale.
-    pub async fn last_segment_seq(
-        &self,
-        key: &ChannelKey,
-    ) -> Result<Option<u64>, object_store::Error> {
+    pub async fn last_segment_seq(&self, key: &ChannelKey) -> Result<Option<u64>, object_store::Error> {
         let prefix = key.prefix();
         let mut listing = self.objects.list(Some(&prefix));
         let mut last = None;
@@ -203,9 +173,7 @@ impl Store {
                     }
                 }
             }
-            Err(object_store::Error::NotFound { .. }) => {
-                Playlist::new(settings.frag_count, settings.frag_duration)
-            }
+            Err(object_store::Error::NotFound { .. }) => Playlist::new(settings.frag_count, settings.frag_duration),
             Err(e) => return Err(e.into()),
         };
         let stored = self.last_segment_seq(key).await?;
@@ -220,17 +188,7 @@ mod tests {
 
     #[test]
     fn names_that_could_escape_a_channel_folder_are_refused() {
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "a\\b",
-            "x#1",
-            "a%2e",
-            "new\nline",
-            "q?x",
-        ] {
+        for bad in ["", ".", "..", "a/b", "a\\b", "x#1", "a%2e", "new\nline", "q?x"] {
             assert!(ChannelKey::new("live", bad).is_err(), "{bad:?} accepted");
         }
         assert!(ChannelKey::new("live", &"x".repeat(65)).is_err());

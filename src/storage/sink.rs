@@ -55,11 +55,7 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub async fn run(
-        self,
-        mut state: OwnedMutexGuard<Option<ChannelState>>,
-        mut rx: mpsc::Receiver<Output>,
-    ) {
+    pub async fn run(self, mut state: OwnedMutexGuard<Option<ChannelState>>, mut rx: mpsc::Receiver<Output>) {
         let Some(state) = state.as_mut() else {
             warn!(channel = %self.key, "no channel state; nothing will be stored");
             while rx.recv().await.is_some() {}
@@ -72,8 +68,7 @@ impl Sink {
             match output {
                 Output::Chunk { index, data } => {
                     if open.as_ref().is_some_and(|o| o.index != index) {
-                        self.abandon(open.take(), "a later segment started before it was closed")
-                            .await;
+                        self.abandon(open.take(), "a later segment started before it was closed").await;
                         gap = true;
                     }
                     let upload = match &mut open {
@@ -81,11 +76,7 @@ impl Sink {
                         None => {
                             let seq = state.next_seq;
                             state.next_seq += 1;
-                            open.insert(OpenUpload {
-                                index,
-                                seq,
-                                writer: self.begin(seq).await,
-                            })
+                            open.insert(OpenUpload { index, seq, writer: self.begin(seq).await })
                         }
                     };
                     if let Some(writer) = &mut upload.writer {
@@ -118,9 +109,7 @@ impl Sink {
                         gap = true;
                         continue;
                     }
-                    self.counters
-                        .segments_stored
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.counters.segments_stored.fetch_add(1, Ordering::Relaxed);
                     state.playlist.push(PlaylistSegment {
                         seq,
                         duration_90k: segment.duration.ticks(),
@@ -140,8 +129,7 @@ impl Sink {
             }
         }
         if open.is_some() {
-            self.abandon(open, "the publish ended before the segment was closed")
-                .await;
+            self.abandon(open, "the publish ended before the segment was closed").await;
         }
     }
 
@@ -154,10 +142,7 @@ impl Sink {
             }
         };
         match self.store.objects().put_multipart(&path).await {
-            Ok(upload) => Some(WriteMultipart::new_with_chunk_size(
-                upload,
-                self.store.part_size(),
-            )),
+            Ok(upload) => Some(WriteMultipart::new_with_chunk_size(upload, self.store.part_size())),
             Err(e) => {
                 self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(channel = %self.key, seq, error = %e, "cannot start segment upload");
@@ -188,9 +173,7 @@ impl Sink {
         };
         match self.store.put(&path, playlist.render().into()).await {
             Ok(()) => {
-                self.counters
-                    .playlist_writes
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.playlist_writes.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 self.counters.store_errors.fetch_add(1, Ordering::Relaxed);

@@ -39,11 +39,7 @@ impl Report {
 
     /// Largest gap between consecutive PCRs, in 90 kHz ticks.
     pub fn max_pcr_gap_90k(&self) -> u64 {
-        self.pcrs
-            .windows(2)
-            .map(|w| w[1].saturating_sub(w[0]) / 300)
-            .max()
-            .unwrap_or(0)
+        self.pcrs.windows(2).map(|w| w[1].saturating_sub(w[0]) / 300).max().unwrap_or(0)
     }
 }
 
@@ -72,11 +68,8 @@ pub fn inspect(segment: &[u8]) -> Result<Report, mpeg2ts::Error> {
         match packet.payload {
             Some(TsPayload::Pmt(pmt)) => {
                 report.pcr_pid = pmt.pcr_pid.map(|p| p.as_u16());
-                report.pmt_streams = pmt
-                    .es_info
-                    .iter()
-                    .map(|e| (e.elementary_pid.as_u16(), e.stream_type as u8))
-                    .collect();
+                report.pmt_streams =
+                    pmt.es_info.iter().map(|e| (e.elementary_pid.as_u16(), e.stream_type as u8)).collect();
             }
             Some(TsPayload::PesStart(pes)) => {
                 open.insert(pid, report.pes.len());
@@ -84,10 +77,7 @@ pub fn inspect(segment: &[u8]) -> Result<Report, mpeg2ts::Error> {
                     pid,
                     pts: pes.header.pts.map(|t| t.as_u64()),
                     dts: pes.header.dts.map(|t| t.as_u64()),
-                    random_access: packet
-                        .adaptation_field
-                        .as_ref()
-                        .is_some_and(|af| af.random_access_indicator),
+                    random_access: packet.adaptation_field.as_ref().is_some_and(|af| af.random_access_indicator),
                     payload: pes.data.to_vec(),
                 });
             }

@@ -15,9 +15,8 @@ use mpeg2ts::pes::PesHeader;
 use mpeg2ts::time::{ClockReference, Timestamp};
 use mpeg2ts::ts::payload::{self, Pat, Pes, Pmt};
 use mpeg2ts::ts::{
-    AdaptationField, ContinuityCounter, EsInfo, Pid, ProgramAssociation,
-    TransportScramblingControl, TsHeader, TsPacket, TsPacketWriter, TsPayload, VersionNumber,
-    WriteTsPacket,
+    AdaptationField, ContinuityCounter, EsInfo, Pid, ProgramAssociation, TransportScramblingControl, TsHeader,
+    TsPacket, TsPacketWriter, TsPayload, VersionNumber, WriteTsPacket,
 };
 
 use crate::flv::{self, FlvError, avc};
@@ -70,11 +69,7 @@ const CC_AUDIO: usize = 3;
 
 impl Muxer {
     pub fn new(tracks: Tracks) -> Self {
-        Muxer {
-            tracks,
-            cc: [0; 4],
-            last_pcr: None,
-        }
+        Muxer { tracks, cc: [0; 4], last_pcr: None }
     }
 
     pub fn tracks(&self) -> Tracks {
@@ -87,11 +82,7 @@ impl Muxer {
     }
 
     fn pcr_pid(&self) -> u16 {
-        if self.tracks.video {
-            VIDEO_PID
-        } else {
-            AUDIO_PID
-        }
+        if self.tracks.video { VIDEO_PID } else { AUDIO_PID }
     }
 
     /// PAT and PMT: the first two packets of every segment (RFC 8216 §3.5).
@@ -100,10 +91,7 @@ impl Muxer {
         let pat = TsPayload::Pat(Pat {
             transport_stream_id: 1,
             version_number: VersionNumber::new(),
-            table: vec![ProgramAssociation {
-                program_num: 1,
-                program_map_pid: pmt_pid,
-            }],
+            table: vec![ProgramAssociation { program_num: 1, program_map_pid: pmt_pid }],
         });
         let mut es_info = Vec::with_capacity(2);
         if self.tracks.video {
@@ -139,11 +127,8 @@ impl Muxer {
         payload: TsPayload,
         out: &mut Vec<u8>,
     ) -> Result<(), MuxError> {
-        let packet = TsPacket {
-            header: header(pid, self.next_cc(cc_index))?,
-            adaptation_field,
-            payload: Some(payload),
-        };
+        let packet =
+            TsPacket { header: header(pid, self.next_cc(cc_index))?, adaptation_field, payload: Some(payload) };
         TsPacketWriter::new(out).write_ts_packet(&packet)?;
         Ok(())
     }
@@ -179,40 +164,18 @@ impl Muxer {
         for nal in avc::nal_units(nalus, len_size) {
             has_sps |= nal?.first().is_some_and(|h| h & 0x1f == avc::NAL_SPS);
         }
-        let param_sets: &[bytes::Bytes] = if keyframe && !has_sps {
-            &config.sps
-        } else {
-            &[]
-        };
-        let pps: &[bytes::Bytes] = if keyframe && !has_sps {
-            &config.pps
-        } else {
-            &[]
-        };
-        let pieces = std::iter::once(AUD)
-            .chain(
-                param_sets
-                    .iter()
-                    .chain(pps)
-                    .flat_map(|s| [START_CODE, &s[..]]),
-            )
-            .chain(
-                avc::nal_units(nalus, len_size)
-                    .flatten()
-                    .filter(|nal| nal.first().is_some_and(|h| h & 0x1f != avc::NAL_AUD))
-                    .flat_map(|nal| [START_CODE, nal]),
-            );
+        let param_sets: &[bytes::Bytes] = if keyframe && !has_sps { &config.sps } else { &[] };
+        let pps: &[bytes::Bytes] = if keyframe && !has_sps { &config.pps } else { &[] };
+        let pieces = std::iter::once(AUD).chain(param_sets.iter().chain(pps).flat_map(|s| [START_CODE, &s[..]])).chain(
+            avc::nal_units(nalus, len_size)
+                .flatten()
+                .filter(|nal| nal.first().is_some_and(|h| h & 0x1f != avc::NAL_AUD))
+                .flat_map(|nal| [START_CODE, nal]),
+        );
         let pcr = Some(self.pcr_for(dts));
         let pts_out = Timestamp::new((pts + TIMESTAMP_OFFSET).wrap33())?;
-        let dts_out = (dts != pts)
-            .then(|| Timestamp::new((dts + TIMESTAMP_OFFSET).wrap33()))
-            .transpose()?;
-        let pes = PesStart {
-            stream_id: 0xe0,
-            pts: pts_out,
-            dts: dts_out,
-            bounded_len: false,
-        };
+        let dts_out = (dts != pts).then(|| Timestamp::new((dts + TIMESTAMP_OFFSET).wrap33())).transpose()?;
+        let pes = PesStart { stream_id: 0xe0, pts: pts_out, dts: dts_out, bounded_len: false };
         self.write_pes(VIDEO_PID, CC_VIDEO, pes, pcr, keyframe, pieces, out)
     }
 
@@ -243,15 +206,7 @@ impl Muxer {
             dts: None,
             bounded_len: true,
         };
-        self.write_pes(
-            AUDIO_PID,
-            CC_AUDIO,
-            pes,
-            pcr,
-            audio_only,
-            [&adts[..], raw].into_iter(),
-            out,
-        )
+        self.write_pes(AUDIO_PID, CC_AUDIO, pes, pcr, audio_only, [&adts[..], raw].into_iter(), out)
     }
 
     fn write_pcr_only(&mut self, pcr: i64, out: &mut Vec<u8>) -> Result<(), MuxError> {
@@ -279,14 +234,9 @@ impl Muxer {
         out: &mut Vec<u8>,
     ) -> Result<(), MuxError> {
         let total: usize = pieces.clone().map(<[u8]>::len).sum();
-        let mut cursor = Pieces {
-            iter: pieces,
-            current: &[],
-        };
+        let mut cursor = Pieces { iter: pieces, current: &[] };
         let header_len = 9 + 5 + if start.dts.is_some() { 5 } else { 0 };
-        let af = (pcr.is_some() || random_access)
-            .then(|| adaptation_field(pcr, random_access))
-            .transpose()?;
+        let af = (pcr.is_some() || random_access).then(|| adaptation_field(pcr, random_access)).transpose()?;
         let af_len = match &af {
             Some(af) if af.pcr.is_some() => 8,
             Some(_) => 2,
@@ -295,11 +245,7 @@ impl Muxer {
         let first_len = total.min(PAYLOAD_SIZE - af_len - header_len);
         let mut first = [0u8; PAYLOAD_SIZE];
         cursor.copy_into(&mut first[..first_len]);
-        let pes_packet_len = if start.bounded_len {
-            u16::try_from(header_len - 6 + total).unwrap_or(0)
-        } else {
-            0
-        };
+        let pes_packet_len = if start.bounded_len { u16::try_from(header_len - 6 + total).unwrap_or(0) } else { 0 };
         let pes = Pes {
             header: PesHeader {
                 stream_id: StreamId::new(start.stream_id),
@@ -326,13 +272,7 @@ impl Muxer {
             } else {
                 // Short last packet: pad with adaptation-field stuffing (§2.4.3.5).
                 let af_len = PAYLOAD_SIZE - 1 - n;
-                out.extend_from_slice(&[
-                    0x47,
-                    (pid >> 8) as u8,
-                    pid as u8,
-                    0x30 | cc,
-                    af_len as u8,
-                ]);
+                out.extend_from_slice(&[0x47, (pid >> 8) as u8, pid as u8, 0x30 | cc, af_len as u8]);
                 if af_len > 0 {
                     out.push(0x00);
                     out.resize(out.len() + af_len - 1, 0xff);
@@ -407,9 +347,7 @@ fn header(pid: u16, cc: u8) -> Result<TsHeader, MuxError> {
 }
 
 fn adaptation_field(pcr: Option<i64>, random_access: bool) -> Result<AdaptationField, MuxError> {
-    let pcr = pcr
-        .map(|ticks| ClockReference::new(Timestamp90k(ticks).wrap33() * 300))
-        .transpose()?;
+    let pcr = pcr.map(|ticks| ClockReference::new(Timestamp90k(ticks).wrap33() * 300)).transpose()?;
     Ok(AdaptationField {
         discontinuity_indicator: false,
         random_access_indicator: random_access,

@@ -17,12 +17,7 @@ fn avc_config() -> AvcConfig {
 }
 
 fn aac_config() -> AacConfig {
-    AacConfig {
-        object_type: 2,
-        sample_rate_index: 4,
-        sample_rate: 44100,
-        channel_config: 2,
-    }
+    AacConfig { object_type: 2, sample_rate_index: 4, sample_rate: 44100, channel_config: 2 }
 }
 
 /// AVCC access unit: one NAL of the given type and size.
@@ -40,10 +35,7 @@ fn with_tables(tracks: Tracks) -> (Muxer, Vec<u8>) {
     (mux, out)
 }
 
-const BOTH: Tracks = Tracks {
-    video: true,
-    audio: true,
-};
+const BOTH: Tracks = Tracks { video: true, audio: true };
 
 #[test]
 fn a_segment_starts_with_pat_then_pmt_announcing_both_streams() {
@@ -60,17 +52,8 @@ fn a_segment_starts_with_pat_then_pmt_announcing_both_streams() {
 fn a_keyframe_gets_aud_then_sps_pps_then_its_nal_units_in_annex_b() {
     let (mut mux, mut out) = with_tables(BOTH);
     let t = Timestamp90k(0);
-    mux.write_video(t, t, true, &avcc(5, 1000), &avc_config(), &mut out)
-        .unwrap();
-    mux.write_video(
-        Timestamp90k(3600),
-        Timestamp90k(3600),
-        false,
-        &avcc(1, 300),
-        &avc_config(),
-        &mut out,
-    )
-    .unwrap();
+    mux.write_video(t, t, true, &avcc(5, 1000), &avc_config(), &mut out).unwrap();
+    mux.write_video(Timestamp90k(3600), Timestamp90k(3600), false, &avcc(1, 300), &avc_config(), &mut out).unwrap();
     let r = inspect(&out).unwrap();
     let video: Vec<_> = r.video().collect();
     assert_eq!(annexb_nal_types(&video[0].payload), vec![9, 7, 8, 5]);
@@ -86,15 +69,7 @@ fn a_keyframe_that_carries_its_own_sps_is_not_given_a_second_copy() {
     let mut au = avcc(7, 4);
     au.extend(avcc(8, 2));
     au.extend(avcc(5, 50));
-    mux.write_video(
-        Timestamp90k(0),
-        Timestamp90k(0),
-        true,
-        &au,
-        &avc_config(),
-        &mut out,
-    )
-    .unwrap();
+    mux.write_video(Timestamp90k(0), Timestamp90k(0), true, &au, &avc_config(), &mut out).unwrap();
     let r = inspect(&out).unwrap();
     assert_eq!(annexb_nal_types(&r.pes[0].payload), vec![9, 7, 8, 5]);
 }
@@ -102,32 +77,12 @@ fn a_keyframe_that_carries_its_own_sps_is_not_given_a_second_copy() {
 #[test]
 fn pts_and_dts_are_offset_and_dts_is_omitted_when_equal() {
     let (mut mux, mut out) = with_tables(BOTH);
-    mux.write_video(
-        Timestamp90k(900),
-        Timestamp90k(4500),
-        true,
-        &avcc(5, 10),
-        &avc_config(),
-        &mut out,
-    )
-    .unwrap();
-    mux.write_video(
-        Timestamp90k(4500),
-        Timestamp90k(4500),
-        false,
-        &avcc(1, 10),
-        &avc_config(),
-        &mut out,
-    )
-    .unwrap();
-    mux.write_audio(Timestamp90k(1000), &[1, 2, 3], &aac_config(), &mut out)
-        .unwrap();
+    mux.write_video(Timestamp90k(900), Timestamp90k(4500), true, &avcc(5, 10), &avc_config(), &mut out).unwrap();
+    mux.write_video(Timestamp90k(4500), Timestamp90k(4500), false, &avcc(1, 10), &avc_config(), &mut out).unwrap();
+    mux.write_audio(Timestamp90k(1000), &[1, 2, 3], &aac_config(), &mut out).unwrap();
     let r = inspect(&out).unwrap();
     let off = TIMESTAMP_OFFSET.ticks() as u64;
-    assert_eq!(
-        (r.pes[0].pts, r.pes[0].dts),
-        (Some(4500 + off), Some(900 + off))
-    );
+    assert_eq!((r.pes[0].pts, r.pes[0].dts), (Some(4500 + off), Some(900 + off)));
     assert_eq!((r.pes[1].pts, r.pes[1].dts), (Some(4500 + off), None));
     assert_eq!((r.pes[2].pts, r.pes[2].dts), (Some(1000 + off), None));
 }
@@ -136,8 +91,7 @@ fn pts_and_dts_are_offset_and_dts_is_omitted_when_equal() {
 fn each_aac_frame_is_one_pes_with_one_adts_header_of_the_right_length() {
     let (mut mux, mut out) = with_tables(BOTH);
     let raw = vec![0x21u8; 400];
-    mux.write_audio(Timestamp90k(0), &raw, &aac_config(), &mut out)
-        .unwrap();
+    mux.write_audio(Timestamp90k(0), &raw, &aac_config(), &mut out).unwrap();
     let r = inspect(&out).unwrap();
     let pes = &r.pes[0];
     assert_eq!(pes.pid, AUDIO_PID);
@@ -154,17 +108,8 @@ fn timestamps_wrap_at_33_bits_instead_of_failing() {
     let (mut mux, mut out) = with_tables(BOTH);
     let near_wrap = Timestamp90k((1 << 33) - TIMESTAMP_OFFSET.ticks() - 10);
     let after = near_wrap + Timestamp90k(3600);
-    mux.write_video(
-        near_wrap,
-        near_wrap,
-        true,
-        &avcc(5, 10),
-        &avc_config(),
-        &mut out,
-    )
-    .unwrap();
-    mux.write_video(after, after, false, &avcc(1, 10), &avc_config(), &mut out)
-        .unwrap();
+    mux.write_video(near_wrap, near_wrap, true, &avcc(5, 10), &avc_config(), &mut out).unwrap();
+    mux.write_video(after, after, false, &avcc(1, 10), &avc_config(), &mut out).unwrap();
     let r = inspect(&out).unwrap();
     assert_eq!(r.pes[0].pts, Some((1 << 33) - 10));
     assert_eq!(r.pes[1].pts, Some(3590));
@@ -179,54 +124,32 @@ fn pcr_never_goes_more_than_100ms_without_an_update_even_when_video_stalls() {
     let mut audio_t = 0;
     for f in 0..50 {
         let t = Timestamp90k(f * 3600);
-        mux.write_video(
-            t,
-            t,
-            f == 0,
-            &avcc(if f == 0 { 5 } else { 1 }, 2000),
-            &avc_config(),
-            &mut out,
-        )
-        .unwrap();
+        mux.write_video(t, t, f == 0, &avcc(if f == 0 { 5 } else { 1 }, 2000), &avc_config(), &mut out).unwrap();
         while audio_t < t.ticks() + 3600 {
-            mux.write_audio(Timestamp90k(audio_t), &[0; 200], &aac_config(), &mut out)
-                .unwrap();
+            mux.write_audio(Timestamp90k(audio_t), &[0; 200], &aac_config(), &mut out).unwrap();
             audio_t += 2089;
         }
     }
     while audio_t < 4 * 90_000 {
-        mux.write_audio(Timestamp90k(audio_t), &[0; 200], &aac_config(), &mut out)
-            .unwrap();
+        mux.write_audio(Timestamp90k(audio_t), &[0; 200], &aac_config(), &mut out).unwrap();
         audio_t += 2089;
     }
     let t = Timestamp90k(4 * 90_000);
-    mux.write_video(t, t, true, &avcc(5, 2000), &avc_config(), &mut out)
-        .unwrap();
+    mux.write_video(t, t, true, &avcc(5, 2000), &avc_config(), &mut out).unwrap();
     let r = inspect(&out).unwrap();
     assert_eq!(r.continuity_errors, 0);
     assert!(r.pcrs.len() > 60);
-    assert!(
-        r.max_pcr_gap_90k() <= 9000,
-        "max PCR gap {} ticks",
-        r.max_pcr_gap_90k()
-    );
-    assert!(
-        r.pcrs.windows(2).all(|w| w[0] <= w[1]),
-        "PCR went backwards"
-    );
+    assert!(r.max_pcr_gap_90k() <= 9000, "max PCR gap {} ticks", r.max_pcr_gap_90k());
+    assert!(r.pcrs.windows(2).all(|w| w[0] <= w[1]), "PCR went backwards");
 }
 
 #[test]
 fn audio_only_streams_carry_pcr_on_the_audio_pid() {
-    let mut mux = Muxer::new(Tracks {
-        video: false,
-        audio: true,
-    });
+    let mut mux = Muxer::new(Tracks { video: false, audio: true });
     let mut out = Vec::new();
     mux.write_tables(&mut out).unwrap();
     for i in 0..20 {
-        mux.write_audio(Timestamp90k(i * 2089), &[0; 300], &aac_config(), &mut out)
-            .unwrap();
+        mux.write_audio(Timestamp90k(i * 2089), &[0; 300], &aac_config(), &mut out).unwrap();
     }
     let r = inspect(&out).unwrap();
     assert_eq!(r.pcr_pid, Some(AUDIO_PID));
@@ -237,18 +160,8 @@ fn audio_only_streams_carry_pcr_on_the_audio_pid() {
 #[test]
 fn a_malformed_nal_length_is_an_error_and_writes_nothing() {
     let (mut mux, mut out) = with_tables(BOTH);
-    let err = mux.write_video(
-        Timestamp90k(0),
-        Timestamp90k(0),
-        true,
-        &[0, 0, 1, 0, 0x65],
-        &avc_config(),
-        &mut out,
-    );
-    assert!(matches!(
-        err,
-        Err(MuxError::Frame(FlvError::BadNalLength { .. }))
-    ));
+    let err = mux.write_video(Timestamp90k(0), Timestamp90k(0), true, &[0, 0, 1, 0, 0x65], &avc_config(), &mut out);
+    assert!(matches!(err, Err(MuxError::Frame(FlvError::BadNalLength { .. }))));
     assert_eq!(out.len(), 2 * PACKET_SIZE, "only the tables were written");
 }
 

@@ -17,9 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
 pub fn tags(name: &str) -> Vec<Tag> {
@@ -28,16 +26,13 @@ pub fn tags(name: &str) -> Vec<Tag> {
 }
 
 pub fn config(dir: &Path, frag_duration: u32, frag_count: u32) -> Config {
-    let mut c = Config::default();
-    c.rtmp_listen = "127.0.0.1:0".parse().unwrap();
-    c.http_listen = "127.0.0.1:0".parse().unwrap();
-    c.data_dir = dir.to_path_buf();
-    c.channel_defaults = ChannelSettings {
-        frag_duration,
-        frag_count,
-        playlist_name: "playlist.m3u8".into(),
-    };
-    c
+    Config {
+        rtmp_listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        channel_defaults: ChannelSettings { frag_duration, frag_count, playlist_name: "playlist.m3u8".into() },
+        ..Config::default()
+    }
 }
 
 pub struct TestServer {
@@ -48,14 +43,7 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
         let (tx, stored) = mpsc::unbounded_channel();
-        let server = Server::start_with(
-            config,
-            Observers {
-                on_stored: Some(tx),
-            },
-        )
-        .await
-        .expect("server starts");
+        let server = Server::start_with(config, Observers { on_stored: Some(tx) }).await.expect("server starts");
         TestServer { server, stored }
     }
 
@@ -70,10 +58,7 @@ impl TestServer {
     pub async fn wait_flushed(&self, channel: &str) {
         let key = ChannelKey::new("live", channel).unwrap();
         assert!(
-            self.server
-                .channels
-                .wait_flushed(&key, Duration::from_secs(20))
-                .await,
+            self.server.channels.wait_flushed(&key, Duration::from_secs(20)).await,
             "channel {channel} never flushed"
         );
     }
@@ -105,11 +90,7 @@ pub async fn send_all(p: &mut Publisher, tags: &[Tag], offset_ms: u32) -> Result
         if tag.kind == TagKind::Script {
             continue;
         }
-        p.queue_tag(
-            tag.kind,
-            tag.body.clone(),
-            tag.timestamp_ms.wrapping_add(offset_ms),
-        )?;
+        p.queue_tag(tag.kind, tag.body.clone(), tag.timestamp_ms.wrapping_add(offset_ms))?;
         if i % 16 == 0 {
             p.flush_queued().await?;
         }
@@ -121,28 +102,12 @@ pub async fn send_all(p: &mut Publisher, tags: &[Tag], offset_ms: u32) -> Result
 /// track ends last (a frame lasts as long as its track's largest timestamp step).
 pub fn media_duration(tags: &[Tag]) -> f64 {
     let frames = |kind: TagKind| -> Vec<u32> {
-        tags.iter()
-            .filter(|t| t.kind == kind && t.body.get(1) == Some(&1))
-            .map(|t| t.timestamp_ms)
-            .collect()
+        tags.iter().filter(|t| t.kind == kind && t.body.get(1) == Some(&1)).map(|t| t.timestamp_ms).collect()
     };
     let (video, audio) = (frames(TagKind::Video), frames(TagKind::Audio));
-    let end = |ts: &[u32]| {
-        ts.last()
-            .map(|l| l + ts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0))
-    };
-    let start = video
-        .first()
-        .into_iter()
-        .chain(audio.first())
-        .min()
-        .copied()
-        .unwrap_or(0);
-    let end = end(&video)
-        .into_iter()
-        .chain(end(&audio))
-        .max()
-        .unwrap_or(0);
+    let end = |ts: &[u32]| ts.last().map(|l| l + ts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0));
+    let start = video.first().into_iter().chain(audio.first()).min().copied().unwrap_or(0);
+    let end = end(&video).into_iter().chain(end(&audio)).max().unwrap_or(0);
     f64::from(end - start) / 1000.0
 }
 
@@ -155,10 +120,7 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -167,15 +129,8 @@ impl HttpResponse {
 }
 
 /// A minimal HTTP/1.1 client: one request per connection, `Connection: close`, body read to EOF.
-pub async fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> HttpResponse {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect http");
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect http");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -183,53 +138,30 @@ pub async fn http_request(
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
-        .await
-        .expect("http timeout")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await.expect("http timeout").unwrap();
     parse_response(&raw, method == "HEAD")
 }
 
 fn parse_response(raw: &[u8], head: bool) -> HttpResponse {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response head");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
     let head_text = std::str::from_utf8(&raw[..split]).unwrap();
     let mut lines = head_text.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked && !head {
         body = dechunk(&body);
     }
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
+    HttpResponse { status, headers, body }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
-                .unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16).unwrap();
         data = &data[line_end + 2..];
         if size == 0 {
             return out;

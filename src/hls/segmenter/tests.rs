@@ -20,12 +20,7 @@ fn avc() -> AvcConfig {
 }
 
 fn aac() -> AacConfig {
-    AacConfig {
-        object_type: 2,
-        sample_rate_index: 3,
-        sample_rate: 48000,
-        channel_config: 2,
-    }
+    AacConfig { object_type: 2, sample_rate_index: 3, sample_rate: 48000, channel_config: 2 }
 }
 
 fn video(dts_ms: i64, keyframe: bool) -> Frame {
@@ -34,24 +29,12 @@ fn video(dts_ms: i64, keyframe: bool) -> Frame {
     p.push(nal_type);
     p.resize(304, 0xab);
     let t = Timestamp90k::from_millis(dts_ms);
-    Frame {
-        track: Track::Video,
-        dts: t,
-        pts: t,
-        keyframe,
-        payload: Bytes::from(p),
-    }
+    Frame { track: Track::Video, dts: t, pts: t, keyframe, payload: Bytes::from(p) }
 }
 
 fn audio(dts_ticks: i64) -> Frame {
     let t = Timestamp90k(dts_ticks);
-    Frame {
-        track: Track::Audio,
-        dts: t,
-        pts: t,
-        keyframe: true,
-        payload: Bytes::from_static(&[0x21; 100]),
-    }
+    Frame { track: Track::Audio, dts: t, pts: t, keyframe: true, payload: Bytes::from_static(&[0x21; 100]) }
 }
 
 const T0: SystemTime = SystemTime::UNIX_EPOCH;
@@ -63,16 +46,7 @@ struct Run {
 
 impl Run {
     fn segments(&self) -> Vec<Segment> {
-        self.outputs
-            .iter()
-            .filter_map(|o| {
-                if let Output::Closed(s) = o {
-                    Some(s.clone())
-                } else {
-                    None
-                }
-            })
-            .collect()
+        self.outputs.iter().filter_map(|o| if let Output::Closed(s) = o { Some(s.clone()) } else { None }).collect()
     }
 
     fn bytes_of(&self, index: u64) -> Vec<u8> {
@@ -99,14 +73,7 @@ fn run(config: SegmenterConfig, frames: &[Frame], with_audio: bool, with_video: 
     let mut outputs = Vec::new();
     let mut skipped = 0;
     for f in frames {
-        if s.push(
-            f,
-            T0 + Duration::from_millis((f.dts.ticks() / 90) as u64),
-            &mut outputs,
-        )
-        .unwrap()
-        .is_some()
-        {
+        if s.push(f, T0 + Duration::from_millis((f.dts.ticks() / 90) as u64), &mut outputs).unwrap().is_some() {
             skipped += 1;
         }
     }
@@ -136,19 +103,10 @@ fn secs(t: Timestamp90k) -> f64 {
 #[test]
 fn segments_are_cut_at_the_first_keyframe_after_frag_duration() {
     // GOP of 2 s, FragDuration 5 s: keyframes at 0, 2, 4, 6 ... so cuts land at 6, 12, 18 ...
-    let r = run(
-        SegmenterConfig::new(5),
-        &av_stream(20, 50, true),
-        true,
-        true,
-    );
+    let r = run(SegmenterConfig::new(5), &av_stream(20, 50, true), true, true);
     let durations: Vec<f64> = r.segments().iter().map(|s| secs(s.duration)).collect();
     assert_eq!(&durations[..3], &[6.0, 6.0, 6.0]);
-    assert!(
-        r.segments()
-            .iter()
-            .all(|s| s.starts_with_keyframe && !s.forced)
-    );
+    assert!(r.segments().iter().all(|s| s.starts_with_keyframe && !s.forced));
 }
 
 #[test]
@@ -156,12 +114,7 @@ fn every_segment_begins_with_pat_pmt_and_an_idr_with_parameter_sets() {
     let r = run(SegmenterConfig::new(2), &av_stream(9, 25, true), true, true);
     for seg in r.segments() {
         let report = inspect(&r.bytes_of(seg.index)).unwrap();
-        assert_eq!(
-            report.first_pids,
-            vec![0, crate::ts::PMT_PID],
-            "segment {}",
-            seg.index
-        );
+        assert_eq!(report.first_pids, vec![0, crate::ts::PMT_PID], "segment {}", seg.index);
         assert_eq!(report.continuity_errors, 0);
         let first_video = report.video().next().unwrap();
         assert!(first_video.random_access);
@@ -172,12 +125,7 @@ fn every_segment_begins_with_pat_pmt_and_an_idr_with_parameter_sets() {
 
 #[test]
 fn a_keyframe_before_frag_duration_does_not_cut() {
-    let r = run(
-        SegmenterConfig::new(5),
-        &av_stream(12, 10, false),
-        false,
-        true,
-    );
+    let r = run(SegmenterConfig::new(5), &av_stream(12, 10, false), false, true);
     let segs = r.segments();
     assert_eq!(secs(segs[0].duration), 5.2); // keyframes every 0.4 s; first at or past 5 s is 5.2
 }
@@ -185,19 +133,11 @@ fn a_keyframe_before_frag_duration_does_not_cut() {
 #[test]
 fn without_keyframes_a_segment_is_force_cut_at_sixty_seconds_and_the_next_is_marked() {
     // Only the first frame is a keyframe; FragDuration 2 => forced bound max(4, 60) = 60 s.
-    let r = run(
-        SegmenterConfig::new(2),
-        &av_stream(130, 100_000, true),
-        true,
-        true,
-    );
+    let r = run(SegmenterConfig::new(2), &av_stream(130, 100_000, true), true, true);
     let segs = r.segments();
     assert_eq!(segs.len(), 3);
     assert!(segs[0].forced && segs[1].forced && !segs[2].forced);
-    assert!(
-        segs.iter()
-            .all(|s| s.duration <= Timestamp90k::from_secs(60))
-    );
+    assert!(segs.iter().all(|s| s.duration <= Timestamp90k::from_secs(60)));
     assert!(secs(segs[0].duration) > 59.9);
     assert!(segs[0].starts_with_keyframe);
     assert!(!segs[1].starts_with_keyframe);
@@ -205,14 +145,8 @@ fn without_keyframes_a_segment_is_force_cut_at_sixty_seconds_and_the_next_is_mar
 
 #[test]
 fn the_forced_bound_is_twice_frag_duration_when_that_is_longer() {
-    assert_eq!(
-        SegmenterConfig::new(40).forced_cut(),
-        Timestamp90k::from_secs(80)
-    );
-    assert_eq!(
-        SegmenterConfig::new(5).forced_cut(),
-        Timestamp90k::from_secs(60)
-    );
+    assert_eq!(SegmenterConfig::new(40).forced_cut(), Timestamp90k::from_secs(80));
+    assert_eq!(SegmenterConfig::new(5).forced_cut(), Timestamp90k::from_secs(60));
 }
 
 #[test]
@@ -264,9 +198,7 @@ fn a_timestamp_jump_closes_the_segment_and_marks_the_next_discontinuous() {
 fn rtmp_wrap_in_the_input_is_not_a_jump() {
     // The ingest unwraps RTMP time; here the unwrapped timeline simply crosses 2^32 ms.
     let base = (1i64 << 32) - 2000;
-    let frames: Vec<Frame> = (0..150)
-        .map(|i| video(base + i * 40, i % 25 == 0))
-        .collect();
+    let frames: Vec<Frame> = (0..150).map(|i| video(base + i * 40, i % 25 == 0)).collect();
     let r = run(SegmenterConfig::new(2), &frames, false, true);
     assert!(r.segments().iter().all(|s| !s.discontinuity));
     assert_eq!(r.segments().len(), 3);
@@ -274,28 +206,13 @@ fn rtmp_wrap_in_the_input_is_not_a_jump() {
 
 #[test]
 fn chunks_are_handed_out_as_the_segment_grows() {
-    let config = SegmenterConfig {
-        chunk_size: 4096,
-        ..SegmenterConfig::new(5)
-    };
+    let config = SegmenterConfig { chunk_size: 4096, ..SegmenterConfig::new(5) };
     let r = run(config, &av_stream(4, 50, true), true, true);
-    let chunks = r
-        .outputs
-        .iter()
-        .filter(|o| matches!(o, Output::Chunk { index: 0, .. }))
-        .count();
+    let chunks = r.outputs.iter().filter(|o| matches!(o, Output::Chunk { index: 0, .. })).count();
     assert!(chunks > 10, "{chunks} chunks");
     // Closed always comes after the last chunk of its segment.
-    let closed_at = r
-        .outputs
-        .iter()
-        .position(|o| matches!(o, Output::Closed(s) if s.index == 0))
-        .unwrap();
-    assert!(
-        !r.outputs[closed_at..]
-            .iter()
-            .any(|o| matches!(o, Output::Chunk { index: 0, .. }))
-    );
+    let closed_at = r.outputs.iter().position(|o| matches!(o, Output::Closed(s) if s.index == 0)).unwrap();
+    assert!(!r.outputs[closed_at..].iter().any(|o| matches!(o, Output::Chunk { index: 0, .. })));
 }
 
 #[test]
@@ -308,29 +225,13 @@ fn an_audio_config_arriving_late_takes_effect_at_the_next_keyframe() {
     }
     s.set_audio_config(aac());
     assert_eq!(
-        s.push(
-            &audio(Timestamp90k::from_millis(1000).ticks()),
-            T0,
-            &mut out
-        )
-        .unwrap(),
+        s.push(&audio(Timestamp90k::from_millis(1000).ticks()), T0, &mut out).unwrap(),
         Some(Skip::TrackNotInSegment)
     );
     s.push(&video(1000, true), T0, &mut out).unwrap();
-    assert_eq!(
-        s.push(
-            &audio(Timestamp90k::from_millis(1010).ticks()),
-            T0,
-            &mut out
-        )
-        .unwrap(),
-        None
-    );
+    assert_eq!(s.push(&audio(Timestamp90k::from_millis(1010).ticks()), T0, &mut out).unwrap(), None);
     s.close(&mut out);
-    let r = Run {
-        outputs: out,
-        skipped: 0,
-    };
+    let r = Run { outputs: out, skipped: 0 };
     assert_eq!(r.segments().len(), 2);
     assert_eq!(inspect(&r.bytes_of(1)).unwrap().pmt_streams.len(), 2);
 }

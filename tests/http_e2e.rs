@@ -1,0 +1,136 @@
+//! HLS over HTTP as players fetch it: content types, cache headers, HEAD, byte ranges, CORS, 404s, paths
+//! that try to escape the data folder, and request limits.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+async fn server_with_one_channel() -> (tempfile::TempDir, TestServer, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ts = TestServer::start(config(dir.path(), 2, 3)).await;
+    publish(ts.rtmp(), "demo", &tags("media/av_bframes.flv")).await.unwrap();
+    ts.wait_flushed("demo").await;
+    let last = ts.drain_stored().last().unwrap().seq;
+    (dir, ts, last)
+}
+
+#[tokio::test]
+async fn playlists_and_segments_have_the_right_types_cache_headers_and_cors() {
+    let (_dir, ts, last) = server_with_one_channel().await;
+    let pl = ts.get("/live/demo/playlist.m3u8").await;
+    assert_eq!(pl.status, 200);
+    assert_eq!(pl.header("content-type"), Some("application/vnd.apple.mpegurl"));
+    assert_eq!(pl.header("cache-control"), Some("max-age=1"));
+    assert_eq!(pl.header("access-control-allow-origin"), Some("*"));
+    assert!(pl.text().starts_with("#EXTM3U\n"));
+    let seg = ts.get(&format!("/live/demo/{last}.ts")).await;
+    assert_eq!(seg.status, 200);
+    assert_eq!(seg.header("content-type"), Some("video/mp2t"));
+    assert!(seg.header("cache-control").unwrap().contains("max-age=86400"));
+    assert_eq!(seg.header("content-length").unwrap().parse::<usize>().unwrap(), seg.body.len());
+    assert_eq!(seg.body.len() % 188, 0);
+    assert_eq!(seg.header("accept-ranges"), Some("bytes"));
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn head_byte_ranges_and_preflight_work_as_players_expect() {
+    let (_dir, ts, last) = server_with_one_channel().await;
+    let path = format!("/live/demo/{last}.ts");
+    let full = ts.get(&path).await.body;
+    let head = http_request(ts.http(), "HEAD", &path, &[]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length").unwrap().parse::<usize>().unwrap(), full.len());
+    assert!(head.body.is_empty());
+
+    let part = http_request(ts.http(), "GET", &path, &[("Range", "bytes=188-375")]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, &full[188..376]);
+    assert_eq!(part.header("content-range"), Some(format!("bytes 188-375/{}", full.len()).as_str()));
+    let tail = http_request(ts.http(), "GET", &path, &[("Range", "bytes=-188")]).await;
+    assert_eq!(tail.body, &full[full.len() - 188..]);
+    let beyond = http_request(ts.http(), "GET", &path, &[("Range", &format!("bytes={}-", full.len()))]).await;
+    assert_eq!(beyond.status, 416);
+    assert_eq!(beyond.header("content-range"), Some(format!("bytes */{}", full.len()).as_str()));
+    let ignored = http_request(ts.http(), "GET", &path, &[("Range", "bytes=0-1,5-6")]).await;
+    assert_eq!((ignored.status, ignored.body.len()), (200, full.len()));
+
+    let pre = http_request(
+        ts.http(),
+        "OPTIONS",
+        &path,
+        &[("Origin", "http://player.example"), ("Access-Control-Request-Method", "GET")],
+    )
+    .await;
+    assert_eq!(pre.status, 204);
+    assert!(pre.header("access-control-allow-methods").unwrap().contains("GET"));
+    assert!(pre.header("access-control-allow-headers").unwrap().contains("Range"));
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn missing_things_and_escaping_paths_are_404_and_other_methods_405() {
+    let (dir, ts, last) = server_with_one_channel().await;
+    std::fs::write(dir.path().join("secret.ts"), b"do not serve").unwrap();
+    for path in [
+        "/live/demo/999999.ts",
+        "/live/nochannel/playlist.m3u8",
+        "/other/demo/playlist.m3u8",
+        "/live/demo/../../secret.ts",
+        "/live/%2e%2e/%2e%2e/secret.ts",
+        "/live/demo/..%2f..%2fsecret.ts",
+        "/live/demo/notes.txt",
+        "/live/demo",
+        "/",
+    ] {
+        let r = ts.get(path).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(!r.body.windows(12).any(|w| w == b"do not serve"));
+    }
+    let r = http_request(ts.http(), "DELETE", &format!("/live/demo/{last}.ts"), &[]).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(ts.get(&format!("/live/demo/{last}.ts")).await.status, 200, "still there");
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_giant_header_is_refused_without_hurting_the_server() {
+    let (_dir, ts, _) = server_with_one_channel().await;
+    let huge = "x".repeat(64 * 1024);
+    let r = http_request(ts.http(), "GET", "/live/demo/playlist.m3u8", &[("X-Huge", &huge)]).await;
+    assert_eq!(r.status, 431);
+    assert_eq!(ts.get("/live/demo/playlist.m3u8").await.status, 200);
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn the_playlist_is_always_whole_while_it_is_being_replaced() {
+    // Readers poll the playlist while a publish rewrites it after every segment: each read must parse.
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(config(dir.path(), 1, 3)).await;
+    let rtmp = ts.rtmp();
+    let publisher = tokio::spawn(async move {
+        let t = tags("media/av_no_bframes.flv");
+        for _ in 0..2 {
+            let mut p = livechannel::rtmp::client::Publisher::connect(rtmp, "live", "busy").await.unwrap();
+            for chunk in t.chunks(8) {
+                send_all(&mut p, chunk, 0).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            p.finish().await.unwrap();
+        }
+    });
+    let mut reads = 0;
+    while !publisher.is_finished() {
+        let r = ts.get("/live/busy/playlist.m3u8").await;
+        if r.status == 200 {
+            assert!(m3u8_rs::parse_media_playlist_res(&r.body).is_ok(), "torn playlist:\n{}", r.text());
+            assert!(r.text().ends_with(".ts\n"), "truncated playlist:\n{}", r.text());
+            reads += 1;
+        }
+    }
+    assert!(reads > 50, "only {reads} reads");
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}
