@@ -42,6 +42,8 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIVECHANNEL_LOG").unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let Command::Serve { config, rtmp_listen, http_listen, data_dir } = cli.command;
     let config = Config::load(config.as_deref(), Overrides { rtmp_listen, http_listen, data_dir })?;

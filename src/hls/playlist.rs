@@ -133,7 +133,8 @@ impl Playlist {
                 .iter()
                 .map(|s| MediaSegment {
                     uri: segment_file_name(s.seq),
-                    duration: (s.duration_90k as f64 / CLOCK_90K as f64) as f32,
+                    // Milliseconds are exact enough and keep f32 noise (6.0903335) out of the text.
+                    duration: ((s.duration_90k + 45) / 90) as f32 / 1000.0,
                     discontinuity: s.discontinuity,
                     program_date_time: Some(chrono::DateTime::<chrono::Utc>::from(s.started_at).fixed_offset()),
                     ..Default::default()

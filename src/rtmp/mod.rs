@@ -35,6 +35,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that sends nothing for this long is closed (publishers send media continuously).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 64 * 1024;
+const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -158,6 +159,7 @@ impl Connection {
                 self.out.clear();
             }
             if self.closing {
+                linger(stream, buf).await;
                 return Ok(());
             }
             let kick = match &self.state {
@@ -411,6 +413,20 @@ fn output_index(output: &Output) -> Option<u64> {
         Output::Chunk { index, .. } => *index,
         Output::Closed(segment) => segment.index,
     })
+}
+
+/// Closes our side after an error status, then keeps reading (and discarding) for a moment: a client that
+/// is busy writing media only reads the status on its next write, which must not fail with EPIPE first.
+async fn linger(stream: &mut TcpStream, buf: &mut [u8]) {
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = stream.read(buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn handshake(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Vec<u8>, ConnError> {
