@@ -39,6 +39,8 @@ pub struct Server {
 #[derive(Default)]
 pub struct Observers {
     pub on_stored: Option<mpsc::UnboundedSender<Stored>>,
+    /// Replaces the storage built from the config (tests use a throttled or failing store).
+    pub store: Option<Store>,
 }
 
 impl Server {
@@ -47,7 +49,10 @@ impl Server {
     }
 
     pub async fn start_with(config: Config, observers: Observers) -> Result<Server, ServerError> {
-        let store = Store::from_config(&config)?;
+        let store = match observers.store {
+            Some(store) => store,
+            None => Store::from_config(&config)?,
+        };
         let rtmp_listener = TcpListener::bind(config.rtmp_listen).await.map_err(|source| ServerError::Bind {
             what: "RTMP",
             addr: config.rtmp_listen,

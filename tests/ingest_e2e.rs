@@ -254,3 +254,25 @@ async fn garbage_on_the_rtmp_port_closes_only_that_connection() {
     publish(ts.rtmp(), "after", &tags("media/audio_only.flv")).await.unwrap();
     ts.server.shutdown(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn rtmp_timestamps_crossing_2_pow_32_use_extended_timestamps_and_are_not_a_jump() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ts = TestServer::start(config(dir.path(), 2, 10)).await;
+    let t = tags("media/av_bframes.flv");
+    // Start 4 s before the 32-bit millisecond wrap: every timestamp is above 0xFFFFFF (extended timestamp
+    // in the chunk header) until the wrap, then small again.
+    let mut p = Publisher::connect(ts.rtmp(), "live", "wrap").await.unwrap();
+    send_all(&mut p, &t, u32::MAX - 4_000).await.unwrap();
+    p.finish().await.unwrap();
+    ts.wait_flushed("wrap").await;
+    let stored = ts.drain_stored();
+    let durations: Vec<f64> = stored.iter().map(|s| s.segment.duration.as_secs_f64()).collect();
+    assert!(stored.iter().all(|s| !s.segment.discontinuity), "{durations:?}");
+    assert_eq!(durations.len(), 5, "{durations:?}");
+    assert!(durations[..4].iter().all(|d| (d - 2.0).abs() < 1e-6), "{durations:?}");
+    let total: f64 = durations.iter().sum();
+    assert!((total - media_duration(&t)).abs() <= 0.041);
+    check_listed_segments(&ts, "wrap", true).await;
+    ts.server.shutdown(Duration::from_secs(10)).await;
+}

@@ -148,6 +148,45 @@ async fn gstreamer_librtmp_rtmpsink_publishes_and_ffprobe_decodes_every_segment(
 }
 
 #[tokio::test]
+#[ignore = "needs gstreamer"]
+async fn gstreamer_rtmp2sink_publishes_and_ffprobe_decodes_every_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(config(dir.path(), 2, 20)).await;
+    let pipeline = format!(
+        "videotestsrc num-buffers=250 ! video/x-raw,width=320,height=240,framerate=25/1 ! \
+         x264enc key-int-max=50 bframes=2 speed-preset=ultrafast ! h264parse ! \
+         flvmux name=mux streamable=true ! rtmp2sink location=rtmp://{}/live/gst2 \
+         audiotestsrc num-buffers=430 samplesperbuffer=1024 ! audio/x-raw,rate=44100 ! voaacenc ! aacparse ! mux.",
+        ts.rtmp()
+    );
+    let mut args = vec!["-q".to_string()];
+    args.extend(shell_words(&pipeline));
+    let out = run("gst-launch-1.0", args).await;
+    assert!(out.status.success(), "gst-launch failed: {}", String::from_utf8_lossy(&out.stderr));
+    ts.wait_flushed("gst2").await;
+    let sum = verify_with_ffprobe(&ts, "gst2", dir.path(), 2.0).await;
+    assert!((sum - 10.0).abs() <= 0.045, "EXTINF sum {sum}");
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+#[ignore = "needs ffmpeg"]
+async fn rtmp_playback_from_ffmpeg_is_refused_politely() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(config(dir.path(), 2, 3)).await;
+    let url = format!("rtmp://{}/live/anything", ts.rtmp());
+    let out = run(
+        "ffmpeg",
+        strings(&["-hide_banner", "-loglevel", "error", "-rw_timeout", "5000000", "-i", &url, "-f", "null", "-"]),
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HLS") || stderr.contains("Play.Failed"), "ffmpeg said: {stderr}");
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
 #[ignore = "needs ffmpeg"]
 async fn an_unsupported_codec_from_ffmpeg_is_refused_with_an_rtmp_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -64,6 +64,8 @@ impl Sink {
         // A publish that follows earlier segments starts with a discontinuity (new encoder timeline).
         let mut gap = !state.playlist.is_empty();
         let mut open: Option<OpenUpload> = None;
+        // Segments dropped whole before the queue never reach us: a jump in indices is how we see them.
+        let mut next_index = 0u64;
         while let Some(output) = rx.recv().await {
             match output {
                 Output::Chunk { index, data } => {
@@ -74,6 +76,13 @@ impl Sink {
                     let upload = match &mut open {
                         Some(upload) => upload,
                         None => {
+                            if index != next_index {
+                                let skipped = index.saturating_sub(next_index);
+                                self.counters.segments_lost.fetch_add(skipped, Ordering::Relaxed);
+                                warn!(channel = %self.key, skipped, "segments lost before storage (queue full); left out of the playlist");
+                                gap = true;
+                            }
+                            next_index = index + 1;
                             let seq = state.next_seq;
                             state.next_seq += 1;
                             open.insert(OpenUpload { index, seq, writer: self.begin(seq).await })

@@ -42,8 +42,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
+        TestServer::start_with_store(config, None).await
+    }
+
+    pub async fn start_with_store(config: Config, store: Option<livechannel::storage::Store>) -> TestServer {
         let (tx, stored) = mpsc::unbounded_channel();
-        let server = Server::start_with(config, Observers { on_stored: Some(tx) }).await.expect("server starts");
+        let server = Server::start_with(config, Observers { on_stored: Some(tx), store }).await.expect("server starts");
         TestServer { server, stored }
     }
 

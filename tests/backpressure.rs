@@ -1,0 +1,155 @@
+//! The one bounded queue between ingest and storage: when storage is slower than the stream, ingest keeps
+//! flowing, the segment being produced is dropped whole (never half-listed), and the next listed segment
+//! is marked discontinuous. When storage recovers, nothing else is lost.
+
+mod support;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use livechannel::storage::Store;
+use livechannel::ts::inspect::inspect;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, UploadPart,
+};
+use support::*;
+
+/// A local store whose segment parts take `DELAY` each while `slow` is set.
+#[derive(Debug)]
+struct Throttled {
+    inner: Arc<dyn ObjectStore>,
+    slow: Arc<AtomicBool>,
+}
+
+const DELAY: Duration = Duration::from_millis(400);
+
+impl fmt::Display for Throttled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Throttled({})", self.inner)
+    }
+}
+
+#[derive(Debug)]
+struct SlowUpload {
+    inner: Box<dyn MultipartUpload>,
+    slow: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl MultipartUpload for SlowUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let part = self.inner.put_part(data);
+        let slow = self.slow.load(Ordering::Relaxed);
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(DELAY).await;
+            }
+            part.await
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.inner.abort().await
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Throttled {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(SlowUpload { inner, slow: Arc::clone(&self.slow) }))
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+async fn slow_storage_drops_whole_segments_without_stalling_ingest_or_listing_partial_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Store::local(&dir.path().join("media")).unwrap();
+    let slow = Arc::new(AtomicBool::new(true));
+    let throttled = Throttled { inner: Arc::clone(local.objects()), slow: Arc::clone(&slow) };
+    let store = Store::new(Arc::new(throttled), 64 * 1024);
+    let mut cfg = config(dir.path(), 1, 20);
+    cfg.limits.storage_queue_bytes = 256 * 1024; // 4 chunks of 64 KiB
+    let mut ts = TestServer::start_with_store(cfg, Some(store)).await;
+
+    // 10 s of 1 s segments (~390 KB of TS) published in a burst: far more than 4 queued chunks.
+    let tags = tags("media/av_no_bframes.flv");
+    let started = Instant::now();
+    publish(ts.rtmp(), "slow", &tags).await.unwrap();
+    let publish_time = started.elapsed();
+    assert!(publish_time < Duration::from_secs(2), "ingest stalled behind storage: {publish_time:?}");
+    ts.wait_flushed("slow").await;
+    let stored = ts.drain_stored();
+    assert!(!stored.is_empty() && stored.len() < 10, "{} of 10 segments stored", stored.len());
+
+    // Every listed segment is whole; the one after a gap says so.
+    let pl = playlist(&ts, "/live/slow/playlist.m3u8").await;
+    assert_eq!(pl.segments.len(), stored.len());
+    let indices: Vec<u64> = stored.iter().map(|s| s.segment.index).collect();
+    assert!(pl.segments.iter().skip(1).any(|s| s.discontinuity), "a gap must be marked: stored {indices:?}");
+    for seg in &pl.segments {
+        let body = ts.get(&format!("/live/slow/{}", seg.uri)).await.body;
+        let report = inspect(&body).unwrap();
+        assert_eq!(report.continuity_errors, 0);
+        assert_eq!(report.packets * 188, body.len());
+        assert!(report.video().next().unwrap().random_access);
+    }
+
+    // Storage recovers: the next publish, paced like an encoder (though still ~25x real time), loses nothing.
+    slow.store(false, Ordering::Relaxed);
+    let mut p = livechannel::rtmp::client::Publisher::connect(ts.rtmp(), "live", "slow").await.unwrap();
+    for chunk in tags.chunks(8) {
+        send_all(&mut p, chunk, 0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    p.finish().await.unwrap();
+    ts.wait_flushed("slow").await;
+    assert_eq!(ts.drain_stored().len(), 10);
+    ts.server.shutdown(Duration::from_secs(10)).await;
+}
