@@ -67,6 +67,8 @@ async fn head_byte_ranges_and_preflight_work_as_players_expect() {
     assert_eq!(pre.status, 204);
     assert!(pre.header("access-control-allow-methods").unwrap().contains("GET"));
     assert!(pre.header("access-control-allow-headers").unwrap().contains("Range"));
+    let pna = http_request(ts.http(), "OPTIONS", &path, &[("Access-Control-Request-Private-Network", "true")]).await;
+    assert_eq!(pna.header("access-control-allow-private-network"), Some("true"));
     ts.server.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -241,3 +241,67 @@ fn shell_words(s: &str) -> Vec<String> {
     }
     words
 }
+
+#[tokio::test]
+#[ignore = "needs ffmpeg, chromium and the npm packages in tests/browser"]
+async fn hls_js_in_chromium_plays_a_live_publish_cross_origin() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/hls.js").exists() && browser_dir.join("node_modules/playwright-core").exists(),
+        "run `npm ci` in tests/browser first (.ci/run does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(config(dir.path(), 1, 5)).await;
+    let url = format!("rtmp://{}/live/web", ts.rtmp());
+    let mut encoder = Command::new("ffmpeg")
+        .args(strings(&[
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "40",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "25",
+            "-bf",
+            "2",
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+            &url,
+        ]))
+        .spawn()
+        .expect("ffmpeg");
+    // Wait for the first segments of the live publish.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ts.get("/live/web/playlist.m3u8").await.status != 200
+        || playlist(&ts, "/live/web/playlist.m3u8").await.segments.len() < 2
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no playlist from the live publish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let script = browser_dir.join("play.mjs");
+    let playlist_url = format!("http://{}/live/web/playlist.m3u8", ts.http());
+    let out = run("node", vec![script.display().to_string(), playlist_url, "4".into()]).await;
+    let _ = encoder.kill();
+    let _ = encoder.wait();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "hls.js did not play: {report}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("\"fatal\":null") && report.contains("\"width\":640"), "{report}");
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}

@@ -82,7 +82,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
 pub async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
     let method = req.method().clone();
     let mut response = match method {
-        Method::OPTIONS => preflight(),
+        Method::OPTIONS => preflight(req.headers()),
         Method::GET | Method::HEAD => get_object(ctx, &req).await,
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     };
@@ -231,10 +231,15 @@ fn cors(h: &mut hyper::HeaderMap) {
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Content-Length, Content-Range, ETag"));
 }
 
-fn preflight() -> Response<Body> {
+fn preflight(request: &hyper::HeaderMap) -> Response<Body> {
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
+    // Chromium's Private Network Access: a page on a public origin may play from a server on a private or
+    // loopback address only if the preflight says so.
+    if request.get("access-control-request-private-network").is_some_and(|v| v == "true") {
+        h.insert("access-control-allow-private-network", HeaderValue::from_static("true"));
+    }
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Range, Content-Type, Authorization"));
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
