@@ -184,7 +184,7 @@ impl Segmenter {
         let frag = self.config.frag_duration;
         match &self.open {
             None if cut_point && (frame.track == Track::Video || !known.video) => {
-                self.start(dts, anchor, true, known, out)?
+                self.start(dts, anchor, true, known)?
             }
             None => return Ok(Some(Skip::WaitingForKeyframe)),
             Some(open) => {
@@ -255,7 +255,6 @@ impl Segmenter {
         anchor: (Timestamp90k, SystemTime),
         starts_with_keyframe: bool,
         tracks: Tracks,
-        _out: &mut Vec<Output>,
     ) -> Result<(), MuxError> {
         let offset = (start - anchor.0).ticks().max(0) as u64;
         let started_at = anchor.1 + Duration::from_nanos(offset * 100_000 / 9);
@@ -299,7 +298,7 @@ impl Segmenter {
                 bytes: open.bytes,
             }));
         }
-        self.start(at, anchor, starts_with_keyframe, tracks, out)
+        self.start(at, anchor, starts_with_keyframe, tracks)
     }
 
     /// Closes the open segment at the end of its last frame (on unpublish, shutdown or a timestamp jump).

@@ -99,7 +99,11 @@ impl Sink {
                     }
                 }
                 Output::Closed(segment) => {
-                    let Some(upload) = open.take().filter(|o| o.index == segment.index) else {
+                    if open.as_ref().is_some_and(|o| o.index != segment.index) {
+                        self.abandon(open.take(), "its end never arrived").await;
+                        gap = true;
+                    }
+                    let Some(upload) = open.take() else {
                         self.counters.segments_lost.fetch_add(1, Ordering::Relaxed);
                         warn!(channel = %self.key, index = segment.index, "segment lost before storage (queue full); left out of the playlist");
                         gap = true;
