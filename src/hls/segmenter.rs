@@ -284,39 +284,30 @@ impl Segmenter {
         forced: bool,
         out: &mut Vec<Output>,
     ) -> Result<(), MuxError> {
-        if let Some(open) = self.open.take() {
-            let index = open.index;
-            self.emit_chunk(index, out);
-            out.push(Output::Closed(Segment {
-                index,
-                start: open.start,
-                duration: at - open.start,
-                started_at: open.started_at,
-                starts_with_keyframe: open.starts_with_keyframe,
-                forced,
-                discontinuity: open.discontinuity,
-                bytes: open.bytes,
-            }));
-        }
+        self.finish_open(Some(at), forced, out);
         self.start(at, anchor, starts_with_keyframe, tracks)
     }
 
     /// Closes the open segment at the end of its last frame (on unpublish, shutdown or a timestamp jump).
     pub fn close(&mut self, out: &mut Vec<Output>) {
-        if let Some(open) = self.open.take() {
-            let index = open.index;
-            self.emit_chunk(index, out);
-            out.push(Output::Closed(Segment {
-                index,
-                start: open.start,
-                duration: open.end - open.start,
-                started_at: open.started_at,
-                starts_with_keyframe: open.starts_with_keyframe,
-                forced: false,
-                discontinuity: open.discontinuity,
-                bytes: open.bytes,
-            }));
-        }
+        self.finish_open(None, false, out);
+    }
+
+    /// Hands out the open segment's last bytes and its `Closed`. It ends at `at` (the frame that starts the
+    /// next segment) or, with no next segment, at the end of its own last frame.
+    fn finish_open(&mut self, at: Option<Timestamp90k>, forced: bool, out: &mut Vec<Output>) {
+        let Some(open) = self.open.take() else { return };
+        self.emit_chunk(open.index, out);
+        out.push(Output::Closed(Segment {
+            index: open.index,
+            start: open.start,
+            duration: at.unwrap_or(open.end) - open.start,
+            started_at: open.started_at,
+            starts_with_keyframe: open.starts_with_keyframe,
+            forced,
+            discontinuity: open.discontinuity,
+            bytes: open.bytes,
+        }));
     }
 
     /// Bytes held for the open segment that have not been handed out yet.
