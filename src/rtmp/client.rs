@@ -39,6 +39,7 @@ pub struct Publisher {
     session: ClientSession,
     buf: Vec<u8>,
     out: Vec<u8>,
+    bytes_sent: u64,
 }
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,7 +71,7 @@ impl Publisher {
         let mut config = ClientSessionConfig::new();
         config.tc_url = Some(format!("rtmp://{addr}/{app}"));
         let (session, initial) = ClientSession::new(config)?;
-        let mut p = Publisher { stream, session, buf, out: Vec::new() };
+        let mut p = Publisher { stream, session, buf, out: Vec::new(), bytes_sent: 0 };
         p.queue(initial);
         let events = p.session.handle_input(&leftover)?;
         p.queue_events(events)?;
@@ -114,9 +115,15 @@ impl Publisher {
     async fn flush(&mut self) -> Result<(), ClientError> {
         if !self.out.is_empty() {
             self.stream.write_all(&self.out).await?;
+            self.bytes_sent += self.out.len() as u64;
             self.out.clear();
         }
         Ok(())
+    }
+
+    /// Bytes written to the socket so far (handshake excluded).
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
     }
 
     async fn wait_for(&mut self, want: impl Fn(&ClientSessionEvent) -> bool) -> Result<(), ClientError> {

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: livechannel vs nginx-rtmp (Debian nginx + libnginx-mod-rtmp, `hls on`, 2 s fragments,
+# 3-segment playlist), both on loopback, same load generator (livechannel-bench), same input, same machine.
+#
+#   benches/compare.sh [N ...]          default N: 1 50 200, then higher while every stream stays correct
+#
+# Env: WARMUP, WINDOW, LATENCY (seconds; defaults 10, 20, 15), MAX_N (default 800), OUT (results dir).
+# Needs: ffmpeg (makes the 720p input), nginx + libnginx-mod-rtmp, python3. Runs for several minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WARMUP=${WARMUP:-10}; WINDOW=${WINDOW:-20}; LATENCY=${LATENCY:-15}; MAX_N=${MAX_N:-800}
+OUT=${OUT:-target/compare}
+mkdir -p "$OUT"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+cargo build --release --quiet --bin livechannel --bin livechannel-bench
+input="$OUT/input720.flv"
+if [ ! -f "$input" ]; then
+  # 1280x720 25 fps H.264 (2 s GOP, ~2.6 Mbit/s) + AAC 128 kbit/s: the stream the peer figures were measured with.
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=1280x720:rate=25 \
+    -f lavfi -i sine=frequency=440:sample_rate=48000 -t 20 -c:v libx264 -preset veryfast -pix_fmt yuv420p \
+    -b:v 2600k -maxrate 2600k -bufsize 5200k -g 50 -keyint_min 50 -x264-params sc_threshold=0 \
+    -c:a aac -b:a 128k -f flv "$input"
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_livechannel() {  # sets RTMP HTTP PIDS URL
+  local dir="$work/livechannel"; rm -rf "$dir"; mkdir -p "$dir"
+  RTMP=$(free_port); HTTP=$(free_port)
+  cat > "$dir/config.toml" <<TOML
+rtmp_listen = "127.0.0.1:$RTMP"
+http_listen = "127.0.0.1:$HTTP"
+data_dir = "$dir/data"
+[channel_defaults]
+frag_duration = 2
+frag_count = 3
+[limits]
+max_rtmp_connections = 10000
+TOML
+  LIVECHANNEL_LOG=warn target/release/livechannel serve --config "$dir/config.toml" > "$dir/log" 2>&1 &
+  PIDS=$!
+  URL="http://127.0.0.1:$HTTP/live/{name}/playlist.m3u8"
+  wait_port "$RTMP"
+}
+
+start_nginx() {
+  local dir="$work/nginx"; rm -rf "$dir"; mkdir -p "$dir/hls" "$dir/tmp"
+  RTMP=$(free_port); HTTP=$(free_port)
+  cat > "$dir/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+user root;            # the benchmark runs as root; its temp dirs are private
+worker_processes 1;   # nginx-rtmp's HLS needs a single worker (or rtmp_auto_push)
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 10000; }
+rtmp {
+  server {
+    listen 127.0.0.1:$RTMP;
+    chunk_size 4096;
+    application live {
+      live on;
+      hls on;
+      hls_path $dir/hls;
+      hls_nested on;
+      hls_fragment 2s;
+      hls_playlist_length 6s;
+    }
+  }
+}
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp; proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp;
+  uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
+  types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
+  server {
+    listen 127.0.0.1:$HTTP;
+    location /live/ { alias $dir/hls/; add_header Cache-Control no-cache; }
+  }
+}
+CONF
+  nginx -c "$dir/nginx.conf" -p "$dir" > "$dir/log" 2>&1 &
+  wait_port "$RTMP"
+  sleep 0.5
+  PIDS=$(pgrep -d, -f "nginx.*$dir/nginx.conf" || true)
+  PIDS="$PIDS,$(pgrep -d, -P "${PIDS%%,*}" || true)"; PIDS=${PIDS%,}
+  URL="http://127.0.0.1:$HTTP/live/{name}/index.m3u8"
+}
+
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+stop_server() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; }
+
+run() {  # server N
+  local server=$1 n=$2
+  "start_$server"
+  ulimit -n 20000 || true
+  target/release/livechannel-bench --rtmp "127.0.0.1:$RTMP" --file "$input" --streams "$n" --ramp 2 \
+    --warmup "$WARMUP" --window "$WINDOW" --latency-window "$LATENCY" --hls "$URL" --pids "$PIDS" \
+    --label "$server" --json "$OUT/$server-$n.json" | sed 's/^/  /'
+  stop_server
+}
+
+ns=("$@")
+for server in livechannel nginx; do
+  if [ ${#ns[@]} -gt 0 ]; then
+    for n in "${ns[@]}"; do run "$server" "$n"; done
+  else
+    for n in 1 50 200; do run "$server" "$n"; done
+    n=400
+    # Higher while every stream still produces every segment on time.
+    while [ "$n" -le "$MAX_N" ] && python3 - "$OUT/$server-$((n == 400 ? 200 : n / 2)).json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+h = r["hls"]
+sys.exit(0 if h["streams_ok"] == r["streams"] and h["streams_late"] == 0 and r["total_errors"] == 0 else 1)
+PY
+    do run "$server" "$n"; n=$((n * 2)); done
+  fi
+done
+
+python3 benches/compare_table.py "$OUT"

@@ -1,0 +1,573 @@
+//! `livechannel-bench`: publishes N concurrent RTMP streams at real-time pace to any RTMP server and
+//! measures how that server copes: CPU and memory of its processes, keyframe-to-playlist latency, and
+//! whether every stream's HLS output is correct and on time. One process, async, all streams sharing one
+//! pre-parsed copy of the FLV tags.
+//!
+//! Phases (after the publishers connect): warm-up; CPU window (no HTTP polling, so it measures ingest
+//! only); latency window (a sample of playlists polled every few ms); correctness check of every stream.
+//! The report is printed and written as JSON.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use livechannel::flv::file::{self, Tag, TagKind};
+use livechannel::rtmp::client::Publisher;
+use livechannel::ts::inspect::{annexb_nal_types, inspect};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Publish N real-time RTMP streams from an FLV file and measure the server")]
+struct Args {
+    /// RTMP server address (host:port).
+    #[arg(long)]
+    rtmp: SocketAddr,
+    /// RTMP application.
+    #[arg(long, default_value = "live")]
+    app: String,
+    /// FLV file to publish (looped, timestamps kept monotonic across loops).
+    #[arg(long)]
+    file: std::path::PathBuf,
+    /// Number of concurrent streams.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Stream names are `<prefix><i>`.
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    /// Seconds between the first stream and the last one connecting (spreads keyframes over time).
+    #[arg(long, default_value_t = 2.0)]
+    ramp: f64,
+    /// Seconds of warm-up after all streams are connected.
+    #[arg(long, default_value_t = 10.0)]
+    warmup: f64,
+    /// Seconds of the CPU/memory window.
+    #[arg(long, default_value_t = 20.0)]
+    window: f64,
+    /// Seconds of the latency window (playlists of `latency_streams` streams polled).
+    #[arg(long, default_value_t = 20.0)]
+    latency_window: f64,
+    /// Playlist URL template, `{name}` is replaced by the stream name; enables latency and HLS checks.
+    #[arg(long)]
+    hls: Option<String>,
+    #[arg(long, default_value_t = 8)]
+    latency_streams: usize,
+    /// Poll interval for the latency measurement, milliseconds.
+    #[arg(long, default_value_t = 5)]
+    poll_ms: u64,
+    /// Expected segment duration in seconds (the GOP of the input must divide it).
+    #[arg(long, default_value_t = 2.0)]
+    frag: f64,
+    /// Server process ids whose CPU and memory are measured (all of them: master and workers).
+    #[arg(long, value_delimiter = ',')]
+    pids: Vec<u32>,
+    /// Label for the report (e.g. the server's name).
+    #[arg(long, default_value = "server")]
+    label: String,
+    /// Write the report here as JSON.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(Default, Serialize, Clone)]
+struct StreamReport {
+    name: String,
+    bytes_sent: u64,
+    /// Writes that took longer than 100 ms, or moments we fell more than 500 ms behind schedule.
+    send_stalls: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+#[derive(Default, Serialize)]
+struct HlsReport {
+    streams_checked: usize,
+    streams_ok: usize,
+    /// Streams whose playlist lags more than one segment behind what was published.
+    streams_late: usize,
+    segments_checked: usize,
+    failures: Vec<String>,
+}
+
+#[derive(Default, Serialize)]
+struct Report {
+    label: String,
+    streams: usize,
+    input: String,
+    input_mbit_s: f64,
+    cpu_ms_per_stream_second: Option<f64>,
+    server_cpu_percent: Option<f64>,
+    generator_cpu_percent: f64,
+    rss_idle_kib: Option<u64>,
+    rss_kib: Option<u64>,
+    rss_kib_per_stream: Option<f64>,
+    latency_samples: usize,
+    latency_median_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
+    latency_max_ms: Option<f64>,
+    hls: HlsReport,
+    total_bytes_sent: u64,
+    total_send_stalls: u64,
+    total_errors: u64,
+    per_stream: Vec<StreamReport>,
+}
+
+/// Wall-clock times at which each stream sent its keyframes, by media time (ms).
+type KeyframeLog = Arc<Mutex<Vec<(u64, Instant)>>>;
+
+struct Input {
+    tags: Vec<Tag>,
+    /// Media time of one pass through the file; the next loop's timestamps start here.
+    span_ms: u64,
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Input> {
+    let tags = file::parse(Bytes::from(std::fs::read(path)?))?;
+    let tags: Vec<Tag> = tags.into_iter().filter(|t| t.kind != TagKind::Script).collect();
+    let last = tags.iter().map(|t| t.timestamp_ms).max().unwrap_or(0);
+    let video: Vec<u32> = tags.iter().filter(|t| t.kind == TagKind::Video).map(|t| t.timestamp_ms).collect();
+    let step = video.windows(2).map(|w| w[1].saturating_sub(w[0])).filter(|d| *d > 0).min().unwrap_or(40);
+    Ok(Input { tags, span_ms: u64::from(last + step) })
+}
+
+fn is_sequence_header(tag: &Tag) -> bool {
+    tag.body.get(1) == Some(&0)
+}
+
+fn is_keyframe(tag: &Tag) -> bool {
+    tag.kind == TagKind::Video && tag.body.first().is_some_and(|b| b >> 4 == 1) && !is_sequence_header(tag)
+}
+
+async fn publish(
+    args: Arc<Args>,
+    input: Arc<Input>,
+    name: String,
+    start_at: tokio::time::Instant,
+    stop: tokio_util::sync::CancellationToken,
+    keyframes: Option<KeyframeLog>,
+) -> StreamReport {
+    let mut report = StreamReport { name: name.clone(), ..Default::default() };
+    tokio::time::sleep_until(start_at).await;
+    let mut p = match Publisher::connect(args.rtmp, &args.app, &name).await {
+        Ok(p) => p,
+        Err(e) => {
+            report.errors += 1;
+            report.first_error = Some(e.to_string());
+            return report;
+        }
+    };
+    let origin = tokio::time::Instant::now();
+    'outer: for pass in 0u64.. {
+        for tag in &input.tags {
+            if pass > 0 && is_sequence_header(tag) {
+                continue;
+            }
+            let media_ms = u64::from(tag.timestamp_ms) + pass * input.span_ms;
+            let due = origin + Duration::from_millis(media_ms);
+            let now = tokio::time::Instant::now();
+            if now < due {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = stop.cancelled() => break 'outer,
+                }
+            } else if stop.is_cancelled() {
+                break 'outer;
+            } else if now - due > Duration::from_millis(500) {
+                report.send_stalls += 1;
+            }
+            let ts = (media_ms & 0xffff_ffff) as u32;
+            let sent = p.queue_tag(tag.kind, tag.body.clone(), ts);
+            let before = Instant::now();
+            let sent = match sent {
+                Ok(()) => p.flush_queued().await,
+                Err(e) => Err(e),
+            };
+            if before.elapsed() > Duration::from_millis(100) {
+                report.send_stalls += 1;
+            }
+            if let Err(e) = sent {
+                report.errors += 1;
+                report.first_error.get_or_insert(e.to_string());
+                break 'outer;
+            }
+            if is_keyframe(tag) {
+                if let Some(log) = &keyframes {
+                    log.lock().unwrap_or_else(|p| p.into_inner()).push((media_ms, Instant::now()));
+                }
+            }
+        }
+    }
+    report.bytes_sent = p.bytes_sent();
+    let _ = p.finish().await;
+    report
+}
+
+/// A keep-alive HTTP/1.1 GET client that understands Content-Length bodies (all our targets send it).
+struct Http {
+    addr: SocketAddr,
+    host: String,
+    conn: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Http {
+    fn new(url: &str) -> anyhow::Result<(Http, String)> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("only http:// URLs"))?;
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let addr: SocketAddr = host.parse()?;
+        Ok((Http { addr, host: host.to_string(), conn: None, buf: Vec::with_capacity(64 * 1024) }, format!("/{path}")))
+    }
+
+    async fn get(&mut self, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        for attempt in 0..2 {
+            if self.conn.is_none() {
+                let c = TcpStream::connect(self.addr).await?;
+                c.set_nodelay(true)?;
+                self.conn = Some(c);
+            }
+            match self.try_get(path).await {
+                Ok(r) => return Ok(r),
+                Err(e) if attempt == 0 => {
+                    self.conn = None;
+                    let _ = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!()
+    }
+
+    async fn try_get(&mut self, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        let conn = self.conn.as_mut().ok_or_else(|| anyhow::anyhow!("no connection"))?;
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host).as_bytes()).await?;
+        self.buf.clear();
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = conn.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end])?.to_ascii_lowercase();
+        let status: u16 = head.split(' ').nth(1).unwrap_or("0").parse()?;
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse())
+            .transpose()?
+            .ok_or_else(|| anyhow::anyhow!("no content-length"))?;
+        while self.buf.len() < head_end + len {
+            let mut chunk = vec![0u8; (head_end + len - self.buf.len()).min(256 * 1024)];
+            let n = conn.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "connection closed mid-body");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        if head.contains("connection: close") {
+            self.conn = None;
+        }
+        Ok((status, self.buf[head_end..head_end + len].to_vec()))
+    }
+}
+
+fn playlist_url(template: &str, name: &str) -> String {
+    template.replace("{name}", name)
+}
+
+/// Resolves a segment URI relative to its playlist URL's path.
+fn segment_path(playlist_path: &str, uri: &str) -> String {
+    if uri.starts_with('/') {
+        return uri.to_string();
+    }
+    let dir = playlist_path.rsplit_once('/').map_or("", |(d, _)| d);
+    format!("{dir}/{uri}")
+}
+
+/// Follows one playlist from the stream's start until `until`: slowly (to keep the chain of segment
+/// durations, so each segment's end media time is known) and, from `fast_from`, every `fast` ms. For each
+/// segment first seen by a fast poll, finds the keyframe that closed it (the one sent at the segment's end
+/// media time) and returns the delay from sending it to seeing the segment listed.
+async fn measure_latency(
+    url: String,
+    keyframes: KeyframeLog,
+    fast: Duration,
+    fast_from: Instant,
+    until: Instant,
+) -> Vec<f64> {
+    let Ok((mut http, path)) = Http::new(&url) else { return vec![] };
+    let slow = Duration::from_millis(500);
+    let mut ends: std::collections::BTreeMap<u64, f64> = Default::default(); // seq -> end media seconds
+    let mut latencies = Vec::new();
+    let mut last_poll: Option<Instant> = None;
+    while Instant::now() < until {
+        let polled_at = Instant::now();
+        if let Ok((200, body)) = http.get(&path).await {
+            let now = Instant::now();
+            let timed = now >= fast_from && last_poll.is_some_and(|l| now - l <= fast * 4);
+            if let Ok(pl) = m3u8_rs::parse_media_playlist_res(&body) {
+                let mut prev_end: Option<f64> = None;
+                for (i, seg) in pl.segments.iter().enumerate() {
+                    let seq = pl.media_sequence + i as u64;
+                    if let Some(end) = ends.get(&seq) {
+                        prev_end = Some(*end);
+                        continue;
+                    }
+                    // The very first segments we see start the stream at media time 0.
+                    let start = match prev_end {
+                        Some(e) => e,
+                        None if ends.is_empty() => 0.0,
+                        None => break, // lost the chain (a segment scrolled out unseen): stop timing
+                    };
+                    let end = start + f64::from(seg.duration);
+                    ends.insert(seq, end);
+                    prev_end = Some(end);
+                    if !timed {
+                        continue;
+                    }
+                    let end_ms = (end * 1000.0).round() as i64;
+                    let log = keyframes.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some((_, sent)) = log.iter().rev().find(|(m, _)| (*m as i64 - end_ms).abs() <= 30) {
+                        latencies.push(now.saturating_duration_since(*sent).as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            last_poll = Some(now);
+        }
+        let interval = if Instant::now() >= fast_from { fast } else { slow };
+        tokio::time::sleep_until((polled_at + interval).into()).await;
+    }
+    latencies
+}
+
+/// Checks one stream's HLS output: playlist parses, every listed segment exists, starts with a keyframe,
+/// and has the expected duration (the last may be shorter only if the stream ended).
+async fn check_stream(url: String, frag: f64, published_s: f64, hls: Arc<Mutex<HlsReport>>) {
+    let mut failures = Vec::new();
+    let mut segments = 0;
+    let mut late = false;
+    match Http::new(&url) {
+        Err(e) => failures.push(format!("{url}: {e}")),
+        Ok((mut http, path)) => match http.get(&path).await {
+            Ok((200, body)) => match m3u8_rs::parse_media_playlist_res(&body) {
+                Err(e) => failures.push(format!("{url}: playlist does not parse: {e:?}")),
+                Ok(pl) => {
+                    let produced = pl.media_sequence + pl.segments.len() as u64;
+                    let expected = (published_s / frag).floor() as u64;
+                    late = produced + 1 < expected;
+                    for seg in &pl.segments {
+                        segments += 1;
+                        let seg_path = segment_path(&path, &seg.uri);
+                        match http.get(&seg_path).await {
+                            Ok((200, ts)) => match inspect(&ts) {
+                                Ok(r) => match r.video().next() {
+                                    Some(v) if v.random_access || annexb_nal_types(&v.payload).contains(&5) => {}
+                                    _ => failures.push(format!("{}: does not start with a keyframe", seg.uri)),
+                                },
+                                Err(e) => failures.push(format!("{}: not TS: {e}", seg.uri)),
+                            },
+                            Ok((status, _)) => failures.push(format!("{}: HTTP {status}", seg.uri)),
+                            Err(e) => failures.push(format!("{}: {e}", seg.uri)),
+                        }
+                        if (f64::from(seg.duration) - frag).abs() > 0.1 {
+                            failures.push(format!("{}: EXTINF {} s, expected {frag} s", seg.uri, seg.duration));
+                        }
+                    }
+                }
+            },
+            Ok((status, _)) => failures.push(format!("{url}: HTTP {status}")),
+            Err(e) => failures.push(format!("{url}: {e}")),
+        },
+    }
+    let mut h = hls.lock().unwrap_or_else(|p| p.into_inner());
+    h.streams_checked += 1;
+    h.segments_checked += segments;
+    h.streams_late += usize::from(late);
+    if failures.is_empty() {
+        h.streams_ok += 1;
+    }
+    h.failures.extend(failures.into_iter().take(3).map(|f| format!("{url}: {f}")));
+}
+
+/// utime+stime in clock ticks, and RSS in KiB, summed over `pids`.
+fn proc_usage(pids: &[u32]) -> Option<(u64, u64)> {
+    let mut ticks = 0;
+    let mut rss = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after_comm = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = after_comm.split(' ').collect();
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        rss += status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+    }
+    Some((ticks, rss))
+}
+
+fn self_ticks() -> u64 {
+    proc_usage(&[std::process::id()]).map_or(0, |(t, _)| t)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    (!sorted.is_empty()).then(|| sorted[((sorted.len() as f64 - 1.0) * p).round() as usize])
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Arc::new(Args::parse());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Arc<Args>) -> anyhow::Result<()> {
+    let input = Arc::new(load(&args.file)?);
+    let tick = 100.0; // USER_HZ on Linux
+    let bytes: u64 = input.tags.iter().map(|t| t.body.len() as u64).sum();
+    let input_mbit_s = bytes as f64 * 8.0 / (input.span_ms as f64 / 1000.0) / 1e6;
+    let idle = proc_usage(&args.pids);
+
+    let t0 = tokio::time::Instant::now();
+    let ramp = Duration::from_secs_f64(args.ramp);
+    let warm_end = t0 + ramp + Duration::from_secs_f64(args.warmup);
+    let cpu_end = warm_end + Duration::from_secs_f64(args.window);
+    let lat_end = cpu_end + Duration::from_secs_f64(if args.hls.is_some() { args.latency_window } else { 0.0 });
+    // Publishers keep going through the final check, then stop and report.
+    let stop = tokio_util::sync::CancellationToken::new();
+
+    let mut logs = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..args.streams {
+        let name = format!("{}{i}", args.prefix);
+        let log: Option<KeyframeLog> = (i < args.latency_streams).then(|| Arc::new(Mutex::new(Vec::new())));
+        if let Some(l) = &log {
+            logs.push((name.clone(), Arc::clone(l)));
+        }
+        let start = t0 + ramp.mul_f64(i as f64 / args.streams.max(1) as f64);
+        tasks.push(tokio::spawn(publish(Arc::clone(&args), Arc::clone(&input), name, start, stop.clone(), log)));
+    }
+
+    // Latency pollers follow their playlists from the start (slowly until the latency window).
+    let pollers: Vec<_> = match &args.hls {
+        None => vec![],
+        Some(template) => logs
+            .iter()
+            .map(|(name, log)| {
+                tokio::spawn(measure_latency(
+                    playlist_url(template, name),
+                    Arc::clone(log),
+                    Duration::from_millis(args.poll_ms),
+                    cpu_end.into_std(),
+                    lat_end.into_std(),
+                ))
+            })
+            .collect(),
+    };
+
+    tokio::time::sleep_until(warm_end).await;
+    let cpu_start = proc_usage(&args.pids);
+    let gen_start = self_ticks();
+    tokio::time::sleep_until(cpu_end).await;
+    let cpu_stop = proc_usage(&args.pids);
+    let gen_stop = self_ticks();
+    let window = args.window;
+
+    let mut report = Report {
+        label: args.label.clone(),
+        streams: args.streams,
+        input: args.file.display().to_string(),
+        input_mbit_s,
+        generator_cpu_percent: (gen_stop - gen_start) as f64 / tick / window * 100.0,
+        ..Default::default()
+    };
+    if let (Some((a, _)), Some((b, rss))) = (cpu_start, cpu_stop) {
+        let cpu_s = (b - a) as f64 / tick;
+        report.server_cpu_percent = Some(cpu_s / window * 100.0);
+        report.cpu_ms_per_stream_second = Some(cpu_s * 1000.0 / (window * args.streams as f64));
+        report.rss_kib = Some(rss);
+        if let Some((_, idle_rss)) = idle {
+            report.rss_idle_kib = Some(idle_rss);
+            report.rss_kib_per_stream = Some(rss.saturating_sub(idle_rss) as f64 / args.streams as f64);
+        }
+    }
+
+    if let Some(template) = &args.hls {
+        let mut all = Vec::new();
+        for p in pollers {
+            all.extend(p.await.unwrap_or_default());
+        }
+        all.sort_by(f64::total_cmp);
+        report.latency_samples = all.len();
+        report.latency_median_ms = percentile(&all, 0.5);
+        report.latency_p99_ms = percentile(&all, 0.99);
+        report.latency_max_ms = all.last().copied();
+
+        let published_s = (tokio::time::Instant::now() - t0).as_secs_f64() - args.ramp;
+        let hls = Arc::new(Mutex::new(HlsReport::default()));
+        let sem = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut checks = Vec::new();
+        for i in 0..args.streams {
+            let url = playlist_url(template, &format!("{}{i}", args.prefix));
+            let (hls, sem) = (Arc::clone(&hls), Arc::clone(&sem));
+            let frag = args.frag;
+            checks.push(tokio::spawn(async move {
+                let _permit = sem.acquire().await;
+                check_stream(url, frag, published_s, hls).await;
+            }));
+        }
+        for c in checks {
+            let _ = c.await;
+        }
+        let mut h = hls.lock().unwrap_or_else(|p| p.into_inner());
+        report.hls = std::mem::take(&mut h);
+    }
+
+    stop.cancel();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            report.total_bytes_sent += r.bytes_sent;
+            report.total_send_stalls += r.send_stalls;
+            report.total_errors += r.errors;
+            report.per_stream.push(r);
+        }
+    }
+    print_report(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+fn print_report(r: &Report) {
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    println!("{}: {} streams of {:.2} Mbit/s", r.label, r.streams, r.input_mbit_s);
+    println!(
+        "  server CPU            : {} % ({} ms per stream-second)",
+        opt(r.server_cpu_percent),
+        opt(r.cpu_ms_per_stream_second)
+    );
+    println!("  generator CPU         : {:.1} %", r.generator_cpu_percent);
+    println!("  server RSS            : {} KiB ({} KiB per stream)", r.rss_kib.unwrap_or(0), opt(r.rss_kib_per_stream));
+    println!(
+        "  keyframe->playlist    : median {} ms, p99 {} ms, max {} ms ({} samples)",
+        opt(r.latency_median_ms),
+        opt(r.latency_p99_ms),
+        opt(r.latency_max_ms),
+        r.latency_samples
+    );
+    println!(
+        "  HLS                   : {}/{} streams correct, {} late, {} segments checked",
+        r.hls.streams_ok, r.hls.streams_checked, r.hls.streams_late, r.hls.segments_checked
+    );
+    for f in r.hls.failures.iter().take(5) {
+        println!("    {f}");
+    }
+}
