@@ -127,10 +127,16 @@ struct Input {
 fn load(path: &std::path::Path) -> anyhow::Result<Input> {
     let tags = file::parse(Bytes::from(std::fs::read(path)?))?;
     let tags: Vec<Tag> = tags.into_iter().filter(|t| t.kind != TagKind::Script).collect();
-    let last = tags.iter().map(|t| t.timestamp_ms).max().unwrap_or(0);
     let video: Vec<u32> = tags.iter().filter(|t| t.kind == TagKind::Video).map(|t| t.timestamp_ms).collect();
     let step = video.windows(2).map(|w| w[1].saturating_sub(w[0])).filter(|d| *d > 0).min().unwrap_or(40);
-    Ok(Input { tags, span_ms: u64::from(last + step) })
+    // One pass lasts as long as its video, so frame spacing stays even across loops; audio past the last
+    // video frame (AAC encoders pad the end) would overlap the next pass and is left out.
+    let span = match video.iter().max() {
+        Some(last) => last + step,
+        None => tags.iter().map(|t| t.timestamp_ms).max().unwrap_or(0) + 23,
+    };
+    let tags = tags.into_iter().filter(|t| t.timestamp_ms < span).collect();
+    Ok(Input { tags, span_ms: u64::from(span) })
 }
 
 fn is_sequence_header(tag: &Tag) -> bool {

@@ -35,6 +35,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that sends nothing for this long is closed (publishers send media continuously).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 64 * 1024;
+
+thread_local! {
+    static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_BUFFER]);
+}
 const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
@@ -126,15 +130,14 @@ impl Connection {
 
     async fn run(mut self, mut stream: TcpStream) -> Result<(), ConnError> {
         let _ = stream.set_nodelay(true);
-        let mut buf = vec![0u8; READ_BUFFER];
-        let leftover = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream, &mut buf))
+        let leftover = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream))
             .await
             .map_err(|_| ConnError::HandshakeTimeout)??;
         let (mut session, initial) =
             ServerSession::new(ServerSessionConfig::new()).map_err(|e| ConnError::Session(e.to_string()))?;
         let mut queue: VecDeque<ServerSessionResult> = initial.into();
         queue.extend(session.handle_input(&leftover).map_err(|e| ConnError::Session(e.to_string()))?);
-        let result = self.drive(&mut stream, &mut session, &mut queue, &mut buf).await;
+        let result = self.drive(&mut stream, &mut session, &mut queue).await;
         self.finish_publish("connection closed").await;
         result
     }
@@ -144,7 +147,6 @@ impl Connection {
         stream: &mut TcpStream,
         session: &mut ServerSession,
         queue: &mut VecDeque<ServerSessionResult>,
-        buf: &mut [u8],
     ) -> Result<(), ConnError> {
         loop {
             while let Some(result) = queue.pop_front() {
@@ -159,15 +161,15 @@ impl Connection {
                 self.out.clear();
             }
             if self.closing {
-                linger(stream, buf).await;
+                linger(stream).await;
                 return Ok(());
             }
             let kick = match &self.state {
                 State::Publishing(p) => p.guard.kick.clone(),
                 _ => CancellationToken::new(),
             };
-            let n = tokio::select! {
-                r = tokio::time::timeout(IDLE_TIMEOUT, stream.read(buf)) => r.map_err(|_| ConnError::Idle(IDLE_TIMEOUT))??,
+            tokio::select! {
+                r = tokio::time::timeout(IDLE_TIMEOUT, stream.readable()) => r.map_err(|_| ConnError::Idle(IDLE_TIMEOUT))??,
                 _ = self.ctx.shutdown.cancelled() => {
                     self.finish_publish("server shutting down").await;
                     return Ok(());
@@ -176,11 +178,24 @@ impl Connection {
                     self.finish_publish("publish ended by the server (channel disabled or deleted)").await;
                     return Ok(());
                 }
-            };
-            if n == 0 {
-                return Ok(());
             }
-            queue.extend(session.handle_input(&buf[..n]).map_err(|e| ConnError::Session(e.to_string()))?);
+            // Readiness first, then a read into this thread's scratch buffer: rml_rtmp copies what it
+            // needs, so no connection has to own a read buffer while it waits (64 KiB per publisher).
+            let read = READ_SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                match stream.try_read(&mut scratch[..]) {
+                    Ok(0) => Ok(None),
+                    Ok(n) => {
+                        session.handle_input(&scratch[..n]).map(Some).map_err(|e| ConnError::Session(e.to_string()))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Some(Vec::new())),
+                    Err(e) => Err(ConnError::Io(e)),
+                }
+            })?;
+            match read {
+                None => return Ok(()),
+                Some(results) => queue.extend(results),
+            }
         }
     }
 
@@ -417,10 +432,11 @@ fn output_index(output: &Output) -> Option<u64> {
 
 /// Closes our side after an error status, then keeps reading (and discarding) for a moment: a client that
 /// is busy writing media only reads the status on its next write, which must not fail with EPIPE first.
-async fn linger(stream: &mut TcpStream, buf: &mut [u8]) {
+async fn linger(stream: &mut TcpStream) {
     let _ = stream.shutdown().await;
+    let mut buf = [0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(n) = stream.read(buf).await {
+        while let Ok(n) = stream.read(&mut buf).await {
             if n == 0 {
                 break;
             }
@@ -429,10 +445,11 @@ async fn linger(stream: &mut TcpStream, buf: &mut [u8]) {
     .await;
 }
 
-async fn handshake(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Vec<u8>, ConnError> {
+async fn handshake(stream: &mut TcpStream) -> Result<Vec<u8>, ConnError> {
     let mut handshake = Handshake::new(PeerType::Server);
+    let mut buf = vec![0u8; 4096];
     loop {
-        let n = stream.read(buf).await?;
+        let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Err(ConnError::Handshake("peer closed during the handshake".into()));
         }
