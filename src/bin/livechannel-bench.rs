@@ -234,7 +234,11 @@ impl Http {
                 c.set_nodelay(true)?;
                 self.conn = Some(c);
             }
-            match self.try_get(path).await {
+            // A saturated server must show up as a failure in the report, not as a hung benchmark.
+            let attempt_result = tokio::time::timeout(Duration::from_secs(10), self.try_get(path))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no response within 10 s")));
+            match attempt_result {
                 Ok(r) => return Ok(r),
                 Err(e) if attempt == 0 => {
                     self.conn = None;
