@@ -257,7 +257,7 @@ impl Segmenter {
         tracks: Tracks,
     ) -> Result<(), MuxError> {
         let offset = (start - anchor.0).ticks().max(0) as u64;
-        let started_at = anchor.1 + Duration::from_nanos(offset * 100_000 / 9);
+        let started_at = anchor.1 + Duration::from_nanos(offset.saturating_mul(100_000) / 9);
         self.muxer.set_tracks(tracks);
         let before = self.buf.len();
         self.muxer.write_tables(&mut self.buf)?;

@@ -1,0 +1,51 @@
+//! Bytes from outside never panic the parsers or the ingest path: arbitrary FLV tag bodies, AVC and AAC
+//! configurations, FLV files, and streams of random tags all give values or errors.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use livechannel::flv::{self, avc, file};
+use livechannel::hls::SegmenterConfig;
+use livechannel::ingest::Ingest;
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn tag_and_config_parsers_take_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let b = Bytes::from(data.clone());
+        let _ = flv::parse_video(&b);
+        let _ = flv::parse_audio(&b);
+        let _ = avc::parse_config(&b);
+        let _ = flv::aac::parse_config(&data);
+        let _ = avc::sps_picture_size(&data);
+        let _ = avc::nal_units(&data, 4).count();
+        let _ = file::parse(b);
+    }
+
+    #[test]
+    fn ingest_takes_any_sequence_of_tags(
+        tags in proptest::collection::vec((any::<bool>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..200)), 0..60),
+        prefix_video in proptest::sample::select(vec![0x17u8, 0x27, 0x12]),
+        prefix_audio in proptest::sample::select(vec![0xafu8, 0x2f]),
+    ) {
+        let mut ingest = Ingest::new(SegmenterConfig::new(1));
+        let mut out = Vec::new();
+        // Valid configurations first, so random frames reach the muxer too.
+        let avc_config = Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x42, 0, 0x1e, 0xff, 0xe1, 0, 4, 0x67, 0x42, 0, 0x1e, 1, 0, 2, 0x68, 0xce]);
+        let _ = ingest.video(&avc_config, 0, SystemTime::UNIX_EPOCH, &mut out);
+        let _ = ingest.audio(&Bytes::from_static(&[0xaf, 0, 0x12, 0x10]), 0, SystemTime::UNIX_EPOCH, &mut out);
+        for (is_video, ts, body) in tags {
+            let mut b = vec![if is_video { prefix_video } else { prefix_audio }];
+            b.extend(body);
+            let b = Bytes::from(b);
+            let _ = if is_video {
+                ingest.video(&b, ts, SystemTime::UNIX_EPOCH, &mut out)
+            } else {
+                ingest.audio(&b, ts, SystemTime::UNIX_EPOCH, &mut out)
+            };
+        }
+        ingest.finish(&mut out);
+    }
+}
