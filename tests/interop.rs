@@ -24,6 +24,39 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
+/// ffmpeg arguments for a real-time 640x360 25 fps test pattern with a tone, encoded to H.264 (2 B-frames,
+/// GOP of `gop` frames) + AAC, followed by `output` (muxer options and the destination).
+fn live_pattern(seconds: &str, gop: &str, output: &[&str]) -> Vec<String> {
+    let mut args = strings(&[
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=640x360:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        seconds,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        gop,
+        "-bf",
+        "2",
+    ]);
+    args.extend(strings(output));
+    args
+}
+
 /// Fetches every listed segment, and checks each with ffprobe and ffmpeg. Returns the EXTINF sum.
 async fn verify_with_ffprobe(ts: &TestServer, channel: &str, dir: &Path, frag: f32) -> f32 {
     let pl = playlist(ts, &format!("/live/{channel}/playlist.m3u8")).await;
@@ -75,45 +108,25 @@ async fn ffmpeg_publishes_a_live_pattern_and_ffprobe_decodes_every_segment() {
     let url = format!("[f=flv]rtmp://{}/live/ffmpeg|[f=flv]{}", ts.rtmp(), copy.display());
     let out = run(
         "ffmpeg",
-        strings(&[
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
+        live_pattern(
             "12",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
             "50",
-            "-bf",
-            "2",
-            "-flags:v",
-            "+global_header",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "96k",
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-            "-f",
-            "tee",
-            &url,
-        ]),
+            &[
+                "-flags:v",
+                "+global_header",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "96k",
+                "-map",
+                "0:v",
+                "-map",
+                "1:a",
+                "-f",
+                "tee",
+                &url,
+            ],
+        ),
     )
     .await;
     assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -246,37 +259,7 @@ async fn hls_js_in_chromium_plays_a_live_publish_cross_origin() {
     let ts = TestServer::start(config(dir.path(), 1, 5)).await;
     let url = format!("rtmp://{}/live/web", ts.rtmp());
     let mut encoder = Command::new("ffmpeg")
-        .args(strings(&[
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine",
-            "-t",
-            "40",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-            "-bf",
-            "2",
-            "-c:a",
-            "aac",
-            "-f",
-            "flv",
-            &url,
-        ]))
+        .args(live_pattern("40", "25", &["-c:a", "aac", "-f", "flv", &url]))
         .spawn()
         .expect("ffmpeg");
     // Wait for the first segments of the live publish.
