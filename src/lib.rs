@@ -22,6 +22,7 @@ pub mod hls;
 pub mod http;
 pub mod ingest;
 pub mod media;
+pub mod meta;
 pub mod rtmp;
 pub mod server;
 pub mod storage;

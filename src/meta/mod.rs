@@ -1,0 +1,460 @@
+//! The metadata database: channels and their configuration, push history, and the segment index that
+//! PostVodPlaylist and restarts need. SQLite through sqlx (one file, `<data_dir>/meta.db`, WAL mode), with
+//! the schema in `migrations/` applied at start; the queries are plain SQL that PostgreSQL also runs.
+//!
+//! Not here: what the API or RTMP make of the records (validation happens before anything is written).
+//! sqlx runs SQLite on its own worker threads, so no query blocks the reactor.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::config::ChannelSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("cannot create the metadata folder {path}: {source}")]
+    Dir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("metadata database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("metadata database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("metadata database holds an invalid record: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelStatus {
+    Enabled,
+    Disabled,
+}
+
+impl ChannelStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelStatus::Enabled => "enabled",
+            ChannelStatus::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enabled" => Some(ChannelStatus::Enabled),
+            "disabled" => Some(ChannelStatus::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// The OSS `Snapshot` container: stored and returned; taking snapshots is a separate feature.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    pub role_name: Option<String>,
+    pub dest_bucket: Option<String>,
+    pub notify_topic: Option<String>,
+    pub interval: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    pub name: String,
+    pub description: String,
+    pub status: ChannelStatus,
+    pub settings: ChannelSettings,
+    pub snapshot: Option<Snapshot>,
+    pub last_modified: SystemTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRecord {
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub remote_addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRecord {
+    pub seq: u64,
+    pub start: SystemTime,
+    pub duration_ms: u64,
+    pub object_key: String,
+    pub discontinuity: bool,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Meta {
+    pool: SqlitePool,
+}
+
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+pub fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+const CHANNEL_COLUMNS: &str = "name, description, status, frag_duration, frag_count, playlist_name, \
+     snapshot_role_name, snapshot_dest_bucket, snapshot_notify_topic, snapshot_interval, last_modified_ms";
+
+impl Meta {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Meta, MetaError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| MetaError::Dir { path: dir.to_owned(), source })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a power cut may lose the last commits but never corrupts the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Meta { pool })
+    }
+
+    /// Closes every push left open by a crash: its end is the end of its last stored segment (or its
+    /// start when none was stored). Returns how many were closed.
+    pub async fn recover(&self) -> Result<u64, MetaError> {
+        let done = sqlx::query(
+            "UPDATE push_history SET end_ms = MAX(start_ms, COALESCE((
+                 SELECT MAX(s.start_ms + s.duration_ms) FROM segments s
+                 WHERE s.bucket = push_history.bucket AND s.channel = push_history.channel
+                   AND s.start_ms >= push_history.start_ms), start_ms))
+             WHERE end_ms IS NULL",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn put_channel(&self, bucket: &str, c: &ChannelRecord) -> Result<(), MetaError> {
+        let now = millis(c.last_modified);
+        let snap = c.snapshot.as_ref();
+        sqlx::query(
+            "INSERT INTO channels (bucket, name, description, status, frag_duration, frag_count, playlist_name,
+                 snapshot_role_name, snapshot_dest_bucket, snapshot_notify_topic, snapshot_interval,
+                 created_ms, last_modified_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (bucket, name) DO UPDATE SET
+                 description = excluded.description, status = excluded.status,
+                 frag_duration = excluded.frag_duration, frag_count = excluded.frag_count,
+                 playlist_name = excluded.playlist_name, snapshot_role_name = excluded.snapshot_role_name,
+                 snapshot_dest_bucket = excluded.snapshot_dest_bucket,
+                 snapshot_notify_topic = excluded.snapshot_notify_topic,
+                 snapshot_interval = excluded.snapshot_interval, last_modified_ms = excluded.last_modified_ms",
+        )
+        .bind(bucket)
+        .bind(&c.name)
+        .bind(&c.description)
+        .bind(c.status.as_str())
+        .bind(c.settings.frag_duration)
+        .bind(c.settings.frag_count)
+        .bind(&c.settings.playlist_name)
+        .bind(snap.and_then(|s| s.role_name.clone()))
+        .bind(snap.and_then(|s| s.dest_bucket.clone()))
+        .bind(snap.and_then(|s| s.notify_topic.clone()))
+        .bind(snap.map(|s| s.interval))
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Creates the channel with `settings` unless it exists; returns the record either way.
+    pub async fn get_or_create_channel(
+        &self,
+        bucket: &str,
+        name: &str,
+        settings: &ChannelSettings,
+    ) -> Result<ChannelRecord, MetaError> {
+        let now = millis(SystemTime::now());
+        sqlx::query(
+            "INSERT INTO channels (bucket, name, description, status, frag_duration, frag_count, playlist_name,
+                 created_ms, last_modified_ms)
+             VALUES (?, ?, '', 'enabled', ?, ?, ?, ?, ?) ON CONFLICT (bucket, name) DO NOTHING",
+        )
+        .bind(bucket)
+        .bind(name)
+        .bind(settings.frag_duration)
+        .bind(settings.frag_count)
+        .bind(&settings.playlist_name)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.get_channel(bucket, name)
+            .await?
+            .ok_or_else(|| MetaError::Corrupt(format!("channel {bucket}/{name} vanished after insert")))
+    }
+
+    pub async fn get_channel(&self, bucket: &str, name: &str) -> Result<Option<ChannelRecord>, MetaError> {
+        let row = sqlx::query(&format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE bucket = ? AND name = ?"))
+            .bind(bucket)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| channel_from_row(&r)).transpose()
+    }
+
+    /// Channels whose name starts with `prefix` and sorts after `marker`, in byte order, at most `limit`.
+    pub async fn list_channels(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        marker: &str,
+        limit: u32,
+    ) -> Result<Vec<ChannelRecord>, MetaError> {
+        // substr() rather than LIKE: LIKE treats % and _ in the prefix as wildcards and ignores case.
+        let rows = sqlx::query(&format!(
+            "SELECT {CHANNEL_COLUMNS} FROM channels
+             WHERE bucket = ? AND substr(name, 1, length(?)) = ? AND name > ?
+             ORDER BY name LIMIT ?"
+        ))
+        .bind(bucket)
+        .bind(prefix)
+        .bind(prefix)
+        .bind(marker)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(channel_from_row).collect()
+    }
+
+    pub async fn delete_channel(&self, bucket: &str, name: &str) -> Result<bool, MetaError> {
+        let done = sqlx::query("DELETE FROM channels WHERE bucket = ? AND name = ?")
+            .bind(bucket)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn set_status(&self, bucket: &str, name: &str, status: ChannelStatus) -> Result<bool, MetaError> {
+        let done = sqlx::query("UPDATE channels SET status = ?, last_modified_ms = ? WHERE bucket = ? AND name = ?")
+            .bind(status.as_str())
+            .bind(millis(SystemTime::now()))
+            .bind(bucket)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records the start of a publish; the returned id closes it.
+    pub async fn open_push(&self, bucket: &str, channel: &str, start: SystemTime, remote: &str) -> Result<i64, MetaError> {
+        let row = sqlx::query(
+            "INSERT INTO push_history (bucket, channel, start_ms, remote_addr) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(bucket)
+        .bind(channel)
+        .bind(millis(start))
+        .bind(remote)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn close_push(&self, id: i64, end: SystemTime) -> Result<(), MetaError> {
+        sqlx::query("UPDATE push_history SET end_ms = MAX(start_ms, ?) WHERE id = ?")
+            .bind(millis(end))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The `limit` most recent finished pushes, oldest first.
+    pub async fn history(&self, bucket: &str, channel: &str, limit: u32) -> Result<Vec<PushRecord>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT start_ms, end_ms, remote_addr FROM (
+                 SELECT id, start_ms, end_ms, remote_addr FROM push_history
+                 WHERE bucket = ? AND channel = ? AND end_ms IS NOT NULL ORDER BY id DESC LIMIT ?)
+             ORDER BY id",
+        )
+        .bind(bucket)
+        .bind(channel)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PushRecord {
+                    start: from_millis(r.try_get(0)?),
+                    end: from_millis(r.try_get(1)?),
+                    remote_addr: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn add_segment(&self, bucket: &str, channel: &str, s: &SegmentRecord) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO segments (bucket, channel, seq, start_ms, duration_ms, object_key, discontinuity)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(bucket)
+        .bind(channel)
+        .bind(i64::try_from(s.seq).unwrap_or(i64::MAX))
+        .bind(millis(s.start))
+        .bind(i64::try_from(s.duration_ms).unwrap_or(i64::MAX))
+        .bind(&s.object_key)
+        .bind(s.discontinuity)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Segments whose media overlaps `[from, to)`, in sequence order.
+    pub async fn segments_between(
+        &self,
+        bucket: &str,
+        channel: &str,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Vec<SegmentRecord>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT seq, start_ms, duration_ms, object_key, discontinuity FROM segments
+             WHERE bucket = ? AND channel = ? AND start_ms < ? AND start_ms + duration_ms > ?
+             ORDER BY seq",
+        )
+        .bind(bucket)
+        .bind(channel)
+        .bind(millis(to))
+        .bind(millis(from))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.try_get(0)?;
+                let duration: i64 = r.try_get(2)?;
+                Ok(SegmentRecord {
+                    seq: u64::try_from(seq).map_err(|_| MetaError::Corrupt(format!("segment seq {seq}")))?,
+                    start: from_millis(r.try_get(1)?),
+                    duration_ms: u64::try_from(duration).unwrap_or(0),
+                    object_key: r.try_get(3)?,
+                    discontinuity: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn channel_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ChannelRecord, MetaError> {
+    let status: String = r.try_get(2)?;
+    let interval: Option<u32> = r.try_get(9)?;
+    let role: Option<String> = r.try_get(6)?;
+    let dest: Option<String> = r.try_get(7)?;
+    let topic: Option<String> = r.try_get(8)?;
+    let snapshot = (interval.is_some() || role.is_some() || dest.is_some() || topic.is_some()).then(|| Snapshot {
+        role_name: role,
+        dest_bucket: dest,
+        notify_topic: topic,
+        interval: interval.unwrap_or(0),
+    });
+    Ok(ChannelRecord {
+        name: r.try_get(0)?,
+        description: r.try_get(1)?,
+        status: ChannelStatus::parse(&status).ok_or_else(|| MetaError::Corrupt(format!("status {status:?}")))?,
+        settings: ChannelSettings {
+            frag_duration: r.try_get(3)?,
+            frag_count: r.try_get(4)?,
+            playlist_name: r.try_get(5)?,
+        },
+        snapshot,
+        last_modified: from_millis(r.try_get(10)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> ChannelRecord {
+        ChannelRecord {
+            name: name.into(),
+            description: "d".into(),
+            status: ChannelStatus::Enabled,
+            settings: ChannelSettings::default(),
+            snapshot: None,
+            last_modified: from_millis(1_736_150_400_000),
+        }
+    }
+
+    #[tokio::test]
+    async fn channels_history_and_segments_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let meta = Meta::open(&path).await.unwrap();
+            for n in ["b", "a%", "a_", "ab", "c"] {
+                meta.put_channel("live", &record(n)).await.unwrap();
+            }
+            let mut snap = record("s");
+            snap.snapshot = Some(Snapshot { role_name: Some("r".into()), interval: 5, ..Default::default() });
+            meta.put_channel("live", &snap).await.unwrap();
+            meta.put_channel("other", &record("a")).await.unwrap();
+            let id = meta.open_push("live", "ab", from_millis(1_000), "127.0.0.1:5").await.unwrap();
+            meta.add_segment(
+                "live",
+                "ab",
+                &SegmentRecord {
+                    seq: 7,
+                    start: from_millis(2_000),
+                    duration_ms: 3_000,
+                    object_key: "live/ab/7.ts".into(),
+                    discontinuity: true,
+                },
+            )
+            .await
+            .unwrap();
+            meta.open_push("live", "c", from_millis(1_000), "127.0.0.1:6").await.unwrap();
+            meta.close_push(id, from_millis(9_000)).await.unwrap();
+        }
+        let meta = Meta::open(&path).await.unwrap();
+        // The push to `c` never closed (a crash): recovery closes it at its start (no segments).
+        assert_eq!(meta.recover().await.unwrap(), 1);
+        assert_eq!(meta.history("live", "c", 10).await.unwrap()[0].end, from_millis(1_000));
+        let names: Vec<String> =
+            meta.list_channels("live", "a", "", 100).await.unwrap().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["a%", "a_", "ab"], "byte order; % and _ are not wildcards");
+        let names: Vec<String> =
+            meta.list_channels("live", "", "a_", 2).await.unwrap().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["ab", "b"]);
+        assert_eq!(meta.list_channels("live", "a%", "", 10).await.unwrap().len(), 1);
+        assert_eq!(meta.get_channel("live", "s").await.unwrap().unwrap().snapshot.unwrap().interval, 5);
+        assert_eq!(meta.history("live", "ab", 10).await.unwrap()[0].remote_addr, "127.0.0.1:5");
+        let segs = meta.segments_between("live", "ab", from_millis(4_000), from_millis(4_500)).await.unwrap();
+        assert_eq!(segs.len(), 1);
+        assert!(segs[0].discontinuity);
+        assert!(meta.segments_between("live", "ab", from_millis(5_000), from_millis(6_000)).await.unwrap().is_empty());
+        assert!(meta.set_status("live", "ab", ChannelStatus::Disabled).await.unwrap());
+        assert_eq!(meta.get_channel("live", "ab").await.unwrap().unwrap().status, ChannelStatus::Disabled);
+        assert!(meta.delete_channel("live", "ab").await.unwrap());
+        assert!(!meta.delete_channel("live", "ab").await.unwrap());
+        assert!(meta.get_channel("live", "ab").await.unwrap().is_none());
+        let created = meta.get_or_create_channel("live", "new", &ChannelSettings::default()).await.unwrap();
+        assert_eq!(created.status, ChannelStatus::Enabled);
+    }
+
+    #[tokio::test]
+    async fn history_keeps_the_ten_most_recent_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("m.db")).await.unwrap();
+        for i in 0..12 {
+            let id = meta.open_push("live", "x", from_millis(i * 1000), &format!("h:{i}")).await.unwrap();
+            meta.close_push(id, from_millis(i * 1000 + 500)).await.unwrap();
+        }
+        let h = meta.history("live", "x", 10).await.unwrap();
+        assert_eq!(h.len(), 10);
+        assert_eq!(h[0].remote_addr, "h:2");
+        assert_eq!(h[9].remote_addr, "h:11");
+    }
+}
