@@ -17,12 +17,46 @@ use crate::storage::sink::ChannelState;
 /// Storage state of one channel, owned by one sink at a time (see `storage::sink`).
 pub type StateSlot = Arc<tokio::sync::Mutex<Option<ChannelState>>>;
 
+/// What GetLiveChannelStat reports about a live publish; the publisher refreshes it about once a second.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveStats {
+    pub video: Option<VideoStats>,
+    pub audio: Option<AudioStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoStats {
+    pub width: u32,
+    pub height: u32,
+    /// Rounded: oss2 calls int() on it.
+    pub frame_rate: u32,
+    /// Recent average, bytes per second.
+    pub bandwidth: u64,
+    pub codec: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioStats {
+    pub sample_rate: u32,
+    pub bandwidth: u64,
+    pub codec: &'static str,
+}
+
+pub type SharedStats = Arc<Mutex<LiveStats>>;
+
 #[derive(Debug, Clone)]
 pub struct LiveInfo {
     pub publish_id: u64,
     pub remote: SocketAddr,
     pub since: SystemTime,
+    pub stats: SharedStats,
     kick: CancellationToken,
+}
+
+impl LiveInfo {
+    pub fn stats(&self) -> LiveStats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 #[derive(Default)]
@@ -49,6 +83,7 @@ pub struct LiveGuard {
     /// Cancelled when someone (API, shutdown) wants this publish to end.
     pub kick: CancellationToken,
     pub state: StateSlot,
+    pub stats: SharedStats,
 }
 
 impl LiveGuard {
@@ -86,13 +121,21 @@ impl Channels {
         }
         let publish_id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let kick = CancellationToken::new();
-        entry.live = Some(LiveInfo { publish_id, remote, since: SystemTime::now(), kick: kick.clone() });
+        let stats = SharedStats::default();
+        entry.live = Some(LiveInfo {
+            publish_id,
+            remote,
+            since: SystemTime::now(),
+            stats: Arc::clone(&stats),
+            kick: kick.clone(),
+        });
         Ok(LiveGuard {
             channels: Arc::clone(self),
             key: key.clone(),
             publish_id,
             kick,
             state: Arc::clone(&entry.state),
+            stats,
         })
     }
 

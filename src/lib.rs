@@ -14,6 +14,7 @@
 //! `flv`, `media`, `ts`, `hls` and `ingest` never touch I/O or tokio; `rtmp`, `storage`, `http` and `server`
 //! are the async shells around them.
 
+pub mod api;
 pub mod auth;
 pub mod channels;
 pub mod config;

@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::auth::Keys;
 use crate::channels::Channels;
 use crate::config::{Acl, Config};
+use crate::meta::Meta;
 use crate::storage::sink::Stored;
 use crate::storage::{StorageError, Store};
 use crate::{http, rtmp};
@@ -23,6 +25,8 @@ pub enum ServerError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Meta(#[from] crate::meta::MetaError),
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -31,6 +35,7 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub channels: Arc<Channels>,
     pub store: Store,
+    pub meta: Meta,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -74,6 +79,13 @@ impl Server {
             source,
         })?;
         warn_if_open(&config, rtmp_addr, http_addr);
+        let meta = Meta::open(&config.data_dir.join("meta.db")).await?;
+        let recovered = meta.recover().await?;
+        if recovered > 0 {
+            warn!(pushes = recovered, "closed push-history records left open by an unclean stop");
+        }
+        let keys = Keys::new(config.access_keys.clone());
+        let endpoint = config.public_endpoint.clone().unwrap_or_else(|| http_addr.to_string());
 
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
@@ -83,6 +95,8 @@ impl Server {
             config: Arc::clone(&config),
             channels: Arc::clone(&channels),
             store: store.clone(),
+            meta: meta.clone(),
+            keys: keys.clone(),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             connection_slots: Arc::new(Semaphore::new(config.limits.max_rtmp_connections)),
@@ -91,14 +105,19 @@ impl Server {
         let http_ctx = Arc::new(http::Context {
             config: Arc::clone(&config),
             store: store.clone(),
+            meta: meta.clone(),
+            channels: Arc::clone(&channels),
+            keys,
+            endpoint,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
+            rtmp: Some(Arc::clone(&rtmp_ctx)),
         });
         tracker.spawn(rtmp::serve(rtmp_listener, rtmp_ctx));
         tracker.spawn(http::serve(http_listener, http_ctx));
         // Scripts and tests read this line to find the ports when they asked for port 0.
         info!(rtmp = %rtmp_addr, http = %http_addr, data_dir = %config.data_dir.display(), "livechannel listening");
-        Ok(Server { rtmp_addr, http_addr, channels, store, shutdown, tracker })
+        Ok(Server { rtmp_addr, http_addr, channels, store, meta, shutdown, tracker })
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {

@@ -75,7 +75,9 @@ pub enum AuthError {
     Denied(String),
     #[error("The OSS Access Key Id you provided does not exist in our records.")]
     UnknownKey(String),
-    #[error("The request signature we calculated does not match the signature you provided. Check your key and signing method.")]
+    #[error(
+        "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+    )]
     Mismatch { key_id: String, string_to_sign: String, provided: String },
     #[error("The difference between the request time and the current time is too large.")]
     Skewed,
@@ -176,10 +178,9 @@ pub fn sign_v1(secret: &str, string_to_sign: &str) -> String {
 }
 
 fn verify_v1_header(req: &Request, rest: &str, keys: &Keys, now: SystemTime) -> Result<Principal, AuthError> {
-    let (id, provided) = rest
-        .trim()
-        .rsplit_once(':')
-        .ok_or_else(|| AuthError::Denied("Authorization header is not of the form \"OSS AccessKeyId:Signature\".".into()))?;
+    let (id, provided) = rest.trim().rsplit_once(':').ok_or_else(|| {
+        AuthError::Denied("Authorization header is not of the form \"OSS AccessKeyId:Signature\".".into())
+    })?;
     // oss2 signs x-oss-date in place of Date when a request carries it; neither SDK does in V1 mode.
     let date = req
         .header("date")
@@ -243,11 +244,7 @@ pub fn canonical_request_v4(req: &Request, additional: &[String], hashed_payload
     for (name, value) in &headers {
         canonical_headers.push_str(&format!("{name}:{value}\n"));
     }
-    format!(
-        "{}\n{uri}\n{query}\n{canonical_headers}\n{}\n{hashed_payload}",
-        req.method,
-        additional.join(";")
-    )
+    format!("{}\n{uri}\n{query}\n{canonical_headers}\n{}\n{hashed_payload}", req.method, additional.join(";"))
 }
 
 pub fn signing_key_v4(secret: &str, date: &str, region: &str) -> [u8; 32] {
@@ -414,7 +411,11 @@ pub fn sign_rtmp_query(
     params.push(("OSSAccessKeyId".into(), key_id.into()));
     params.push(("Expires".into(), expires.to_string()));
     params.push(("Signature".into(), sign_v1(secret, &sts)));
-    params.iter().map(|(k, v)| format!("{}={}", uri_encode(k, false), uri_encode(v, false))).collect::<Vec<_>>().join("&")
+    params
+        .iter()
+        .map(|(k, v)| format!("{}={}", uri_encode(k, false), uri_encode(v, false)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 // ---------------------------------------------------------------------------------------------- common

@@ -7,7 +7,7 @@
 pub mod playlist;
 pub mod segmenter;
 
-pub use playlist::{Playlist, PlaylistSegment};
+pub use playlist::{Playlist, PlaylistSegment, render_vod};
 pub use segmenter::{Output, Segment, Segmenter, SegmenterConfig};
 
 /// Object name of a segment inside its channel's folder. The one place that knows the naming scheme.

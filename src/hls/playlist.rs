@@ -149,6 +149,34 @@ impl Playlist {
     }
 }
 
+/// A VOD playlist over stored segments (PostVodPlaylist/GetVodPlaylist): every segment given, in order,
+/// with EXT-X-ENDLIST. A discontinuity on the first entry is dropped (there is nothing before it).
+pub fn render_vod(segments: &[PlaylistSegment]) -> Vec<u8> {
+    let target = segments.iter().map(|s| ((s.duration_90k + CLOCK_90K / 2) / CLOCK_90K) as u64).fold(1, u64::max);
+    let playlist = MediaPlaylist {
+        version: Some(3),
+        target_duration: target,
+        media_sequence: segments.first().map_or(0, |s| s.seq),
+        playlist_type: Some(m3u8_rs::MediaPlaylistType::Vod),
+        end_list: true,
+        segments: segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| MediaSegment {
+                uri: segment_file_name(s.seq),
+                duration: ((s.duration_90k + 45) / 90) as f32 / 1000.0,
+                discontinuity: i > 0 && s.discontinuity,
+                program_date_time: Some(chrono::DateTime::<chrono::Utc>::from(s.started_at).fixed_offset()),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(128 + 96 * segments.len());
+    let _ = playlist.write_to(&mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -166,6 +194,17 @@ mod tests {
 
     fn text(p: &Playlist) -> String {
         String::from_utf8(p.render()).unwrap()
+    }
+
+    #[test]
+    fn a_vod_playlist_lists_every_segment_and_ends() {
+        let text = String::from_utf8(render_vod(&[seg(4, 5.0, true), seg(5, 6.6, false), seg(9, 2.0, true)])).unwrap();
+        assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD"), "{text}");
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:4"), "{text}");
+        assert!(text.contains("#EXT-X-TARGETDURATION:7"), "{text}");
+        assert!(text.trim_end().ends_with("#EXT-X-ENDLIST"), "{text}");
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+        assert!(text.find("5.ts").unwrap() < text.find("#EXT-X-DISCONTINUITY\n").unwrap(), "{text}");
     }
 
     #[test]

@@ -1,9 +1,13 @@
-//! The HTTP listener: HLS playlists and segments for players (GET/HEAD, byte ranges, CORS), on hyper 1.
+//! The HTTP listener, on hyper 1: HLS playlists and segments for players (GET/HEAD, byte ranges, CORS) and
+//! the control-plane APIs (`api`), which also address and authorize object reads.
 //!
 //! Addressing: path style `/<bucket>/<channel>/<file>`, or virtual-host style `http://<bucket>.<base_domain>/
 //! <channel>/<file>` when `base_domain` is configured. The path is percent-decoded, then split, then each
 //! component is validated (`storage::validate_component`), so nothing outside a channel folder is reachable.
-//! Request limits: header size and read timeout per connection; bodies are not accepted here.
+//! Request limits: header size and read timeout per connection; bodies only where an API reads one, capped.
+//!
+//! RTMP on this port: oss2's `sign_rtmp_url` on an IP endpoint points publishers at the HTTP port, so a
+//! connection whose first byte is 0x03 (RTMP C0; HTTP starts with a method letter) goes to `rtmp`.
 
 mod range;
 
@@ -25,7 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::auth::Keys;
+use crate::channels::Channels;
 use crate::config::Config;
+use crate::meta::Meta;
 use crate::storage::{ChannelKey, Store};
 
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -33,12 +40,21 @@ pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head we read (request line + headers).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// The first byte of an RTMP handshake (C0: protocol version 3).
+const RTMP_C0: u8 = 0x03;
 
 pub struct Context {
     pub config: Arc<Config>,
     pub store: Store,
+    pub meta: Meta,
+    pub channels: Arc<Channels>,
+    pub keys: Keys,
+    /// `host[:port]` written into PublishUrls and PlayUrls.
+    pub endpoint: String,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// Where RTMP connections that arrive on this port go.
+    pub rtmp: Option<Arc<crate::rtmp::Context>>,
 }
 
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
@@ -58,6 +74,18 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
         let shutdown = ctx.shutdown.clone();
         ctx.tracker.spawn(async move {
             let _ = stream.set_nodelay(true);
+            if let Some(rtmp) = &ctx2.rtmp {
+                let mut first = [0u8; 1];
+                let peeked = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await;
+                match peeked {
+                    Ok(Ok(1)) if first[0] == RTMP_C0 => {
+                        crate::rtmp::accept(stream, remote, Arc::clone(rtmp));
+                        return;
+                    }
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                    _ => {}
+                }
+            }
             let service = hyper::service::service_fn(move |req| {
                 let ctx = Arc::clone(&ctx2);
                 async move { Ok::<_, Infallible>(handle(&ctx, req, remote).await) }
@@ -81,43 +109,31 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
 
 pub async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
     let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let request_id = crate::api::request_id();
     let mut response = match method {
         Method::OPTIONS => preflight(req.headers()),
-        Method::GET | Method::HEAD => get_object(ctx, &req).await,
-        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        _ => crate::api::oss::handle(ctx, req, &request_id).await,
     };
     if method == Method::HEAD {
         *response.body_mut() = empty();
     }
-    cors(response.headers_mut());
-    debug!(%remote, %method, path = req.uri().path(), status = response.status().as_u16(), "http");
+    let h = response.headers_mut();
+    cors(h);
+    // Both OSS SDKs read the request id; oss-v2 cannot parse an error response without Date.
+    h.insert("x-oss-request-id", header_value(&request_id));
+    h.insert(header::DATE, header_value(&crate::api::http_date(std::time::SystemTime::now())));
+    h.insert(header::SERVER, HeaderValue::from_static("AliyunOSS"));
+    let status = response.status().as_u16();
+    if status >= 500 {
+        warn!(%remote, %method, path, status, request_id, "http");
+    } else {
+        debug!(%remote, %method, path, status, request_id, "http");
+    }
     response
 }
 
-/// Where a request points: bucket, channel, file.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Target {
-    pub key: ChannelKey,
-    pub file: String,
-}
-
-/// Resolves path (and Host, for virtual-host style) into a target. `None` means 404.
-pub fn resolve(config: &Config, host: Option<&str>, path: &str) -> Option<Target> {
-    let decoded = percent_decode(path)?;
-    let parts: Vec<&str> = decoded.strip_prefix('/')?.split('/').collect();
-    let host_bucket = host.and_then(|h| virtual_host_bucket(config, h));
-    let (bucket, channel, file) = match (host_bucket, parts.as_slice()) {
-        (Some(bucket), [channel, file]) => (bucket, *channel, *file),
-        (None, [bucket, channel, file]) => (*bucket, *channel, *file),
-        _ => return None,
-    };
-    config.bucket(bucket)?;
-    let key = ChannelKey::new(bucket, channel).ok()?;
-    key.object(file).ok()?;
-    Some(Target { key, file: file.to_owned() })
-}
-
-fn virtual_host_bucket<'a>(config: &Config, host: &'a str) -> Option<&'a str> {
+pub(crate) fn virtual_host_bucket<'a>(config: &Config, host: &'a str) -> Option<&'a str> {
     let base = config.base_domain.as_deref()?;
     let host =
         host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
@@ -125,39 +141,18 @@ fn virtual_host_bucket<'a>(config: &Config, host: &'a str) -> Option<&'a str> {
     (!bucket.is_empty() && !bucket.contains('.')).then_some(bucket)
 }
 
-/// Strict percent-decoding to UTF-8; malformed escapes or invalid UTF-8 give `None` (a 404, never a guess).
-pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-async fn get_object(ctx: &Context, req: &Request<Incoming>) -> Response<Body> {
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-    let Some(target) = resolve(&ctx.config, host, req.uri().path()) else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
-    };
-    let (content_type, cache_control) = if target.file.ends_with(".m3u8") {
+/// Serves one object of a channel's folder (the API has addressed and authorized the request).
+pub(crate) async fn get_object(ctx: &Context, req: &Request<Incoming>, key: &ChannelKey, file: &str) -> Response<Body> {
+    let (content_type, cache_control) = if file.ends_with(".m3u8") {
         // Players poll the live playlist; it must not be cached for longer than a fraction of a segment.
         ("application/vnd.apple.mpegurl", "max-age=1")
-    } else if crate::hls::parse_segment_file_name(&target.file).is_some() {
+    } else if crate::hls::parse_segment_file_name(file).is_some() {
         // A segment name is never reused (sequence numbers only grow), so its bytes never change.
         ("video/mp2t", "max-age=86400, immutable")
     } else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
-    let Ok(path) = target.key.object(&target.file) else {
+    let Ok(path) = key.object(file) else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
     let range_header = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -228,7 +223,10 @@ fn header_value(s: &str) -> HeaderValue {
 
 fn cors(h: &mut hyper::HeaderMap) {
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Content-Length, Content-Range, ETag"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, ETag, x-oss-request-id"),
+    );
 }
 
 fn preflight(request: &hyper::HeaderMap) -> Response<Body> {
@@ -240,10 +238,14 @@ fn preflight(request: &hyper::HeaderMap) -> Response<Body> {
     if request.get("access-control-request-private-network").is_some_and(|v| v == "true") {
         h.insert("access-control-allow-private-network", HeaderValue::from_static("true"));
     }
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS"));
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Range, Content-Type, Authorization"));
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     resp
+}
+
+pub fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
 }
 
 fn empty() -> Body {
@@ -262,36 +264,14 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 mod tests {
     use super::*;
 
-    fn config() -> Config {
-        Config { base_domain: Some("live.example.com".into()), ..Config::default() }
-    }
-
     #[test]
-    fn path_style_and_virtual_host_style_resolve_to_the_same_object() {
-        let c = config();
-        let a = resolve(&c, Some("127.0.0.1:8080"), "/live/demo/playlist.m3u8").unwrap();
-        let b = resolve(&c, Some("live.live.example.com:8080"), "/demo/playlist.m3u8").unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.key.channel(), "demo");
-    }
-
-    #[test]
-    fn paths_that_escape_or_are_malformed_resolve_to_nothing() {
-        let c = config();
-        for p in [
-            "/live/../etc/passwd",
-            "/live/%2e%2e/x.ts",
-            "/live/demo/..%2f..%2fx",
-            "/live/demo%2fx/1.ts",
-            "/live/demo/1.ts/extra",
-            "/live/demo",
-            "/nobucket/demo/1.ts",
-            "/live/demo/%zz.ts",
-            "/live/demo/%ff.ts",
-            "//demo/1.ts",
-        ] {
-            assert_eq!(resolve(&c, None, p), None, "{p}");
-        }
-        assert!(resolve(&c, None, "/live/d%C3%BCo/1.ts").is_some());
+    fn the_bucket_comes_from_a_virtual_host_under_the_base_domain_only() {
+        let c = Config { base_domain: Some("live.example.com".into()), ..Config::default() };
+        assert_eq!(virtual_host_bucket(&c, "live.live.example.com:8080"), Some("live"));
+        assert_eq!(virtual_host_bucket(&c, "b1.live.example.com"), Some("b1"));
+        assert_eq!(virtual_host_bucket(&c, "live.example.com"), None);
+        assert_eq!(virtual_host_bucket(&c, "a.b.live.example.com"), None);
+        assert_eq!(virtual_host_bucket(&c, "127.0.0.1:8080"), None);
+        assert_eq!(virtual_host_bucket(&Config::default(), "live.live.example.com"), None);
     }
 }

@@ -249,7 +249,13 @@ impl Meta {
     }
 
     /// Records the start of a publish; the returned id closes it.
-    pub async fn open_push(&self, bucket: &str, channel: &str, start: SystemTime, remote: &str) -> Result<i64, MetaError> {
+    pub async fn open_push(
+        &self,
+        bucket: &str,
+        channel: &str,
+        start: SystemTime,
+        remote: &str,
+    ) -> Result<i64, MetaError> {
         let row = sqlx::query(
             "INSERT INTO push_history (bucket, channel, start_ms, remote_addr) VALUES (?, ?, ?, ?) RETURNING id",
         )

@@ -24,10 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::channels::{Channels, LiveGuard};
-use crate::config::{Bucket, Config};
+use crate::auth::{Keys, percent_decode};
+use crate::channels::{AudioStats, Channels, LiveGuard, LiveStats, VideoStats};
+use crate::config::{Acl, Bucket, Config};
 use crate::hls::{Output, SegmenterConfig};
 use crate::ingest::{Ingest, IngestError};
+use crate::meta::{ChannelStatus, Meta};
 use crate::storage::sink::{Sink, SinkCounters, Stored};
 use crate::storage::{ChannelKey, Store};
 
@@ -40,6 +42,7 @@ thread_local! {
     static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_BUFFER]);
 }
 const LINGER: Duration = Duration::from_secs(2);
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -60,6 +63,8 @@ pub struct Context {
     pub config: Arc<Config>,
     pub channels: Arc<Channels>,
     pub store: Store,
+    pub meta: Meta,
+    pub keys: Keys,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub connection_slots: Arc<Semaphore>,
@@ -82,19 +87,24 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&ctx.connection_slots).try_acquire_owned() else {
-            warn!(%remote, limit = ctx.config.limits.max_rtmp_connections, "RTMP connection refused: connection limit reached");
-            continue;
-        };
-        let ctx2 = Arc::clone(&ctx);
-        ctx.tracker.spawn(async move {
-            let _permit = permit;
-            match Connection::new(remote, ctx2).run(stream).await {
-                Ok(()) => debug!(%remote, "RTMP connection closed"),
-                Err(e) => info!(%remote, error = %e, "RTMP connection ended"),
-            }
-        });
+        accept(stream, remote, Arc::clone(&ctx));
     }
+}
+
+/// Takes over an accepted connection (from our listener, or sniffed on the HTTP port) within the limit.
+pub fn accept(stream: TcpStream, remote: SocketAddr, ctx: Arc<Context>) {
+    let Ok(permit) = Arc::clone(&ctx.connection_slots).try_acquire_owned() else {
+        warn!(%remote, limit = ctx.config.limits.max_rtmp_connections, "RTMP connection refused: connection limit reached");
+        return;
+    };
+    let tracker = ctx.tracker.clone();
+    tracker.spawn(async move {
+        let _permit = permit;
+        match Connection::new(remote, ctx).run(stream).await {
+            Ok(()) => debug!(%remote, "RTMP connection closed"),
+            Err(e) => info!(%remote, error = %e, "RTMP connection ended"),
+        }
+    });
 }
 
 enum State {
@@ -112,6 +122,11 @@ struct Publish {
     lost_index: Option<u64>,
     dropped_segments: u64,
     started: SystemTime,
+    /// The push-history record of this publish (closed when it ends).
+    push_id: Option<i64>,
+    /// When the stats GetLiveChannelStat reads were last refreshed, and the byte counts then.
+    stats_at: std::time::Instant,
+    stats_bytes: (u64, u64),
 }
 
 struct Connection {
@@ -218,7 +233,7 @@ impl Connection {
                 }
             },
             ServerSessionEvent::PublishStreamRequested { request_id, stream_key, .. } => {
-                match self.start_publish(&stream_key) {
+                match self.start_publish(&stream_key).await {
                     Ok(publish) => {
                         info!(remote = %self.remote, channel = %publish.guard.key(), "publish started");
                         self.state = State::Publishing(Box::new(publish));
@@ -280,21 +295,62 @@ impl Connection {
         }
     }
 
-    fn start_publish(&mut self, stream_key: &str) -> Result<Publish, (&'static str, String)> {
+    /// The publish policy: name, signature (required unless the bucket is public-read-write), channel exists
+    /// (or the bucket auto-creates it) and is enabled, nobody else is live on it.
+    async fn start_publish(&mut self, stream_key: &str) -> Result<Publish, (&'static str, String)> {
         let State::Connected { bucket } = &self.state else {
             return Err((
                 "NetStream.Publish.BadConnection",
                 "publish before connect, or a second publish on one connection".into(),
             ));
         };
-        let (name, _params) = parse_stream_key(stream_key);
+        let bucket = bucket.clone();
+        let (name, raw_params) = parse_stream_key(stream_key);
+        let params: Vec<(String, String)> = raw_params
+            .iter()
+            .map(|(k, v)| Some((percent_decode(k)?, percent_decode(v)?)))
+            .collect::<Option<_>>()
+            .ok_or(("NetStream.Publish.BadName", "the stream key's query is not valid percent-encoding".to_owned()))?;
         let key = ChannelKey::new(&bucket.name, name).map_err(|e| ("NetStream.Publish.BadName", e.to_string()))?;
-        if !bucket.auto_create_channels {
-            return Err(("NetStream.Publish.Rejected", format!("channel {key} does not exist")));
+        let rejected = "NetStream.Publish.Rejected";
+        let signed = crate::auth::oss::verify_rtmp(&bucket.name, name, &params, &self.ctx.keys, SystemTime::now())
+            .map_err(|e| (rejected, format!("AccessDenied: {e}")))?;
+        if signed.is_none() && bucket.acl != Acl::PublicReadWrite {
+            return Err((
+                rejected,
+                format!("AccessDenied: bucket {} is not public-read-write; publish with a signed URL", bucket.name),
+            ));
+        }
+        let meta = &self.ctx.meta;
+        let record = match meta.get_channel(&bucket.name, name).await {
+            Ok(Some(record)) => record,
+            Ok(None) if bucket.auto_create_channels => meta
+                .get_or_create_channel(&bucket.name, name, &self.ctx.config.channel_defaults)
+                .await
+                .map_err(|e| (rejected, format!("InternalError: {e}")))?,
+            Ok(None) => return Err((rejected, format!("NoSuchLiveChannel: channel {key} does not exist"))),
+            Err(e) => return Err((rejected, format!("InternalError: {e}"))),
+        };
+        if record.status == ChannelStatus::Disabled {
+            return Err((rejected, "LiveChannelDisabled: Live channel is disabled by owner.".into()));
+        }
+        let mut settings = record.settings;
+        // As OSS does: playlistName in the (signed) URL names this publish's playlist.
+        if let Some((_, playlist)) = params.iter().find(|(k, _)| k == "playlistName").filter(|(_, v)| !v.is_empty()) {
+            crate::config::validate_playlist_name(playlist)
+                .and_then(|()| key.object(playlist).map(|_| ()).map_err(|e| e.to_string()))
+                .map_err(|e| ("NetStream.Publish.BadName", format!("InvalidArgument: {e}")))?;
+            settings.playlist_name = playlist.clone();
         }
         let guard =
             self.ctx.channels.claim(&key, self.remote).map_err(|e| ("NetStream.Publish.BadName", e.to_string()))?;
-        let settings = self.ctx.config.channel_defaults.clone();
+        let push_id = match meta.open_push(&bucket.name, name, SystemTime::now(), &self.remote.to_string()).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                warn!(channel = %key, error = %e, "cannot record the push in the history");
+                None
+            }
+        };
         let segmenter = SegmenterConfig::new(settings.frag_duration);
         let capacity = (self.ctx.config.limits.storage_queue_bytes / segmenter.chunk_size).max(4);
         let (tx, rx) = mpsc::channel(capacity);
@@ -304,13 +360,15 @@ impl Connection {
             playlist_name: settings.playlist_name.clone(),
             counters: Arc::new(SinkCounters::default()),
             on_stored: self.ctx.on_stored.clone(),
+            meta: Some(meta.clone()),
         };
         let slot = Arc::clone(&guard.state);
         let store = self.ctx.store.clone();
         self.ctx.tracker.spawn(async move {
             // Waits here while an earlier publish of this channel is still flushing.
             let mut state = slot.lock_owned().await;
-            if state.is_none() {
+            let stale = state.as_ref().is_some_and(|s| s.playlist_name != settings.playlist_name);
+            if state.is_none() || stale {
                 match store.load_channel(&key, &settings).await {
                     Ok(loaded) => *state = Some(loaded),
                     Err(e) => error!(channel = %key, error = %e, "cannot load channel state; segments of this publish are not stored"),
@@ -329,6 +387,9 @@ impl Connection {
             lost_index: None,
             dropped_segments: 0,
             started: SystemTime::now(),
+            push_id,
+            stats_at: std::time::Instant::now(),
+            stats_bytes: (0, 0),
         })
     }
 
@@ -345,6 +406,7 @@ impl Connection {
         };
         publish.forward(&mut outputs);
         publish.outputs = outputs;
+        publish.refresh_stats();
         match result {
             Ok(()) => {}
             Err(IngestError::Unsupported(e)) => {
@@ -395,11 +457,44 @@ impl Connection {
             dropped_segments = publish.dropped_segments,
             "publish finished"
         );
+        if let Some(id) = publish.push_id {
+            if let Err(e) = self.ctx.meta.close_push(id, SystemTime::now()).await {
+                warn!(channel = %publish.guard.key(), error = %e, "cannot close the push-history record (the next start will)");
+            }
+        }
         // Dropping the guard makes the channel idle; dropping tx lets the sink drain and finish.
     }
 }
 
 impl Publish {
+    /// About once a second: what GetLiveChannelStat shows (sizes, rates, codecs from the live stream).
+    fn refresh_stats(&mut self) {
+        let elapsed = self.stats_at.elapsed();
+        if elapsed < STATS_INTERVAL {
+            return;
+        }
+        let s = self.ingest.stats();
+        let secs = elapsed.as_secs_f64();
+        let rate = |now: u64, then: u64| (now.saturating_sub(then) as f64 / secs).round() as u64;
+        let stats = LiveStats {
+            video: s.video.as_ref().map(|v| VideoStats {
+                width: v.width.unwrap_or(0),
+                height: v.height.unwrap_or(0),
+                frame_rate: s.frame_rate().map_or(0, |f| f.round() as u32),
+                bandwidth: rate(s.video_bytes, self.stats_bytes.0),
+                codec: "H264",
+            }),
+            audio: s.audio.as_ref().map(|a| AudioStats {
+                sample_rate: a.sample_rate,
+                bandwidth: rate(s.audio_bytes, self.stats_bytes.1),
+                codec: "AAC",
+            }),
+        };
+        self.stats_bytes = (s.video_bytes, s.audio_bytes);
+        self.stats_at = std::time::Instant::now();
+        *self.guard.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+    }
+
     /// Queues outputs for storage without ever waiting: if the queue is full, the segment being produced is
     /// dropped whole (and reported), so ingest keeps flowing and nothing half-written is ever listed.
     fn forward(&mut self, outputs: &mut Vec<Output>) {

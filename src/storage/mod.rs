@@ -195,7 +195,7 @@ impl Store {
         };
         let stored = self.last_segment_seq(key).await?;
         let next_seq = stored.max(playlist.last_seq()).map_or(0, |s| s + 1);
-        Ok(sink::ChannelState { playlist, next_seq })
+        Ok(sink::ChannelState { playlist, next_seq, playlist_name: settings.playlist_name.clone() })
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::{ChannelKey, Store};
 use crate::hls::{Output, Playlist, PlaylistSegment, Segment, segment_file_name};
+use crate::meta::{Meta, SegmentRecord};
 
 /// A channel's persistent state in this process. It is owned by one sink at a time (through a tokio
 /// mutex held for the sink's life), so a re-publish waits for the previous publish to finish flushing.
@@ -21,6 +22,8 @@ use crate::hls::{Output, Playlist, PlaylistSegment, Segment, segment_file_name};
 pub struct ChannelState {
     pub playlist: Playlist,
     pub next_seq: u64,
+    /// The playlist object this state was loaded from (a publish may name another with playlistName).
+    pub playlist_name: String,
 }
 
 /// Counters shared with whoever wants to report on the sink (logs, stats, tests).
@@ -52,6 +55,8 @@ pub struct Sink {
     pub counters: Arc<SinkCounters>,
     /// Told about every stored segment (after its playlist was written); used by stats and tests.
     pub on_stored: Option<mpsc::UnboundedSender<Stored>>,
+    /// The segment index (PostVodPlaylist reads it); None in tools that only write media.
+    pub meta: Option<Meta>,
 }
 
 impl Sink {
@@ -123,10 +128,12 @@ impl Sink {
                         continue;
                     }
                     self.counters.segments_stored.fetch_add(1, Ordering::Relaxed);
+                    let discontinuity = segment.discontinuity || std::mem::take(&mut gap);
+                    self.index(seq, &segment, discontinuity).await;
                     state.playlist.push(PlaylistSegment {
                         seq,
                         duration_90k: segment.duration.ticks(),
-                        discontinuity: segment.discontinuity || std::mem::take(&mut gap),
+                        discontinuity,
                         started_at: segment.started_at,
                     });
                     self.write_playlist(&state.playlist).await;
@@ -143,6 +150,24 @@ impl Sink {
         }
         if open.is_some() {
             self.abandon(open, "the publish ended before the segment was closed").await;
+        }
+    }
+
+    /// Records a stored segment in the index before the playlist names it, so VOD never misses a segment
+    /// a live viewer saw. A failure is logged: the segment is still stored and listed.
+    async fn index(&self, seq: u64, segment: &Segment, discontinuity: bool) {
+        let (Some(meta), Ok(path)) = (&self.meta, self.key.object(&segment_file_name(seq))) else {
+            return;
+        };
+        let record = SegmentRecord {
+            seq,
+            start: segment.started_at,
+            duration_ms: (segment.duration.ticks().max(0) as u64).div_ceil(90),
+            object_key: path.to_string(),
+            discontinuity,
+        };
+        if let Err(e) = meta.add_segment(self.key.bucket(), self.key.channel(), &record).await {
+            warn!(channel = %self.key, seq, error = %e, "segment index write failed; VOD playlists will miss this segment");
         }
     }
 

@@ -103,10 +103,7 @@ fn v4_vector_gives_the_documented_canonical_request_signing_key_and_signature() 
     let more = parse_query("live=&comp=stat&max-keys=1").unwrap();
     let req3 = Request { query: &more, ..req };
     assert!(matches!(verify(&req3, &keys(VECTOR_AK, VECTOR_SK), now), Err(AuthError::Mismatch { .. })));
-    assert_eq!(
-        verify(&req, &keys(VECTOR_AK, VECTOR_SK), now + Duration::from_secs(3600)),
-        Err(AuthError::Skewed)
-    );
+    assert_eq!(verify(&req, &keys(VECTOR_AK, VECTOR_SK), now + Duration::from_secs(3600)), Err(AuthError::Skewed));
 }
 
 #[test]

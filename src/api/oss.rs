@@ -1,0 +1,892 @@
+//! The OSS LiveChannel XML API (`../spec/oss-livechannel.md`, and the PutLiveChannel seed): PutLiveChannel,
+//! ListLiveChannel, GetLiveChannelInfo, GetLiveChannelStat, GetLiveChannelHistory, PutLiveChannelStatus,
+//! DeleteLiveChannel, PostVodPlaylist, GetVodPlaylist; plus the ACL check for object reads (playlists and
+//! segments) that players make on the same listener.
+//!
+//! Order of work for every request: address (bucket from the vhost or the first path segment, after
+//! percent-decoding the whole path), parse the query, authenticate (`auth::oss`), authorize against the
+//! bucket ACL, then the operation. Every failure becomes one OSS `<Error>` body with the status code the
+//! SDKs map to the right exception class.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use quick_xml::escape::escape;
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use super::oss_time;
+use crate::auth::oss::{AuthError, verify};
+use crate::auth::{Principal, parse_query, percent_decode};
+use crate::config::{Acl, Bucket, ChannelSettings, validate_playlist_name};
+use crate::hls::{PlaylistSegment, render_vod};
+use crate::http::{Body, Context, full};
+use crate::meta::{ChannelRecord, ChannelStatus, MetaError, Snapshot};
+use crate::storage::ChannelKey;
+
+/// Largest request body we read (a LiveChannelConfiguration is a few hundred bytes).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Largest VOD playlist we write or return (the vendor's limit).
+const MAX_VOD_PLAYLIST: usize = 1 << 20;
+/// Longest VOD window (the vendor's limit: less than one day).
+const MAX_VOD_SECONDS: u64 = 24 * 3600;
+const HISTORY_LEN: u32 = 10;
+
+/// An OSS error, rendered as the `<Error>` XML body.
+#[derive(Debug)]
+pub struct OssError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub ec: Option<&'static str>,
+    pub extra: Vec<(&'static str, String)>,
+}
+
+impl OssError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        OssError { status, code, message: message.into(), ec: None, extra: Vec::new() }
+    }
+
+    fn ec(mut self, ec: &'static str) -> Self {
+        self.ec = Some(ec);
+        self
+    }
+
+    fn invalid(message: impl Into<String>, ec: &'static str) -> Self {
+        OssError::new(StatusCode::BAD_REQUEST, "InvalidArgument", message).ec(ec)
+    }
+
+    fn no_channel() -> Self {
+        OssError::new(StatusCode::NOT_FOUND, "NoSuchLiveChannel", "The specified live channel does not exist.")
+            .ec("0026-00000021")
+    }
+
+    fn still_live() -> Self {
+        OssError::new(StatusCode::CONFLICT, "ChannelStillLive", "The live channel is still live.").ec("0044-00000201")
+    }
+
+    fn denied(message: impl Into<String>) -> Self {
+        OssError::new(StatusCode::FORBIDDEN, "AccessDenied", message)
+    }
+
+    fn internal(what: &str, e: impl std::fmt::Display) -> Self {
+        warn!(error = %e, "{what}");
+        OssError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        )
+    }
+
+    pub fn into_response(self, host: &str, request_id: &str) -> Response<Body> {
+        let mut xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>\n  <Code>{}</Code>\n  <Message>{}</Message>\n  <RequestId>{request_id}</RequestId>\n  <HostId>{}</HostId>\n",
+            self.code,
+            escape(&self.message),
+            escape(host)
+        );
+        for (name, value) in &self.extra {
+            xml.push_str(&format!("  <{name}>{}</{name}>\n", escape(value)));
+        }
+        if let Some(ec) = self.ec {
+            xml.push_str(&format!("  <EC>{ec}</EC>\n"));
+        }
+        xml.push_str("</Error>\n");
+        let mut resp = xml_response(self.status, xml);
+        if let Some(ec) = self.ec {
+            resp.headers_mut().insert("x-oss-ec", HeaderValue::from_static(ec));
+        }
+        resp
+    }
+}
+
+impl From<MetaError> for OssError {
+    fn from(e: MetaError) -> Self {
+        OssError::internal("metadata database error", e)
+    }
+}
+
+impl From<AuthError> for OssError {
+    fn from(e: AuthError) -> Self {
+        let message = e.to_string();
+        match e {
+            AuthError::Denied(_) => OssError::denied(message),
+            AuthError::UnknownKey(id) => OssError {
+                extra: vec![("OSSAccessKeyId", id)],
+                ..OssError::new(StatusCode::FORBIDDEN, "InvalidAccessKeyId", message)
+            },
+            AuthError::Skewed => OssError::new(StatusCode::FORBIDDEN, "RequestTimeTooSkewed", message),
+            AuthError::Mismatch { key_id, string_to_sign, provided } => {
+                let bytes = string_to_sign.bytes().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+                OssError {
+                    extra: vec![
+                        ("StringToSign", string_to_sign),
+                        ("StringToSignBytes", bytes),
+                        ("SignatureProvided", provided),
+                        ("OSSAccessKeyId", key_id),
+                    ],
+                    ..OssError::new(StatusCode::FORBIDDEN, "SignatureDoesNotMatch", message)
+                }
+            }
+        }
+    }
+}
+
+/// The request's addressing: which bucket, whether it came by virtual host, and the decoded key.
+struct Addressed<'c> {
+    bucket: &'c Bucket,
+    vhost: bool,
+    key: String,
+}
+
+/// Handles every request that is not a CORS preflight: the API operations and object reads.
+pub async fn handle(ctx: &Context, req: Request<Incoming>, request_id: &str) -> Response<Body> {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
+    match route(ctx, req, &host).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(&host, request_id),
+    }
+}
+
+async fn route(ctx: &Context, req: Request<Incoming>, host: &str) -> Result<Response<Body>, OssError> {
+    let path = percent_decode(req.uri().path()).ok_or_else(|| {
+        OssError::new(StatusCode::BAD_REQUEST, "InvalidURI", "The path is not valid percent-encoded UTF-8.")
+    })?;
+    let query = parse_query(req.uri().query().unwrap_or("")).ok_or_else(|| {
+        OssError::new(StatusCode::BAD_REQUEST, "InvalidURI", "The query is not valid percent-encoded UTF-8.")
+    })?;
+    let at = address(ctx, host, &path)?;
+    let principal = verify(
+        &crate::auth::oss::Request {
+            method: req.method().as_str(),
+            bucket: Some(&at.bucket.name),
+            key: &at.key,
+            query: &query,
+            headers: req.headers(),
+        },
+        &ctx.keys,
+        SystemTime::now(),
+    )
+    .inspect_err(|e| info!(bucket = %at.bucket.name, key = %at.key, error = %e, "request refused: bad credentials"))?;
+    let has = |name: &str| query.iter().any(|(k, _)| k == name);
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let method = req.method().clone();
+    let write = !matches!(method, Method::GET | Method::HEAD);
+    authorize(at.bucket, &principal, write)?;
+
+    if has("live") {
+        if at.key.is_empty() {
+            return match method {
+                Method::GET => list(ctx, &at, param("prefix"), param("marker"), param("max-keys")).await,
+                _ => Err(method_not_allowed()),
+            };
+        }
+        let key = channel_key(&at.bucket.name, &at.key)?;
+        return match method {
+            Method::PUT if has("status") => put_status(ctx, &key, param("status").unwrap_or("")).await,
+            Method::PUT => put_channel(ctx, &at, &key, req).await,
+            Method::GET => match param("comp") {
+                Some("stat") => stat(ctx, &key).await,
+                Some("history") => history(ctx, &key).await,
+                Some(other) => Err(OssError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgument",
+                    format!("comp={other} is not a LiveChannel operation."),
+                )),
+                None => info_op(ctx, &key).await,
+            },
+            Method::DELETE => delete(ctx, &key).await,
+            _ => Err(method_not_allowed()),
+        };
+    }
+    if has("vod") {
+        let window = vod_window(param("startTime"), param("endTime"))?;
+        return match method {
+            Method::POST => {
+                let (channel, playlist) = at.key.split_once('/').ok_or_else(|| {
+                    OssError::invalid("PostVodPlaylist needs /{channel}/{playlist}.m3u8.", "0044-00000403")
+                })?;
+                let key = channel_key(&at.bucket.name, channel)?;
+                post_vod(ctx, &key, playlist, window).await
+            }
+            Method::GET => get_vod(ctx, &channel_key(&at.bucket.name, &at.key)?, window).await,
+            _ => Err(method_not_allowed()),
+        };
+    }
+    match method {
+        Method::GET | Method::HEAD => {
+            let (channel, file) = at.key.split_once('/').ok_or_else(no_such_key)?;
+            let key = ChannelKey::new(&at.bucket.name, channel).map_err(|_| no_such_key())?;
+            if file.contains('/') {
+                return Err(no_such_key());
+            }
+            Ok(crate::http::get_object(ctx, &req, &key, file).await)
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+fn address<'c>(ctx: &'c Context, host: &str, path: &str) -> Result<Addressed<'c>, OssError> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let (name, key, vhost) = match crate::http::virtual_host_bucket(&ctx.config, host) {
+        Some(bucket) => (bucket, path, true),
+        None => match path.split_once('/') {
+            Some((bucket, key)) => (bucket, key, false),
+            None => (path, "", false),
+        },
+    };
+    if name.is_empty() {
+        return Err(OssError::new(StatusCode::NOT_FOUND, "NoSuchBucket", "The request names no bucket."));
+    }
+    let bucket = ctx.config.bucket(name).ok_or_else(|| {
+        OssError::new(StatusCode::NOT_FOUND, "NoSuchBucket", "The specified bucket does not exist.")
+            .with_extra("BucketName", name)
+    })?;
+    Ok(Addressed { bucket, vhost, key: key.to_owned() })
+}
+
+impl OssError {
+    fn with_extra(mut self, name: &'static str, value: &str) -> Self {
+        self.extra.push((name, value.to_owned()));
+        self
+    }
+}
+
+/// The bucket ACL: anonymous requests may read a public-read bucket and do anything on a public-read-write
+/// one; a valid signature (any configured key) may do everything.
+fn authorize(bucket: &Bucket, principal: &Principal, write: bool) -> Result<(), OssError> {
+    let allowed = match (principal, bucket.acl) {
+        (Principal::Key(_), _) => true,
+        (Principal::Anonymous, Acl::PublicReadWrite) => true,
+        (Principal::Anonymous, Acl::PublicRead) => !write,
+        (Principal::Anonymous, Acl::Private) => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(OssError::denied("You have no right to access this object because of bucket acl."))
+    }
+}
+
+fn method_not_allowed() -> OssError {
+    OssError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "The specified method is not allowed against this resource.",
+    )
+}
+
+fn no_such_key() -> OssError {
+    OssError::new(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist.")
+}
+
+/// Channel names: 1..=64 bytes of UTF-8 without `/` or `\` (OSS), and none of the characters our object
+/// keys cannot hold safely (`#`, `%`, `?`, `*`, control characters, `.`/`..`).
+fn channel_key(bucket: &str, channel: &str) -> Result<ChannelKey, OssError> {
+    ChannelKey::new(bucket, channel).map_err(|e| {
+        OssError::new(StatusCode::BAD_REQUEST, "InvalidChannelName", format!("The live channel name is invalid: {e}."))
+    })
+}
+
+/// Public URLs of a channel, in the addressing style the request used.
+fn urls(ctx: &Context, at: &Addressed, channel: &str, playlist: &str) -> (String, String) {
+    let endpoint = &ctx.endpoint;
+    let bucket = &at.bucket.name;
+    match (&ctx.config.base_domain, at.vhost) {
+        (Some(base), true) => {
+            // Keep the endpoint's port: RTMP is accepted on the HTTP port too.
+            let port = endpoint.rsplit_once(':').map(|(_, p)| format!(":{p}")).unwrap_or_default();
+            (
+                format!("rtmp://{bucket}.{base}{port}/live/{channel}"),
+                format!("http://{bucket}.{base}{port}/{channel}/{playlist}"),
+            )
+        }
+        _ => (
+            format!("rtmp://{endpoint}/{bucket}/live/{channel}"),
+            format!("http://{endpoint}/{bucket}/{channel}/{playlist}"),
+        ),
+    }
+}
+
+// ------------------------------------------------------------------------------------------ PutLiveChannel
+
+#[derive(Debug, Deserialize, Default)]
+struct ConfigurationXml {
+    #[serde(rename = "Description")]
+    description: Option<String>,
+    #[serde(rename = "Status")]
+    status: Option<String>,
+    #[serde(rename = "Target")]
+    target: Option<TargetXml>,
+    #[serde(rename = "Snapshot")]
+    snapshot: Option<SnapshotXml>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct TargetXml {
+    #[serde(rename = "Type")]
+    kind: Option<String>,
+    #[serde(rename = "FragDuration")]
+    frag_duration: Option<String>,
+    #[serde(rename = "FragCount")]
+    frag_count: Option<String>,
+    #[serde(rename = "PlaylistName")]
+    playlist_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct SnapshotXml {
+    #[serde(rename = "RoleName")]
+    role_name: Option<String>,
+    #[serde(rename = "DestBucket")]
+    dest_bucket: Option<String>,
+    #[serde(rename = "NotifyTopic")]
+    notify_topic: Option<String>,
+    #[serde(rename = "Interval")]
+    interval: Option<String>,
+}
+
+fn malformed(why: impl std::fmt::Display) -> OssError {
+    OssError::new(
+        StatusCode::BAD_REQUEST,
+        "MalformedXML",
+        format!("The XML you provided was not well-formed or did not validate against our published schema: {why}"),
+    )
+}
+
+fn text(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Parses and validates a LiveChannelConfiguration body into a record (every rule of the spec).
+pub fn parse_configuration(
+    body: &[u8],
+    name: &str,
+    defaults: &ChannelSettings,
+    now: SystemTime,
+) -> Result<ChannelRecord, OssError> {
+    let body = std::str::from_utf8(body).map_err(|_| malformed("the body is not UTF-8"))?;
+    // serde ignores the root element's name; a body for another API must not pass as this one.
+    let mut reader = quick_xml::Reader::from_str(body);
+    loop {
+        match reader.read_event().map_err(malformed)? {
+            quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => {
+                if e.name().as_ref() != b"LiveChannelConfiguration" {
+                    return Err(malformed("the root element must be LiveChannelConfiguration"));
+                }
+                break;
+            }
+            quick_xml::events::Event::Eof => return Err(malformed("the body is empty")),
+            _ => {}
+        }
+    }
+    let xml: ConfigurationXml = quick_xml::de::from_str(body).map_err(malformed)?;
+    let description = xml.description.as_deref().map(str::trim).unwrap_or("").to_owned();
+    if description.len() > 128 {
+        return Err(OssError::invalid("Description is longer than 128 bytes.", "0044-00000001"));
+    }
+    let status = match text(&xml.status) {
+        None => ChannelStatus::Enabled,
+        Some(s) => ChannelStatus::parse(s)
+            .ok_or_else(|| OssError::invalid(format!("Status {s:?} is not enabled or disabled."), "0044-00000002"))?,
+    };
+    let target = xml.target.ok_or_else(|| malformed("Target is required"))?;
+    match text(&target.kind) {
+        Some("HLS") => {}
+        other => {
+            return Err(OssError::invalid(
+                format!("Target Type {:?} is not supported; use HLS.", other.unwrap_or("")),
+                "0044-00000013",
+            ));
+        }
+    }
+    let number = |v: &Option<String>, what: &str, ec: &'static str| -> Result<Option<u32>, OssError> {
+        match text(v) {
+            None => Ok(None),
+            Some(s) => match s.parse::<u32>() {
+                Ok(n) if (1..=100).contains(&n) => Ok(Some(n)),
+                _ => Err(OssError::invalid(format!("{what} {s:?} must be an integer in [1, 100]."), ec)),
+            },
+        }
+    };
+    let duration = number(&target.frag_duration, "FragDuration", "0044-00000014")?;
+    let count = number(&target.frag_count, "FragCount", "0044-00000015")?;
+    let (frag_duration, frag_count) = match (duration, count) {
+        (Some(d), Some(c)) => (d, c),
+        (None, None) => (defaults.frag_duration, defaults.frag_count),
+        (Some(_), None) => {
+            return Err(OssError::invalid("FragDuration and FragCount must be given together.", "0044-00000015"));
+        }
+        (None, Some(_)) => {
+            return Err(OssError::invalid("FragDuration and FragCount must be given together.", "0044-00000014"));
+        }
+    };
+    let playlist_name = match text(&target.playlist_name) {
+        None => defaults.playlist_name.clone(),
+        Some(p) => {
+            let ec = if !p.ends_with(".m3u8") {
+                "0044-00000017"
+            } else if p.contains('/') {
+                "0044-00000018"
+            } else {
+                "0044-00000016"
+            };
+            validate_playlist_name(p).map_err(|e| OssError::invalid(format!("PlaylistName: {e}."), ec))?;
+            crate::storage::validate_component(p, 128)
+                .map_err(|e| OssError::invalid(format!("PlaylistName: {e}."), "0044-00000016"))?;
+            p.to_owned()
+        }
+    };
+    let snapshot = match xml.snapshot {
+        None => None,
+        Some(s) => {
+            let interval = match text(&s.interval) {
+                Some(v) => v.parse::<u32>().ok().filter(|n| (1..=100).contains(n)),
+                None => None,
+            }
+            .ok_or_else(|| OssError::invalid("Snapshot Interval must be an integer in [1, 100].", "0044-00000019"))?;
+            Some(Snapshot {
+                role_name: text(&s.role_name).map(str::to_owned),
+                dest_bucket: text(&s.dest_bucket).map(str::to_owned),
+                notify_topic: text(&s.notify_topic).map(str::to_owned),
+                interval,
+            })
+        }
+    };
+    Ok(ChannelRecord {
+        name: name.to_owned(),
+        description,
+        status,
+        settings: ChannelSettings { frag_duration, frag_count, playlist_name },
+        snapshot,
+        last_modified: now,
+    })
+}
+
+/// Reads a request body, refusing one larger than [`MAX_BODY`] before it is read whole.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, OssError> {
+    let too_large = || {
+        OssError::new(
+            StatusCode::BAD_REQUEST,
+            "EntityTooLarge",
+            format!("Your proposed upload exceeds the maximum allowed size of {MAX_BODY} bytes."),
+        )
+    };
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(OssError::new(
+            StatusCode::BAD_REQUEST,
+            "IncompleteBody",
+            format!("The request body could not be read: {e}"),
+        )),
+    }
+}
+
+async fn put_channel(
+    ctx: &Context,
+    at: &Addressed<'_>,
+    key: &ChannelKey,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, OssError> {
+    let body = read_body(req).await?;
+    let record = parse_configuration(&body, key.channel(), &ctx.config.channel_defaults, SystemTime::now())?;
+    if ctx.channels.live(key).is_some() {
+        return Err(OssError::still_live());
+    }
+    ctx.meta.put_channel(key.bucket(), &record).await?;
+    info!(channel = %key, status = record.status.as_str(), frag_duration = record.settings.frag_duration,
+          frag_count = record.settings.frag_count, playlist = %record.settings.playlist_name, "live channel put");
+    let (publish, play) = urls(ctx, at, key.channel(), &record.settings.playlist_name);
+    Ok(xml_ok(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CreateLiveChannelResult>\n  <PublishUrls>\n    <Url>{}</Url>\n  </PublishUrls>\n  <PlayUrls>\n    <Url>{}</Url>\n  </PlayUrls>\n</CreateLiveChannelResult>\n",
+        escape(&publish),
+        escape(&play)
+    )))
+}
+
+// ------------------------------------------------------------------------------------------ reads
+
+async fn existing(ctx: &Context, key: &ChannelKey) -> Result<ChannelRecord, OssError> {
+    ctx.meta.get_channel(key.bucket(), key.channel()).await?.ok_or_else(OssError::no_channel)
+}
+
+async fn list(
+    ctx: &Context,
+    at: &Addressed<'_>,
+    prefix: Option<&str>,
+    marker: Option<&str>,
+    max_keys: Option<&str>,
+) -> Result<Response<Body>, OssError> {
+    let prefix = prefix.unwrap_or("");
+    let marker = marker.unwrap_or("");
+    let max_keys = match max_keys.filter(|s| !s.is_empty()) {
+        None => 100,
+        Some(s) => s.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+            OssError::invalid(format!("max-keys {s:?} must be an integer in [1, 1000]."), "0044-00000101")
+        })?,
+    };
+    let mut channels = ctx.meta.list_channels(&at.bucket.name, prefix, marker, max_keys + 1).await?;
+    let truncated = channels.len() > max_keys as usize;
+    channels.truncate(max_keys as usize);
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListLiveChannelResult>\n  <Prefix>{}</Prefix>\n  <Marker>{}</Marker>\n  <MaxKeys>{max_keys}</MaxKeys>\n  <IsTruncated>{truncated}</IsTruncated>\n",
+        escape(prefix),
+        escape(marker)
+    );
+    if truncated {
+        if let Some(last) = channels.last() {
+            xml.push_str(&format!("  <NextMarker>{}</NextMarker>\n", escape(&last.name)));
+        }
+    }
+    for c in &channels {
+        let (publish, play) = urls(ctx, at, &c.name, &c.settings.playlist_name);
+        xml.push_str(&format!(
+            "  <LiveChannel>\n    <Name>{}</Name>\n    <Description>{}</Description>\n    <Status>{}</Status>\n    <LastModified>{}</LastModified>\n    <PublishUrls>\n      <Url>{}</Url>\n    </PublishUrls>\n    <PlayUrls>\n      <Url>{}</Url>\n    </PlayUrls>\n  </LiveChannel>\n",
+            escape(&c.name),
+            escape(&c.description),
+            c.status.as_str(),
+            oss_time(c.last_modified),
+            escape(&publish),
+            escape(&play)
+        ));
+    }
+    xml.push_str("</ListLiveChannelResult>\n");
+    Ok(xml_ok(xml))
+}
+
+async fn info_op(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssError> {
+    let c = existing(ctx, key).await?;
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LiveChannelConfiguration>\n  <Description>{}</Description>\n  <Status>{}</Status>\n  <Target>\n    <Type>HLS</Type>\n    <FragDuration>{}</FragDuration>\n    <FragCount>{}</FragCount>\n    <PlaylistName>{}</PlaylistName>\n  </Target>\n",
+        escape(&c.description),
+        c.status.as_str(),
+        c.settings.frag_duration,
+        c.settings.frag_count,
+        escape(&c.settings.playlist_name)
+    );
+    if let Some(s) = &c.snapshot {
+        xml.push_str("  <Snapshot>\n");
+        for (name, value) in
+            [("RoleName", &s.role_name), ("DestBucket", &s.dest_bucket), ("NotifyTopic", &s.notify_topic)]
+        {
+            if let Some(v) = value {
+                xml.push_str(&format!("    <{name}>{}</{name}>\n", escape(v)));
+            }
+        }
+        xml.push_str(&format!("    <Interval>{}</Interval>\n  </Snapshot>\n", s.interval));
+    }
+    xml.push_str("</LiveChannelConfiguration>\n");
+    Ok(xml_ok(xml))
+}
+
+async fn stat(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssError> {
+    let c = existing(ctx, key).await?;
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LiveChannelStat>\n");
+    match ctx.channels.live(key) {
+        Some(live) => {
+            xml.push_str(&format!(
+                "  <Status>Live</Status>\n  <ConnectedTime>{}</ConnectedTime>\n  <RemoteAddr>{}</RemoteAddr>\n",
+                oss_time(live.since),
+                live.remote
+            ));
+            let stats = live.stats();
+            if let Some(v) = stats.video {
+                xml.push_str(&format!(
+                    "  <Video>\n    <Width>{}</Width>\n    <Height>{}</Height>\n    <FrameRate>{}</FrameRate>\n    <Bandwidth>{}</Bandwidth>\n    <Codec>{}</Codec>\n  </Video>\n",
+                    v.width, v.height, v.frame_rate, v.bandwidth, v.codec
+                ));
+            }
+            if let Some(a) = stats.audio {
+                xml.push_str(&format!(
+                    "  <Audio>\n    <Bandwidth>{}</Bandwidth>\n    <SampleRate>{}</SampleRate>\n    <Codec>{}</Codec>\n  </Audio>\n",
+                    a.bandwidth, a.sample_rate, a.codec
+                ));
+            }
+        }
+        None if c.status == ChannelStatus::Disabled => xml.push_str("  <Status>Disabled</Status>\n"),
+        None => xml.push_str("  <Status>Idle</Status>\n"),
+    }
+    xml.push_str("</LiveChannelStat>\n");
+    Ok(xml_ok(xml))
+}
+
+async fn history(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssError> {
+    existing(ctx, key).await?;
+    let records = ctx.meta.history(key.bucket(), key.channel(), HISTORY_LEN).await?;
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LiveChannelHistory>\n");
+    for r in records {
+        xml.push_str(&format!(
+            "  <LiveRecord>\n    <StartTime>{}</StartTime>\n    <EndTime>{}</EndTime>\n    <RemoteAddr>{}</RemoteAddr>\n  </LiveRecord>\n",
+            oss_time(r.start),
+            oss_time(r.end),
+            escape(&r.remote_addr)
+        ));
+    }
+    xml.push_str("</LiveChannelHistory>\n");
+    Ok(xml_ok(xml))
+}
+
+// ------------------------------------------------------------------------------------------ status, delete
+
+async fn put_status(ctx: &Context, key: &ChannelKey, status: &str) -> Result<Response<Body>, OssError> {
+    let status = ChannelStatus::parse(status)
+        .ok_or_else(|| OssError::invalid(format!("status {status:?} is not enabled or disabled."), "0017-00000255"))?;
+    if !ctx.meta.set_status(key.bucket(), key.channel(), status).await? {
+        return Err(OssError::no_channel());
+    }
+    if status == ChannelStatus::Disabled && ctx.channels.kick(key) {
+        info!(channel = %key, "channel disabled: the live publisher is disconnected");
+    } else {
+        info!(channel = %key, status = status.as_str(), "channel status set");
+    }
+    Ok(empty_ok(StatusCode::OK))
+}
+
+async fn delete(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssError> {
+    if !ctx.meta.delete_channel(key.bucket(), key.channel()).await? {
+        return Err(OssError::no_channel());
+    }
+    // The record is gone first, so the kicked publisher cannot re-publish into a deleted channel.
+    if ctx.channels.kick(key) {
+        info!(channel = %key, "channel deleted while live: the publisher is disconnected; stored segments are kept");
+    } else {
+        info!(channel = %key, "channel deleted; stored segments are kept");
+    }
+    Ok(empty_ok(StatusCode::NO_CONTENT))
+}
+
+// ------------------------------------------------------------------------------------------ VOD
+
+fn vod_window(start: Option<&str>, end: Option<&str>) -> Result<(u64, u64), OssError> {
+    let parse = |v: Option<&str>, what: &str| {
+        v.and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| OssError::invalid(format!("{what} must be a Unix time in seconds."), "0044-00000402"))
+    };
+    let (s, e) = (parse(start, "startTime")?, parse(end, "endTime")?);
+    if s == 0 || e <= s || e - s > MAX_VOD_SECONDS {
+        return Err(OssError::invalid(
+            format!("The time range [{s}, {e}] is invalid: endTime must be after startTime and at most one day later."),
+            "0044-00000402",
+        ));
+    }
+    Ok((s, e))
+}
+
+async fn vod_playlist(ctx: &Context, key: &ChannelKey, (start, end): (u64, u64)) -> Result<Vec<u8>, OssError> {
+    existing(ctx, key).await?;
+    let from = UNIX_EPOCH + std::time::Duration::from_secs(start);
+    let to = UNIX_EPOCH + std::time::Duration::from_secs(end);
+    let segments = ctx.meta.segments_between(key.bucket(), key.channel(), from, to).await?;
+    if segments.is_empty() {
+        return Err(OssError::new(StatusCode::BAD_REQUEST, "InvalidRequest", "No ts found in the playlist."));
+    }
+    let listed: Vec<PlaylistSegment> = segments
+        .iter()
+        .map(|s| PlaylistSegment {
+            seq: s.seq,
+            duration_90k: (s.duration_ms as i64).saturating_mul(90),
+            discontinuity: s.discontinuity,
+            started_at: s.start,
+        })
+        .collect();
+    let text = render_vod(&listed);
+    if text.len() > MAX_VOD_PLAYLIST {
+        return Err(OssError::new(StatusCode::BAD_REQUEST, "InvalidRequest", "Size of playlist is too big."));
+    }
+    Ok(text)
+}
+
+async fn post_vod(
+    ctx: &Context,
+    key: &ChannelKey,
+    playlist: &str,
+    window: (u64, u64),
+) -> Result<Response<Body>, OssError> {
+    if !playlist.ends_with(".m3u8") {
+        return Err(OssError::invalid("Playlist name must ends with \".m3u8\".", "0044-00000403"));
+    }
+    let path = key
+        .object(playlist)
+        .map_err(|e| OssError::invalid(format!("Playlist name is invalid: {e}."), "0044-00000403"))?;
+    let channel = existing(ctx, key).await?;
+    if channel.settings.playlist_name == playlist {
+        return Err(OssError::invalid("The VOD playlist name is the channel's live playlist name.", "0044-00000403"));
+    }
+    let text = vod_playlist(ctx, key, window).await?;
+    let etag = format!("\"{}\"", &crate::auth::sha256_hex(&text)[..32].to_ascii_uppercase());
+    ctx.store.put(&path, Bytes::from(text)).await.map_err(|e| OssError::internal("VOD playlist write failed", e))?;
+    info!(channel = %key, playlist, start = window.0, end = window.1, "VOD playlist written");
+    let mut resp = empty_ok(StatusCode::OK);
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+async fn get_vod(ctx: &Context, key: &ChannelKey, window: (u64, u64)) -> Result<Response<Body>, OssError> {
+    let text = vod_playlist(ctx, key, window).await?;
+    let mut resp = Response::new(full(Bytes::from(text)));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-mpegURL"));
+    Ok(resp)
+}
+
+// ------------------------------------------------------------------------------------------ responses
+
+fn xml_response(status: StatusCode, xml: String) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::from(xml)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    resp
+}
+
+fn xml_ok(xml: String) -> Response<Body> {
+    xml_response(StatusCode::OK, xml)
+}
+
+fn empty_ok(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<ChannelRecord, OssError> {
+        parse_configuration(body.as_bytes(), "ch1", &ChannelSettings::default(), UNIX_EPOCH)
+    }
+
+    fn code(body: &str) -> (&'static str, Option<&'static str>) {
+        let e = parse(body).unwrap_err();
+        (e.code, e.ec)
+    }
+
+    const T: &str = "<Target><Type>HLS</Type>";
+
+    #[test]
+    fn the_bodies_the_sdks_send_parse() {
+        for file in ["oss2_v1.txt", "oss2_v4.txt", "ossv2_v1.txt", "ossv2_v4.txt"] {
+            let put =
+                crate::auth::captures::load(file).into_iter().find(|c| c.method == "PUT" && c.body.len() > 10).unwrap();
+            let c = parse(&put.body).unwrap();
+            assert_eq!(
+                (c.description.as_str(), c.status, c.settings.frag_duration, c.settings.frag_count),
+                ("demo", ChannelStatus::Enabled, 5, 3)
+            );
+            assert_eq!(c.settings.playlist_name, "playlist.m3u8");
+        }
+        // oss2's default LiveChannelInfo(): empty Description and PlaylistName.
+        let c = parse("<LiveChannelConfiguration><Description /><Status>enabled</Status><Target><Type>HLS</Type><FragDuration>5</FragDuration><FragCount>3</FragCount><PlaylistName /></Target></LiveChannelConfiguration>").unwrap();
+        assert_eq!(c.settings.playlist_name, "playlist.m3u8");
+        assert_eq!(c.description, "");
+        // The seed's example: Snapshot, no PlaylistName, whitespace everywhere.
+        let c = parse("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LiveChannelConfiguration>\n <Description/>\n <Status>enabled</Status>\n <Target>\n  <Type>HLS</Type>\n  <FragDuration>2</FragDuration>\n  <FragCount>3</FragCount>\n </Target>\n <Snapshot>\n  <RoleName>role_for_snapshot</RoleName>\n  <DestBucket>snapshotdest</DestBucket>\n  <NotifyTopic>snapshotnotify</NotifyTopic>\n  <Interval>1</Interval>\n </Snapshot>\n</LiveChannelConfiguration>").unwrap();
+        assert_eq!(c.settings.frag_duration, 2);
+        assert_eq!(c.snapshot.unwrap().dest_bucket.as_deref(), Some("snapshotdest"));
+    }
+
+    #[test]
+    fn every_validation_rule_gives_its_code() {
+        let wrap = |inner: &str| format!("<LiveChannelConfiguration>{inner}</LiveChannelConfiguration>");
+        assert_eq!(
+            code(&wrap(&format!("<Status>on</Status>{T}</Target>"))),
+            ("InvalidArgument", Some("0044-00000002"))
+        );
+        assert_eq!(
+            code(&wrap(&format!("{T}<FragDuration>0</FragDuration><FragCount>3</FragCount></Target>"))),
+            ("InvalidArgument", Some("0044-00000014"))
+        );
+        assert_eq!(
+            code(&wrap(&format!("{T}<FragDuration>5</FragDuration><FragCount>101</FragCount></Target>"))),
+            ("InvalidArgument", Some("0044-00000015"))
+        );
+        assert_eq!(
+            code(&wrap(&format!("{T}<FragDuration>x</FragDuration><FragCount>3</FragCount></Target>"))).1,
+            Some("0044-00000014")
+        );
+        assert_eq!(code(&wrap(&format!("{T}<FragDuration>5</FragDuration></Target>"))).0, "InvalidArgument");
+        assert_eq!(code(&wrap(&format!("{T}<FragCount>5</FragCount></Target>"))).0, "InvalidArgument");
+        assert_eq!(
+            code(&wrap(&format!("{T}<PlaylistName>a.m3u</PlaylistName></Target>"))),
+            ("InvalidArgument", Some("0044-00000017"))
+        );
+        assert_eq!(
+            code(&wrap(&format!("{T}<PlaylistName>a/bc.m3u8</PlaylistName></Target>"))),
+            ("InvalidArgument", Some("0044-00000018"))
+        );
+        assert_eq!(
+            code(&wrap(&format!("{T}<PlaylistName>.m3u8</PlaylistName></Target>"))),
+            ("InvalidArgument", Some("0044-00000016"))
+        );
+        assert_eq!(
+            code(&wrap(&format!("{T}<PlaylistName>{}.m3u8</PlaylistName></Target>", "x".repeat(124)))).1,
+            Some("0044-00000016")
+        );
+        assert_eq!(
+            code(&wrap(&format!("<Description>{}</Description>{T}</Target>", "d".repeat(129)))).0,
+            "InvalidArgument"
+        );
+        assert!(parse(&wrap(&format!("<Description>{}</Description>{T}</Target>", "d".repeat(128)))).is_ok());
+        assert_eq!(code(&wrap("<Target><Type>DASH</Type></Target>")).0, "InvalidArgument");
+        assert_eq!(code(&wrap("<Status>enabled</Status>")).0, "MalformedXML");
+        assert_eq!(
+            code(&wrap(&format!("{T}</Target><Snapshot><Interval>0</Interval></Snapshot>"))).0,
+            "InvalidArgument"
+        );
+        assert_eq!(
+            code(&wrap(&format!("{T}</Target><Snapshot><RoleName>r</RoleName></Snapshot>"))).0,
+            "InvalidArgument"
+        );
+        for bad in [
+            "",
+            "not xml",
+            "<LiveChannelConfiguration><Target>",
+            "<Other><Target><Type>HLS</Type></Target></Other>",
+            "\u{0}",
+        ] {
+            assert_eq!(code(bad).0, "MalformedXML", "{bad:?}");
+        }
+        let c = parse(&wrap(&format!("<Status>disabled</Status>{T}<FragDuration>100</FragDuration><FragCount>1</FragCount><PlaylistName>abcdef.m3u8</PlaylistName></Target>"))).unwrap();
+        assert_eq!((c.status, c.settings.frag_duration, c.settings.frag_count), (ChannelStatus::Disabled, 100, 1));
+    }
+
+    #[test]
+    fn error_bodies_carry_what_the_sdks_read() {
+        let resp = OssError::from(AuthError::Mismatch {
+            key_id: "AK".into(),
+            string_to_sign: "GET\n".into(),
+            provided: "x".into(),
+        })
+        .into_response("h", "RID");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/xml");
+        let resp = OssError::no_channel().into_response("h", "RID");
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(resp.headers()["x-oss-ec"], "0026-00000021");
+    }
+
+    #[test]
+    fn vod_windows_are_checked() {
+        assert!(vod_window(Some("100"), Some("200")).is_ok());
+        for (s, e) in [
+            (Some("0"), Some("0")),
+            (Some("200"), Some("100")),
+            (Some("1"), Some("90000")),
+            (None, Some("1")),
+            (Some("x"), Some("2")),
+        ] {
+            assert_eq!(vod_window(s, e).unwrap_err().code, "InvalidArgument");
+        }
+    }
+}
