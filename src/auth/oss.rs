@@ -235,7 +235,7 @@ pub fn canonical_request_v4(req: &Request, additional: &[String], hashed_payload
             let signed = name.starts_with("x-oss-")
                 || name == "content-type"
                 || name == "content-md5"
-                || additional.iter().any(|a| *a == name);
+                || additional.contains(&name);
             signed.then(|| (name, value.to_str().unwrap_or("").trim().to_owned()))
         })
         .collect();

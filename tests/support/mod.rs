@@ -184,3 +184,42 @@ pub async fn playlist(ts: &TestServer, path: &str) -> m3u8_rs::MediaPlaylist {
         other => panic!("not a media playlist: {other:?}\n{}", resp.text()),
     }
 }
+
+/// One HTTP/1.1 request with a body.
+pub async fn http_request_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect http");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await.expect("http timeout").unwrap();
+    parse_response(&raw, method == "HEAD")
+}
+
+/// Sends a fixture's tags paced at real time (timestamps continue from `offset_ms`), until done or error.
+pub async fn send_paced(p: &mut Publisher, tags: &[Tag], offset_ms: u32) -> Result<(), ClientError> {
+    let start = tokio::time::Instant::now();
+    let first = tags.iter().find(|t| t.kind != TagKind::Script).map_or(0, |t| t.timestamp_ms);
+    for tag in tags.iter().filter(|t| t.kind != TagKind::Script) {
+        let due = start + Duration::from_millis(u64::from(tag.timestamp_ms.saturating_sub(first)));
+        if due > tokio::time::Instant::now() {
+            p.flush_queued().await?;
+            tokio::time::sleep_until(due).await;
+        }
+        p.queue_tag(tag.kind, tag.body.clone(), tag.timestamp_ms.wrapping_add(offset_ms))?;
+    }
+    p.flush_queued().await
+}
