@@ -224,6 +224,10 @@ async fn route(ctx: &Context, req: Request<Incoming>, host: &str) -> Result<Resp
             if file.contains('/') {
                 return Err(no_such_key());
             }
+            if let (Some("hls/sign"), Principal::Key(id), true) = (param("x-oss-process"), &principal, file.ends_with(".m3u8")) {
+                let expires = param("Expires").and_then(|e| e.parse().ok());
+                return signed_playlist(ctx, &key, file, id, expires).await;
+            }
             Ok(crate::http::get_object(ctx, &req, &key, file).await)
         }
         _ => Err(method_not_allowed()),
@@ -738,6 +742,57 @@ async fn get_vod(ctx: &Context, key: &ChannelKey, window: (u64, u64)) -> Result<
     let mut resp = Response::new(full(Bytes::from(text)));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-mpegURL"));
     Ok(resp)
+}
+
+// ------------------------------------------------------------------------------------------ hls/sign
+
+/// OSS's `x-oss-process=hls/sign` for private buckets: the playlist, fetched with a signed request, comes
+/// back with every segment URI presigned (same key; the request's `Expires`, or an hour), so a player given
+/// one signed playlist URL can fetch the segments too.
+async fn signed_playlist(
+    ctx: &Context,
+    key: &ChannelKey,
+    file: &str,
+    key_id: &str,
+    expires: Option<u64>,
+) -> Result<Response<Body>, OssError> {
+    let secret = ctx.keys.secret(key_id).ok_or_else(|| OssError::denied("The signing key is gone."))?;
+    let path = key.object(file).map_err(|_| no_such_key())?;
+    let bytes = match ctx.store.get(&path, Default::default()).await {
+        Ok(found) => found.bytes().await.map_err(|e| OssError::internal("playlist read failed", e))?,
+        Err(object_store::Error::NotFound { .. }) => return Err(no_such_key()),
+        Err(e) => return Err(OssError::internal("playlist read failed", e)),
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| OssError::internal("playlist read failed", "not UTF-8"))?;
+    let expires = expires.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) + 3600);
+    let mut out = String::with_capacity(text.len() * 2);
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') || line.contains("://") || line.contains('?') {
+            out.push_str(line);
+        } else {
+            out.push_str(&presign_get(key, line, key_id, secret, expires));
+        }
+        out.push('\n');
+    }
+    let mut resp = Response::new(full(Bytes::from(out)));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.apple.mpegurl"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+/// `file?OSSAccessKeyId=..&Expires=..&Signature=..`: a V1 presigned GET of a file in the channel's folder.
+fn presign_get(key: &ChannelKey, file: &str, key_id: &str, secret: &str, expires: u64) -> String {
+    let object = format!("{}/{file}", key.channel());
+    let headers = hyper::HeaderMap::new();
+    let req = crate::auth::oss::Request { method: "GET", bucket: Some(key.bucket()), key: &object, query: &[], headers: &headers };
+    let signature = crate::auth::oss::sign_v1(secret, &crate::auth::oss::string_to_sign_v1(&req, &expires.to_string()));
+    format!(
+        "{}?OSSAccessKeyId={}&Expires={expires}&Signature={}",
+        crate::auth::uri_encode(file, false),
+        crate::auth::uri_encode(key_id, false),
+        crate::auth::uri_encode(&signature, false)
+    )
 }
 
 // ------------------------------------------------------------------------------------------ responses
