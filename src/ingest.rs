@@ -39,6 +39,8 @@ pub struct IngestStats {
     /// First and last DTS seen, for bitrates and frame rate.
     pub first_dts: Option<Timestamp90k>,
     pub last_dts: Option<Timestamp90k>,
+    /// First and last video DTS: the frame rate must not count time when only audio flowed.
+    pub video_dts: Option<(Timestamp90k, Timestamp90k)>,
 }
 
 impl IngestStats {
@@ -50,7 +52,7 @@ impl IngestStats {
     }
 
     pub fn frame_rate(&self) -> Option<f64> {
-        let secs = self.media_seconds();
+        let secs = self.video_dts.map_or(0.0, |(first, last)| (last - first).as_secs_f64());
         (secs > 0.5 && self.video_frames > 1).then(|| (self.video_frames - 1) as f64 / secs)
     }
 }
@@ -94,6 +96,8 @@ impl Ingest {
                 let pts = dts + Timestamp90k::from_millis(i64::from(composition_ms));
                 self.stats.video_frames += 1;
                 self.stats.video_bytes += body.len() as u64;
+                let span = self.stats.video_dts.get_or_insert((dts, dts));
+                span.1 = span.1.max(dts);
                 let frame = Frame { track: Track::Video, dts, pts, keyframe, payload: nalus };
                 self.push(frame, now, out)
             }

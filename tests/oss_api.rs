@@ -231,19 +231,23 @@ async fn a_private_channel_lives_through_every_operation() {
     let expires = (unix_now() + 600).to_string();
     let process = parse_query("x-oss-process=hls/sign").unwrap();
     let empty_headers = HeaderMap::new();
-    let req = Request { method: "GET", bucket: Some(PRIVATE), key: "ch1/vod.m3u8", query: &process, headers: &empty_headers };
+    let req =
+        Request { method: "GET", bucket: Some(PRIVATE), key: "ch1/vod.m3u8", query: &process, headers: &empty_headers };
     let sig = uri_encode(&sign_v1(SK, &string_to_sign_v1(&req, &expires)), false);
-    let url = format!("/{PRIVATE}/ch1/vod.m3u8?x-oss-process=hls%2Fsign&OSSAccessKeyId={AK}&Expires={expires}&Signature={sig}");
+    let url = format!(
+        "/{PRIVATE}/ch1/vod.m3u8?x-oss-process=hls%2Fsign&OSSAccessKeyId={AK}&Expires={expires}&Signature={sig}"
+    );
     let signed = http_request(http, "GET", &url, &[]).await;
     assert_eq!(signed.status, 200, "{}", signed.text());
     let uris: Vec<String> = signed.text().lines().filter(|l| l.contains(".ts?")).map(str::to_owned).collect();
     assert_eq!(uris.len(), listed, "{}", signed.text());
     for uri in &uris {
-        let seg = http_request(http, "GET", &format!("/{PRIVATE}/ch1/{uri}"), &[]).await;
+        assert!(uri.starts_with(&format!("/{PRIVATE}/ch1/")), "{uri}");
+        let seg = http_request(http, "GET", uri, &[]).await;
         assert_eq!((seg.status, seg.body.first()), (200, Some(&0x47)), "{uri}");
     }
     let forged = uris[0].replace("Signature=", "Signature=x");
-    assert_error(&http_request(http, "GET", &format!("/{PRIVATE}/ch1/{forged}"), &[]).await, 403, "SignatureDoesNotMatch");
+    assert_error(&http_request(http, "GET", &forged, &[]).await, 403, "SignatureDoesNotMatch");
     let empty = format!("endTime={}&startTime={}&vod=", unix_now() - 3000, unix_now() - 4000);
     assert_error(&oss.call("GET", "ch1", &empty, b"").await, 400, "InvalidRequest");
     assert_error(&oss.call("GET", "ch1", "endTime=0&startTime=0&vod=", b"").await, 400, "InvalidArgument");

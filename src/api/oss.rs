@@ -224,9 +224,11 @@ async fn route(ctx: &Context, req: Request<Incoming>, host: &str) -> Result<Resp
             if file.contains('/') {
                 return Err(no_such_key());
             }
-            if let (Some("hls/sign"), Principal::Key(id), true) = (param("x-oss-process"), &principal, file.ends_with(".m3u8")) {
+            if let (Some("hls/sign"), Principal::Key(id), true) =
+                (param("x-oss-process"), &principal, file.ends_with(".m3u8"))
+            {
                 let expires = param("Expires").and_then(|e| e.parse().ok());
-                return signed_playlist(ctx, &key, file, id, expires).await;
+                return signed_playlist(ctx, &key, file, id, expires, at.vhost).await;
             }
             Ok(crate::http::get_object(ctx, &req, &key, file).await)
         }
@@ -755,6 +757,7 @@ async fn signed_playlist(
     file: &str,
     key_id: &str,
     expires: Option<u64>,
+    vhost: bool,
 ) -> Result<Response<Body>, OssError> {
     let secret = ctx.keys.secret(key_id).ok_or_else(|| OssError::denied("The signing key is gone."))?;
     let path = key.object(file).map_err(|_| no_such_key())?;
@@ -764,12 +767,22 @@ async fn signed_playlist(
         Err(e) => return Err(OssError::internal("playlist read failed", e)),
     };
     let text = std::str::from_utf8(&bytes).map_err(|_| OssError::internal("playlist read failed", "not UTF-8"))?;
-    let expires = expires.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) + 3600);
+    let expires =
+        expires.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) + 3600);
     let mut out = String::with_capacity(text.len() * 2);
     for line in text.lines() {
         if line.is_empty() || line.starts_with('#') || line.contains("://") || line.contains('?') {
             out.push_str(line);
         } else {
+            // An absolute path, not a relative URI: oss2 requests the playlist as `/bucket/ch%2Fvod.m3u8`,
+            // against which a relative `0.ts` would resolve outside the channel.
+            if !vhost {
+                out.push('/');
+                out.push_str(&crate::auth::uri_encode(key.bucket(), false));
+            }
+            out.push('/');
+            out.push_str(&crate::auth::uri_encode(key.channel(), false));
+            out.push('/');
             out.push_str(&presign_get(key, line, key_id, secret, expires));
         }
         out.push('\n');
@@ -785,7 +798,13 @@ async fn signed_playlist(
 fn presign_get(key: &ChannelKey, file: &str, key_id: &str, secret: &str, expires: u64) -> String {
     let object = format!("{}/{file}", key.channel());
     let headers = hyper::HeaderMap::new();
-    let req = crate::auth::oss::Request { method: "GET", bucket: Some(key.bucket()), key: &object, query: &[], headers: &headers };
+    let req = crate::auth::oss::Request {
+        method: "GET",
+        bucket: Some(key.bucket()),
+        key: &object,
+        query: &[],
+        headers: &headers,
+    };
     let signature = crate::auth::oss::sign_v1(secret, &crate::auth::oss::string_to_sign_v1(&req, &expires.to_string()));
     format!(
         "{}?OSSAccessKeyId={}&Expires={expires}&Signature={}",

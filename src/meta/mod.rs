@@ -228,12 +228,21 @@ impl Meta {
         rows.iter().map(channel_from_row).collect()
     }
 
+    /// Deletes the channel and its push history (a channel created later under the same name starts
+    /// afresh). The segment index stays, like the segments themselves.
     pub async fn delete_channel(&self, bucket: &str, name: &str) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM channels WHERE bucket = ? AND name = ?")
             .bind(bucket)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM push_history WHERE bucket = ? AND channel = ? AND end_ms IS NOT NULL")
+            .bind(bucket)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
