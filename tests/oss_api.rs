@@ -305,6 +305,8 @@ async fn credentials_and_acls_are_enforced() {
     );
 
     assert_error(&oss.call("GET", "", "", b"").await, 404, "NoSuchKey");
+    assert_error(&oss.call("GET", "c/999.ts", "", b"").await, 404, "NoSuchKey");
+    assert_error(&oss.call("GET", "c/notes.txt", "", b"").await, 404, "NoSuchKey");
     let nobucket = Oss::new(ts.http(), "nosuchbucket");
     assert_error(&nobucket.call("GET", "", "live=", b"").await, 404, "NoSuchBucket");
 }

@@ -73,7 +73,7 @@ impl OssError {
         OssError::new(StatusCode::FORBIDDEN, "AccessDenied", message)
     }
 
-    fn internal(what: &str, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> Self {
         warn!(error = %e, "{what}");
         OssError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -219,10 +219,10 @@ async fn route(ctx: &Context, req: Request<Incoming>, host: &str) -> Result<Resp
     }
     match method {
         Method::GET | Method::HEAD => {
-            let (channel, file) = at.key.split_once('/').ok_or_else(no_such_key)?;
-            let key = ChannelKey::new(&at.bucket.name, channel).map_err(|_| no_such_key())?;
+            let (channel, file) = at.key.split_once('/').ok_or_else(OssError::no_such_key)?;
+            let key = ChannelKey::new(&at.bucket.name, channel).map_err(|_| OssError::no_such_key())?;
             if file.contains('/') {
-                return Err(no_such_key());
+                return Err(OssError::no_such_key());
             }
             if let (Some("hls/sign"), Principal::Key(id), true) =
                 (param("x-oss-process"), &principal, file.ends_with(".m3u8"))
@@ -230,7 +230,7 @@ async fn route(ctx: &Context, req: Request<Incoming>, host: &str) -> Result<Resp
                 let expires = param("Expires").and_then(|e| e.parse().ok());
                 return signed_playlist(ctx, &key, file, id, expires, at.vhost).await;
             }
-            Ok(crate::http::get_object(ctx, &req, &key, file).await)
+            crate::http::get_object(ctx, &req, &key, file).await
         }
         _ => Err(method_not_allowed()),
     }
@@ -286,8 +286,10 @@ fn method_not_allowed() -> OssError {
     )
 }
 
-fn no_such_key() -> OssError {
-    OssError::new(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist.")
+impl OssError {
+    pub(crate) fn no_such_key() -> Self {
+        OssError::new(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist.")
+    }
 }
 
 /// Channel names: 1..=64 bytes of UTF-8 without `/` or `\` (OSS), and none of the characters our object
@@ -760,10 +762,10 @@ async fn signed_playlist(
     vhost: bool,
 ) -> Result<Response<Body>, OssError> {
     let secret = ctx.keys.secret(key_id).ok_or_else(|| OssError::denied("The signing key is gone."))?;
-    let path = key.object(file).map_err(|_| no_such_key())?;
+    let path = key.object(file).map_err(|_| OssError::no_such_key())?;
     let bytes = match ctx.store.get(&path, Default::default()).await {
         Ok(found) => found.bytes().await.map_err(|e| OssError::internal("playlist read failed", e))?,
-        Err(object_store::Error::NotFound { .. }) => return Err(no_such_key()),
+        Err(object_store::Error::NotFound { .. }) => return Err(OssError::no_such_key()),
         Err(e) => return Err(OssError::internal("playlist read failed", e)),
     };
     let text = std::str::from_utf8(&bytes).map_err(|_| OssError::internal("playlist read failed", "not UTF-8"))?;

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::api::oss::OssError;
 use crate::auth::Keys;
 use crate::channels::Channels;
 use crate::config::Config;
@@ -142,7 +143,12 @@ pub(crate) fn virtual_host_bucket<'a>(config: &Config, host: &'a str) -> Option<
 }
 
 /// Serves one object of a channel's folder (the API has addressed and authorized the request).
-pub(crate) async fn get_object(ctx: &Context, req: &Request<Incoming>, key: &ChannelKey, file: &str) -> Response<Body> {
+pub(crate) async fn get_object(
+    ctx: &Context,
+    req: &Request<Incoming>,
+    key: &ChannelKey,
+    file: &str,
+) -> Result<Response<Body>, OssError> {
     let (content_type, cache_control) = if file.ends_with(".m3u8") {
         // Players poll the live playlist; it must not be cached for longer than a fraction of a segment.
         ("application/vnd.apple.mpegurl", "max-age=1")
@@ -150,20 +156,15 @@ pub(crate) async fn get_object(ctx: &Context, req: &Request<Incoming>, key: &Cha
         // A segment name is never reused (sequence numbers only grow), so its bytes never change.
         ("video/mp2t", "max-age=86400, immutable")
     } else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+        return Err(OssError::no_such_key());
     };
-    let Ok(path) = key.object(file) else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
-    };
+    let path = key.object(file).map_err(|_| OssError::no_such_key())?;
     let range_header = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
     let mut status = StatusCode::OK;
     let mut options = GetOptions { head: req.method() == Method::HEAD, ..Default::default() };
     let mut content_range = None;
     if let Some(spec) = range_header.and_then(range::parse) {
-        let size = match ctx.store.objects().head(&path).await {
-            Ok(meta) => meta.size,
-            Err(e) => return store_error(e),
-        };
+        let size = ctx.store.objects().head(&path).await.map_err(store_error)?.size;
         match spec.resolve(size) {
             Some(r) => {
                 content_range = Some(format!("bytes {}-{}/{size}", r.start, r.end - 1));
@@ -173,14 +174,11 @@ pub(crate) async fn get_object(ctx: &Context, req: &Request<Incoming>, key: &Cha
             None => {
                 let mut resp = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
                 resp.headers_mut().insert(header::CONTENT_RANGE, header_value(&format!("bytes */{size}")));
-                return resp;
+                return Ok(resp);
             }
         }
     }
-    let result = match ctx.store.get(&path, options).await {
-        Ok(r) => r,
-        Err(e) => return store_error(e),
-    };
+    let result = ctx.store.get(&path, options).await.map_err(store_error)?;
     let length = result.range.end - result.range.start;
     let etag = result.meta.e_tag.clone();
     let modified = result.meta.last_modified;
@@ -204,16 +202,13 @@ pub(crate) async fn get_object(ctx: &Context, req: &Request<Incoming>, key: &Cha
     if let Some(cr) = content_range {
         h.insert(header::CONTENT_RANGE, header_value(&cr));
     }
-    resp
+    Ok(resp)
 }
 
-fn store_error(e: object_store::Error) -> Response<Body> {
+fn store_error(e: object_store::Error) -> OssError {
     match e {
-        object_store::Error::NotFound { .. } => text(StatusCode::NOT_FOUND, "not found\n"),
-        other => {
-            warn!(error = %other, "storage read failed");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "storage error\n")
-        }
+        object_store::Error::NotFound { .. } => OssError::no_such_key(),
+        other => OssError::internal("storage read failed", other),
     }
 }
 
