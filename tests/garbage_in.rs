@@ -1,9 +1,13 @@
 //! Bytes from outside never panic the parsers or the ingest path: arbitrary FLV tag bodies, AVC and AAC
-//! configurations, FLV files, and streams of random tags all give values or errors.
+//! configurations, FLV files, streams of random tags, LiveChannelConfiguration bodies, OSS credentials
+//! and signed RTMP query strings all give values or errors.
 
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use livechannel::api::oss::parse_configuration;
+use livechannel::auth::{Keys, oss, parse_query};
+use livechannel::config::{AccessKey, ChannelSettings};
 use livechannel::flv::{self, avc, file};
 use livechannel::hls::SegmenterConfig;
 use livechannel::ingest::Ingest;
@@ -47,5 +51,37 @@ proptest! {
             };
         }
         ingest.finish(&mut out);
+    }
+
+    #[test]
+    fn channel_configuration_bodies_of_any_shape_give_a_record_or_an_error(
+        parts in proptest::collection::vec(proptest::sample::select(vec![
+            "<LiveChannelConfiguration>", "</LiveChannelConfiguration>", "<Target>", "</Target>", "<Type>HLS</Type>",
+            "<FragDuration>", "</FragDuration>", "<FragCount>3</FragCount>", "<PlaylistName>", "</PlaylistName>",
+            "<Snapshot>", "</Snapshot>", "<Interval>", "</Interval>", "<Status>", "</Status>", "<Description/>",
+            "5", "-1", "99999999999999999999", "a.m3u8", "&amp;", "&bogus;", "<![CDATA[x]]>", "<!--c-->", "\u{0}", "é",
+        ]), 0..24),
+    ) {
+        let body = parts.concat();
+        let _ = parse_configuration(body.as_bytes(), "ch", &ChannelSettings::default(), SystemTime::now());
+    }
+
+    #[test]
+    fn credentials_of_any_shape_give_a_principal_or_an_error(
+        auth in "(OSS |OSS4-HMAC-SHA256 )?[A-Za-z0-9=,/:; +]{0,80}",
+        date in "[A-Za-z0-9 ,:]{0,40}",
+        query in "[A-Za-z0-9=&%+._-]{0,80}",
+    ) {
+        let keys = Keys::new(vec![AccessKey { id: "AK".into(), secret: "SK".into() }]);
+        let mut headers = hyper::HeaderMap::new();
+        if let (Ok(a), Ok(d)) = (hyper::header::HeaderValue::from_str(&auth), hyper::header::HeaderValue::from_str(&date)) {
+            headers.insert("authorization", a);
+            headers.insert("date", d.clone());
+            headers.insert("x-oss-date", d);
+        }
+        let params = parse_query(&query).unwrap_or_default();
+        let req = oss::Request { method: "GET", bucket: Some("b"), key: "k", query: &params, headers: &headers };
+        let _ = oss::verify(&req, &keys, SystemTime::now());
+        let _ = oss::verify_rtmp("b", "k", &params, &keys, SystemTime::now());
     }
 }
