@@ -35,6 +35,29 @@ pub struct ConfigFile {
     pub storage: Option<StorageConfig>,
     #[serde(default)]
     pub limits: LimitsFile,
+    #[serde(default)]
+    pub notify: NotifyFile,
+    /// Static `X-Auth-Token` values for the Huawei-style API, each bound to one project id.
+    #[serde(default)]
+    pub auth_tokens: Vec<AuthToken>,
+}
+
+/// Callback delivery (`[notify]`): per-attempt timeout, attempts, backoff, concurrency per destination.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub retry_base_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
+    pub concurrency_per_destination: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthToken {
+    pub token: String,
+    pub project_id: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +189,8 @@ pub struct Config {
     pub buckets: Vec<Bucket>,
     pub storage: Option<StorageConfig>,
     pub limits: Limits,
+    pub notify: crate::notify::NotifyConfig,
+    pub auth_tokens: Vec<AuthToken>,
 }
 
 impl Default for Config {
@@ -247,7 +272,29 @@ impl Config {
         if limits.max_rtmp_connections == 0 || limits.storage_queue_bytes < 256 * 1024 {
             return Err(invalid("[limits] max_rtmp_connections must be > 0 and storage_queue_bytes >= 262144".into()));
         }
+        let d = crate::notify::NotifyConfig::default();
+        let ms = std::time::Duration::from_millis;
+        let notify = crate::notify::NotifyConfig {
+            timeout: file.notify.timeout_ms.map_or(d.timeout, ms),
+            max_attempts: file.notify.max_attempts.unwrap_or(d.max_attempts),
+            retry_base: file.notify.retry_base_ms.map_or(d.retry_base, ms),
+            retry_max: file.notify.retry_max_ms.map_or(d.retry_max, ms),
+            concurrency_per_destination: file
+                .notify
+                .concurrency_per_destination
+                .unwrap_or(d.concurrency_per_destination),
+        };
+        if notify.max_attempts == 0 || notify.concurrency_per_destination == 0 || notify.timeout.is_zero() {
+            return Err(invalid(
+                "[notify] timeout_ms, max_attempts and concurrency_per_destination must be > 0".into(),
+            ));
+        }
+        if file.auth_tokens.iter().any(|t| t.token.len() < 16 || t.project_id.is_empty()) {
+            return Err(invalid("[[auth_tokens]] token must be at least 16 characters and project_id set".into()));
+        }
         Ok(Config {
+            notify,
+            auth_tokens: file.auth_tokens,
             rtmp_listen: file.rtmp_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1935))),
             http_listen: file.http_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: file.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
@@ -263,6 +310,20 @@ impl Config {
 
     pub fn bucket(&self, name: &str) -> Option<&Bucket> {
         self.buckets.iter().find(|b| b.name == name)
+    }
+
+    /// The bucket a vendor API's domain names: the bucket's own name, `<bucket>.<base_domain>`, or one of
+    /// the bucket's `domains` aliases (DESIGN.md §1).
+    pub fn bucket_for_domain(&self, domain: &str) -> Option<&Bucket> {
+        let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        self.buckets.iter().find(|b| {
+            b.name == domain
+                || b.domains.iter().any(|d| d.eq_ignore_ascii_case(&domain))
+                || self
+                    .base_domain
+                    .as_deref()
+                    .is_some_and(|base| domain == format!("{}.{}", b.name, base.to_ascii_lowercase()))
+        })
     }
 
     /// The bucket used when a publish URL names none (app `live`).

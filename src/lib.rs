@@ -29,6 +29,7 @@ pub mod http;
 pub mod ingest;
 pub mod media;
 pub mod meta;
+pub mod notify;
 pub mod rtmp;
 pub mod server;
 pub mod storage;

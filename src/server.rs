@@ -15,6 +15,8 @@ use crate::auth::Keys;
 use crate::channels::Channels;
 use crate::config::{Acl, Config};
 use crate::meta::Meta;
+use crate::notify::Notifier;
+use crate::notify::sender::Sender;
 use crate::storage::sink::Stored;
 use crate::storage::{StorageError, Store};
 use crate::{http, rtmp};
@@ -85,6 +87,7 @@ impl Server {
             warn!(pushes = recovered, "closed push-history records left open by an unclean stop");
         }
         let keys = Keys::new(config.access_keys.clone());
+        let notifier = Notifier::new(meta.clone(), rtmp_addr.ip().to_string());
         let endpoint = config.public_endpoint.clone().unwrap_or_else(|| http_addr.to_string());
 
         let config = Arc::new(config);
@@ -97,6 +100,7 @@ impl Server {
             store: store.clone(),
             meta: meta.clone(),
             keys: keys.clone(),
+            notifier: notifier.clone(),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             connection_slots: Arc::new(Semaphore::new(config.limits.max_rtmp_connections)),
@@ -113,6 +117,8 @@ impl Server {
             tracker: tracker.clone(),
             rtmp: Some(Arc::clone(&rtmp_ctx)),
         });
+        let sender = Arc::new(Sender::new(meta.clone(), config.notify.clone(), notifier.wake_handle()));
+        tracker.spawn(sender.run(shutdown.clone(), tracker.clone()));
         tracker.spawn(rtmp::serve(rtmp_listener, rtmp_ctx));
         tracker.spawn(http::serve(http_listener, http_ctx));
         // Scripts and tests read this line to find the ports when they asked for port 0.

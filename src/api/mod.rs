@@ -1,8 +1,10 @@
 //! Control-plane dialects on the HTTP listener, each mapped onto the same channels, metadata and storage:
-//! `oss` is the OSS LiveChannel XML API (and the ACL-checked object reads players make).
+//! `oss` is the OSS LiveChannel XML API (and the ACL-checked object reads players make); `huawei` the
+//! Huawei-style callback configuration (JSON under `/v1/{project_id}/`).
 //!
 //! Each dialect maps errors to its own wire format once (OSS: XML `<Error>` bodies).
 
+pub mod huawei;
 pub mod oss;
 
 use std::sync::atomic::{AtomicU64, Ordering};

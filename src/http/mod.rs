@@ -114,6 +114,8 @@ pub async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -
     let request_id = crate::api::request_id();
     let mut response = match method {
         Method::OPTIONS => preflight(req.headers()),
+        // OSS bucket names are at least 3 characters, so `/v1/` never names a bucket.
+        _ if path.starts_with("/v1/") => crate::api::huawei::handle(ctx, req, &request_id).await,
         _ => crate::api::oss::handle(ctx, req, &request_id).await,
     };
     if method == Method::HEAD {

@@ -5,6 +5,8 @@
 //! Not here: what the API or RTMP make of the records (validation happens before anything is written).
 //! sqlx runs SQLite on its own worker threads, so no query blocks the reactor.
 
+pub mod notify;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -87,7 +89,7 @@ pub struct SegmentRecord {
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Meta {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 pub fn millis(t: SystemTime) -> i64 {

@@ -30,6 +30,7 @@ use crate::config::{Acl, Bucket, Config};
 use crate::hls::{Output, SegmenterConfig};
 use crate::ingest::{Ingest, IngestError};
 use crate::meta::{ChannelStatus, Meta};
+use crate::notify::{Notifier, PublishEvent};
 use crate::storage::sink::{Sink, SinkCounters, Stored};
 use crate::storage::{ChannelKey, Store};
 
@@ -65,6 +66,7 @@ pub struct Context {
     pub store: Store,
     pub meta: Meta,
     pub keys: Keys,
+    pub notifier: Notifier,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub connection_slots: Arc<Semaphore>,
@@ -124,6 +126,8 @@ struct Publish {
     started: SystemTime,
     /// The push-history record of this publish (closed when it ends).
     push_id: Option<i64>,
+    /// What the publish callbacks say about this session (the stop event repeats the start's fields).
+    event: PublishEvent,
     /// When the stats GetLiveChannelStat reads were last refreshed, and the byte counts then.
     stats_at: std::time::Instant,
     stats_bytes: (u64, u64),
@@ -351,6 +355,15 @@ impl Connection {
                 None
             }
         };
+        let event = PublishEvent {
+            bucket: bucket.name.clone(),
+            channel: name.to_owned(),
+            remote: self.remote,
+            user_args: stream_key.split_once('?').map_or("", |(_, q)| q).to_owned(),
+            publish_started: SystemTime::now(),
+            publish_id: guard.publish_id(),
+        };
+        self.ctx.notifier.publish(&event, true).await;
         let segmenter = SegmenterConfig::new(settings.frag_duration);
         let capacity = (self.ctx.config.limits.storage_queue_bytes / segmenter.chunk_size).max(4);
         let (tx, rx) = mpsc::channel(capacity);
@@ -388,6 +401,7 @@ impl Connection {
             dropped_segments: 0,
             started: SystemTime::now(),
             push_id,
+            event,
             stats_at: std::time::Instant::now(),
             stats_bytes: (0, 0),
         })
@@ -462,6 +476,7 @@ impl Connection {
                 warn!(channel = %publish.guard.key(), error = %e, "cannot close the push-history record (the next start will)");
             }
         }
+        self.ctx.notifier.publish(&publish.event, false).await;
         // Dropping the guard makes the channel idle; dropping tx lets the sink drain and finish.
     }
 }

@@ -1,0 +1,372 @@
+//! Callback configuration, the outbox and the delivery log (schema: `migrations/0002_notify.sql`).
+
+use std::time::SystemTime;
+
+use sqlx::Row;
+
+use super::{Meta, MetaError, from_millis, millis};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishNotify {
+    pub domain: String,
+    pub url: String,
+    pub auth_sign_key: String,
+    pub call_back_area: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordCallback {
+    pub id: String,
+    pub domain: String,
+    pub app: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub sign_type: String,
+    pub sign_key: String,
+    pub created: SystemTime,
+    pub updated: SystemTime,
+}
+
+/// A callback waiting in (or done with) the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub kind: String,
+    pub bucket: String,
+    pub channel: String,
+    pub url: String,
+    pub payload: String,
+    pub sign_key: String,
+    pub idempotency_key: String,
+    pub attempts: u32,
+}
+
+/// What a new outbox entry carries.
+#[derive(Debug, Clone)]
+pub struct NewCallback {
+    pub kind: &'static str,
+    pub bucket: String,
+    pub channel: String,
+    pub url: String,
+    pub payload: String,
+    pub sign_key: String,
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub time: SystemTime,
+    pub url: String,
+    pub request_headers: String,
+    pub request_body: String,
+    pub status: Option<u16>,
+    pub response_body: String,
+    pub success: bool,
+    pub error: String,
+    pub cost_ms: u64,
+}
+
+impl Meta {
+    /// Sets the bucket's stream-notification URL; returns true when one existed (replaced).
+    pub async fn put_publish_notify(&self, bucket: &str, n: &PublishNotify) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let existed = sqlx::query("SELECT 1 FROM huawei_publish_notify WHERE bucket = ?")
+            .bind(bucket)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        sqlx::query(
+            "INSERT INTO huawei_publish_notify (bucket, domain, url, auth_sign_key, call_back_area, updated_ms)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (bucket) DO UPDATE SET domain = excluded.domain, url = excluded.url,
+                 auth_sign_key = excluded.auth_sign_key, call_back_area = excluded.call_back_area,
+                 updated_ms = excluded.updated_ms",
+        )
+        .bind(bucket)
+        .bind(&n.domain)
+        .bind(&n.url)
+        .bind(&n.auth_sign_key)
+        .bind(&n.call_back_area)
+        .bind(millis(SystemTime::now()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(existed)
+    }
+
+    pub async fn get_publish_notify(&self, bucket: &str) -> Result<Option<PublishNotify>, MetaError> {
+        let row = sqlx::query(
+            "SELECT domain, url, auth_sign_key, call_back_area FROM huawei_publish_notify WHERE bucket = ?",
+        )
+        .bind(bucket)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(PublishNotify {
+                domain: r.try_get(0)?,
+                url: r.try_get(1)?,
+                auth_sign_key: r.try_get(2)?,
+                call_back_area: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn delete_publish_notify(&self, bucket: &str) -> Result<bool, MetaError> {
+        let done =
+            sqlx::query("DELETE FROM huawei_publish_notify WHERE bucket = ?").bind(bucket).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Inserts a recording callback; `Ok(false)` when (domain, app) already has one.
+    pub async fn insert_record_callback(&self, bucket: &str, c: &RecordCallback) -> Result<bool, MetaError> {
+        let done = sqlx::query(
+            "INSERT INTO huawei_record_callbacks (id, bucket, domain, app, url, events, sign_type, sign_key,
+                 created_ms, updated_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&c.id)
+        .bind(bucket)
+        .bind(&c.domain)
+        .bind(&c.app)
+        .bind(&c.url)
+        .bind(serde_json::to_string(&c.events).unwrap_or_else(|_| "[]".into()))
+        .bind(&c.sign_type)
+        .bind(&c.sign_key)
+        .bind(millis(c.created))
+        .bind(millis(c.updated))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Replaces a recording callback by id; `Ok(false)` when there is none (or (domain, app) is taken).
+    pub async fn update_record_callback(&self, bucket: &str, c: &RecordCallback) -> Result<bool, MetaError> {
+        let done = sqlx::query(
+            "UPDATE OR IGNORE huawei_record_callbacks SET bucket = ?, domain = ?, app = ?, url = ?, events = ?,
+                 sign_type = ?, sign_key = ?, updated_ms = ? WHERE id = ?",
+        )
+        .bind(bucket)
+        .bind(&c.domain)
+        .bind(&c.app)
+        .bind(&c.url)
+        .bind(serde_json::to_string(&c.events).unwrap_or_else(|_| "[]".into()))
+        .bind(&c.sign_type)
+        .bind(&c.sign_key)
+        .bind(millis(c.updated))
+        .bind(&c.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn delete_record_callback(&self, id: &str) -> Result<bool, MetaError> {
+        let done = sqlx::query("DELETE FROM huawei_record_callbacks WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Recording callbacks, filtered by domain and app when given, ordered by creation.
+    pub async fn list_record_callbacks(
+        &self,
+        domain: Option<&str>,
+        app: Option<&str>,
+        bucket: Option<&str>,
+    ) -> Result<Vec<RecordCallback>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT id, domain, app, url, events, sign_type, sign_key, created_ms, updated_ms
+             FROM huawei_record_callbacks
+             WHERE (? IS NULL OR domain = ?) AND (? IS NULL OR app = ?) AND (? IS NULL OR bucket = ?)
+             ORDER BY created_ms, id",
+        )
+        .bind(domain)
+        .bind(domain)
+        .bind(app)
+        .bind(app)
+        .bind(bucket)
+        .bind(bucket)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let events: String = r.try_get(4)?;
+                Ok(RecordCallback {
+                    id: r.try_get(0)?,
+                    domain: r.try_get(1)?,
+                    app: r.try_get(2)?,
+                    url: r.try_get(3)?,
+                    events: serde_json::from_str(&events).map_err(|e| MetaError::Corrupt(e.to_string()))?,
+                    sign_type: r.try_get(5)?,
+                    sign_key: r.try_get(6)?,
+                    created: from_millis(r.try_get(7)?),
+                    updated: from_millis(r.try_get(8)?),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn get_record_callback(&self, id: &str) -> Result<Option<RecordCallback>, MetaError> {
+        Ok(self.list_record_callbacks(None, None, None).await?.into_iter().find(|c| c.id == id))
+    }
+
+    /// Writes callbacks to the outbox in one transaction (all or none), due now.
+    pub async fn enqueue(&self, callbacks: &[NewCallback]) -> Result<(), MetaError> {
+        let now = millis(SystemTime::now());
+        let mut tx = self.pool.begin().await?;
+        for c in callbacks {
+            sqlx::query(
+                "INSERT INTO outbox (kind, bucket, channel, url, payload, sign_key, idempotency_key, created_ms,
+                     next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(c.kind)
+            .bind(&c.bucket)
+            .bind(&c.channel)
+            .bind(&c.url)
+            .bind(&c.payload)
+            .bind(&c.sign_key)
+            .bind(&c.idempotency_key)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Pending entries that are due, at most `limit`, and only the oldest pending entry of each
+    /// (destination, channel): a later callback never overtakes an earlier one to the same receiver.
+    pub async fn due_callbacks(&self, now: SystemTime, limit: u32) -> Result<Vec<OutboxEntry>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, bucket, channel, url, payload, sign_key, idempotency_key, attempts FROM outbox o
+             WHERE state = 'pending' AND next_attempt_ms <= ?
+               AND id = (SELECT MIN(id) FROM outbox p WHERE p.state = 'pending' AND p.url = o.url
+                         AND p.bucket = o.bucket AND p.channel = o.channel)
+             ORDER BY id LIMIT ?",
+        )
+        .bind(millis(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxEntry {
+                    id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    bucket: r.try_get(2)?,
+                    channel: r.try_get(3)?,
+                    url: r.try_get(4)?,
+                    payload: r.try_get(5)?,
+                    sign_key: r.try_get(6)?,
+                    idempotency_key: r.try_get(7)?,
+                    attempts: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The earliest time any pending entry is due, if any.
+    pub async fn next_due(&self) -> Result<Option<SystemTime>, MetaError> {
+        let row = sqlx::query("SELECT MIN(next_attempt_ms) FROM outbox WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        let ms: Option<i64> = row.try_get(0)?;
+        Ok(ms.map(from_millis))
+    }
+
+    /// Records one attempt and moves the entry on: delivered, retried at `retry_at`, or failed for good.
+    pub async fn record_attempt(
+        &self,
+        outbox_id: i64,
+        attempt: &Attempt,
+        retry_at: Option<SystemTime>,
+    ) -> Result<(), MetaError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (outbox_id, time_ms, url, request_headers, request_body, status,
+                 response_body, success, error, cost_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(outbox_id)
+        .bind(millis(attempt.time))
+        .bind(&attempt.url)
+        .bind(&attempt.request_headers)
+        .bind(&attempt.request_body)
+        .bind(attempt.status)
+        .bind(&attempt.response_body)
+        .bind(attempt.success)
+        .bind(&attempt.error)
+        .bind(i64::try_from(attempt.cost_ms).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        let (state, next) = match (attempt.success, retry_at) {
+            (true, _) => ("delivered", millis(attempt.time)),
+            (false, Some(at)) => ("pending", millis(at)),
+            (false, None) => ("failed", millis(attempt.time)),
+        };
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, state = ?, next_attempt_ms = ? WHERE id = ?")
+            .bind(state)
+            .bind(next)
+            .bind(outbox_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every attempt made for an outbox entry, oldest first.
+    pub async fn attempts(&self, outbox_id: i64) -> Result<Vec<Attempt>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT time_ms, url, request_headers, request_body, status, response_body, success, error, cost_ms
+             FROM delivery_attempts WHERE outbox_id = ? ORDER BY id",
+        )
+        .bind(outbox_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let status: Option<i64> = r.try_get(4)?;
+                let cost: i64 = r.try_get(8)?;
+                Ok(Attempt {
+                    time: from_millis(r.try_get(0)?),
+                    url: r.try_get(1)?,
+                    request_headers: r.try_get(2)?,
+                    request_body: r.try_get(3)?,
+                    status: status.and_then(|s| u16::try_from(s).ok()),
+                    response_body: r.try_get(5)?,
+                    success: r.try_get(6)?,
+                    error: r.try_get(7)?,
+                    cost_ms: u64::try_from(cost).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// Outbox entries by state (tests and the query APIs).
+    pub async fn outbox(&self, state: Option<&str>) -> Result<Vec<(OutboxEntry, String)>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, bucket, channel, url, payload, sign_key, idempotency_key, attempts, state FROM outbox
+             WHERE (? IS NULL OR state = ?) ORDER BY id",
+        )
+        .bind(state)
+        .bind(state)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    OutboxEntry {
+                        id: r.try_get(0)?,
+                        kind: r.try_get(1)?,
+                        bucket: r.try_get(2)?,
+                        channel: r.try_get(3)?,
+                        url: r.try_get(4)?,
+                        payload: r.try_get(5)?,
+                        sign_key: r.try_get(6)?,
+                        idempotency_key: r.try_get(7)?,
+                        attempts: r.try_get(8)?,
+                    },
+                    r.try_get(9)?,
+                ))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,324 @@
+//! Callbacks end to end: configured through the Huawei-style API (signed with SDK-HMAC-SHA256), triggered by
+//! real RTMP publishes, delivered over HTTP to a receiver in this test that records what it gets, checks
+//! signatures and can fail or be down on purpose; and durable across a receiver outage and a server restart.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::HeaderMap;
+use hyper::header::HeaderValue;
+use livechannel::auth::{huawei, parse_query};
+use livechannel::config::{AccessKey, AuthToken, Config};
+use livechannel::notify::{NotifyConfig, huawei_publish_sign};
+use serde_json::{Value, json};
+use support::*;
+use tokio::net::TcpListener;
+
+const AK: &str = "HWAKEXAMPLE";
+const SK: &str = "HWSKEXAMPLE";
+const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+const SIGN_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+fn cb_config(dir: &Path) -> Config {
+    Config {
+        access_keys: vec![AccessKey { id: AK.into(), secret: SK.into() }],
+        auth_tokens: vec![AuthToken { token: "static-token-0123456789".into(), project_id: PROJECT.into() }],
+        notify: NotifyConfig {
+            timeout: Duration::from_secs(2),
+            max_attempts: 20,
+            retry_base: Duration::from_millis(50),
+            retry_max: Duration::from_millis(400),
+            concurrency_per_destination: 4,
+        },
+        ..config(dir, 1, 3)
+    }
+}
+
+/// A Huawei-API request signed as huaweicloudsdkcore signs it.
+async fn hw(addr: SocketAddr, method: &str, path: &str, query: &str, body: &str) -> (u16, Value) {
+    hw_with(addr, method, path, query, body, SK, None).await
+}
+
+async fn hw_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &str,
+    secret: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let host = addr.to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
+    headers.insert("host", HeaderValue::from_str(&host).unwrap());
+    headers.insert("x-project-id", HeaderValue::from_static(PROJECT));
+    headers.insert("x-sdk-date", HeaderValue::from_str(&date).unwrap());
+    let params = parse_query(query).unwrap();
+    let signed: Vec<String> = ["content-type", "host", "x-project-id", "x-sdk-date"].map(String::from).to_vec();
+    let req = huawei::Request { method, path, query: &params, headers: &headers, body: body.as_bytes() };
+    let sts = huawei::string_to_sign(&date, &huawei::canonical_request(&req, &signed).unwrap());
+    let auth = format!(
+        "SDK-HMAC-SHA256 Access={AK}, SignedHeaders={}, Signature={}",
+        signed.join(";"),
+        huawei::sign(secret, &sts)
+    );
+    let target = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
+    let mut h = vec![
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("X-Project-Id", PROJECT),
+        ("X-Sdk-Date", date.as_str()),
+    ];
+    match token {
+        Some(t) => h.push(("X-Auth-Token", t)),
+        None => h.push(("Authorization", auth.as_str())),
+    }
+    let resp = http_request_body(addr, method, &target, &h, body.as_bytes()).await;
+    assert!(resp.header("x-request-id").is_some(), "every response carries X-Request-Id");
+    let v = if resp.body.is_empty() { Value::Null } else { serde_json::from_slice(&resp.body).unwrap() };
+    (resp.status, v)
+}
+
+#[derive(Clone, Debug)]
+struct Received {
+    headers: HeaderMap,
+    body: Value,
+}
+
+/// A callback receiver: records every request; answers 500 to the first `fail_first` requests.
+#[derive(Clone)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Received>>>,
+    fail_first: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    async fn start(listener: TcpListener, fail_first: usize) -> (Receiver, tokio::task::JoinHandle<()>) {
+        let r = Receiver { got: Arc::default(), fail_first: Arc::new(Mutex::new(fail_first)) };
+        let r2 = r.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let r = r2.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let r = r.clone();
+                        async move {
+                            let headers = req.headers().clone();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let fail = {
+                                let mut f = r.fail_first.lock().unwrap();
+                                let fail = *f > 0;
+                                *f = f.saturating_sub(1);
+                                fail
+                            };
+                            if !fail {
+                                r.got
+                                    .lock()
+                                    .unwrap()
+                                    .push(Received { headers, body: serde_json::from_slice(&body).unwrap() });
+                            }
+                            let status = if fail { 500 } else { 200 };
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from_static(b"{\"status\":1,\"result\":\"success\"}")))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (r, task)
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.got();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "only {} of {n} callbacks arrived: {got:?}", got.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn configure(addr: SocketAddr, receiver: SocketAddr) {
+    let body =
+        json!({"url": format!("http://{receiver}/hw"), "auth_sign_key": SIGN_KEY, "call_back_area": "mainland_china"});
+    let (status, _) =
+        hw(addr, "PUT", &format!("/v1/{PROJECT}/notifications/publish"), "domain=live", &body.to_string()).await;
+    assert_eq!(status, 201);
+}
+
+async fn publish_once(ts: &TestServer, channel: &str) {
+    publish(ts.rtmp(), channel, &tags("media/av_no_bframes.flv")).await.unwrap();
+    ts.wait_flushed(channel).await;
+}
+
+/// Checks a PUBLISH/PUBLISH_DONE pair as a receiver would: signature valid and not expired, fields right.
+fn check_pair(got: &[Received], channel: &str) {
+    let events: Vec<&str> = got.iter().map(|r| r.body["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["PUBLISH", "PUBLISH_DONE"], "in order");
+    for r in got {
+        let b = &r.body;
+        assert_eq!(
+            (b["domain"].as_str(), b["app"].as_str(), b["stream"].as_str()),
+            (Some("live"), Some("live"), Some(channel))
+        );
+        assert_eq!(b["client_ip"], "127.0.0.1");
+        let auth_ts = b["auth_timestamp"].as_u64().unwrap();
+        assert!(auth_ts > SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs());
+        let expected = huawei_publish_sign(SIGN_KEY, b["event"].as_str().unwrap(), "live", "live", channel, auth_ts);
+        assert_eq!(b["auth_sign"].as_str(), Some(expected.as_str()), "signature");
+        assert_eq!(r.headers["content-type"], "application/json");
+    }
+    assert_eq!(got[0].body["publish_timestamp"], got[1].body["publish_timestamp"], "pairs share publish_timestamp");
+    assert!(got[0].body["publish_timestamp"].as_str().unwrap().bytes().all(|c| c.is_ascii_digit()));
+    assert_ne!(got[0].headers["idempotency-key"], got[1].headers["idempotency-key"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_and_unpublish_reach_the_receiver_signed_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(cb_config(dir.path())).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raddr = listener.local_addr().unwrap();
+    let (receiver, _task) = Receiver::start(listener, 0).await;
+    configure(ts.http(), raddr).await;
+    publish_once(&ts, "cb1").await;
+    let got = receiver.wait_for(2).await;
+    check_pair(&got, "cb1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.got().len(), 2, "each callback once when the receiver answers 200");
+    let outbox = ts.server.meta.outbox(None).await.unwrap();
+    assert!(outbox.iter().all(|(_, state)| state == "delivered"), "{outbox:?}");
+    let attempts = ts.server.meta.attempts(outbox[0].0.id).await.unwrap();
+    assert_eq!((attempts.len(), attempts[0].status, attempts[0].success), (1, Some(200), true));
+    assert!(attempts[0].request_body.contains("\"event\":\"PUBLISH\""));
+    assert!(attempts[0].response_body.contains("success"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_gets_retries_and_nothing_overtakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(cb_config(dir.path())).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raddr = listener.local_addr().unwrap();
+    let (receiver, _task) = Receiver::start(listener, 3).await;
+    configure(ts.http(), raddr).await;
+    publish_once(&ts, "cb2").await;
+    let got = receiver.wait_for(2).await;
+    check_pair(&got, "cb2");
+    let outbox = ts.server.meta.outbox(None).await.unwrap();
+    let attempts = ts.server.meta.attempts(outbox[0].0.id).await.unwrap();
+    assert_eq!(attempts.len(), 4, "three 500s, then success: {attempts:?}");
+    assert!(attempts[..3].iter().all(|a| a.status == Some(500) && !a.success));
+    assert_eq!(ts.server.meta.attempts(outbox[1].0.id).await.unwrap().len(), 1, "PUBLISH_DONE waited for PUBLISH");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_survive_a_dead_receiver_and_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reserve a port for the receiver, then leave it closed: connections are refused.
+    let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raddr = probe.local_addr().unwrap();
+    drop(probe);
+    {
+        let ts = TestServer::start(cb_config(dir.path())).await;
+        configure(ts.http(), raddr).await;
+        publish_once(&ts, "cb3").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pending = ts.server.meta.outbox(Some("pending")).await.unwrap();
+        assert_eq!(pending.len(), 2, "both callbacks wait in the outbox");
+        let attempts = ts.server.meta.attempts(pending[0].0.id).await.unwrap();
+        assert!(!attempts.is_empty() && attempts.iter().all(|a| a.status.is_none() && !a.error.is_empty()));
+        ts.server.shutdown(Duration::from_secs(10)).await;
+    }
+    let listener = TcpListener::bind(raddr).await.unwrap();
+    let (receiver, _task) = Receiver::start(listener, 0).await;
+    let ts = TestServer::start(cb_config(dir.path())).await;
+    let got = receiver.wait_for(2).await;
+    check_pair(&got, "cb3");
+    drop(ts);
+}
+
+#[tokio::test]
+async fn the_huawei_configuration_api_follows_the_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(cb_config(dir.path())).await;
+    let a = ts.http();
+    let path = format!("/v1/{PROJECT}/notifications/publish");
+    let body = json!({"url": "http://127.0.0.1:9/hw", "auth_sign_key": SIGN_KEY, "call_back_area": "mainland_china"})
+        .to_string();
+    assert_eq!(hw(a, "GET", &path, "domain=live", "").await.0, 404);
+    assert_eq!(hw(a, "PUT", &path, "domain=live", &body).await.0, 201);
+    assert_eq!(hw(a, "PUT", &path, "domain=live", &body).await.0, 200);
+    let (status, got) = hw(a, "GET", &path, "domain=live", "").await;
+    assert_eq!(
+        (status, got["url"].as_str(), got["auth_sign_key"].as_str()),
+        (200, Some("http://127.0.0.1:9/hw"), Some(SIGN_KEY))
+    );
+    let (status, e) = hw(a, "GET", &path, "domain=unknown.example.com", "").await;
+    assert_eq!((status, e["error_code"].as_str()), (400, Some("LIVE.100011001")));
+    for bad in [
+        json!({"url": "ftp://x/y"}),
+        json!({"url": "http://h/x", "auth_sign_key": "short"}),
+        json!({"url": "http://h/x", "call_back_area": "mars"}),
+    ] {
+        assert_eq!(hw(a, "PUT", &path, "domain=live", &bad.to_string()).await.0, 400, "{bad}");
+    }
+    assert_eq!(hw(a, "PUT", &path, "domain=live", "not json").await.0, 400);
+    let (status, e) = hw_with(a, "GET", &path, "domain=live", "", "wrong-secret", None).await;
+    assert_eq!((status, e["error_code"].as_str()), (401, Some("APIG.0301")));
+    assert_eq!(hw_with(a, "GET", &path, "domain=live", "", SK, Some("static-token-0123456789")).await.0, 200);
+    assert_eq!(hw_with(a, "GET", &path, "domain=live", "", SK, Some("wrong-token-0123456789")).await.0, 401);
+    assert_eq!(http_request(a, "GET", &format!("{path}?domain=live"), &[]).await.status, 401);
+    assert_eq!(hw(a, "GET", "/v1/%7Bproject_id%7D/notifications/publish", "domain=live", "").await.0, 400);
+    assert_eq!(hw(a, "DELETE", &path, "domain=live", "").await.0, 204);
+    assert_eq!(hw(a, "DELETE", &path, "domain=live", "").await.0, 404);
+
+    // Recording callbacks.
+    let rpath = format!("/v1/{PROJECT}/record/callbacks");
+    let rec = json!({"publish_domain": "live", "app": "live", "notify_callback_url": "http://127.0.0.1:9/rec",
+                     "notify_event_subscription": ["RECORD_FILE_COMPLETE"], "sign_type": "HMACSHA256", "key": SIGN_KEY});
+    let (status, created) = hw(a, "POST", &rpath, "", &rec.to_string()).await;
+    assert_eq!(status, 201, "{created}");
+    assert!(created.get("key").is_none(), "the key is never returned");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, e) = hw(a, "POST", &rpath, "", &rec.to_string()).await;
+    assert_eq!((status, e["error_code"].as_str()), (400, Some("LIVE.103011018")));
+    let (status, list) = hw(a, "GET", &rpath, "app=live&limit=10&offset=0&publish_domain=live", "").await;
+    assert_eq!(
+        (status, list["total"].as_u64(), list["callback_config"][0]["id"].as_str()),
+        (200, Some(1), Some(id.as_str()))
+    );
+    assert_eq!(hw(a, "GET", &rpath, "limit=0", "").await.0, 400);
+    let mut changed = rec.clone();
+    changed["notify_event_subscription"] = json!(["RECORD_START", "RECORD_OVER"]);
+    let (status, updated) = hw(a, "PUT", &format!("{rpath}/{id}"), "", &changed.to_string()).await;
+    assert_eq!((status, updated["notify_event_subscription"].clone()), (200, json!(["RECORD_START", "RECORD_OVER"])));
+    assert_eq!(hw(a, "GET", &format!("{rpath}/{id}"), "", "").await.1["create_time"], created["create_time"]);
+    let mut bad = rec.clone();
+    bad["notify_event_subscription"] = json!(["RECORD_SOMETHING"]);
+    assert_eq!(hw(a, "POST", &rpath, "", &bad.to_string()).await.0, 400);
+    assert_eq!(hw(a, "DELETE", &format!("{rpath}/{id}"), "", "").await.0, 204);
+    assert_eq!(hw(a, "GET", &format!("{rpath}/{id}"), "", "").await.0, 404);
+}
