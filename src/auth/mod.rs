@@ -5,6 +5,7 @@
 //! Not here: deciding what an identity may do (the bucket ACL, in `api`), or mapping failures to a wire
 //! format (each shell does that once).
 
+pub mod aliyun;
 pub mod huawei;
 pub mod oss;
 
