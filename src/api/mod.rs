@@ -4,6 +4,7 @@
 //!
 //! Each dialect maps errors to its own wire format once (OSS: XML `<Error>` bodies).
 
+pub mod aliyun;
 pub mod huawei;
 pub mod oss;
 

@@ -649,13 +649,18 @@ async fn history(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssE
 async fn put_status(ctx: &Context, key: &ChannelKey, status: &str) -> Result<Response<Body>, OssError> {
     let status = ChannelStatus::parse(status)
         .ok_or_else(|| OssError::invalid(format!("status {status:?} is not enabled or disabled."), "0017-00000255"))?;
+    let before = existing(ctx, key).await?.status;
     if !ctx.meta.set_status(key.bucket(), key.channel(), status).await? {
         return Err(OssError::no_channel());
     }
     if status == ChannelStatus::Disabled && ctx.channels.kick(key) {
         info!(channel = %key, "channel disabled: the live publisher is disconnected");
+        ctx.notifier.record_paused_or_resumed(key.bucket(), key.channel(), true).await;
     } else {
         info!(channel = %key, status = status.as_str(), "channel status set");
+        if before == ChannelStatus::Disabled && status == ChannelStatus::Enabled {
+            ctx.notifier.record_paused_or_resumed(key.bucket(), key.channel(), false).await;
+        }
     }
     Ok(empty_ok(StatusCode::OK))
 }
@@ -690,7 +695,11 @@ fn vod_window(start: Option<&str>, end: Option<&str>) -> Result<(u64, u64), OssE
     Ok((s, e))
 }
 
-async fn vod_playlist(ctx: &Context, key: &ChannelKey, (start, end): (u64, u64)) -> Result<Vec<u8>, OssError> {
+async fn vod_playlist(
+    ctx: &Context,
+    key: &ChannelKey,
+    (start, end): (u64, u64),
+) -> Result<(Vec<u8>, Vec<PlaylistSegment>), OssError> {
     existing(ctx, key).await?;
     let from = UNIX_EPOCH + std::time::Duration::from_secs(start);
     let to = UNIX_EPOCH + std::time::Duration::from_secs(end);
@@ -711,7 +720,7 @@ async fn vod_playlist(ctx: &Context, key: &ChannelKey, (start, end): (u64, u64))
     if text.len() > MAX_VOD_PLAYLIST {
         return Err(OssError::new(StatusCode::BAD_REQUEST, "InvalidRequest", "Size of playlist is too big."));
     }
-    Ok(text)
+    Ok((text, listed))
 }
 
 async fn post_vod(
@@ -730,10 +739,31 @@ async fn post_vod(
     if channel.settings.playlist_name == playlist {
         return Err(OssError::invalid("The VOD playlist name is the channel's live playlist name.", "0044-00000403"));
     }
-    let text = vod_playlist(ctx, key, window).await?;
+    let (text, listed) = vod_playlist(ctx, key, window).await?;
     let etag = format!("\"{}\"", &crate::auth::sha256_hex(&text)[..32].to_ascii_uppercase());
     ctx.store.put(&path, Bytes::from(text)).await.map_err(|e| OssError::internal("VOD playlist write failed", e))?;
     info!(channel = %key, playlist, start = window.0, end = window.1, "VOD playlist written");
+    if let (Some(first), Some(last)) = (listed.first(), listed.last()) {
+        let end = last.started_at + std::time::Duration::from_micros((last.duration_90k.max(0) as u64) * 100 / 9);
+        let event = crate::notify::PublishEvent {
+            bucket: key.bucket().to_owned(),
+            channel: key.channel().to_owned(),
+            remote: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            user_args: String::new(),
+            publish_started: first.started_at,
+            publish_id: 0,
+        };
+        let file = crate::notify::StoredFile {
+            object_key: path.to_string(),
+            url: format!("http://{}/{path}", ctx.endpoint),
+            start: first.started_at,
+            duration: end.duration_since(first.started_at).unwrap_or_default(),
+            bytes: 0,
+            width: 0,
+            height: 0,
+        };
+        ctx.notifier.file_created(&event, &file).await;
+    }
     let mut resp = empty_ok(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&etag) {
         resp.headers_mut().insert(header::ETAG, v);
@@ -742,7 +772,7 @@ async fn post_vod(
 }
 
 async fn get_vod(ctx: &Context, key: &ChannelKey, window: (u64, u64)) -> Result<Response<Body>, OssError> {
-    let text = vod_playlist(ctx, key, window).await?;
+    let (text, _) = vod_playlist(ctx, key, window).await?;
     let mut resp = Response::new(full(Bytes::from(text)));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-mpegURL"));
     Ok(resp)

@@ -50,6 +50,9 @@ pub struct Context {
     pub meta: Meta,
     pub channels: Arc<Channels>,
     pub keys: Keys,
+    /// Nonces of Aliyun-signed requests seen in the last 15 minutes (replays are refused).
+    pub nonces: crate::auth::aliyun::Nonces,
+    pub notifier: crate::notify::Notifier,
     /// `host[:port]` written into PublishUrls and PlayUrls.
     pub endpoint: String,
     pub shutdown: CancellationToken,
@@ -116,6 +119,7 @@ pub async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -
         Method::OPTIONS => preflight(req.headers()),
         // OSS bucket names are at least 3 characters, so `/v1/` never names a bucket.
         _ if path.starts_with("/v1/") => crate::api::huawei::handle(ctx, req, &request_id).await,
+        _ if crate::api::aliyun::wants(&req) => crate::api::aliyun::handle(ctx, req, &request_id).await,
         _ => crate::api::oss::handle(ctx, req, &request_id).await,
     };
     if method == Method::HEAD {

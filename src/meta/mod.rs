@@ -5,6 +5,7 @@
 //! Not here: what the API or RTMP make of the records (validation happens before anything is written).
 //! sqlx runs SQLite on its own worker threads, so no query blocks the reactor.
 
+pub mod aliyun;
 pub mod notify;
 
 use std::path::Path;

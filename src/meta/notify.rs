@@ -51,6 +51,12 @@ pub struct NewCallback {
     pub payload: String,
     pub sign_key: String,
     pub idempotency_key: String,
+    /// The configuration it came from (an EventSub id), for the record queries.
+    pub source_ref: String,
+    /// The vendor's notification type (`file_created`, `record_started`, `publish`, `PUBLISH`, ...).
+    pub notify_type: String,
+    /// The domain the configuration was made for.
+    pub domain: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +221,8 @@ impl Meta {
         for c in callbacks {
             sqlx::query(
                 "INSERT INTO outbox (kind, bucket, channel, url, payload, sign_key, idempotency_key, created_ms,
-                     next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+                     next_attempt_ms, source_ref, notify_type, domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (idempotency_key) DO NOTHING",
             )
             .bind(c.kind)
             .bind(&c.bucket)
@@ -226,6 +233,9 @@ impl Meta {
             .bind(&c.idempotency_key)
             .bind(now)
             .bind(now)
+            .bind(&c.source_ref)
+            .bind(&c.notify_type)
+            .bind(&c.domain)
             .execute(&mut *tx)
             .await?;
         }

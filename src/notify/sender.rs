@@ -113,7 +113,8 @@ impl Sender {
                     serde_json::to_string(&req.headers.iter().cloned().collect::<HashMap<_, _>>()).unwrap_or_default();
                 attempt.request_body = req.body.clone();
                 let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-                let mut builder = self.client.request(method, &entry.url).body(req.body);
+                attempt.url = req.url.clone();
+                let mut builder = self.client.request(method, &req.url).body(req.body);
                 for (k, v) in &req.headers {
                     builder = builder.header(k, v);
                 }

@@ -31,7 +31,7 @@ use crate::hls::{Output, SegmenterConfig};
 use crate::ingest::{Ingest, IngestError};
 use crate::meta::{ChannelStatus, Meta};
 use crate::notify::{Notifier, PublishEvent};
-use crate::storage::sink::{Sink, SinkCounters, Stored};
+use crate::storage::sink::{Sink, SinkCallbacks, SinkCounters, Stored};
 use crate::storage::{ChannelKey, Store};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +67,8 @@ pub struct Context {
     pub meta: Meta,
     pub keys: Keys,
     pub notifier: Notifier,
+    /// `http://host:port` of the HTTP listener (download URLs in recording callbacks).
+    pub base_url: String,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub connection_slots: Arc<Semaphore>,
@@ -374,6 +376,12 @@ impl Connection {
             counters: Arc::new(SinkCounters::default()),
             on_stored: self.ctx.on_stored.clone(),
             meta: Some(meta.clone()),
+            callbacks: Some(SinkCallbacks {
+                notifier: self.ctx.notifier.clone(),
+                event: event.clone(),
+                stats: Arc::clone(&guard.stats),
+                base_url: self.ctx.base_url.clone(),
+            }),
         };
         let slot = Arc::clone(&guard.state);
         let store = self.ctx.store.clone();
@@ -425,6 +433,8 @@ impl Connection {
             Ok(()) => {}
             Err(IngestError::Unsupported(e)) => {
                 error!(remote = %self.remote, channel = %publish.guard.key(), error = %e, "publish ended: stream cannot be remuxed");
+                let event = publish.event.clone();
+                self.ctx.notifier.record_failed(&event, "transformat_error", "UnsupportedCodec", &e.to_string()).await;
                 self.out.extend_from_slice(&status::publish_error("NetStream.Publish.Rejected", &e.to_string()));
                 self.closing = true;
                 self.finish_publish("unsupported codec").await;

@@ -57,6 +57,17 @@ pub struct Sink {
     pub on_stored: Option<mpsc::UnboundedSender<Stored>>,
     /// The segment index (PostVodPlaylist reads it); None in tools that only write media.
     pub meta: Option<Meta>,
+    /// Recording callbacks for this publish (file created, recording failed); None when not wanted.
+    pub callbacks: Option<SinkCallbacks>,
+}
+
+/// What the sink needs to send recording callbacks.
+pub struct SinkCallbacks {
+    pub notifier: crate::notify::Notifier,
+    pub event: crate::notify::PublishEvent,
+    pub stats: crate::channels::SharedStats,
+    /// `http://host:port` of our HTTP listener, for download URLs.
+    pub base_url: String,
 }
 
 impl Sink {
@@ -98,6 +109,7 @@ impl Sink {
                         if let Err(e) = writer.wait_for_capacity(4).await {
                             self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
                             warn!(channel = %self.key, seq = upload.seq, error = %e, "segment upload failed");
+                            self.record_error(&e.to_string()).await;
                             let failed = upload.writer.take();
                             self.abort(failed).await;
                         }
@@ -124,6 +136,7 @@ impl Sink {
                         self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
                         self.counters.segments_lost.fetch_add(1, Ordering::Relaxed);
                         warn!(channel = %self.key, seq, error = %e, "segment could not be completed; left out of the playlist");
+                        self.record_error(&e.to_string()).await;
                         gap = true;
                         continue;
                     }
@@ -137,6 +150,7 @@ impl Sink {
                         started_at: segment.started_at,
                     });
                     self.write_playlist(&state.playlist).await;
+                    self.file_created(seq, &segment).await;
                     if segment.forced {
                         info!(channel = %self.key, seq, duration_s = segment.duration.as_secs_f64(), "segment force-cut: no keyframe within the limit");
                     } else {
@@ -171,6 +185,31 @@ impl Sink {
         }
     }
 
+    async fn file_created(&self, seq: u64, segment: &Segment) {
+        let (Some(cb), Ok(path)) = (&self.callbacks, self.key.object(&segment_file_name(seq))) else {
+            return;
+        };
+        let video = cb.stats.lock().unwrap_or_else(|p| p.into_inner()).video.clone();
+        let file = crate::notify::StoredFile {
+            object_key: path.to_string(),
+            url: format!("{}/{}", cb.base_url, path),
+            start: segment.started_at,
+            duration: std::time::Duration::from_micros(
+                (segment.duration.ticks().max(0) as u64).saturating_mul(100) / 9,
+            ),
+            bytes: segment.bytes,
+            width: video.as_ref().map_or(0, |v| v.width),
+            height: video.as_ref().map_or(0, |v| v.height),
+        };
+        cb.notifier.file_created(&cb.event, &file).await;
+    }
+
+    async fn record_error(&self, message: &str) {
+        if let Some(cb) = &self.callbacks {
+            cb.notifier.record_failed(&cb.event, "record_error", "StorageWriteFailed", message).await;
+        }
+    }
+
     async fn begin(&self, seq: u64) -> Option<WriteMultipart> {
         let path = match self.key.object(&segment_file_name(seq)) {
             Ok(p) => p,
@@ -184,6 +223,7 @@ impl Sink {
             Err(e) => {
                 self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(channel = %self.key, seq, error = %e, "cannot start segment upload");
+                self.record_error(&e.to_string()).await;
                 None
             }
         }

@@ -1,0 +1,551 @@
+//! ApsaraVideo Live-style RPC API (`../spec/aliyun-live-rpc.md`): `POST|GET /` with the action in the
+//! `Action` parameter (legacy SDK, new SDK v2) or the `x-acs-action` header (new SDK, ACS3); business
+//! parameters in the query (and, optionally, a form body); JSON responses with `RequestId`, errors with
+//! `Code`/`Message` and the vendor's HTTP status.
+//!
+//! Operations: the EventSub family, the LiveRecordNotifyConfig family and DescribeLiveRecordNotifyRecords,
+//! and the stream-ingest callback configuration (SetLiveStreamsNotifyUrlConfig and siblings,
+//! DescribeLiveStreamsNotifyRecords). AppId and DomainName map onto buckets (README, "Vendor names").
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{Value, json};
+use tracing::info;
+
+use crate::auth::aliyun::{self, AuthError, parse_form};
+use crate::config::Bucket;
+use crate::http::{Body, Context, full};
+use crate::meta::aliyun::{DeliveryRecord, EventSub, RecordNotify, RecordQuery, StreamsNotify, SubRefused};
+use crate::notify::{KIND_ALIYUN_EVENTSUB, KIND_ALIYUN_INGEST, KIND_ALIYUN_RECORD};
+
+const MAX_BODY: usize = 64 * 1024;
+const VERSION: &str = "2016-11-01";
+const RECORDS_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug)]
+pub struct RpcError {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+fn err(status: u16, code: &str, message: impl Into<String>) -> RpcError {
+    RpcError {
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        code: code.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl From<crate::meta::MetaError> for RpcError {
+    fn from(e: crate::meta::MetaError) -> Self {
+        tracing::warn!(error = %e, "metadata database error");
+        err(500, "InternalError", "The request processing has failed due to some unknown error.")
+    }
+}
+
+/// Is this request for the RPC API? Path `/` with an action in the query or the `x-acs-action` header.
+pub fn wants(req: &Request<Incoming>) -> bool {
+    req.uri().path() == "/"
+        && (req.headers().contains_key("x-acs-action")
+            || req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("Action="))))
+}
+
+/// The vendor's request id form (a UUID in upper case) from our 24-hex id.
+fn vendor_request_id(id: &str) -> String {
+    let hex = format!("{id:0<32}");
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+pub async fn handle(ctx: &Context, req: Request<Incoming>, request_id: &str) -> Response<Body> {
+    let rid = vendor_request_id(request_id);
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
+    let (status, body) = match route(ctx, req).await {
+        Ok(mut v) => {
+            v["RequestId"] = json!(rid);
+            (StatusCode::OK, v)
+        }
+        Err(e) => (e.status, json!({"RequestId": rid, "HostId": host, "Code": e.code, "Message": e.message})),
+    };
+    let mut resp = Response::new(full(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=utf-8"));
+    resp
+}
+
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    }
+
+    /// `Name.1`, `Name.2`, ... in index order.
+    fn list(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{name}.");
+        let mut items: Vec<(u32, String)> = self
+            .0
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.parse().ok()?, v.clone())))
+            .filter(|(_, v): &(u32, String)| !v.is_empty())
+            .collect();
+        items.sort();
+        items.into_iter().map(|(_, v)| v).collect()
+    }
+
+    fn bool(&self, name: &str) -> Result<Option<bool>, RpcError> {
+        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(None),
+            Some("true") | Some("yes") => Ok(Some(true)),
+            Some("false") | Some("no") => Ok(Some(false)),
+            Some(other) => Err(err(400, "InvalidParameter", format!("{name} {other:?} is not a boolean."))),
+        }
+    }
+}
+
+async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Value, RpcError> {
+    let mut params = parse_form(req.uri().query().unwrap_or(""))
+        .ok_or_else(|| err(400, "InvalidParameter", "The query string is not valid percent-encoding."))?;
+    let method = req.method().as_str().to_owned();
+    let headers = req.headers().clone();
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| err(400, "InvalidParameter", "The request body is too large."))?
+        .to_bytes();
+    if form && !body.is_empty() {
+        let text =
+            std::str::from_utf8(&body).map_err(|_| err(400, "InvalidParameter", "The form body is not UTF-8."))?;
+        params.extend(parse_form(text).ok_or_else(|| err(400, "InvalidParameter", "The form body is malformed."))?);
+    }
+    let signed_body: &[u8] = if form { b"" } else { &body };
+    let request = aliyun::Request { method: &method, params: &params, headers: &headers, body: signed_body };
+    aliyun::verify(&request, &ctx.keys, &ctx.nonces, SystemTime::now()).map_err(|e| {
+        info!(error = %e, "aliyun api request refused");
+        auth_error(e)
+    })?;
+    let header_value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let p = Params(params);
+    let action = p.get("Action").map(str::to_owned).or_else(|| header_value("x-acs-action"));
+    let version = p.get("Version").map(str::to_owned).or_else(|| header_value("x-acs-version"));
+    if version.as_deref().is_some_and(|v| v != VERSION) {
+        return Err(err(400, "InvalidVersion", format!("Specified parameter Version is not valid; use {VERSION}.")));
+    }
+    if p.get("Format").is_some_and(|f| !f.eq_ignore_ascii_case("json")) {
+        return Err(err(400, "InvalidParameter", "Only Format=JSON is supported."));
+    }
+    let action = action.ok_or_else(|| err(400, "MissingParameter", "Action is mandatory for this action."))?;
+    match action.as_str() {
+        "CreateEventSub" => save_sub(ctx, &p, false).await,
+        "UpdateEventSub" => save_sub(ctx, &p, true).await,
+        "ListEventSub" => list_subs(ctx, &p).await,
+        "DeleteEventSub" => delete_sub(ctx, &p).await,
+        "ListEventSubEvent" => list_sub_events(ctx, &p).await,
+        "AddLiveRecordNotifyConfig" => save_record_notify(ctx, &p, false).await,
+        "UpdateLiveRecordNotifyConfig" => save_record_notify(ctx, &p, true).await,
+        "DescribeLiveRecordNotifyConfig" => describe_record_notify(ctx, &p).await,
+        "DeleteLiveRecordNotifyConfig" => delete_record_notify(ctx, &p).await,
+        "DescribeLiveRecordNotifyRecords" => records(ctx, &p, &[KIND_ALIYUN_RECORD], false).await,
+        "SetLiveStreamsNotifyUrlConfig" => set_streams_notify(ctx, &p).await,
+        "DescribeLiveStreamsNotifyUrlConfig" => describe_streams_notify(ctx, &p).await,
+        "DeleteLiveStreamsNotifyUrlConfig" => delete_streams_notify(ctx, &p).await,
+        "DescribeLiveStreamsNotifyRecords" => records(ctx, &p, &[KIND_ALIYUN_INGEST], true).await,
+        other => Err(err(404, "InvalidApi.NotFound", format!("Specified api {other} is not found."))),
+    }
+}
+
+fn auth_error(e: AuthError) -> RpcError {
+    let message = e.to_string();
+    match e {
+        AuthError::Incomplete(_) => err(400, "IncompleteSignature", message),
+        AuthError::Method(_) => err(400, "InvalidSignatureMethod", message),
+        AuthError::UnknownKey(_) => err(404, "InvalidAccessKeyId.NotFound", message),
+        AuthError::TimeFormat => err(400, "InvalidTimeStamp.Format", message),
+        AuthError::Expired => err(400, "InvalidTimeStamp.Expired", message),
+        AuthError::NonceUsed => err(400, "SignatureNonceUsed", message),
+        AuthError::ContentHash => err(
+            400,
+            "SignatureDoesNotMatch",
+            "Specified signature is not matched with our calculation. server string to sign is:x-acs-content-sha256 does not match the body",
+        ),
+        AuthError::Mismatch { .. } => err(400, "SignatureDoesNotMatch", message),
+    }
+}
+
+fn http_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+}
+
+fn beijing(t: SystemTime, millis: bool) -> String {
+    let tz = FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
+    let t = DateTime::<Utc>::from(t).with_timezone(&tz);
+    if millis { t.format("%Y-%m-%d %H:%M:%S%.3f").to_string() } else { t.format("%Y-%m-%d %H:%M:%S").to_string() }
+}
+
+fn utc(t: SystemTime) -> String {
+    DateTime::<Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+// ------------------------------------------------------------------------------------------ EventSub
+
+fn app_bucket<'c>(ctx: &'c Context, p: &Params) -> Result<&'c Bucket, RpcError> {
+    let app = p.get("AppId").ok_or_else(|| err(400, "InputInvalid", "AppId is required."))?;
+    ctx.config.bucket(app).ok_or_else(|| err(404, "ResourceNotExist", format!("The AppId {app} does not exist.")))
+}
+
+async fn save_sub(ctx: &Context, p: &Params, update: bool) -> Result<Value, RpcError> {
+    let bucket = app_bucket(ctx, p)?;
+    let channel = p.get("ChannelId").filter(|c| *c != "*").unwrap_or("").to_owned();
+    let users = p.list("Users");
+    if !users.is_empty() && channel.is_empty() {
+        return Err(err(400, "InputInvalid", "ChannelId is required when Users are given."));
+    }
+    if !channel.is_empty() {
+        crate::storage::ChannelKey::new(&bucket.name, &channel)
+            .map_err(|e| err(400, "InputInvalid", format!("ChannelId is not a valid channel name: {e}.")))?;
+    }
+    let events = p.list("Events");
+    if events.is_empty() || events.iter().any(|e| e != "ChannelEvent" && e != "UserEvent") {
+        return Err(err(400, "InputInvalid", "Events must be ChannelEvent and/or UserEvent."));
+    }
+    let url = p.get("CallbackUrl").ok_or_else(|| err(400, "InputInvalid", "CallbackUrl is required."))?;
+    if !http_url(url) {
+        return Err(err(400, "ErrorInvalidCallBackUrl", "CallbackUrl must be an http:// or https:// URL."));
+    }
+    let now = SystemTime::now();
+    let id = if update {
+        p.get("SubscribeId").ok_or_else(|| err(400, "InputInvalid", "SubscribeId is required."))?.to_owned()
+    } else {
+        format!("sub-{}", crate::api::request_id().to_ascii_lowercase())
+    };
+    let created = if update {
+        let subs = ctx.meta.event_subs(&bucket.name).await?;
+        subs.iter().find(|s| s.id == id).map_or(now, |s| s.created)
+    } else {
+        now
+    };
+    let sub = EventSub {
+        id: id.clone(),
+        app_id: bucket.name.clone(),
+        channel_id: channel,
+        users,
+        events,
+        callback_url: url.to_owned(),
+        created,
+        modified: now,
+    };
+    match ctx.meta.save_event_sub(&bucket.name, &sub, update).await? {
+        Ok(()) => {
+            info!(bucket = %bucket.name, id, update, "event subscription saved");
+            Ok(if update { json!({}) } else { json!({"SubscribeId": id}) })
+        }
+        Err(SubRefused::Quota(why)) => Err(err(400, "QuotaLimitError", why)),
+        Err(SubRefused::NotFound) => Err(err(404, "ResourceNotExist", format!("The SubscribeId {id} does not exist."))),
+    }
+}
+
+async fn list_subs(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
+    let bucket = app_bucket(ctx, p)?;
+    let subs: Vec<Value> = ctx
+        .meta
+        .event_subs(&bucket.name)
+        .await?
+        .iter()
+        .map(|s| {
+            json!({"SubId": s.id, "ChannelId": if s.channel_id.is_empty() { "*" } else { &s.channel_id },
+                   "CallbackUrl": s.callback_url, "Events": s.events, "Users": s.users,
+                   "CreateTime": beijing(s.created, false), "ModifyTime": beijing(s.modified, false)})
+        })
+        .collect();
+    Ok(json!({"Subscribers": subs}))
+}
+
+async fn delete_sub(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
+    let bucket = app_bucket(ctx, p)?;
+    let id = p.get("SubscribeId").ok_or_else(|| err(400, "InputInvalid", "SubscribeId is required."))?;
+    if !ctx.meta.delete_event_sub(&bucket.name, id).await? {
+        return Err(err(404, "ResourceNotExist", format!("The SubscribeId {id} does not exist.")));
+    }
+    Ok(json!({}))
+}
+
+async fn list_sub_events(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
+    let bucket = app_bucket(ctx, p)?;
+    let number = |name: &str, range: std::ops::RangeInclusive<u64>| -> Result<u64, RpcError> {
+        p.get(name)
+            .ok_or_else(|| err(400, "InputInvalid", format!("{name} is required.")))?
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| err(400, "InputInvalid", format!("{name} is out of range.")))
+    };
+    let start = number("StartTime", 0..=u64::MAX)?;
+    let end = number("EndTime", 0..=u64::MAX)?;
+    if end <= start {
+        return Err(err(400, "InputInvalid", "EndTime must be later than StartTime."));
+    }
+    let page = number("PageNo", 1..=100_000)?;
+    let size = number("PageSize", 1..=100)?;
+    let q = RecordQuery {
+        kinds: &[KIND_ALIYUN_EVENTSUB],
+        bucket: &bucket.name,
+        source_ref: p.get("SubscribeId"),
+        from: Some(UNIX_EPOCH + Duration::from_secs(start)),
+        to: Some(UNIX_EPOCH + Duration::from_secs(end)),
+        offset: (page - 1) * size,
+        limit: size,
+        ..Default::default()
+    };
+    let (total, records) = ctx.meta.delivery_records(&q).await?;
+    let logs: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({"AppId": bucket.name, "SubId": r.source_ref, "MessageId": r.idempotency_key, "Url": r.attempt.url,
+                   "Code": r.attempt.status.unwrap_or(0), "Cost": r.attempt.cost_ms, "Data": r.attempt.request_body,
+                   "Time": beijing(r.attempt.time, true)})
+        })
+        .collect();
+    Ok(json!({"Count": logs.len(), "HasMore": (page * size) < total, "Logs": logs}))
+}
+
+// ------------------------------------------------------------------------------------------ record notify
+
+fn domain_bucket<'c>(ctx: &'c Context, p: &Params) -> Result<(&'c Bucket, String), RpcError> {
+    let domain =
+        p.get("DomainName").ok_or_else(|| err(400, "MissingDomainName", "DomainName is mandatory for this action."))?;
+    let bucket = ctx
+        .config
+        .bucket_for_domain(domain)
+        .ok_or_else(|| err(404, "InvalidDomain.NotFound", format!("The domain {domain} does not exist.")))?;
+    Ok((bucket, domain.to_owned()))
+}
+
+fn auth_key(key: Option<&str>, range: std::ops::RangeInclusive<usize>) -> Result<String, RpcError> {
+    let key =
+        key.ok_or_else(|| err(400, "MissingNotifyAuthKey", "NotifyAuthKey is required when NotifyReqAuth is on."))?;
+    if !range.contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(err(400, "InvalidNotifyAuthKey", format!("NotifyAuthKey must be {range:?} letters and digits.")));
+    }
+    Ok(key.to_owned())
+}
+
+async fn save_record_notify(ctx: &Context, p: &Params, update: bool) -> Result<Value, RpcError> {
+    let (bucket, domain) = domain_bucket(ctx, p)?;
+    let url =
+        p.get("NotifyUrl").ok_or_else(|| err(400, "MissingNotifyUrl", "NotifyUrl is mandatory for this action."))?;
+    if !http_url(url) {
+        return Err(err(400, "InvalidNotifyUrl", "NotifyUrl must start with http:// or https://."));
+    }
+    let on_demand = p.get("OnDemandUrl").unwrap_or("");
+    if !on_demand.is_empty() && !http_url(on_demand) {
+        return Err(err(400, "InvalidOnDemandUrl", "OnDemandUrl must start with http:// or https://."));
+    }
+    let req_auth = p.bool("NotifyReqAuth")?.unwrap_or(false);
+    let key = if req_auth { auth_key(p.get("NotifyAuthKey"), 16..=32)? } else { String::new() };
+    let config = RecordNotify {
+        domain,
+        notify_url: url.to_owned(),
+        on_demand_url: on_demand.to_owned(),
+        need_status_notify: p.bool("NeedStatusNotify")?.unwrap_or(false),
+        notify_req_auth: req_auth,
+        notify_auth_key: key,
+    };
+    if !ctx.meta.save_record_notify(&bucket.name, &config, update).await? {
+        return Err(if update {
+            err(404, "ConfigNotFound", "The recording callback configuration does not exist.")
+        } else {
+            err(400, "ConfigAlreadyExists", "The recording callback configuration already exists.")
+        });
+    }
+    Ok(json!({}))
+}
+
+async fn describe_record_notify(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
+    let (bucket, _) = domain_bucket(ctx, p)?;
+    let c = ctx
+        .meta
+        .record_notify(&bucket.name)
+        .await?
+        .ok_or_else(|| err(404, "ConfigNotFound", "The recording callback configuration does not exist."))?;
+    Ok(
+        json!({"LiveRecordNotifyConfig": {"DomainName": c.domain, "NotifyUrl": c.notify_url, "OnDemandUrl": c.on_demand_url,
+        "NeedStatusNotify": c.need_status_notify, "NotifyReqAuth": c.notify_req_auth, "NotifyAuthKey": c.notify_auth_key}}),
+    )
+}
+
+async fn delete_record_notify(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
+    let (bucket, _) = domain_bucket(ctx, p)?;
+    if !ctx.meta.delete_record_notify(&bucket.name).await? {
+        return Err(err(404, "ConfigNotFound", "The recording callback configuration does not exist."));
+    }
+    Ok(json!({}))
+}
+
+// ------------------------------------------------------------------------------------------ ingest notify
+
+async fn set_streams_notify(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
+    let (bucket, domain) = domain_bucket(ctx, p)?;
+    let url =
+        p.get("NotifyUrl").ok_or_else(|| err(400, "MissingNotifyUrl", "NotifyUrl is mandatory for this action."))?;
+    let optional_url = |name: &str| -> Result<String, RpcError> {
+        match p.get(name) {
+            Some(u) if !http_url(u) => {
+                Err(err(400, &format!("Invalid{name}"), format!("{name} must be an http(s) URL.")))
+            }
+            other => Ok(other.unwrap_or("").to_owned()),
+        }
+    };
+    if !http_url(url) {
+        return Err(err(400, "InvalidNotifyUrl", "NotifyUrl must start with http:// or https://."));
+    }
+    let req_auth = p.bool("NotifyReqAuth")?.unwrap_or(false);
+    let key = if req_auth { auth_key(p.get("NotifyAuthKey"), 16..=64)? } else { String::new() };
+    let config = StreamsNotify {
+        domain,
+        notify_url: url.to_owned(),
+        notify_req_auth: req_auth,
+        notify_auth_key: key,
+        exception_notify_url: optional_url("ExceptionNotifyUrl")?,
+        switch_notify_url: optional_url("SwitchNotifyUrl")?,
+    };
+    ctx.meta.set_streams_notify(&bucket.name, &config).await?;
+    Ok(json!({}))
+}
+
+async fn describe_streams_notify(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
+    let (bucket, _) = domain_bucket(ctx, p)?;
+    let c = ctx
+        .meta
+        .streams_notify(&bucket.name)
+        .await?
+        .ok_or_else(|| err(404, "ConfigNotFound", "The stream notification configuration does not exist."))?;
+    Ok(json!({"LiveStreamsNotifyConfig": {"DomainName": c.domain, "NotifyUrl": c.notify_url,
+        "NotifyReqAuth": if c.notify_req_auth { "yes" } else { "no" }, "NotifyAuthKey": c.notify_auth_key,
+        "ExceptionNotifyUrl": c.exception_notify_url, "SwitchNotifyUrl": c.switch_notify_url}}))
+}
+
+async fn delete_streams_notify(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
+    let (bucket, _) = domain_bucket(ctx, p)?;
+    if !ctx.meta.delete_streams_notify(&bucket.name).await? {
+        return Err(err(404, "ConfigNotFound", "The stream notification configuration does not exist."));
+    }
+    Ok(json!({}))
+}
+
+// ------------------------------------------------------------------------------------------ records
+
+/// DescribeLiveRecordNotifyRecords (and the ingest twin): the vendor's exact parameter errors.
+async fn records(ctx: &Context, p: &Params, kinds: &[&str], wrapped: bool) -> Result<Value, RpcError> {
+    let missing = |name: &str| err(400, "MissingParams", format!("{name}, please check and try again later."));
+    let malformed = |name: &str| err(400, "MalformedParams", format!("{name}, please check and try again later."));
+    let domain = p.get("DomainName").ok_or_else(|| missing("DomainName"))?;
+    let start = p.get("StartTime").ok_or_else(|| missing("StartTime"))?;
+    let end = p.get("EndTime").ok_or_else(|| missing("EndTime"))?;
+    let size = p.get("PageSize").ok_or_else(|| missing("PageSize"))?;
+    let page = p.get("PageNumber").ok_or_else(|| missing("PageNumber"))?;
+    let size: u64 = size.parse().ok().filter(|n| (1..=500).contains(n)).ok_or_else(|| malformed("PageSize"))?;
+    let page: u64 = page.parse().ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| malformed("PageNumber"))?;
+    let time = |s: &str, name: &str| {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ")
+            .map(|t| SystemTime::from(t.and_utc()))
+            .map_err(|_| malformed(name))
+    };
+    let (start, end) = (time(start, "StartTime")?, time(end, "EndTime")?);
+    if end <= start {
+        return Err(malformed("EndTime"));
+    }
+    if start < SystemTime::now() - RECORDS_WINDOW {
+        return Err(malformed("StartTime"));
+    }
+    let success = match p.get("Status") {
+        None => None,
+        Some("success") => Some(true),
+        Some("failed") => Some(false),
+        Some(_) => return Err(malformed("Status")),
+    };
+    if p.get("AppName").is_some_and(|a| a != "live") {
+        return Ok(page_json(page, size, 0, Vec::new(), wrapped));
+    }
+    let bucket = ctx.config.bucket_for_domain(domain).ok_or_else(|| malformed("DomainName"))?;
+    let q = RecordQuery {
+        kinds,
+        bucket: &bucket.name,
+        channel: p.get("StreamName"),
+        success,
+        from: Some(start),
+        to: Some(end),
+        offset: (page - 1) * size,
+        limit: size,
+        ..Default::default()
+    };
+    let (total, records) = ctx.meta.delivery_records(&q).await?;
+    let list = records.iter().map(|r| record_json(r, !wrapped)).collect();
+    Ok(page_json(page, size, total, list, wrapped))
+}
+
+fn page_json(page: u64, size: u64, total: u64, list: Vec<Value>, wrapped: bool) -> Value {
+    let mut v = json!({"PageNum": page, "PageSize": size, "TotalNum": total, "TotalPage": total.div_ceil(size)});
+    if wrapped {
+        v["NotifyRecordsInfo"] = json!({"LiveStreamNotifyRecordsInfo": list});
+    } else {
+        v["Code"] = json!(0);
+        v["Msg"] = json!("ok");
+        v["CallbackList"] = Value::Array(list);
+    }
+    v
+}
+
+fn record_json(r: &DeliveryRecord, storage_type: bool) -> Value {
+    let a = &r.attempt;
+    let description = if a.success { "success".to_owned() } else { a.error.clone() };
+    let mut v = json!({"DomainName": r.domain, "AppName": "live", "StreamName": r.channel, "NotifyType": r.notify_type,
+        "NotifyUrl": a.url, "NotifyTime": utc(a.time), "NotifyResult": if a.success { "success" } else { "failed" },
+        "Description": description, "NotifyContent": a.request_body, "NotifyHeader": a.request_headers,
+        "NotifyResponse": a.response_body});
+    if storage_type {
+        v["StorageType"] = json!("oss");
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_take_the_vendor_form() {
+        let id = vendor_request_id("6B03325473991E375E76BB36");
+        assert_eq!(id, "6B033254-7399-1E37-5E76-BB3600000000");
+    }
+
+    #[test]
+    fn list_parameters_are_read_in_index_order() {
+        let p = Params(vec![
+            ("Users.2".into(), "b".into()),
+            ("Users.1".into(), "a".into()),
+            ("Users.10".into(), "c".into()),
+            ("Usersx".into(), "z".into()),
+        ]);
+        assert_eq!(p.list("Users"), ["a", "b", "c"]);
+        assert_eq!(Params(vec![("B".into(), "True".into())]).bool("B").unwrap(), Some(true));
+        assert!(Params(vec![("B".into(), "maybe".into())]).bool("B").is_err());
+    }
+
+    #[test]
+    fn times_print_in_the_vendor_forms() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_736_150_400_250);
+        assert_eq!(beijing(t, false), "2025-01-06 16:00:00");
+        assert_eq!(beijing(t, true), "2025-01-06 16:00:00.250");
+        assert_eq!(utc(t), "2025-01-06T08:00:00Z");
+    }
+}

@@ -1,0 +1,354 @@
+//! Aliyun-style callback configuration (event subscriptions, recording and stream-ingest notification
+//! configs) and the delivery-record queries (schema: `migrations/0003_aliyun.sql`).
+
+use std::time::SystemTime;
+
+use sqlx::Row;
+
+use super::{Meta, MetaError, from_millis, millis};
+
+/// At most this many subscriptions per AppId (the vendor's quota).
+pub const MAX_SUBS_PER_APP: i64 = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSub {
+    pub id: String,
+    pub app_id: String,
+    /// Empty: every channel.
+    pub channel_id: String,
+    pub users: Vec<String>,
+    pub events: Vec<String>,
+    pub callback_url: String,
+    pub created: SystemTime,
+    pub modified: SystemTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubRefused {
+    /// 20 subscriptions already, or a second all-channel one.
+    Quota(String),
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordNotify {
+    pub domain: String,
+    pub notify_url: String,
+    pub on_demand_url: String,
+    pub need_status_notify: bool,
+    pub notify_req_auth: bool,
+    pub notify_auth_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamsNotify {
+    pub domain: String,
+    pub notify_url: String,
+    pub notify_req_auth: bool,
+    pub notify_auth_key: String,
+    pub exception_notify_url: String,
+    pub switch_notify_url: String,
+}
+
+/// One delivery attempt with what it delivered, for the record-query APIs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub bucket: String,
+    pub channel: String,
+    pub domain: String,
+    pub source_ref: String,
+    pub notify_type: String,
+    pub idempotency_key: String,
+    pub attempt: super::notify::Attempt,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RecordQuery<'a> {
+    pub kinds: &'a [&'a str],
+    pub bucket: &'a str,
+    pub channel: Option<&'a str>,
+    pub source_ref: Option<&'a str>,
+    pub success: Option<bool>,
+    pub from: Option<SystemTime>,
+    pub to: Option<SystemTime>,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+fn sub_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<EventSub, MetaError> {
+    let users: String = r.try_get(3)?;
+    let events: String = r.try_get(4)?;
+    let corrupt = |e: serde_json::Error| MetaError::Corrupt(e.to_string());
+    Ok(EventSub {
+        id: r.try_get(0)?,
+        app_id: r.try_get(1)?,
+        channel_id: r.try_get(2)?,
+        users: serde_json::from_str(&users).map_err(corrupt)?,
+        events: serde_json::from_str(&events).map_err(corrupt)?,
+        callback_url: r.try_get(5)?,
+        created: from_millis(r.try_get(6)?),
+        modified: from_millis(r.try_get(7)?),
+    })
+}
+
+const SUB_COLUMNS: &str = "id, app_id, channel_id, users, events, callback_url, created_ms, modified_ms";
+
+impl Meta {
+    /// Creates or replaces (`replace = true`) a subscription, enforcing the quotas in one transaction.
+    pub async fn save_event_sub(
+        &self,
+        bucket: &str,
+        sub: &EventSub,
+        replace: bool,
+    ) -> Result<Result<(), SubRefused>, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query("SELECT 1 FROM aliyun_event_subs WHERE id = ? AND bucket = ?")
+            .bind(&sub.id)
+            .bind(bucket)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if replace && !exists {
+            return Ok(Err(SubRefused::NotFound));
+        }
+        let others: i64 = sqlx::query("SELECT COUNT(*) FROM aliyun_event_subs WHERE bucket = ? AND id != ?")
+            .bind(bucket)
+            .bind(&sub.id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if others >= MAX_SUBS_PER_APP {
+            return Ok(Err(SubRefused::Quota(format!(
+                "AppId {} already has {MAX_SUBS_PER_APP} subscriptions.",
+                sub.app_id
+            ))));
+        }
+        if sub.channel_id.is_empty() {
+            let all: i64 =
+                sqlx::query("SELECT COUNT(*) FROM aliyun_event_subs WHERE bucket = ? AND id != ? AND channel_id = ''")
+                    .bind(bucket)
+                    .bind(&sub.id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+            if all > 0 {
+                return Ok(Err(SubRefused::Quota(format!(
+                    "AppId {} already has a subscription to every channel.",
+                    sub.app_id
+                ))));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO aliyun_event_subs (id, bucket, app_id, channel_id, users, events, callback_url, created_ms,
+                 modified_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET channel_id = excluded.channel_id, users = excluded.users,
+                 events = excluded.events, callback_url = excluded.callback_url, modified_ms = excluded.modified_ms",
+        )
+        .bind(&sub.id)
+        .bind(bucket)
+        .bind(&sub.app_id)
+        .bind(&sub.channel_id)
+        .bind(serde_json::to_string(&sub.users).unwrap_or_default())
+        .bind(serde_json::to_string(&sub.events).unwrap_or_default())
+        .bind(&sub.callback_url)
+        .bind(millis(sub.created))
+        .bind(millis(sub.modified))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    pub async fn event_subs(&self, bucket: &str) -> Result<Vec<EventSub>, MetaError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SUB_COLUMNS} FROM aliyun_event_subs WHERE bucket = ? ORDER BY created_ms, id"
+        ))
+        .bind(bucket)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(sub_from_row).collect()
+    }
+
+    pub async fn delete_event_sub(&self, bucket: &str, id: &str) -> Result<bool, MetaError> {
+        let done = sqlx::query("DELETE FROM aliyun_event_subs WHERE bucket = ? AND id = ?")
+            .bind(bucket)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Adds (`update = false`, refused when one exists) or updates (refused when none exists) the
+    /// recording notification of a bucket. Returns false when refused.
+    pub async fn save_record_notify(&self, bucket: &str, c: &RecordNotify, update: bool) -> Result<bool, MetaError> {
+        let sql = if update {
+            "UPDATE aliyun_record_notify SET domain = ?2, notify_url = ?3, on_demand_url = ?4,
+                 need_status_notify = ?5, notify_req_auth = ?6, notify_auth_key = ?7, updated_ms = ?8
+             WHERE bucket = ?1"
+        } else {
+            "INSERT INTO aliyun_record_notify (bucket, domain, notify_url, on_demand_url, need_status_notify,
+                 notify_req_auth, notify_auth_key, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (bucket) DO NOTHING"
+        };
+        let done = sqlx::query(sql)
+            .bind(bucket)
+            .bind(&c.domain)
+            .bind(&c.notify_url)
+            .bind(&c.on_demand_url)
+            .bind(c.need_status_notify)
+            .bind(c.notify_req_auth)
+            .bind(&c.notify_auth_key)
+            .bind(millis(SystemTime::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn record_notify(&self, bucket: &str) -> Result<Option<RecordNotify>, MetaError> {
+        let row = sqlx::query(
+            "SELECT domain, notify_url, on_demand_url, need_status_notify, notify_req_auth, notify_auth_key
+             FROM aliyun_record_notify WHERE bucket = ?",
+        )
+        .bind(bucket)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(RecordNotify {
+                domain: r.try_get(0)?,
+                notify_url: r.try_get(1)?,
+                on_demand_url: r.try_get(2)?,
+                need_status_notify: r.try_get(3)?,
+                notify_req_auth: r.try_get(4)?,
+                notify_auth_key: r.try_get(5)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn delete_record_notify(&self, bucket: &str) -> Result<bool, MetaError> {
+        let done =
+            sqlx::query("DELETE FROM aliyun_record_notify WHERE bucket = ?").bind(bucket).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn set_streams_notify(&self, bucket: &str, c: &StreamsNotify) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT INTO aliyun_streams_notify (bucket, domain, notify_url, notify_req_auth, notify_auth_key,
+                 exception_notify_url, switch_notify_url, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (bucket) DO UPDATE SET domain = excluded.domain, notify_url = excluded.notify_url,
+                 notify_req_auth = excluded.notify_req_auth, notify_auth_key = excluded.notify_auth_key,
+                 exception_notify_url = excluded.exception_notify_url,
+                 switch_notify_url = excluded.switch_notify_url, updated_ms = excluded.updated_ms",
+        )
+        .bind(bucket)
+        .bind(&c.domain)
+        .bind(&c.notify_url)
+        .bind(c.notify_req_auth)
+        .bind(&c.notify_auth_key)
+        .bind(&c.exception_notify_url)
+        .bind(&c.switch_notify_url)
+        .bind(millis(SystemTime::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn streams_notify(&self, bucket: &str) -> Result<Option<StreamsNotify>, MetaError> {
+        let row = sqlx::query(
+            "SELECT domain, notify_url, notify_req_auth, notify_auth_key, exception_notify_url, switch_notify_url
+             FROM aliyun_streams_notify WHERE bucket = ?",
+        )
+        .bind(bucket)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StreamsNotify {
+                domain: r.try_get(0)?,
+                notify_url: r.try_get(1)?,
+                notify_req_auth: r.try_get(2)?,
+                notify_auth_key: r.try_get(3)?,
+                exception_notify_url: r.try_get(4)?,
+                switch_notify_url: r.try_get(5)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn delete_streams_notify(&self, bucket: &str) -> Result<bool, MetaError> {
+        let done =
+            sqlx::query("DELETE FROM aliyun_streams_notify WHERE bucket = ?").bind(bucket).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Delivery attempts matching `q`, newest first, with the total count before paging.
+    pub async fn delivery_records(&self, q: &RecordQuery<'_>) -> Result<(u64, Vec<DeliveryRecord>), MetaError> {
+        let kinds = vec!["?"; q.kinds.len().max(1)].join(", ");
+        let filter = format!(
+            "FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id
+             WHERE o.kind IN ({kinds}) AND o.bucket = ? AND (? IS NULL OR o.channel = ?)
+               AND (? IS NULL OR o.source_ref = ?) AND (? IS NULL OR a.success = ?)
+               AND a.time_ms >= ? AND a.time_ms < ?"
+        );
+        macro_rules! bind_filter {
+            ($query:expr) => {{
+                let mut query = $query;
+                if q.kinds.is_empty() {
+                    query = query.bind("");
+                }
+                for k in q.kinds {
+                    query = query.bind(*k);
+                }
+                query
+                    .bind(q.bucket)
+                    .bind(q.channel)
+                    .bind(q.channel)
+                    .bind(q.source_ref)
+                    .bind(q.source_ref)
+                    .bind(q.success)
+                    .bind(q.success)
+                    .bind(q.from.map_or(0, millis))
+                    .bind(q.to.map_or(i64::MAX, millis))
+            }};
+        }
+        let count_sql = format!("SELECT COUNT(*) {filter}");
+        let total: i64 = bind_filter!(sqlx::query(&count_sql)).fetch_one(&self.pool).await?.try_get(0)?;
+        let page_sql = format!(
+            "SELECT o.bucket, o.channel, o.domain, o.source_ref, o.notify_type, o.idempotency_key,
+                    a.time_ms, a.url, a.request_headers, a.request_body, a.status, a.response_body, a.success,
+                    a.error, a.cost_ms
+             {filter} ORDER BY a.id DESC LIMIT ? OFFSET ?"
+        );
+        let rows = bind_filter!(sqlx::query(&page_sql))
+            .bind(i64::try_from(q.limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(q.offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        let records = rows
+            .iter()
+            .map(|r| {
+                let status: Option<i64> = r.try_get(10)?;
+                let cost: i64 = r.try_get(14)?;
+                Ok(DeliveryRecord {
+                    bucket: r.try_get(0)?,
+                    channel: r.try_get(1)?,
+                    domain: r.try_get(2)?,
+                    source_ref: r.try_get(3)?,
+                    notify_type: r.try_get(4)?,
+                    idempotency_key: r.try_get(5)?,
+                    attempt: super::notify::Attempt {
+                        time: from_millis(r.try_get(6)?),
+                        url: r.try_get(7)?,
+                        request_headers: r.try_get(8)?,
+                        request_body: r.try_get(9)?,
+                        status: status.and_then(|s| u16::try_from(s).ok()),
+                        response_body: r.try_get(11)?,
+                        success: r.try_get(12)?,
+                        error: r.try_get(13)?,
+                        cost_ms: u64::try_from(cost).unwrap_or(0),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, MetaError>>()?;
+        Ok((u64::try_from(total).unwrap_or(0), records))
+    }
+}
