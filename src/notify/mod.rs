@@ -179,9 +179,21 @@ impl Notifier {
         }
         if start {
             self.record_status(event, "record_started", &session, out).await?;
+            self.huawei_record(event, "RECORD_START", &session, json!({}), out).await?;
         }
-        self.huawei_record(event, if start { "RECORD_START" } else { "RECORD_OVER" }, &session, json!({}), out).await?;
         Ok(())
+    }
+
+    /// The recording of a publish is over: every segment of it is stored (the sink calls this last, so
+    /// RECORD_OVER follows the last RECORD_FILE_COMPLETE).
+    pub async fn record_over(&self, event: &PublishEvent) {
+        let session =
+            format!("{}-{}-{}-{}", event.bucket, event.channel, unix(event.publish_started), event.publish_id);
+        let mut out = Vec::new();
+        if let Err(e) = self.huawei_record(event, "RECORD_OVER", &session, json!({}), &mut out).await {
+            warn!(channel = %event.channel, error = %e, "cannot read recording callback configuration; callback lost");
+        }
+        self.enqueue(&out).await;
     }
 
     fn node_name(&self) -> String {

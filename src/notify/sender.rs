@@ -28,6 +28,11 @@ pub struct Sender {
     client: reqwest::Client,
     wake: Arc<Notify>,
     in_flight: Arc<Mutex<HashSet<i64>>>,
+    /// Entries whose attempt ended, with the number of the outbox query that was running then. A query
+    /// that started before an attempt ended may have read the row as still pending: skipping such rows
+    /// is what keeps a delivered callback from being sent a second time.
+    finished: Mutex<HashMap<i64, u64>>,
+    queries: std::sync::atomic::AtomicU64,
     destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
@@ -40,15 +45,32 @@ impl Sender {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Sender { meta, config, client, wake, in_flight: Arc::default(), destinations: Mutex::default() }
+        Sender {
+            meta,
+            config,
+            client,
+            wake,
+            in_flight: Arc::default(),
+            finished: Mutex::default(),
+            queries: Default::default(),
+            destinations: Mutex::default(),
+        }
     }
 
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, tracker: TaskTracker) {
         loop {
+            let query = self.queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             match self.meta.due_callbacks(SystemTime::now(), 64).await {
                 Ok(due) => {
+                    {
+                        let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+                        finished.retain(|_, at| *at >= query);
+                    }
                     for entry in due {
-                        self.dispatch(entry, &tracker);
+                        let stale = self.finished.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&entry.id);
+                        if !stale {
+                            self.dispatch(entry, &tracker);
+                        }
                     }
                 }
                 Err(e) => warn!(error = %e, "cannot read the outbox"),
@@ -87,6 +109,8 @@ impl Sender {
             let _permit = permit;
             let id = entry.id;
             this.attempt(entry).await;
+            let query = this.queries.load(std::sync::atomic::Ordering::SeqCst);
+            this.finished.lock().unwrap_or_else(|p| p.into_inner()).insert(id, query);
             this.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             this.wake.notify_one();
         });

@@ -133,6 +133,8 @@ struct Publish {
     /// When the stats GetLiveChannelStat reads were last refreshed, and the byte counts then.
     stats_at: std::time::Instant,
     stats_bytes: (u64, u64),
+    /// Which codec configurations the published stats already show.
+    stats_configs: (bool, bool),
 }
 
 struct Connection {
@@ -412,6 +414,7 @@ impl Connection {
             event,
             stats_at: std::time::Instant::now(),
             stats_bytes: (0, 0),
+            stats_configs: (false, false),
         })
     }
 
@@ -495,12 +498,18 @@ impl Publish {
     /// About once a second: what GetLiveChannelStat shows (sizes, rates, codecs from the live stream).
     fn refresh_stats(&mut self) {
         let elapsed = self.stats_at.elapsed();
-        if elapsed < STATS_INTERVAL {
+        let s = self.ingest.stats();
+        // The codec configuration is published at once (callbacks want the picture size even for a
+        // publish shorter than a second); rates wait for a measurable interval.
+        let configs = (s.video.is_some(), s.audio.is_some());
+        if elapsed < STATS_INTERVAL && configs == self.stats_configs {
             return;
         }
-        let s = self.ingest.stats();
+        self.stats_configs = configs;
         let secs = elapsed.as_secs_f64();
-        let rate = |now: u64, then: u64| (now.saturating_sub(then) as f64 / secs).round() as u64;
+        let rate = |now: u64, then: u64| {
+            if elapsed < STATS_INTERVAL / 2 { 0 } else { (now.saturating_sub(then) as f64 / secs).round() as u64 }
+        };
         let stats = LiveStats {
             video: s.video.as_ref().map(|v| VideoStats {
                 width: v.width.unwrap_or(0),

@@ -165,6 +165,9 @@ impl Sink {
         if open.is_some() {
             self.abandon(open, "the publish ended before the segment was closed").await;
         }
+        if let Some(cb) = &self.callbacks {
+            cb.notifier.record_over(&cb.event).await;
+        }
     }
 
     /// Records a stored segment in the index before the playlist names it, so VOD never misses a segment
