@@ -379,4 +379,72 @@ impl Meta {
             })
             .collect()
     }
+
+    /// Forgets finished callbacks (and their attempts) older than `before`; pending ones are never
+    /// dropped. Returns how many outbox rows went.
+    pub async fn prune_callbacks(&self, before: SystemTime) -> Result<u64, MetaError> {
+        let cutoff = millis(before);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM delivery_attempts WHERE outbox_id IN
+                 (SELECT id FROM outbox WHERE state != 'pending' AND created_ms < ?)",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM outbox WHERE state != 'pending' AND created_ms < ?")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn callback(key: &str) -> NewCallback {
+        NewCallback {
+            kind: "huawei_publish",
+            bucket: "live".into(),
+            channel: "c".into(),
+            url: "http://127.0.0.1:9/x".into(),
+            payload: "{}".into(),
+            sign_key: String::new(),
+            idempotency_key: key.into(),
+            source_ref: String::new(),
+            notify_type: "PUBLISH".into(),
+            domain: "live".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_outbox_orders_per_destination_dedupes_keys_and_prunes_only_finished_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("m.db")).await.unwrap();
+        meta.enqueue(&[callback("a"), callback("b"), callback("a")]).await.unwrap();
+        let all = meta.outbox(None).await.unwrap();
+        assert_eq!(all.len(), 2, "the same idempotency key is queued once");
+        let far = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let due = meta.due_callbacks(far, 10).await.unwrap();
+        assert_eq!(due.iter().map(|e| e.idempotency_key.as_str()).collect::<Vec<_>>(), ["a"], "b waits for a");
+        let attempt = Attempt {
+            time: SystemTime::now(),
+            url: "u".into(),
+            request_headers: "{}".into(),
+            request_body: "{}".into(),
+            status: Some(200),
+            response_body: String::new(),
+            success: true,
+            error: String::new(),
+            cost_ms: 1,
+        };
+        meta.record_attempt(due[0].id, &attempt, None).await.unwrap();
+        assert_eq!(meta.due_callbacks(far, 10).await.unwrap()[0].idempotency_key, "b");
+        assert_eq!(meta.prune_callbacks(far).await.unwrap(), 1, "only the delivered row goes");
+        assert!(meta.attempts(due[0].id).await.unwrap().is_empty());
+        assert_eq!(meta.outbox(Some("pending")).await.unwrap().len(), 1);
+    }
 }

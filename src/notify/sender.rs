@@ -21,6 +21,9 @@ use crate::meta::notify::{Attempt, OutboxEntry};
 const MAX_RESPONSE_RECORDED: usize = 16 * 1024;
 /// How often the outbox is looked at even without a wake-up (rows due later, or written by another process).
 const POLL: Duration = Duration::from_secs(1);
+/// Finished callbacks are kept this long (the record queries reach back 7 days), then pruned.
+const KEEP_FINISHED: Duration = Duration::from_secs(8 * 24 * 3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct Sender {
     meta: Meta,
@@ -58,7 +61,16 @@ impl Sender {
     }
 
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, tracker: TaskTracker) {
+        let mut pruned_at: Option<Instant> = None;
         loop {
+            if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(Instant::now());
+                match self.meta.prune_callbacks(SystemTime::now() - KEEP_FINISHED).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(callbacks = n, "pruned delivered callbacks older than 8 days"),
+                    Err(e) => warn!(error = %e, "cannot prune old callbacks"),
+                }
+            }
             let query = self.queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             match self.meta.due_callbacks(SystemTime::now(), 64).await {
                 Ok(due) => {
