@@ -555,6 +555,75 @@ mod tests {
         );
     }
 
+    fn entry(kind: &str, url: &str, payload: Value, key: &str) -> OutboxEntry {
+        OutboxEntry {
+            id: 7,
+            kind: kind.into(),
+            bucket: "live".into(),
+            channel: "ch1".into(),
+            url: url.into(),
+            payload: payload.to_string(),
+            sign_key: key.into(),
+            idempotency_key: "idem-1".into(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn the_aliyun_ingest_callback_is_a_signed_get_with_the_spec_parameters_appended() {
+        let payload = json!({"query": [["action", "publish"], ["ip", "127.0.0.1"], ["id", "ch1"], ["app", "push.example.com"],
+            ["appname", "live"], ["time", "1736150400"], ["usrargs", "token=abc"], ["node", "livechannel-1"]],
+            "sign_domain": "push.example.com"});
+        let r = render(
+            &entry(KIND_ALIYUN_INGEST, "http://hooks.example.com/pub?x=1", payload, "abcdefgh12345678"),
+            UNIX_EPOCH + Duration::from_secs(1736150400),
+        )
+        .unwrap();
+        assert_eq!(r.method, "GET");
+        assert_eq!(
+            r.url,
+            "http://hooks.example.com/pub?x=1&action=publish&ip=127.0.0.1&id=ch1&app=push.example.com\
+                           &appname=live&time=1736150400&usrargs=token%3Dabc&node=livechannel-1"
+        );
+        assert!(r.body.is_empty());
+        assert!(r.headers.contains(&("ALI-LIVE-TIMESTAMP".into(), "1736150400".into())));
+        let sig = ali_live_signature("push.example.com", 1736150400, "abcdefgh12345678");
+        assert!(r.headers.contains(&("ALI-LIVE-SIGNATURE".into(), sig)));
+    }
+
+    #[test]
+    fn event_subscription_and_record_bodies_follow_the_spec() {
+        let now = UNIX_EPOCH + Duration::from_secs(1736150400);
+        let sub = json!({"SubscribeID": "sub-1", "AppId": "live", "ChannelID": "ch1", "Contents": []});
+        let r = render(&entry(KIND_ALIYUN_EVENTSUB, "http://127.0.0.1:9/cb", sub, ""), now).unwrap();
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!((body["MsgId"].as_str(), body["MsgTimestamp"].as_u64()), (Some("idem-1"), Some(1736150400)));
+        assert!(!r.headers.iter().any(|(k, _)| k.starts_with("ALI-LIVE")), "event subscriptions are not signed");
+        let file = json!({"domain": "live", "app": "live", "stream": "ch1", "uri": "live/ch1/3.ts", "duration": 2.0,
+                          "start_time": 1736150398, "stop_time": 1736150400});
+        let r = render(
+            &entry(KIND_ALIYUN_RECORD, "https://callback.example.com:8443/rec", file.clone(), "abcdefgh12345678"),
+            now,
+        )
+        .unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap(), file);
+        // Signed with the callback host, port stripped: the spec's worked example.
+        assert!(r.headers.contains(&("ALI-LIVE-SIGNATURE".into(), "69c23bcb480fc493ead95eb175bf0550".into())));
+        let hw = json!({"body": {"event_type": "RECORD_FILE_COMPLETE", "publish_domain": "push.example.com", "app": "live",
+            "stream": "stream1", "download_url": "http://127.0.0.1:8080/dl/stream1.m3u8",
+            "play_url": "http://127.0.0.1:8080/play/stream1.m3u8"}, "sign_type": "MD5"});
+        let r = render(
+            &entry(KIND_HUAWEI_RECORD, "http://127.0.0.1:9/rec", hw, "0123456789abcdef0123456789abcdef"),
+            now - HUAWEI_SIGN_VALIDITY,
+        )
+        .unwrap();
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(
+            (body["auth_timestamp"].as_u64(), body["auth_sign"].as_str()),
+            (Some(1736150400), Some("81de7e7b0d37200afedd7dfaad0c6da2"))
+        );
+    }
+
     #[test]
     fn push_args_keep_callback_parameters_first_value_first() {
         let args = push_args("callback_myid=1&token=x&callback_myid=2&callback_b=%20y");
