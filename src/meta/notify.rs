@@ -247,11 +247,11 @@ impl Meta {
     /// (destination, channel): a later callback never overtakes an earlier one to the same receiver.
     pub async fn due_callbacks(&self, now: SystemTime, limit: u32) -> Result<Vec<OutboxEntry>, MetaError> {
         let rows = sqlx::query(
-            "SELECT id, kind, bucket, channel, url, payload, sign_key, idempotency_key, attempts FROM outbox o
-             WHERE state = 'pending' AND next_attempt_ms <= ?
-               AND id = (SELECT MIN(id) FROM outbox p WHERE p.state = 'pending' AND p.url = o.url
-                         AND p.bucket = o.bucket AND p.channel = o.channel)
-             ORDER BY id LIMIT ?",
+            "SELECT o.id, o.kind, o.bucket, o.channel, o.url, o.payload, o.sign_key, o.idempotency_key, o.attempts
+             FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending'
+                                 GROUP BY url, bucket, channel) head ON o.id = head.id
+             WHERE o.next_attempt_ms <= ?
+             ORDER BY o.id LIMIT ?",
         )
         .bind(millis(now))
         .bind(limit)

@@ -24,6 +24,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// Finished callbacks are kept this long (the record queries reach back 7 days), then pruned.
 const KEEP_FINISHED: Duration = Duration::from_secs(8 * 24 * 3600);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const COALESCE: Duration = Duration::from_millis(50);
 
 pub struct Sender {
     meta: Meta,
@@ -92,6 +93,9 @@ impl Sender {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = shutdown.cancelled() => return,
             }
+            // Wake-ups come in bursts (a segment stored on every channel, attempts finishing): one outbox
+            // query per burst, not one per wake-up, keeps a backlog from costing CPU per event.
+            tokio::time::sleep(COALESCE).await;
         }
     }
 
