@@ -68,6 +68,8 @@ pub async fn handle(ctx: &Context, req: Request<Incoming>, request_id: &str) -> 
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
     let (status, body) = match route(ctx, req).await {
         Ok(mut v) => {
+            // Any successful action may have changed callback configuration (the reads are cheap to redo).
+            ctx.notifier.config_changed();
             v["RequestId"] = json!(rid);
             (StatusCode::OK, v)
         }

@@ -60,8 +60,14 @@ fn json_response(status: StatusCode, body: Option<Value>) -> Response<Body> {
 }
 
 pub async fn handle(ctx: &Context, req: Request<Incoming>, request_id: &str) -> Response<Body> {
+    let changes = req.method() != Method::GET;
     let mut resp = match route(ctx, req).await {
-        Ok(resp) => resp,
+        Ok(resp) => {
+            if changes {
+                ctx.notifier.config_changed();
+            }
+            resp
+        }
         Err(e) => json_response(e.status, Some(json!({"error_code": e.code, "error_msg": e.message}))),
     };
     if let Ok(v) = HeaderValue::from_str(request_id) {

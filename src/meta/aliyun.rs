@@ -101,7 +101,7 @@ impl Meta {
         sub: &EventSub,
         replace: bool,
     ) -> Result<Result<(), SubRefused>, MetaError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists = sqlx::query("SELECT 1 FROM aliyun_event_subs WHERE id = ? AND bucket = ?")
             .bind(&sub.id)
             .bind(bucket)

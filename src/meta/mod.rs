@@ -122,6 +122,12 @@ impl Meta {
         Ok(Meta { pool })
     }
 
+    /// A transaction that takes the write lock at once. A deferred one that reads first and writes later
+    /// fails with SQLITE_BUSY (no retry) when another connection committed in between, in WAL mode.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Closes every push left open by a crash: its end is the end of its last stored segment (or its
     /// start when none was stored). Returns how many were closed.
     pub async fn recover(&self) -> Result<u64, MetaError> {
@@ -234,7 +240,7 @@ impl Meta {
     /// Deletes the channel and its push history (a channel created later under the same name starts
     /// afresh). The segment index stays, like the segments themselves.
     pub async fn delete_channel(&self, bucket: &str, name: &str) -> Result<bool, MetaError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM channels WHERE bucket = ? AND name = ?")
             .bind(bucket)
             .bind(name)

@@ -75,7 +75,7 @@ pub struct Attempt {
 impl Meta {
     /// Sets the bucket's stream-notification URL; returns true when one existed (replaced).
     pub async fn put_publish_notify(&self, bucket: &str, n: &PublishNotify) -> Result<bool, MetaError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let existed = sqlx::query("SELECT 1 FROM huawei_publish_notify WHERE bucket = ?")
             .bind(bucket)
             .fetch_optional(&mut *tx)
@@ -217,7 +217,7 @@ impl Meta {
     /// Writes callbacks to the outbox in one transaction (all or none), due now.
     pub async fn enqueue(&self, callbacks: &[NewCallback]) -> Result<(), MetaError> {
         let now = millis(SystemTime::now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for c in callbacks {
             sqlx::query(
                 "INSERT INTO outbox (kind, bucket, channel, url, payload, sign_key, idempotency_key, created_ms,
@@ -290,7 +290,7 @@ impl Meta {
         attempt: &Attempt,
         retry_at: Option<SystemTime>,
     ) -> Result<(), MetaError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO delivery_attempts (outbox_id, time_ms, url, request_headers, request_body, status,
                  response_body, success, error, cost_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -384,7 +384,7 @@ impl Meta {
     /// dropped. Returns how many outbox rows went.
     pub async fn prune_callbacks(&self, before: SystemTime) -> Result<u64, MetaError> {
         let cutoff = millis(before);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "DELETE FROM delivery_attempts WHERE outbox_id IN
                  (SELECT id FROM outbox WHERE state != 'pending' AND created_ms < ?)",

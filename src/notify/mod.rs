@@ -65,12 +65,32 @@ pub struct PublishEvent {
     pub publish_id: u64,
 }
 
+/// Every callback configuration of one bucket, as the event builders need it.
+#[derive(Debug, Default)]
+struct BucketConfig {
+    publish: Option<crate::meta::notify::PublishNotify>,
+    streams: Option<crate::meta::aliyun::StreamsNotify>,
+    subs: Vec<crate::meta::aliyun::EventSub>,
+    record: Option<crate::meta::aliyun::RecordNotify>,
+    huawei_records: Vec<crate::meta::notify::RecordCallback>,
+}
+
+/// Bucket configurations read once and kept until a configuration API changes any of them: without it
+/// every stored segment cost several database round trips (and thread hand-offs) before its callbacks
+/// were even queued. The generation keeps a load that raced with a change from caching stale data.
+#[derive(Debug, Default)]
+struct ConfigCache {
+    generation: std::sync::atomic::AtomicU64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, Arc<BucketConfig>>>,
+}
+
 /// Turns events into outbox rows and wakes the sender. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Notifier {
     meta: Meta,
     wake: Arc<Notify>,
     node_ip: String,
+    cache: Arc<ConfigCache>,
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -79,7 +99,32 @@ fn unix(t: SystemTime) -> u64 {
 
 impl Notifier {
     pub fn new(meta: Meta, node_ip: String) -> Self {
-        Notifier { meta, wake: Arc::new(Notify::new()), node_ip }
+        Notifier { meta, wake: Arc::new(Notify::new()), node_ip, cache: Arc::default() }
+    }
+
+    /// Forgets cached callback configuration; every configuration API calls it after a change.
+    pub fn config_changed(&self) {
+        self.cache.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.cache.buckets.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    async fn config(&self, bucket: &str) -> Result<Arc<BucketConfig>, crate::meta::MetaError> {
+        if let Some(c) = self.cache.buckets.lock().unwrap_or_else(|p| p.into_inner()).get(bucket) {
+            return Ok(Arc::clone(c));
+        }
+        let generation = self.cache.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let config = Arc::new(BucketConfig {
+            publish: self.meta.get_publish_notify(bucket).await?,
+            streams: self.meta.streams_notify(bucket).await?,
+            subs: self.meta.event_subs(bucket).await?,
+            record: self.meta.record_notify(bucket).await?,
+            huawei_records: self.meta.list_record_callbacks(None, None, Some(bucket)).await?,
+        });
+        let mut buckets = self.cache.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if self.cache.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            buckets.insert(bucket.to_owned(), Arc::clone(&config));
+        }
+        Ok(config)
     }
 
     pub fn wake_handle(&self) -> Arc<Notify> {
@@ -117,7 +162,8 @@ impl Notifier {
             notify_type: notify_type.to_owned(),
             domain: domain.to_owned(),
         };
-        if let Some(config) = self.meta.get_publish_notify(&event.bucket).await? {
+        let all = self.config(&event.bucket).await?;
+        if let Some(config) = &all.publish {
             let name = if start { "PUBLISH" } else { "PUBLISH_DONE" };
             let payload = json!({
                 "domain": config.domain, "app": "live", "stream": event.channel, "user_args": event.user_args,
@@ -129,7 +175,7 @@ impl Notifier {
                 ..base(KIND_HUAWEI_PUBLISH, &config.url, payload, name, &config.domain)
             });
         }
-        if let Some(config) = self.meta.streams_notify(&event.bucket).await? {
+        if let Some(config) = &all.streams {
             let action = if start { "publish" } else { "publish_done" };
             let payload = json!({
                 "query": [["action", action], ["ip", event.remote.ip().to_string()], ["id", event.channel],
@@ -143,7 +189,7 @@ impl Notifier {
             });
         }
         let user = user_id(event);
-        for sub in self.meta.event_subs(&event.bucket).await? {
+        for sub in &all.subs {
             if !sub.channel_id.is_empty() && sub.channel_id != event.channel {
                 continue;
             }
@@ -209,12 +255,13 @@ impl Notifier {
         session: &str,
         out: &mut Vec<NewCallback>,
     ) -> Result<(), crate::meta::MetaError> {
-        let Some(config) = self.meta.record_notify(&event.bucket).await? else { return Ok(()) };
+        let all = self.config(&event.bucket).await?;
+        let Some(config) = &all.record else { return Ok(()) };
         if !config.need_status_notify {
             return Ok(());
         }
         let payload = json!({"domain": config.domain, "app": "live", "stream": event.channel, "event": status});
-        out.push(aliyun_record(event, &config, payload, status, format!("{KIND_ALIYUN_RECORD}-{session}-{status}")));
+        out.push(aliyun_record(event, config, payload, status, format!("{KIND_ALIYUN_RECORD}-{session}-{status}")));
         Ok(())
     }
 
@@ -227,7 +274,7 @@ impl Notifier {
         extra: Value,
         out: &mut Vec<NewCallback>,
     ) -> Result<(), crate::meta::MetaError> {
-        for cb in self.meta.list_record_callbacks(None, None, Some(&event.bucket)).await? {
+        for cb in &self.config(&event.bucket).await?.huawei_records {
             if !cb.events.iter().any(|e| e == event_type) {
                 continue;
             }
@@ -261,7 +308,7 @@ impl Notifier {
         let mut out = Vec::new();
         let result: Result<(), crate::meta::MetaError> = async {
             let key = format!("{}-{}-{}", event.bucket, event.channel, file.object_key);
-            if let Some(config) = self.meta.record_notify(&event.bucket).await? {
+            if let Some(config) = &self.config(&event.bucket).await?.record {
                 let mut payload = json!({
                     "domain": config.domain, "app": "live", "stream": event.channel, "uri": file.object_key,
                     "duration": (file.duration.as_secs_f64() * 1000.0).round() / 1000.0,
@@ -271,7 +318,7 @@ impl Notifier {
                 if !push_args.is_empty() {
                     payload["push_args"] = Value::Object(push_args);
                 }
-                out.push(aliyun_record(event, &config, payload, "file_created", format!("{KIND_ALIYUN_RECORD}-{key}")));
+                out.push(aliyun_record(event, config, payload, "file_created", format!("{KIND_ALIYUN_RECORD}-{key}")));
             }
             let time =
                 |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -300,11 +347,11 @@ impl Notifier {
         let session =
             format!("{}-{}-{}-{}", event.bucket, event.channel, unix(event.publish_started), event.publish_id);
         let result: Result<(), crate::meta::MetaError> = async {
-            if let Some(config) = self.meta.record_notify(&event.bucket).await? {
+            if let Some(config) = &self.config(&event.bucket).await?.record {
                 let payload = json!({"domain": config.domain, "app": "live", "stream": event.channel,
                                      "event": notify_type, "code": code, "message": message});
                 let key = format!("{KIND_ALIYUN_RECORD}-{session}-{notify_type}-{code}");
-                out.push(aliyun_record(event, &config, payload, notify_type, key));
+                out.push(aliyun_record(event, config, payload, notify_type, key));
             }
             if notify_type == "record_error" {
                 self.huawei_record(
