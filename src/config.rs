@@ -375,6 +375,8 @@ mod tests {
         assert_eq!(c.buckets[0].domains, vec!["push.example.com".to_string()]);
         assert_eq!(c.storage.as_ref().unwrap().kind, StorageKind::S3);
         assert_eq!(c.access_keys[0].id, "AKIDEXAMPLE");
+        assert_eq!(c.auth_tokens[0].project_id, "0123456789abcdef0123456789abcdef");
+        assert_eq!((c.notify.max_attempts, c.notify.retry_max.as_secs()), (12, 300));
     }
 
     #[test]
