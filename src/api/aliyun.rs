@@ -11,20 +11,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tracing::info;
 
+use super::{BodyError, http_url, read_body, utc_seconds};
 use crate::auth::aliyun::{self, AuthError, parse_form};
 use crate::config::Bucket;
 use crate::http::{Body, Context, full};
 use crate::meta::aliyun::{DeliveryRecord, EventSub, RecordNotify, RecordQuery, StreamsNotify, SubRefused};
 use crate::notify::{KIND_ALIYUN_EVENTSUB, KIND_ALIYUN_INGEST, KIND_ALIYUN_RECORD};
 
-const MAX_BODY: usize = 64 * 1024;
 const VERSION: &str = "2016-11-01";
 const RECORDS_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -114,17 +113,16 @@ impl Params {
 async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Value, RpcError> {
     let mut params = parse_form(req.uri().query().unwrap_or(""))
         .ok_or_else(|| err(400, "InvalidParameter", "The query string is not valid percent-encoding."))?;
-    let method = req.method().as_str().to_owned();
-    let headers = req.headers().clone();
+    let (parts, body) = req.into_parts();
+    let (method, headers) = (parts.method.as_str().to_owned(), parts.headers);
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|_| err(400, "InvalidParameter", "The request body is too large."))?
-        .to_bytes();
+    let body = read_body(&headers, body).await.map_err(|e| match e {
+        BodyError::TooLarge => err(400, "InvalidParameter", "The request body is too large."),
+        BodyError::Read(why) => err(400, "InvalidParameter", format!("The request body could not be read: {why}")),
+    })?;
     if form && !body.is_empty() {
         let text =
             std::str::from_utf8(&body).map_err(|_| err(400, "InvalidParameter", "The form body is not UTF-8."))?;
@@ -184,18 +182,10 @@ fn auth_error(e: AuthError) -> RpcError {
     }
 }
 
-fn http_url(url: &str) -> bool {
-    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-}
-
 fn beijing(t: SystemTime, millis: bool) -> String {
     let tz = FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
     let t = DateTime::<Utc>::from(t).with_timezone(&tz);
     if millis { t.format("%Y-%m-%d %H:%M:%S%.3f").to_string() } else { t.format("%Y-%m-%d %H:%M:%S").to_string() }
-}
-
-fn utc(t: SystemTime) -> String {
-    DateTime::<Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 // ------------------------------------------------------------------------------------------ EventSub
@@ -511,7 +501,7 @@ fn record_json(r: &DeliveryRecord, storage_type: bool) -> Value {
     let a = &r.attempt;
     let description = if a.success { "success".to_owned() } else { a.error.clone() };
     let mut v = json!({"DomainName": r.domain, "AppName": "live", "StreamName": r.channel, "NotifyType": r.notify_type,
-        "NotifyUrl": a.url, "NotifyTime": utc(a.time), "NotifyResult": if a.success { "success" } else { "failed" },
+        "NotifyUrl": a.url, "NotifyTime": utc_seconds(a.time), "NotifyResult": if a.success { "success" } else { "failed" },
         "Description": description, "NotifyContent": a.request_body, "NotifyHeader": a.request_headers,
         "NotifyResponse": a.response_body});
     if storage_type {
@@ -548,6 +538,6 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_736_150_400_250);
         assert_eq!(beijing(t, false), "2025-01-06 16:00:00");
         assert_eq!(beijing(t, true), "2025-01-06 16:00:00.250");
-        assert_eq!(utc(t), "2025-01-06T08:00:00Z");
+        assert_eq!(utc_seconds(t), "2025-01-06T08:00:00Z");
     }
 }

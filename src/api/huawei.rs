@@ -9,7 +9,6 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -17,11 +16,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
+use super::{http_url, read_body, utc_seconds};
 use crate::auth::{huawei, parse_query, percent_decode, same};
 use crate::http::{Body, Context, full};
 use crate::meta::notify::{PublishNotify, RecordCallback};
 
-const MAX_BODY: usize = 64 * 1024;
 const RECORD_EVENTS: &[&str] =
     &["RECORD_START", "RECORD_NEW_FILE_START", "RECORD_FILE_COMPLETE", "RECORD_OVER", "RECORD_FAILED"];
 
@@ -88,18 +87,11 @@ async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Response<Body>, 
     if project == "{project_id}" || project.is_empty() {
         return Err(invalid("The path has no project id: give BasicCredentials(ak, sk, project_id) a project id."));
     }
-    let method = req.method().clone();
-    let headers = req.headers().clone();
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(err(StatusCode::PAYLOAD_TOO_LARGE, "LIVE.100011001", "The request body is too large."));
-    }
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+    let (parts, body) = req.into_parts();
+    let (method, headers) = (parts.method, parts.headers);
+    let body = read_body(&headers, body)
         .await
-        .map_err(|_| err(StatusCode::PAYLOAD_TOO_LARGE, "LIVE.100011001", "The request body is too large."))?
-        .to_bytes();
+        .map_err(|_| err(StatusCode::PAYLOAD_TOO_LARGE, "LIVE.100011001", "The request body is too large."))?;
     authenticate(ctx, &method, &raw_path, &query, &headers, &body, project)?;
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     match (method, rest.as_slice()) {
@@ -161,10 +153,6 @@ fn bucket_of<'c>(ctx: &'c Context, domain: Option<&str>) -> Result<(&'c crate::c
     let bucket =
         ctx.config.bucket_for_domain(domain).ok_or_else(|| invalid(format!("The domain {domain} does not exist.")))?;
     Ok((bucket, domain.to_owned()))
-}
-
-fn http_url(url: &str) -> bool {
-    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
 // ------------------------------------------------------------------------------------------ notifications
@@ -230,16 +218,12 @@ struct RecordCallbackRequest {
     key: Option<String>,
 }
 
-fn time(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 fn record_json(c: &RecordCallback) -> Value {
     // The key is never returned (the SDK's response model has no field for it).
     json!({
         "id": c.id, "publish_domain": c.domain, "app": c.app, "notify_callback_url": c.url,
         "notify_event_subscription": c.events, "sign_type": c.sign_type,
-        "create_time": time(c.created), "update_time": time(c.updated),
+        "create_time": utc_seconds(c.created), "update_time": utc_seconds(c.updated),
     })
 }
 

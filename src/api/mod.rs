@@ -11,6 +11,45 @@ pub mod oss;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::HeaderMap;
+use hyper::body::Incoming;
+
+/// Largest request body any API reads (its documents are a few hundred bytes).
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// Reads a request body, refusing one over [`MAX_BODY`]: from Content-Length before reading anything,
+/// else as soon as the limit is crossed. Each dialect maps the error to its own wire format.
+pub async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, BodyError> {
+    let declared =
+        headers.get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Err(e) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
+/// A callback URL the vendors accept: http or https with a host.
+pub fn http_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+}
+
+/// UTC to the second, `yyyy-mm-ddThh:mm:ssZ`, as the Aliyun and Huawei APIs and payloads write it.
+pub fn utc_seconds(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// A request id in the vendor's form: 24 upper-case hex characters, unique in this process and unlikely to
 /// repeat across restarts (seconds since the epoch, then a per-process counter mixed with the start time).
 pub fn request_id() -> String {

@@ -11,7 +11,6 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -28,8 +27,7 @@ use crate::http::{Body, Context, full};
 use crate::meta::{ChannelRecord, ChannelStatus, MetaError, Snapshot};
 use crate::storage::ChannelKey;
 
-/// Largest request body we read (a LiveChannelConfiguration is a few hundred bytes).
-pub const MAX_BODY: usize = 64 * 1024;
+pub use super::MAX_BODY;
 /// Largest VOD playlist we write or return (the vendor's limit).
 const MAX_VOD_PLAYLIST: usize = 1 << 20;
 /// Longest VOD window (the vendor's limit: less than one day).
@@ -477,27 +475,19 @@ pub fn parse_configuration(
 
 /// Reads a request body, refusing one larger than [`MAX_BODY`] before it is read whole.
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, OssError> {
-    let too_large = || {
-        OssError::new(
+    let (parts, body) = req.into_parts();
+    super::read_body(&parts.headers, body).await.map_err(|e| match e {
+        super::BodyError::TooLarge => OssError::new(
             StatusCode::BAD_REQUEST,
             "EntityTooLarge",
             format!("Your proposed upload exceeds the maximum allowed size of {MAX_BODY} bytes."),
-        )
-    };
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(OssError::new(
+        ),
+        super::BodyError::Read(why) => OssError::new(
             StatusCode::BAD_REQUEST,
             "IncompleteBody",
-            format!("The request body could not be read: {e}"),
-        )),
-    }
+            format!("The request body could not be read: {why}"),
+        ),
+    })
 }
 
 async fn put_channel(

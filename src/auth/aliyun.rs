@@ -176,16 +176,9 @@ fn verify_rpc(req: &Request, keys: &Keys, nonces: &Nonces, now: SystemTime) -> R
 }
 
 fn verify_acs3(req: &Request, rest: &str, keys: &Keys, nonces: &Nonces, now: SystemTime) -> Result<String, AuthError> {
-    let (mut credential, mut signed, mut signature) = (None, None, None);
-    for piece in rest.split(',') {
-        match piece.trim().split_once('=') {
-            Some(("Credential", v)) => credential = Some(v),
-            Some(("SignedHeaders", v)) => signed = Some(v),
-            Some(("Signature", v)) => signature = Some(v),
-            _ => {}
-        }
-    }
-    let (Some(id), Some(signed), Some(provided)) = (credential, signed, signature) else {
+    let field = |name| super::auth_param(rest, name);
+    let (Some(id), Some(signed), Some(provided)) = (field("Credential"), field("SignedHeaders"), field("Signature"))
+    else {
         return Err(AuthError::Incomplete("Authorization needs Credential, SignedHeaders and Signature.".into()));
     };
     let signed: Vec<String> = signed.split(';').map(|h| h.trim().to_ascii_lowercase()).collect();
@@ -223,17 +216,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::auth::captures;
-    use crate::config::AccessKey;
-
-    fn vectors() -> Value {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/spec/vectors.json");
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    }
-
-    fn keys(id: &str, secret: &str) -> Keys {
-        Keys::new(vec![AccessKey { id: id.into(), secret: secret.into() }])
-    }
+    use crate::auth::captures::{self, keys, vectors};
 
     fn pairs(v: &Value) -> Vec<(String, String)> {
         v.as_array().unwrap().iter().map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into())).collect()

@@ -1,8 +1,19 @@
-//! Test helper: reads the raw SDK requests in `fixtures/spec/captures/*.txt` (request line, headers in
+//! Test helpers over `fixtures/spec/`: the signature vectors, a key set, and the raw SDK requests in `fixtures/spec/captures/*.txt` (request line, headers in
 //! order, blank line, body; requests separated by lines of dashes or equals signs).
 
 use hyper::HeaderMap;
 use hyper::header::{HeaderName, HeaderValue};
+
+/// `fixtures/spec/vectors.json`.
+pub fn vectors() -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/spec/vectors.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("vectors.json")).expect("vectors.json parses")
+}
+
+/// A key set holding one access key.
+pub fn keys(id: &str, secret: &str) -> super::Keys {
+    super::Keys::new(vec![crate::config::AccessKey { id: id.into(), secret: secret.into() }])
+}
 
 pub struct Captured {
     pub method: String,

@@ -77,16 +77,9 @@ pub fn verify(req: &Request, keys: &Keys, now: SystemTime) -> Result<String, Aut
     let rest = auth
         .strip_prefix("SDK-HMAC-SHA256 ")
         .ok_or_else(|| AuthError::Malformed("the scheme is not SDK-HMAC-SHA256".into()))?;
-    let (mut access, mut signed, mut signature) = (None, None, None);
-    for piece in rest.split(',') {
-        match piece.trim().split_once('=') {
-            Some(("Access", v)) => access = Some(v),
-            Some(("SignedHeaders", v)) => signed = Some(v),
-            Some(("Signature", v)) => signature = Some(v),
-            _ => {}
-        }
-    }
-    let (Some(access), Some(signed), Some(provided)) = (access, signed, signature) else {
+    let field = |name| super::auth_param(rest, name);
+    let (Some(access), Some(signed), Some(provided)) = (field("Access"), field("SignedHeaders"), field("Signature"))
+    else {
         return Err(AuthError::Malformed("Access, SignedHeaders and Signature are required".into()));
     };
     let signed: Vec<String> = signed.split(';').map(|h| h.trim().to_ascii_lowercase()).collect();
@@ -121,12 +114,8 @@ mod tests {
     use hyper::header::{HeaderName, HeaderValue};
 
     use super::*;
+    use crate::auth::captures::keys;
     use crate::auth::{captures, parse_query};
-    use crate::config::AccessKey;
-
-    fn keys(id: &str, secret: &str) -> Keys {
-        Keys::new(vec![AccessKey { id: id.into(), secret: secret.into() }])
-    }
 
     #[test]
     fn the_vector_gives_the_documented_canonical_request_and_signature() {

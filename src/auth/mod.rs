@@ -90,6 +90,12 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The value of `name` in an Authorization parameter list `A=x, B=y` or `A=x,B=y` (the SDKs differ in
+/// the separator and in the order).
+pub(crate) fn auth_param<'a>(list: &'a str, name: &str) -> Option<&'a str> {
+    list.split(',').filter_map(|piece| piece.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
 /// `a=1&b&c=` -> decoded pairs in arrival order (`b` and `c=` both give an empty value).
 pub fn parse_query(query: &str) -> Option<Vec<(String, String)>> {
     query

@@ -286,16 +286,12 @@ fn split_additional(list: &str) -> Result<Vec<String>, AuthError> {
 
 fn verify_v4_header(req: &Request, rest: &str, keys: &Keys, now: SystemTime) -> Result<Principal, AuthError> {
     // oss2 writes ", " and puts AdditionalHeaders last; oss-v2 writes "," and puts it before Signature.
-    let (mut credential, mut signature, mut additional) = (None, None, Vec::new());
-    for piece in rest.split(',') {
-        let (k, v) = piece.trim().split_once('=').unwrap_or((piece.trim(), ""));
-        match k {
-            "Credential" => credential = Some(v),
-            "Signature" => signature = Some(v),
-            "AdditionalHeaders" => additional = split_additional(v)?,
-            _ => {}
-        }
-    }
+    let credential = super::auth_param(rest, "Credential");
+    let signature = super::auth_param(rest, "Signature");
+    let additional = match super::auth_param(rest, "AdditionalHeaders") {
+        Some(list) => split_additional(list)?,
+        None => Vec::new(),
+    };
     let (Some(credential), Some(provided)) = (credential, signature) else {
         return Err(AuthError::Denied("OSS4-HMAC-SHA256 Authorization needs Credential and Signature.".into()));
     };

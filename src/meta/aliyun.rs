@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use sqlx::Row;
 
+use super::notify::{ATTEMPT_COLUMNS, attempt_from_row};
 use super::{Meta, MetaError, from_millis, millis};
 
 /// At most this many subscriptions per AppId (the vendor's quota).
@@ -313,9 +314,7 @@ impl Meta {
         let count_sql = format!("SELECT COUNT(*) {filter}");
         let total: i64 = bind_filter!(sqlx::query(&count_sql)).fetch_one(&self.pool).await?.try_get(0)?;
         let page_sql = format!(
-            "SELECT o.bucket, o.channel, o.domain, o.source_ref, o.notify_type, o.idempotency_key,
-                    a.time_ms, a.url, a.request_headers, a.request_body, a.status, a.response_body, a.success,
-                    a.error, a.cost_ms
+            "SELECT o.bucket, o.channel, o.domain, o.source_ref, o.notify_type, o.idempotency_key, {ATTEMPT_COLUMNS}
              {filter} ORDER BY a.id DESC LIMIT ? OFFSET ?"
         );
         let rows = bind_filter!(sqlx::query(&page_sql))
@@ -326,8 +325,6 @@ impl Meta {
         let records = rows
             .iter()
             .map(|r| {
-                let status: Option<i64> = r.try_get(10)?;
-                let cost: i64 = r.try_get(14)?;
                 Ok(DeliveryRecord {
                     bucket: r.try_get(0)?,
                     channel: r.try_get(1)?,
@@ -335,17 +332,7 @@ impl Meta {
                     source_ref: r.try_get(3)?,
                     notify_type: r.try_get(4)?,
                     idempotency_key: r.try_get(5)?,
-                    attempt: super::notify::Attempt {
-                        time: from_millis(r.try_get(6)?),
-                        url: r.try_get(7)?,
-                        request_headers: r.try_get(8)?,
-                        request_body: r.try_get(9)?,
-                        status: status.and_then(|s| u16::try_from(s).ok()),
-                        response_body: r.try_get(11)?,
-                        success: r.try_get(12)?,
-                        error: r.try_get(13)?,
-                        cost_ms: u64::try_from(cost).unwrap_or(0),
-                    },
+                    attempt: attempt_from_row(r, 6)?,
                 })
             })
             .collect::<Result<Vec<_>, MetaError>>()?;

@@ -72,6 +72,44 @@ pub struct Attempt {
     pub cost_ms: u64,
 }
 
+/// The outbox columns every entry query selects, in the order [`entry_from_row`] reads them.
+const ENTRY_COLUMNS: &str =
+    "o.id, o.kind, o.bucket, o.channel, o.url, o.payload, o.sign_key, o.idempotency_key, o.attempts";
+
+fn entry_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxEntry, MetaError> {
+    Ok(OutboxEntry {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        bucket: r.try_get(2)?,
+        channel: r.try_get(3)?,
+        url: r.try_get(4)?,
+        payload: r.try_get(5)?,
+        sign_key: r.try_get(6)?,
+        idempotency_key: r.try_get(7)?,
+        attempts: r.try_get(8)?,
+    })
+}
+
+/// The delivery-attempt columns, in the order [`attempt_from_row`] reads them from `first` on.
+pub(crate) const ATTEMPT_COLUMNS: &str =
+    "a.time_ms, a.url, a.request_headers, a.request_body, a.status, a.response_body, a.success, a.error, a.cost_ms";
+
+pub(crate) fn attempt_from_row(r: &sqlx::sqlite::SqliteRow, first: usize) -> Result<Attempt, MetaError> {
+    let status: Option<i64> = r.try_get(first + 4)?;
+    let cost: i64 = r.try_get(first + 8)?;
+    Ok(Attempt {
+        time: from_millis(r.try_get(first)?),
+        url: r.try_get(first + 1)?,
+        request_headers: r.try_get(first + 2)?,
+        request_body: r.try_get(first + 3)?,
+        status: status.and_then(|s| u16::try_from(s).ok()),
+        response_body: r.try_get(first + 5)?,
+        success: r.try_get(first + 6)?,
+        error: r.try_get(first + 7)?,
+        cost_ms: u64::try_from(cost).unwrap_or(0),
+    })
+}
+
 impl Meta {
     /// Sets the bucket's stream-notification URL; returns true when one existed (replaced).
     pub async fn put_publish_notify(&self, bucket: &str, n: &PublishNotify) -> Result<bool, MetaError> {
@@ -178,12 +216,29 @@ impl Meta {
         app: Option<&str>,
         bucket: Option<&str>,
     ) -> Result<Vec<RecordCallback>, MetaError> {
+        self.record_callbacks(None, domain, app, bucket).await
+    }
+
+    pub async fn get_record_callback(&self, id: &str) -> Result<Option<RecordCallback>, MetaError> {
+        Ok(self.record_callbacks(Some(id), None, None, None).await?.pop())
+    }
+
+    async fn record_callbacks(
+        &self,
+        id: Option<&str>,
+        domain: Option<&str>,
+        app: Option<&str>,
+        bucket: Option<&str>,
+    ) -> Result<Vec<RecordCallback>, MetaError> {
         let rows = sqlx::query(
             "SELECT id, domain, app, url, events, sign_type, sign_key, created_ms, updated_ms
              FROM huawei_record_callbacks
-             WHERE (? IS NULL OR domain = ?) AND (? IS NULL OR app = ?) AND (? IS NULL OR bucket = ?)
+             WHERE (? IS NULL OR id = ?) AND (? IS NULL OR domain = ?) AND (? IS NULL OR app = ?)
+               AND (? IS NULL OR bucket = ?)
              ORDER BY created_ms, id",
         )
+        .bind(id)
+        .bind(id)
         .bind(domain)
         .bind(domain)
         .bind(app)
@@ -208,10 +263,6 @@ impl Meta {
                 })
             })
             .collect()
-    }
-
-    pub async fn get_record_callback(&self, id: &str) -> Result<Option<RecordCallback>, MetaError> {
-        Ok(self.list_record_callbacks(None, None, None).await?.into_iter().find(|c| c.id == id))
     }
 
     /// Writes callbacks to the outbox in one transaction (all or none), due now.
@@ -246,41 +297,18 @@ impl Meta {
     /// Pending entries that are due, at most `limit`, and only the oldest pending entry of each
     /// (destination, channel): a later callback never overtakes an earlier one to the same receiver.
     pub async fn due_callbacks(&self, now: SystemTime, limit: u32) -> Result<Vec<OutboxEntry>, MetaError> {
-        let rows = sqlx::query(
-            "SELECT o.id, o.kind, o.bucket, o.channel, o.url, o.payload, o.sign_key, o.idempotency_key, o.attempts
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS}
              FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending'
                                  GROUP BY url, bucket, channel) head ON o.id = head.id
              WHERE o.next_attempt_ms <= ?
-             ORDER BY o.id LIMIT ?",
-        )
+             ORDER BY o.id LIMIT ?"
+        ))
         .bind(millis(now))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxEntry {
-                    id: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    bucket: r.try_get(2)?,
-                    channel: r.try_get(3)?,
-                    url: r.try_get(4)?,
-                    payload: r.try_get(5)?,
-                    sign_key: r.try_get(6)?,
-                    idempotency_key: r.try_get(7)?,
-                    attempts: r.try_get(8)?,
-                })
-            })
-            .collect()
-    }
-
-    /// The earliest time any pending entry is due, if any.
-    pub async fn next_due(&self) -> Result<Option<SystemTime>, MetaError> {
-        let row = sqlx::query("SELECT MIN(next_attempt_ms) FROM outbox WHERE state = 'pending'")
-            .fetch_one(&self.pool)
-            .await?;
-        let ms: Option<i64> = row.try_get(0)?;
-        Ok(ms.map(from_millis))
+        rows.iter().map(entry_from_row).collect()
     }
 
     /// Records one attempt and moves the entry on: delivered, retried at `retry_at`, or failed for good.
@@ -324,60 +352,25 @@ impl Meta {
 
     /// Every attempt made for an outbox entry, oldest first.
     pub async fn attempts(&self, outbox_id: i64) -> Result<Vec<Attempt>, MetaError> {
-        let rows = sqlx::query(
-            "SELECT time_ms, url, request_headers, request_body, status, response_body, success, error, cost_ms
-             FROM delivery_attempts WHERE outbox_id = ? ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts a WHERE a.outbox_id = ? ORDER BY a.id"
+        ))
         .bind(outbox_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let status: Option<i64> = r.try_get(4)?;
-                let cost: i64 = r.try_get(8)?;
-                Ok(Attempt {
-                    time: from_millis(r.try_get(0)?),
-                    url: r.try_get(1)?,
-                    request_headers: r.try_get(2)?,
-                    request_body: r.try_get(3)?,
-                    status: status.and_then(|s| u16::try_from(s).ok()),
-                    response_body: r.try_get(5)?,
-                    success: r.try_get(6)?,
-                    error: r.try_get(7)?,
-                    cost_ms: u64::try_from(cost).unwrap_or(0),
-                })
-            })
-            .collect()
+        rows.iter().map(|r| attempt_from_row(r, 0)).collect()
     }
 
     /// Outbox entries by state (tests and the query APIs).
     pub async fn outbox(&self, state: Option<&str>) -> Result<Vec<(OutboxEntry, String)>, MetaError> {
-        let rows = sqlx::query(
-            "SELECT id, kind, bucket, channel, url, payload, sign_key, idempotency_key, attempts, state FROM outbox
-             WHERE (? IS NULL OR state = ?) ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS}, o.state FROM outbox o WHERE (? IS NULL OR o.state = ?) ORDER BY o.id"
+        ))
         .bind(state)
         .bind(state)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    OutboxEntry {
-                        id: r.try_get(0)?,
-                        kind: r.try_get(1)?,
-                        bucket: r.try_get(2)?,
-                        channel: r.try_get(3)?,
-                        url: r.try_get(4)?,
-                        payload: r.try_get(5)?,
-                        sign_key: r.try_get(6)?,
-                        idempotency_key: r.try_get(7)?,
-                        attempts: r.try_get(8)?,
-                    },
-                    r.try_get(9)?,
-                ))
-            })
-            .collect()
+        rows.iter().map(|r| Ok((entry_from_row(r)?, r.try_get(9)?))).collect()
     }
 
     /// Forgets finished callbacks (and their attempts) older than `before`; pending ones are never

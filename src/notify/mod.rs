@@ -320,8 +320,7 @@ impl Notifier {
                 }
                 out.push(aliyun_record(event, config, payload, "file_created", format!("{KIND_ALIYUN_RECORD}-{key}")));
             }
-            let time =
-                |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let time = crate::api::utc_seconds;
             let job = key.clone();
             self.huawei_record(event, "RECORD_NEW_FILE_START", &key, json!({"job_id": job}), &mut out).await?;
             let extra = json!({
@@ -578,11 +577,7 @@ pub fn render(entry: &OutboxEntry, now: SystemTime) -> Result<Rendered, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vectors() -> Value {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/spec/vectors.json");
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    }
+    use crate::auth::captures::vectors;
 
     #[test]
     fn aliyun_and_huawei_record_signatures_match_the_vectors() {

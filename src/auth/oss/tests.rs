@@ -5,20 +5,11 @@ use hyper::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::*;
-use crate::auth::{Keys, Principal, captures, parse_query, percent_decode};
-use crate::config::AccessKey;
-
-fn vectors() -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/spec/vectors.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use crate::auth::captures::{keys, vectors};
+use crate::auth::{Principal, captures, parse_query, percent_decode};
 
 const VECTOR_AK: &str = "LTAIEXAMPLEKEYID";
 const VECTOR_SK: &str = "ExampleSecretKey1234567890abcdef";
-
-fn keys(id: &str, secret: &str) -> Keys {
-    Keys::new(vec![AccessKey { id: id.into(), secret: secret.into() }])
-}
 
 fn headers(pairs: &[(String, String)]) -> HeaderMap {
     let mut h = HeaderMap::new();
