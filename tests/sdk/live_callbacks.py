@@ -9,20 +9,15 @@ alibabacloud-live20161101 3.0.2 (ACS3, and its v2 RPC mode), huaweicloudsdklive 
 import argparse
 import json
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from common import check, run_main
+
 AK, SK = "AKIDEXAMPLE", "SECRETEXAMPLE"
 HW_AK, HW_SK, PROJECT = "HWAKEXAMPLE", "HWSKEXAMPLE", "0123456789abcdef0123456789abcdef"
 DOMAIN = "push.example.com"
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print("ok:", what, flush=True)
 
 
 def expect_error(fn, status, code, what):
@@ -65,6 +60,15 @@ def window():
 
 # ------------------------------------------------------------------------------------------ legacy SDK
 
+def legacy_call(client, req, **params):
+    """One aliyun-python-sdk-core request to our loopback endpoint over http, parameters set by name."""
+    req.set_endpoint("127.0.0.1")
+    req.set_protocol_type("http")
+    for k, v in params.items():
+        getattr(req, f"set_{k}")(v)
+    return json.loads(client.do_action_with_exception(req))
+
+
 def run_legacy(port, rurl):
     from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException  # noqa: F401
     from aliyunsdkcore.client import AcsClient
@@ -79,11 +83,7 @@ def run_legacy(port, rurl):
     client = AcsClient(AK, SK, "cn-shanghai", port=port, auto_retry=False)
 
     def call(req, **params):
-        req.set_endpoint("127.0.0.1")
-        req.set_protocol_type("http")
-        for k, v in params.items():
-            getattr(req, f"set_{k}")(v)
-        return json.loads(client.do_action_with_exception(req))
+        return legacy_call(client, req, **params)
 
     r = call(Create.CreateEventSubRequest(), AppId="live", ChannelId="legacy1", Userss=["u1", "u2"],
              Eventss=["ChannelEvent", "UserEvent"], CallbackUrl=f"{rurl}/legacy")
@@ -134,11 +134,7 @@ def run_legacy(port, rurl):
                               PageSize=20, PageNumber=1), 400, "MissingParams", "no StartTime")
     bad = AcsClient(AK, "wrong", "cn-shanghai", port=port, auto_retry=False)
     try:
-        req = List.ListEventSubRequest()
-        req.set_endpoint("127.0.0.1")
-        req.set_protocol_type("http")
-        req.set_AppId("live")
-        bad.do_action_with_exception(req)
+        legacy_call(bad, List.ListEventSubRequest(), AppId="live")
         raise AssertionError("a wrong secret was accepted")
     except (ServerException, ClientException) as e:
         # The SDK compares our string to sign with its own and reports InvalidAccessKeySecret when they agree.
@@ -276,11 +272,7 @@ def run_records(port, rurl):
     legacy = AcsClient(AK, SK, "cn-shanghai", port=port, auto_retry=False)
 
     def call(req, **params):
-        req.set_endpoint("127.0.0.1")
-        req.set_protocol_type("http")
-        for k, v in params.items():
-            getattr(req, f"set_{k}")(v)
-        return json.loads(legacy.do_action_with_exception(req))
+        return legacy_call(legacy, req, **params)
 
     start, end = window()
     base = dict(DomainName=DOMAIN, StartTime=start, EndTime=end)
@@ -328,8 +320,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # noqa: BLE001 - one clear line for the Rust test's failure message
-        print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        raise
+    run_main(main)

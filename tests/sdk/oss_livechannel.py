@@ -13,7 +13,6 @@ alibabacloud-oss-v2 1.4, ffmpeg and ffprobe. Exits non-zero with the failing che
 
 import argparse
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 
@@ -21,29 +20,10 @@ import alibabacloud_oss_v2 as ossv2
 import oss2
 from oss2.models import LiveChannelInfo, LiveChannelInfoTarget
 
+from common import check, run_main, wait_for
+
 AK, SK, REGION = "AKIDEXAMPLE", "SECRETEXAMPLE", "cn-hangzhou"
 BUCKET = "examplebucket"
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print("ok:", what, flush=True)
-
-
-def wait_for(what, fn, timeout=30.0):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            last = fn()
-            if last:
-                print("ok:", what, flush=True)
-                return last
-        except Exception as e:  # noqa: BLE001 - report the last failure if it never succeeds
-            last = e
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def push(url):
@@ -255,8 +235,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # noqa: BLE001 - one clear line for the Rust test's failure message
-        print(f"FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        raise
+    run_main(main)
