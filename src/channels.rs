@@ -1,8 +1,10 @@
-//! Channels known to this process: who is live, and each channel's storage state.
+//! The live registry: which channels publish in this process, their live stats, and the flush lock that
+//! makes a re-publish wait until the previous publish of the channel is fully stored.
 //!
 //! Claiming a channel returns a [`LiveGuard`] that releases the claim on drop, so a publisher task that
-//! ends in any way (EOF, error, panic, kick) never leaves a channel stuck "live". The registry lock is a
-//! `std::sync::Mutex` held only for map lookups, never across an `.await`.
+//! ends in any way (EOF, error, panic, kick) never leaves a channel stuck "live". An entry lives only while
+//! a publish or its storage writer holds it: a channel that published once costs nothing afterwards. The
+//! registry lock is a `std::sync::Mutex` held only for map lookups, never across an `.await`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,11 +13,10 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::storage::ChannelKey;
-use crate::storage::sink::ChannelState;
+use crate::names::ChannelKey;
 
-/// Storage state of one channel, owned by one sink at a time (see `storage::sink`).
-pub type StateSlot = Arc<tokio::sync::Mutex<Option<ChannelState>>>;
+/// Held by a publish's storage writer for its whole life: the next publish of the channel waits for it.
+pub type FlushLock = Arc<tokio::sync::Mutex<()>>;
 
 /// What GetLiveChannelStat reports about a live publish; the publisher refreshes it about once a second.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,7 +63,14 @@ impl LiveInfo {
 #[derive(Default)]
 struct Entry {
     live: Option<LiveInfo>,
-    state: StateSlot,
+    flush: FlushLock,
+}
+
+impl Entry {
+    /// Nobody publishes and no writer holds the flush lock: the entry can go.
+    fn idle(&self) -> bool {
+        self.live.is_none() && Arc::strong_count(&self.flush) == 1
+    }
 }
 
 #[derive(Default)]
@@ -82,7 +90,8 @@ pub struct LiveGuard {
     publish_id: u64,
     /// Cancelled when someone (API, shutdown) wants this publish to end.
     pub kick: CancellationToken,
-    pub state: StateSlot,
+    /// The flush lock, until the publish hands it to its storage writer.
+    flush: Option<FlushLock>,
     pub stats: SharedStats,
 }
 
@@ -94,6 +103,11 @@ impl LiveGuard {
     pub fn publish_id(&self) -> u64 {
         self.publish_id
     }
+
+    /// The channel's flush lock, for the storage writer of this publish (once).
+    pub fn take_flush(&mut self) -> Option<FlushLock> {
+        self.flush.take()
+    }
 }
 
 impl Drop for LiveGuard {
@@ -103,6 +117,10 @@ impl Drop for LiveGuard {
             if entry.live.as_ref().is_some_and(|l| l.publish_id == self.publish_id) {
                 entry.live = None;
             }
+        }
+        self.flush = None;
+        if entries.get(&self.key).is_some_and(Entry::idle) {
+            entries.remove(&self.key);
         }
     }
 }
@@ -134,9 +152,26 @@ impl Channels {
             key: key.clone(),
             publish_id,
             kick,
-            state: Arc::clone(&entry.state),
+            flush: Some(Arc::clone(&entry.flush)),
             stats,
         })
+    }
+
+    /// A storage writer let go of the flush lock: forget the channel if nothing else holds it.
+    pub fn release(&self, key: &ChannelKey) {
+        let mut entries = self.lock();
+        if entries.get(key).is_some_and(Entry::idle) {
+            entries.remove(key);
+        }
+    }
+
+    /// How many channels the registry holds (live, or still flushing).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn live(&self, key: &ChannelKey) -> Option<LiveInfo> {
@@ -156,7 +191,7 @@ impl Channels {
                 let entries = self.lock();
                 match entries.get(key) {
                     None => return true,
-                    Some(e) if e.live.is_none() => Some(Arc::clone(&e.state)),
+                    Some(e) if e.live.is_none() => Some(Arc::clone(&e.flush)),
                     Some(_) => None,
                 }
             };
@@ -201,5 +236,31 @@ mod tests {
         let again = channels.claim(&key, addr).unwrap();
         assert!(!again.kick.is_cancelled());
         assert_eq!(channels.live_count(), 1);
+    }
+
+    #[test]
+    fn an_entry_is_forgotten_once_neither_the_publish_nor_its_writer_holds_it() {
+        let channels = Arc::new(Channels::default());
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        for i in 0..100 {
+            let key = ChannelKey::new("live", &format!("c{i}")).unwrap();
+            drop(channels.claim(&key, addr).unwrap());
+        }
+        assert!(channels.is_empty(), "every channel name ever published stayed in memory");
+        let key = ChannelKey::new("live", "demo").unwrap();
+        let mut guard = channels.claim(&key, addr).unwrap();
+        let flush = guard.take_flush().unwrap();
+        drop(guard);
+        assert_eq!((channels.len(), channels.live_count()), (1, 0), "the writer still flushes");
+        // A re-publish while the writer flushes shares the entry and its lock.
+        let mut next = channels.claim(&key, addr).unwrap();
+        let next_flush = next.take_flush().unwrap();
+        assert!(Arc::ptr_eq(&flush, &next_flush));
+        drop(flush);
+        channels.release(&key);
+        assert_eq!(channels.len(), 1, "the new publish holds it");
+        drop((next, next_flush));
+        channels.release(&key);
+        assert!(channels.is_empty());
     }
 }

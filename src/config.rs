@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +125,28 @@ pub struct LimitsFile {
     pub storage_queue_bytes: Option<usize>,
 }
 
+/// Delivery settings (`[notify]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub concurrency_per_destination: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            timeout: Duration::from_secs(5),
+            max_attempts: 12,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            concurrency_per_destination: 4,
+        }
+    }
+}
+
 /// OSS LiveChannel target settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelSettings {
@@ -189,7 +213,7 @@ pub struct Config {
     pub buckets: Vec<Bucket>,
     pub storage: Option<StorageConfig>,
     pub limits: Limits,
-    pub notify: crate::notify::NotifyConfig,
+    pub notify: NotifyConfig,
     pub auth_tokens: Vec<AuthToken>,
 }
 
@@ -272,9 +296,9 @@ impl Config {
         if limits.max_rtmp_connections == 0 || limits.storage_queue_bytes < 256 * 1024 {
             return Err(invalid("[limits] max_rtmp_connections must be > 0 and storage_queue_bytes >= 262144".into()));
         }
-        let d = crate::notify::NotifyConfig::default();
+        let d = NotifyConfig::default();
         let ms = std::time::Duration::from_millis;
-        let notify = crate::notify::NotifyConfig {
+        let notify = NotifyConfig {
             timeout: file.notify.timeout_ms.map_or(d.timeout, ms),
             max_attempts: file.notify.max_attempts.unwrap_or(d.max_attempts),
             retry_base: file.notify.retry_base_ms.map_or(d.retry_base, ms),

@@ -1,23 +1,37 @@
 //! livechannel: RTMP ingest to keyframe-aligned HLS on an object store.
 //!
 //! ```text
-//! TCP bytes -> rtmp::Connection (task per socket, owns the rml_rtmp ServerSession)
-//!    PublishStreamRequested -> publish policy: bucket, signed URL (auth::oss::verify_rtmp), channel record
-//!                              in meta (exists or auto-created, enabled), not already live (channels::LiveGuard)
-//!    Video/AudioDataReceived { data: Bytes (FLV tag body), timestamp ms }
+//! TCP bytes -> rtmp::Connection (task per socket, owns the rml_rtmp ServerSession; sniffed on the HTTP port too)
+//!    PublishStreamRequested -> publish::Session::start:
+//!        publish::Policy::authorize (name, signature, ACL) -> channel record (meta) -> Policy::admit
+//!        -> channels::claim (one publisher per channel) -> push history (meta) -> publish callbacks (journal)
+//!    Video/AudioDataReceived { data: Bytes (FLV tag body), timestamp ms } -> publish::Session::media
 //! -> ingest::Ingest (sync): flv tag -> media::Frame { dts, pts: Timestamp90k, payload: Bytes slice }
 //! -> hls::Segmenter (owns ts::Muxer): TS bytes in ~64 KiB chunks, segment boundaries with 90 kHz durations
-//! -> bounded queue (the only queue on the media path; full => the segment being made is dropped whole)
-//! -> storage::sink::Sink (task per publish): multipart upload per segment, its meta segment-index row,
-//!    then the playlist naming it
-//! -> http serves playlists and segments from the same object store (api::oss addresses and authorizes)
-//!
-//! HTTP control plane: http -> api::oss (address, auth::oss::verify, bucket ACL) -> meta (SQLite),
-//!    channels (stats, kick), storage (VOD playlists)
+//! -> bounded queue per publish (the only queue on the media path; full => the segment being made is dropped whole)
+//! -> storage::sink::Sink (task per publish) asks hls::live::Recorder (sans-I/O: seq, gaps, discontinuities,
+//!    window) for effects and carries them out in order: segment upload -> index row -> playlist -> event
+//! -> journal (one task for every channel): index rows and callback events, batched into one metadata
+//!    transaction every few ms; the media path hands rows over and never waits for a commit
+//! -> notify::sender delivers the outbox rows the journal committed
+//! -> http (transport) -> api::route -> api::{oss, aliyun, huawei, objects} serve players and control calls
 //! ```
 //!
-//! `flv`, `media`, `ts`, `hls`, `ingest` and `auth` never touch I/O or tokio; `rtmp`, `storage`, `http`,
-//! `api`, `meta` and `server` are the async shells around them.
+//! Module graph (an edge points at what a module uses; there are no cycles):
+//!
+//! ```text
+//! leaves:   config  names  wire  reply  media  flv  ts  auth(-> config)
+//! core:     hls(-> media, ts)  ingest(-> flv, hls, media, ts)
+//! state:    meta(-> config)  channels(-> names)  storage(-> config, names, hls)
+//! events:   notify(-> meta, auth, config, wire)  journal(-> meta, notify)
+//! shells:   storage::sink(-> hls, journal, notify)  publish(-> auth, channels, hls, ingest, journal, meta,
+//!           storage)  rtmp(-> publish)  service(-> meta, channels, storage, notify)  api(-> service, reply,
+//!           meta, channels, storage, notify)  http(-> api, rtmp, service)  server(-> everything)
+//! ```
+//!
+//! `flv`, `media`, `ts`, `hls` (with the live recorder), `ingest`, `auth` and `publish::Policy` never touch
+//! I/O or tokio; `rtmp`, `publish::Session`, `storage`, `journal`, `http`, `api`, `meta` and `server` are the
+//! async shells around them.
 
 pub mod api;
 pub mod auth;
@@ -27,10 +41,16 @@ pub mod flv;
 pub mod hls;
 pub mod http;
 pub mod ingest;
+pub mod journal;
 pub mod media;
 pub mod meta;
+pub mod names;
 pub mod notify;
+pub mod publish;
+pub mod reply;
 pub mod rtmp;
 pub mod server;
+pub mod service;
 pub mod storage;
 pub mod ts;
+pub mod wire;

@@ -14,12 +14,13 @@ use tracing::{info, warn};
 use crate::auth::Keys;
 use crate::channels::Channels;
 use crate::config::{Acl, Config};
+use crate::journal::{self, Journal, JournalStore, WeakJournal};
 use crate::meta::Meta;
 use crate::notify::Notifier;
 use crate::notify::sender::Sender;
 use crate::storage::sink::Stored;
 use crate::storage::{StorageError, Store};
-use crate::{http, rtmp};
+use crate::{http, publish, rtmp, service};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -38,9 +39,13 @@ pub struct Server {
     pub channels: Arc<Channels>,
     pub store: Store,
     pub meta: Meta,
+    journal: WeakJournal,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
+
+/// Wraps the metadata database the journal commits to (tests make it slow or failing).
+pub type WrapJournalStore = Box<dyn FnOnce(Meta) -> Arc<dyn JournalStore> + Send>;
 
 /// Hooks for tests and tools that observe the server from inside the process.
 #[derive(Default)]
@@ -48,6 +53,7 @@ pub struct Observers {
     pub on_stored: Option<mpsc::UnboundedSender<Stored>>,
     /// Replaces the storage built from the config (tests use a throttled or failing store).
     pub store: Option<Store>,
+    pub journal_store: Option<WrapJournalStore>,
 }
 
 impl Server {
@@ -94,20 +100,33 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let channels = Arc::new(Channels::default());
-        let rtmp_ctx = Arc::new(rtmp::Context {
+        let (journal, journal_rx) = Journal::new();
+        let journal_store: Arc<dyn JournalStore> = match observers.journal_store {
+            Some(wrap) => wrap(meta.clone()),
+            None => Arc::new(meta.clone()),
+        };
+        // Ends once every publish and writer let go of its handle (after the listeners stopped).
+        tracker.spawn(journal::run(journal_rx, journal_store, notifier.clone(), Arc::clone(journal.counters())));
+        let journal_handle = journal.downgrade();
+        let publish_ctx = Arc::new(publish::Context {
             config: Arc::clone(&config),
             channels: Arc::clone(&channels),
             store: store.clone(),
             meta: meta.clone(),
             keys: keys.clone(),
-            notifier: notifier.clone(),
+            journal,
             base_url: format!("http://{endpoint}"),
+            tracker: tracker.clone(),
+            on_stored: observers.on_stored,
+        });
+        let rtmp_ctx = Arc::new(rtmp::Context {
+            config: Arc::clone(&config),
+            publish: publish_ctx,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             connection_slots: Arc::new(Semaphore::new(config.limits.max_rtmp_connections)),
-            on_stored: observers.on_stored,
         });
-        let http_ctx = Arc::new(http::Context {
+        let http_ctx = Arc::new(service::Context {
             config: Arc::clone(&config),
             store: store.clone(),
             meta: meta.clone(),
@@ -116,17 +135,33 @@ impl Server {
             nonces: Default::default(),
             notifier: notifier.clone(),
             endpoint,
-            shutdown: shutdown.clone(),
-            tracker: tracker.clone(),
-            rtmp: Some(Arc::clone(&rtmp_ctx)),
         });
         let sender = Arc::new(Sender::new(meta.clone(), config.notify.clone(), notifier.wake_handle()));
         tracker.spawn(sender.run(shutdown.clone(), tracker.clone()));
+        tracker.spawn(http::serve(
+            http_listener,
+            http_ctx,
+            Some(Arc::clone(&rtmp_ctx)),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
         tracker.spawn(rtmp::serve(rtmp_listener, rtmp_ctx));
-        tracker.spawn(http::serve(http_listener, http_ctx));
         // Scripts and tests read this line to find the ports when they asked for port 0.
         info!(rtmp = %rtmp_addr, http = %http_addr, data_dir = %config.data_dir.display(), "livechannel listening");
-        Ok(Server { rtmp_addr, http_addr, channels, store, meta, shutdown, tracker })
+        Ok(Server { rtmp_addr, http_addr, channels, store, meta, journal: journal_handle, shutdown, tracker })
+    }
+
+    /// Waits until every index row and callback submitted so far is committed to the metadata database.
+    pub async fn sync_metadata(&self) -> bool {
+        match self.journal.upgrade() {
+            Some(journal) => journal.sync().await,
+            None => true,
+        }
+    }
+
+    /// The metadata writer's counters (dropped entries, conflicts, commit failures).
+    pub fn journal_counters(&self) -> &Arc<crate::journal::JournalCounters> {
+        self.journal.counters()
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {

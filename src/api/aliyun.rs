@@ -20,9 +20,10 @@ use tracing::info;
 use super::{BodyError, http_url, read_body, utc_seconds};
 use crate::auth::aliyun::{self, AuthError, parse_form};
 use crate::config::Bucket;
-use crate::http::{Body, Context, full};
 use crate::meta::aliyun::{DeliveryRecord, EventSub, RecordNotify, RecordQuery, StreamsNotify, SubRefused};
 use crate::notify::{KIND_ALIYUN_EVENTSUB, KIND_ALIYUN_INGEST, KIND_ALIYUN_RECORD};
+use crate::reply::{Body, full};
+use crate::service::Context;
 
 const VERSION: &str = "2016-11-01";
 const RECORDS_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -203,7 +204,7 @@ async fn save_sub(ctx: &Context, p: &Params, update: bool) -> Result<Value, RpcE
         return Err(err(400, "InputInvalid", "ChannelId is required when Users are given."));
     }
     if !channel.is_empty() {
-        crate::storage::ChannelKey::new(&bucket.name, &channel)
+        crate::names::ChannelKey::new(&bucket.name, &channel)
             .map_err(|e| err(400, "InputInvalid", format!("ChannelId is not a valid channel name: {e}.")))?;
     }
     let events = p.list("Events");

@@ -18,8 +18,9 @@ use tracing::info;
 
 use super::{http_url, read_body, utc_seconds};
 use crate::auth::{huawei, parse_query, percent_decode, same};
-use crate::http::{Body, Context, full};
 use crate::meta::notify::{PublishNotify, RecordCallback};
+use crate::reply::{Body, full};
+use crate::service::Context;
 
 const RECORD_EVENTS: &[&str] =
     &["RECORD_START", "RECORD_NEW_FILE_START", "RECORD_FILE_COMPLETE", "RECORD_OVER", "RECORD_FAILED"];

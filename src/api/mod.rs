@@ -1,20 +1,31 @@
 //! Control-plane dialects on the HTTP listener, each mapped onto the same channels, metadata and storage:
-//! `oss` is the OSS LiveChannel XML API (and the ACL-checked object reads players make); `huawei` the
-//! Huawei-style callback configuration (JSON under `/v1/{project_id}/`).
+//! [`route`] picks one per request. `oss` is the OSS LiveChannel XML API (and the ACL-checked object reads
+//! players make, served by `objects`); `aliyun` the Aliyun live RPC API (event subscriptions, recording and
+//! stream-ingest callback configuration and records, `Action=` requests); `huawei` the Huawei-style
+//! callback configuration (JSON under `/v1/{project_id}/`).
 //!
-//! Each dialect maps errors to its own wire format once (OSS: XML `<Error>` bodies).
+//! Each dialect maps errors to its own wire format once (OSS: XML `<Error>` bodies; Aliyun and Huawei:
+//! their JSON error documents).
 
 pub mod aliyun;
 pub mod huawei;
+pub mod objects;
 pub mod oss;
+mod range;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+pub use crate::wire::{http_date, oss_time, request_id, utc_seconds};
+
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::HeaderMap;
 use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use tracing::{debug, warn};
+
+use crate::reply::{Body, empty, header_value};
+use crate::service::Context;
 
 /// Largest request body any API reads (its documents are a few hundred bytes).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -45,54 +56,56 @@ pub fn http_url(url: &str) -> bool {
     reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
-/// UTC to the second, `yyyy-mm-ddThh:mm:ssZ`, as the Aliyun and Huawei APIs and payloads write it.
-pub fn utc_seconds(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// A request id in the vendor's form: 24 upper-case hex characters, unique in this process and unlikely to
-/// repeat across restarts (seconds since the epoch, then a per-process counter mixed with the start time).
-pub fn request_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let salt = *SALT.get_or_init(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    });
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as u32;
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{secs:08X}{:016X}", salt.wrapping_add(n))
-}
-
-/// RFC 1123 date, as the `Date` header needs it.
-pub fn http_date(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).format("%a, %d %b %Y %H:%M:%S GMT").to_string()
-}
-
-/// The only timestamp form oss2 parses: milliseconds always `.000`.
-pub fn oss_time(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%S.000Z").to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_look_like_the_vendors_and_do_not_repeat() {
-        let a = request_id();
-        let b = request_id();
-        assert_eq!(a.len(), 24);
-        assert!(a.bytes().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
-        assert_ne!(a, b);
+/// Every HTTP request: CORS preflight, then the dialect that the path or parameters name; the headers
+/// every answer carries are added here once.
+pub async fn route(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let request_id = request_id();
+    let mut response = match method {
+        Method::OPTIONS => preflight(req.headers()),
+        // OSS bucket names are at least 3 characters, so `/v1/` never names a bucket.
+        _ if path.starts_with("/v1/") => huawei::handle(ctx, req, &request_id).await,
+        _ if aliyun::wants(&req) => aliyun::handle(ctx, req, &request_id).await,
+        _ => oss::handle(ctx, req, &request_id).await,
+    };
+    if method == Method::HEAD {
+        *response.body_mut() = empty();
     }
-
-    #[test]
-    fn times_print_in_the_forms_the_sdks_parse() {
-        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_736_150_400_123);
-        assert_eq!(oss_time(t), "2025-01-06T08:00:00.000Z");
-        assert_eq!(http_date(t), "Mon, 06 Jan 2025 08:00:00 GMT");
+    let h = response.headers_mut();
+    cors(h);
+    // Both OSS SDKs read the request id; oss-v2 cannot parse an error response without Date.
+    h.insert("x-oss-request-id", header_value(&request_id));
+    h.insert(header::DATE, header_value(&http_date(std::time::SystemTime::now())));
+    h.insert(header::SERVER, HeaderValue::from_static("AliyunOSS"));
+    let status = response.status().as_u16();
+    if status >= 500 {
+        warn!(%remote, %method, path, status, request_id, "http");
+    } else {
+        debug!(%remote, %method, path, status, request_id, "http");
     }
+    response
+}
+
+fn cors(h: &mut hyper::HeaderMap) {
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, ETag, x-oss-request-id"),
+    );
+}
+
+fn preflight(request: &hyper::HeaderMap) -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    // Chromium's Private Network Access: a page on a public origin may play from a server on a private or
+    // loopback address only if the preflight says so.
+    if request.get("access-control-request-private-network").is_some_and(|v| v == "true") {
+        h.insert("access-control-allow-private-network", HeaderValue::from_static("true"));
+    }
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Range, Content-Type, Authorization"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    resp
 }

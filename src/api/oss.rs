@@ -23,9 +23,10 @@ use crate::auth::oss::{AuthError, verify};
 use crate::auth::{Principal, parse_query, percent_decode};
 use crate::config::{Acl, Bucket, ChannelSettings, validate_playlist_name};
 use crate::hls::{PlaylistSegment, render_vod};
-use crate::http::{Body, Context, full};
 use crate::meta::{ChannelRecord, ChannelStatus, MetaError, Snapshot};
-use crate::storage::ChannelKey;
+use crate::names::ChannelKey;
+use crate::reply::{Body, full};
+use crate::service::Context;
 
 pub use super::MAX_BODY;
 /// Largest VOD playlist we write or return (the vendor's limit).
@@ -228,7 +229,7 @@ async fn route(ctx: &Context, req: Request<Incoming>, host: &str) -> Result<Resp
                 let expires = param("Expires").and_then(|e| e.parse().ok());
                 return signed_playlist(ctx, &key, file, id, expires, at.vhost).await;
             }
-            crate::http::get_object(ctx, &req, &key, file).await
+            super::objects::get_object(ctx, &req, &key, file).await
         }
         _ => Err(method_not_allowed()),
     }
@@ -236,7 +237,7 @@ async fn route(ctx: &Context, req: Request<Incoming>, host: &str) -> Result<Resp
 
 fn address<'c>(ctx: &'c Context, host: &str, path: &str) -> Result<Addressed<'c>, OssError> {
     let path = path.strip_prefix('/').unwrap_or(path);
-    let (name, key, vhost) = match crate::http::virtual_host_bucket(&ctx.config, host) {
+    let (name, key, vhost) = match super::objects::virtual_host_bucket(&ctx.config, host) {
         Some(bucket) => (bucket, path, true),
         None => match path.split_once('/') {
             Some((bucket, key)) => (bucket, key, false),
@@ -442,7 +443,7 @@ pub fn parse_configuration(
                 "0044-00000016"
             };
             validate_playlist_name(p).map_err(|e| OssError::invalid(format!("PlaylistName: {e}."), ec))?;
-            crate::storage::validate_component(p, 128)
+            crate::names::validate_component(p, 128)
                 .map_err(|e| OssError::invalid(format!("PlaylistName: {e}."), "0044-00000016"))?;
             p.to_owned()
         }
@@ -752,7 +753,7 @@ async fn post_vod(
             width: 0,
             height: 0,
         };
-        ctx.notifier.file_created(&event, &file).await;
+        ctx.notifier.emit(&crate::notify::CallbackEvent::FileCreated { event, file }).await;
     }
     let mut resp = empty_ok(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&etag) {

@@ -4,6 +4,7 @@
 //! segment reached FragDuration; force a cut after `max(2 × FragDuration, 60 s)` of media time without one;
 //! durations from media timestamps only. Sans-I/O: bytes and values in, values out.
 
+pub mod live;
 pub mod playlist;
 pub mod segmenter;
 

@@ -50,6 +50,8 @@ pub struct Segment {
     /// Timestamps jumped between the previous segment and this one.
     pub discontinuity: bool,
     pub bytes: u64,
+    /// Picture width and height from the stream's codec configuration (recording callbacks report it).
+    pub picture: Option<(u32, u32)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -307,6 +309,7 @@ impl Segmenter {
             forced,
             discontinuity: open.discontinuity,
             bytes: open.bytes,
+            picture: self.video.as_ref().and_then(|v| Some((v.width?, v.height?))),
         }));
     }
 

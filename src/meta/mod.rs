@@ -1,6 +1,10 @@
 //! The metadata database: channels and their configuration, push history, and the segment index that
 //! PostVodPlaylist and restarts need. SQLite through sqlx (one file, `<data_dir>/meta.db`, WAL mode), with
-//! the schema in `migrations/` applied at start; the queries are plain SQL that PostgreSQL also runs.
+//! the schema in `migrations/` applied at start. The SQL is SQLite's (`?` placeholders, `INSERT OR`,
+//! two-argument `MAX`, `BEGIN IMMEDIATE`): PostgreSQL needs its own variants (issue 10).
+//!
+//! The media path never calls in here directly: index rows and outbox rows arrive batched from `journal`
+//! ([`Meta::commit_batch`]).
 //!
 //! Not here: what the API or RTMP make of the records (validation happens before anything is written).
 //! sqlx runs SQLite on its own worker threads, so no query blocks the reactor.
@@ -27,6 +31,8 @@ pub enum MetaError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("metadata database holds an invalid record: {0}")]
     Corrupt(String),
+    #[error("segment {bucket}/{channel} seq {seq} is already indexed")]
+    SegmentConflict { bucket: String, channel: String, seq: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +91,13 @@ pub struct SegmentRecord {
     pub duration_ms: u64,
     pub object_key: String,
     pub discontinuity: bool,
+}
+
+/// What a commit did not write.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Segment rows whose `(bucket, channel, seq)` already existed: kept as they were.
+    pub conflicts: Vec<(String, String, u64)>,
 }
 
 /// Handle to the database; cheap to clone.
@@ -319,21 +332,47 @@ impl Meta {
             .collect()
     }
 
+    /// Indexes one segment. A row for the same `(bucket, channel, seq)` is never replaced: that is
+    /// [`MetaError::SegmentConflict`].
     pub async fn add_segment(&self, bucket: &str, channel: &str, s: &SegmentRecord) -> Result<(), MetaError> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO segments (bucket, channel, seq, start_ms, duration_ms, object_key, discontinuity)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(bucket)
-        .bind(channel)
-        .bind(i64::try_from(s.seq).unwrap_or(i64::MAX))
-        .bind(millis(s.start))
-        .bind(i64::try_from(s.duration_ms).unwrap_or(i64::MAX))
-        .bind(&s.object_key)
-        .bind(s.discontinuity)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut tx = self.write_tx().await?;
+        let inserted = insert_segment(&mut tx, bucket, channel, s).await?;
+        tx.commit().await?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(MetaError::SegmentConflict { bucket: bucket.to_owned(), channel: channel.to_owned(), seq: s.seq })
+        }
+    }
+
+    /// One transaction of the journal: segment-index rows and outbox rows. Segment rows that collide with
+    /// existing ones are left out and reported; everything else is written or nothing is.
+    pub async fn commit_batch(
+        &self,
+        segments: &[(String, String, SegmentRecord)],
+        callbacks: &[notify::NewCallback],
+    ) -> Result<Committed, MetaError> {
+        let mut tx = self.write_tx().await?;
+        let mut done = Committed::default();
+        for (bucket, channel, s) in segments {
+            if !insert_segment(&mut tx, bucket, channel, s).await? {
+                done.conflicts.push((bucket.clone(), channel.clone(), s.seq));
+            }
+        }
+        notify::insert_callbacks(&mut tx, callbacks).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// The highest indexed sequence number of a channel: where its next publish continues.
+    pub async fn max_segment_seq(&self, bucket: &str, channel: &str) -> Result<Option<u64>, MetaError> {
+        let row = sqlx::query("SELECT MAX(seq) FROM segments WHERE bucket = ? AND channel = ?")
+            .bind(bucket)
+            .bind(channel)
+            .fetch_one(&self.pool)
+            .await?;
+        let max: Option<i64> = row.try_get(0)?;
+        max.map(|m| u64::try_from(m).map_err(|_| MetaError::Corrupt(format!("segment seq {m}")))).transpose()
     }
 
     /// Segments whose media overlaps `[from, to)`, in sequence order.
@@ -369,6 +408,29 @@ impl Meta {
             })
             .collect()
     }
+}
+
+/// Inserts a segment row unless its `(bucket, channel, seq)` exists; returns whether it did.
+async fn insert_segment(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    bucket: &str,
+    channel: &str,
+    s: &SegmentRecord,
+) -> Result<bool, MetaError> {
+    let done = sqlx::query(
+        "INSERT INTO segments (bucket, channel, seq, start_ms, duration_ms, object_key, discontinuity)
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bucket, channel, seq) DO NOTHING",
+    )
+    .bind(bucket)
+    .bind(channel)
+    .bind(i64::try_from(s.seq).unwrap_or(i64::MAX))
+    .bind(millis(s.start))
+    .bind(i64::try_from(s.duration_ms).unwrap_or(i64::MAX))
+    .bind(&s.object_key)
+    .bind(s.discontinuity)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 fn channel_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ChannelRecord, MetaError> {

@@ -110,6 +110,36 @@ pub(crate) fn attempt_from_row(r: &sqlx::sqlite::SqliteRow, first: usize) -> Res
     })
 }
 
+/// Outbox rows inside a caller's transaction, due now; an idempotency key already queued is skipped.
+pub(crate) async fn insert_callbacks(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    callbacks: &[NewCallback],
+) -> Result<(), MetaError> {
+    let now = millis(SystemTime::now());
+    for c in callbacks {
+        sqlx::query(
+            "INSERT INTO outbox (kind, bucket, channel, url, payload, sign_key, idempotency_key, created_ms,
+                 next_attempt_ms, source_ref, notify_type, domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(c.kind)
+        .bind(&c.bucket)
+        .bind(&c.channel)
+        .bind(&c.url)
+        .bind(&c.payload)
+        .bind(&c.sign_key)
+        .bind(&c.idempotency_key)
+        .bind(now)
+        .bind(now)
+        .bind(&c.source_ref)
+        .bind(&c.notify_type)
+        .bind(&c.domain)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 impl Meta {
     /// Sets the bucket's stream-notification URL; returns true when one existed (replaced).
     pub async fn put_publish_notify(&self, bucket: &str, n: &PublishNotify) -> Result<bool, MetaError> {
@@ -267,29 +297,8 @@ impl Meta {
 
     /// Writes callbacks to the outbox in one transaction (all or none), due now.
     pub async fn enqueue(&self, callbacks: &[NewCallback]) -> Result<(), MetaError> {
-        let now = millis(SystemTime::now());
         let mut tx = self.write_tx().await?;
-        for c in callbacks {
-            sqlx::query(
-                "INSERT INTO outbox (kind, bucket, channel, url, payload, sign_key, idempotency_key, created_ms,
-                     next_attempt_ms, source_ref, notify_type, domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .bind(c.kind)
-            .bind(&c.bucket)
-            .bind(&c.channel)
-            .bind(&c.url)
-            .bind(&c.payload)
-            .bind(&c.sign_key)
-            .bind(&c.idempotency_key)
-            .bind(now)
-            .bind(now)
-            .bind(&c.source_ref)
-            .bind(&c.notify_type)
-            .bind(&c.domain)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_callbacks(&mut tx, callbacks).await?;
         tx.commit().await?;
         Ok(())
     }

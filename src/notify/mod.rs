@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::auth::hmac_sha256;
-use crate::meta::Meta;
 use crate::meta::notify::{NewCallback, OutboxEntry};
+use crate::meta::{Meta, MetaError};
 
 /// How long a Huawei `auth_sign` stays valid after it is made (`auth_timestamp` = send time + this).
 const HUAWEI_SIGN_VALIDITY: Duration = Duration::from_secs(300);
@@ -30,24 +30,36 @@ pub const KIND_ALIYUN_INGEST: &str = "aliyun_ingest";
 pub const KIND_ALIYUN_EVENTSUB: &str = "aliyun_eventsub";
 pub const KIND_ALIYUN_RECORD: &str = "aliyun_record";
 
-/// Delivery settings (`[notify]` in the config file).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotifyConfig {
-    pub timeout: Duration,
-    pub max_attempts: u32,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    pub concurrency_per_destination: usize,
+pub use crate::config::NotifyConfig;
+
+/// Something that happened to a publish and may become callbacks.
+#[derive(Debug, Clone)]
+pub enum CallbackEvent {
+    /// Publish started (`start = true`) or stopped: Huawei stream notification, Aliyun ingest callback,
+    /// matching Aliyun event subscriptions, and the record start events.
+    Publish { event: PublishEvent, start: bool },
+    /// A segment (or a VOD playlist) was stored: Aliyun `file_created`, Huawei `RECORD_NEW_FILE_START`
+    /// and `RECORD_FILE_COMPLETE`.
+    FileCreated { event: PublishEvent, file: StoredFile },
+    /// Something went wrong with a publish's recording: Aliyun `record_error`/`transformat_error`, Huawei
+    /// `RECORD_FAILED`.
+    RecordFailed { event: PublishEvent, failure: RecordFailure, code: &'static str, message: String },
+    /// Every segment of the publish is dealt with: Huawei `RECORD_OVER`.
+    RecordOver { event: PublishEvent },
 }
 
-impl Default for NotifyConfig {
-    fn default() -> Self {
-        NotifyConfig {
-            timeout: Duration::from_secs(5),
-            max_attempts: 12,
-            retry_base: Duration::from_secs(1),
-            retry_max: Duration::from_secs(300),
-            concurrency_per_destination: 4,
+/// Which recording failure: storage (`record_error`) or a stream we cannot remux (`transformat_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFailure {
+    RecordError,
+    TransformatError,
+}
+
+impl RecordFailure {
+    pub fn notify_type(self) -> &'static str {
+        match self {
+            RecordFailure::RecordError => "record_error",
+            RecordFailure::TransformatError => "transformat_error",
         }
     }
 }
@@ -131,14 +143,31 @@ impl Notifier {
         Arc::clone(&self.wake)
     }
 
-    /// Publish started (`start = true`) or stopped: Huawei stream notification, Aliyun ingest callback,
-    /// matching Aliyun event subscriptions, and the record start/over events. Errors are logged, never
-    /// returned: a callback problem must not end a publish.
-    pub async fn publish(&self, event: &PublishEvent, start: bool) {
-        let mut out = Vec::new();
-        if let Err(e) = self.publish_callbacks(event, start, &mut out).await {
-            warn!(bucket = %event.bucket, channel = %event.channel, error = %e, "cannot read callback configuration; callbacks lost");
+    /// Wakes the sender: new outbox rows were committed.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The outbox rows an event becomes under the bucket's current callback configuration. Errors are
+    /// logged, never returned: a callback problem must not end a publish.
+    pub async fn callbacks(&self, event: &CallbackEvent, out: &mut Vec<NewCallback>) {
+        let (publish, result) = match event {
+            CallbackEvent::Publish { event, start } => (event, self.publish_callbacks(event, *start, out).await),
+            CallbackEvent::FileCreated { event, file } => (event, self.file_callbacks(event, file, out).await),
+            CallbackEvent::RecordFailed { event, failure, code, message } => {
+                (event, self.failure_callbacks(event, *failure, code, message, out).await)
+            }
+            CallbackEvent::RecordOver { event } => (event, self.over_callbacks(event, out).await),
+        };
+        if let Err(e) = result {
+            warn!(bucket = %publish.bucket, channel = %publish.channel, error = %e, "cannot read callback configuration; callbacks lost");
         }
+    }
+
+    /// Builds and queues an event's callbacks now (the control plane; the media path uses `journal`).
+    pub async fn emit(&self, event: &CallbackEvent) {
+        let mut out = Vec::new();
+        self.callbacks(event, &mut out).await;
         self.enqueue(&out).await;
     }
 
@@ -230,16 +259,12 @@ impl Notifier {
         Ok(())
     }
 
-    /// The recording of a publish is over: every segment of it is stored (the sink calls this last, so
+    /// The recording of a publish is over: every segment of it is stored (the sink sends this last, so
     /// RECORD_OVER follows the last RECORD_FILE_COMPLETE).
-    pub async fn record_over(&self, event: &PublishEvent) {
+    async fn over_callbacks(&self, event: &PublishEvent, out: &mut Vec<NewCallback>) -> Result<(), MetaError> {
         let session =
             format!("{}-{}-{}-{}", event.bucket, event.channel, unix(event.publish_started), event.publish_id);
-        let mut out = Vec::new();
-        if let Err(e) = self.huawei_record(event, "RECORD_OVER", &session, json!({}), &mut out).await {
-            warn!(channel = %event.channel, error = %e, "cannot read recording callback configuration; callback lost");
-        }
-        self.enqueue(&out).await;
+        self.huawei_record(event, "RECORD_OVER", &session, json!({}), out).await
     }
 
     fn node_name(&self) -> String {
@@ -304,9 +329,13 @@ impl Notifier {
 
     /// A segment (or a VOD playlist) was stored: Aliyun `file_created`, Huawei `RECORD_NEW_FILE_START` and
     /// `RECORD_FILE_COMPLETE`.
-    pub async fn file_created(&self, event: &PublishEvent, file: &StoredFile) {
-        let mut out = Vec::new();
-        let result: Result<(), crate::meta::MetaError> = async {
+    async fn file_callbacks(
+        &self,
+        event: &PublishEvent,
+        file: &StoredFile,
+        out: &mut Vec<NewCallback>,
+    ) -> Result<(), MetaError> {
+        {
             let key = format!("{}-{}-{}", event.bucket, event.channel, file.object_key);
             if let Some(config) = &self.config(&event.bucket).await?.record {
                 let mut payload = json!({
@@ -320,9 +349,9 @@ impl Notifier {
                 }
                 out.push(aliyun_record(event, config, payload, "file_created", format!("{KIND_ALIYUN_RECORD}-{key}")));
             }
-            let time = crate::api::utc_seconds;
+            let time = crate::wire::utc_seconds;
             let job = key.clone();
-            self.huawei_record(event, "RECORD_NEW_FILE_START", &key, json!({"job_id": job}), &mut out).await?;
+            self.huawei_record(event, "RECORD_NEW_FILE_START", &key, json!({"job_id": job}), out).await?;
             let extra = json!({
                 "job_id": job, "download_url": file.url, "play_url": file.url, "asset_id": file.object_key,
                 "file_size": file.bytes, "record_duration": file.duration.as_secs_f64().round() as u64,
@@ -330,45 +359,36 @@ impl Notifier {
                 "width": file.width, "height": file.height, "obs_location": "", "obs_bucket": event.bucket,
                 "obs_object": file.object_key,
             });
-            self.huawei_record(event, "RECORD_FILE_COMPLETE", &key, extra, &mut out).await
+            self.huawei_record(event, "RECORD_FILE_COMPLETE", &key, extra, out).await
         }
-        .await;
-        if let Err(e) = result {
-            warn!(channel = %event.channel, error = %e, "cannot read recording callback configuration; callbacks lost");
-        }
-        self.enqueue(&out).await;
     }
 
     /// Something went wrong with a publish's recording: Aliyun `record_error`/`transformat_error`, Huawei
     /// `RECORD_FAILED`.
-    pub async fn record_failed(&self, event: &PublishEvent, notify_type: &str, code: &str, message: &str) {
-        let mut out = Vec::new();
+    async fn failure_callbacks(
+        &self,
+        event: &PublishEvent,
+        failure: RecordFailure,
+        code: &str,
+        message: &str,
+        out: &mut Vec<NewCallback>,
+    ) -> Result<(), MetaError> {
+        let notify_type = failure.notify_type();
         let session =
             format!("{}-{}-{}-{}", event.bucket, event.channel, unix(event.publish_started), event.publish_id);
-        let result: Result<(), crate::meta::MetaError> = async {
+        {
             if let Some(config) = &self.config(&event.bucket).await?.record {
                 let payload = json!({"domain": config.domain, "app": "live", "stream": event.channel,
                                      "event": notify_type, "code": code, "message": message});
                 let key = format!("{KIND_ALIYUN_RECORD}-{session}-{notify_type}-{code}");
                 out.push(aliyun_record(event, config, payload, notify_type, key));
             }
-            if notify_type == "record_error" {
-                self.huawei_record(
-                    event,
-                    "RECORD_FAILED",
-                    &session,
-                    json!({"error_code": code, "error_msg": message}),
-                    &mut out,
-                )
-                .await?;
+            if failure == RecordFailure::RecordError {
+                let extra = json!({"error_code": code, "error_msg": message});
+                self.huawei_record(event, "RECORD_FAILED", &session, extra, out).await?;
             }
             Ok(())
         }
-        .await;
-        if let Err(e) = result {
-            warn!(channel = %event.channel, error = %e, "cannot read recording callback configuration; callbacks lost");
-        }
-        self.enqueue(&out).await;
     }
 
     /// Channel disabled while live (`record_paused`) or enabled again (`record_resumed`).
@@ -382,7 +402,7 @@ impl Notifier {
             publish_id: 0,
         };
         let status = if paused { "record_paused" } else { "record_resumed" };
-        let session = format!("{bucket}-{channel}-{}", crate::api::request_id());
+        let session = format!("{bucket}-{channel}-{}", crate::wire::request_id());
         let mut out = Vec::new();
         if let Err(e) = self.record_status(&event, status, &session, &mut out).await {
             warn!(channel, error = %e, "cannot read recording callback configuration; callback lost");

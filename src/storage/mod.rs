@@ -10,86 +10,24 @@ pub mod sink;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, GetResult, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::config::{ChannelSettings, Config, StorageKind};
-use crate::hls::{Playlist, parse_segment_file_name};
+use crate::hls::Playlist;
+use crate::names::{ChannelKey, NameError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("invalid name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    #[error(transparent)]
+    Name(#[from] NameError),
     #[error("cannot prepare local storage at {path}: {source}")]
     LocalDir { path: std::path::PathBuf, source: std::io::Error },
-    /// object_store's `aws` feature needs `subtle >= 2.5` (through rustls) while rml_rtmp 0.8's handshake
-    /// pins `crypto-mac 0.10` -> `subtle = "=2.4"`: the two cannot be in one build until one side moves.
-    #[error(
-        "S3 storage is not available in this build (object_store/aws conflicts with rml_rtmp's pinned crypto crates); use kind = \"local\""
-    )]
+    /// Built without the `s3` feature (`cargo build --no-default-features`).
+    #[error("S3 storage is not available in this build (built without the `s3` feature); use kind = \"local\"")]
     NoS3,
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
-}
-
-/// Checks one path component that came from outside (stream key, URL).
-pub fn validate_component(name: &str, max_len: usize) -> Result<(), StorageError> {
-    let reason = if name.is_empty() {
-        Some("empty")
-    } else if name.len() > max_len {
-        Some("too long")
-    } else if name == "." || name == ".." {
-        Some("a relative path component")
-    } else if name.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | '#' | '%' | '?' | '*')) {
-        Some("contains a character that is not allowed (/ \\ # % ? * or a control character)")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(StorageError::InvalidName { name: name.chars().take(80).collect(), reason }),
-        None => Ok(()),
-    }
-}
-
-/// A channel's address: bucket and channel name, both validated.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelKey {
-    bucket: String,
-    channel: String,
-}
-
-impl ChannelKey {
-    /// OSS allows channel names up to 64 bytes without '/'.
-    pub fn new(bucket: &str, channel: &str) -> Result<Self, StorageError> {
-        validate_component(bucket, 63)?;
-        validate_component(channel, 64)?;
-        Ok(ChannelKey { bucket: bucket.to_owned(), channel: channel.to_owned() })
-    }
-
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
-    pub fn channel(&self) -> &str {
-        &self.channel
-    }
-
-    pub fn prefix(&self) -> Path {
-        Path::from_iter([self.bucket.as_str(), self.channel.as_str()])
-    }
-
-    /// The key of a file in this channel's folder; the file name is validated too.
-    pub fn object(&self, file: &str) -> Result<Path, StorageError> {
-        validate_component(file, 128)?;
-        Ok(Path::from_iter([self.bucket.as_str(), self.channel.as_str(), file]))
-    }
-}
-
-impl std::fmt::Display for ChannelKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.bucket, self.channel)
-    }
 }
 
 /// The object store plus how we write to it.
@@ -157,63 +95,27 @@ impl Store {
         self.objects.put(path, PutPayload::from(bytes)).await.map(|_| ())
     }
 
-    /// The highest segment sequence number stored for a channel, from a listing of its folder. This is what
-    /// makes sequence numbers continue across restarts even when the playlist is missing or stale.
-    pub async fn last_segment_seq(&self, key: &ChannelKey) -> Result<Option<u64>, object_store::Error> {
-        let prefix = key.prefix();
-        let mut listing = self.objects.list(Some(&prefix));
-        let mut last = None;
-        while let Some(meta) = listing.try_next().await? {
-            if let Some(seq) = meta.location.filename().and_then(parse_segment_file_name) {
-                last = last.max(Some(seq));
-            }
-        }
-        Ok(last)
-    }
-
-    /// What a channel's first publish in this process continues from: the stored playlist's window and the
-    /// next free sequence number.
-    pub async fn load_channel(
-        &self,
-        key: &ChannelKey,
-        settings: &ChannelSettings,
-    ) -> Result<sink::ChannelState, StorageError> {
+    /// The live playlist a channel's publish continues: the stored one (one GET, never a listing), or a
+    /// new window when there is none or it is unreadable.
+    pub async fn load_playlist(&self, key: &ChannelKey, settings: &ChannelSettings) -> Result<Playlist, StorageError> {
         let playlist_path = key.object(&settings.playlist_name)?;
-        let playlist = match self.objects.get(&playlist_path).await {
+        match self.objects.get(&playlist_path).await {
             Ok(found) => {
                 let bytes = found.bytes().await?;
-                match Playlist::restore(settings.frag_count, settings.frag_duration, &bytes) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!(channel = %key, error = %e, "stored playlist unreadable; starting a new window");
-                        Playlist::new(settings.frag_count, settings.frag_duration)
-                    }
-                }
+                Ok(Playlist::restore(settings.frag_count, settings.frag_duration, &bytes).unwrap_or_else(|e| {
+                    tracing::warn!(channel = %key, error = %e, "stored playlist unreadable; starting a new window");
+                    Playlist::new(settings.frag_count, settings.frag_duration)
+                }))
             }
-            Err(object_store::Error::NotFound { .. }) => Playlist::new(settings.frag_count, settings.frag_duration),
-            Err(e) => return Err(e.into()),
-        };
-        let stored = self.last_segment_seq(key).await?;
-        let next_seq = stored.max(playlist.last_seq()).map_or(0, |s| s + 1);
-        Ok(sink::ChannelState { playlist, next_seq, playlist_name: settings.playlist_name.clone() })
+            Err(object_store::Error::NotFound { .. }) => Ok(Playlist::new(settings.frag_count, settings.frag_duration)),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_that_could_escape_a_channel_folder_are_refused() {
-        for bad in ["", ".", "..", "a/b", "a\\b", "x#1", "a%2e", "new\nline", "q?x"] {
-            assert!(ChannelKey::new("live", bad).is_err(), "{bad:?} accepted");
-        }
-        assert!(ChannelKey::new("live", &"x".repeat(65)).is_err());
-        let key = ChannelKey::new("live", "demo-1_ü").unwrap();
-        assert!(key.object("../x.ts").is_err());
-        // object_store percent-encodes non-ASCII in keys; reads and writes both go through `object`.
-        assert_eq!(key.object("7.ts").unwrap().as_ref(), "live/demo-1_%C3%BC/7.ts");
-    }
 
     #[cfg(feature = "s3")]
     #[test]

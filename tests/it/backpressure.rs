@@ -2,13 +2,12 @@
 //! flowing, the segment being produced is dropped whole (never half-listed), and the next listed segment
 //! is marked discontinuous. When storage recovers, nothing else is lost.
 
-mod support;
-
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use livechannel::storage::Store;
@@ -18,7 +17,6 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
     PutOptions, PutPayload, PutResult, UploadPart,
 };
-use support::*;
 
 /// A local store whose segment parts take `DELAY` each while `slow` is set.
 #[derive(Debug)]

@@ -1,10 +1,8 @@
 //! The load generator as a user runs it: against a real server, one short run, JSON report checked.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn livechannel_bench_publishes_measures_latency_and_checks_every_stream() {

@@ -3,20 +3,18 @@
 //! a restart that loses nothing. Requests are signed with the crate's V1 signer, which the unit tests hold
 //! to the spec's vectors and to the real SDKs' captured requests; the Python SDKs drive it in `sdk_interop`.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::*;
 use hyper::HeaderMap;
 use hyper::header::HeaderValue;
 use livechannel::auth::oss::{Request, sign_rtmp_query, sign_v1, string_to_sign_v1};
 use livechannel::auth::{parse_query, percent_decode, uri_encode};
 use livechannel::config::{AccessKey, Acl, Bucket, Config};
+use livechannel::names::ChannelKey;
 use livechannel::rtmp::client::Publisher;
-use livechannel::storage::ChannelKey;
-use support::*;
 
 const AK: &str = "AKIDEXAMPLE";
 const SK: &str = "SECRETEXAMPLE";
@@ -121,11 +119,7 @@ fn unix_now() -> u64 {
 }
 
 async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(20), what, async || f().await.then_some(())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,9 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use livechannel::config::{ChannelSettings, Config};
 use livechannel::flv::file::{self, Tag, TagKind};
+use livechannel::names::ChannelKey;
 use livechannel::rtmp::client::{ClientError, Publisher};
 use livechannel::server::{Observers, Server};
-use livechannel::storage::ChannelKey;
 use livechannel::storage::sink::Stored;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -35,9 +35,34 @@ pub fn config(dir: &Path, frag_duration: u32, frag_count: u32) -> Config {
     }
 }
 
+/// Polls `f` every 20 ms until it returns `Some`, and returns that; fails the test naming `what` when
+/// `timeout` passes first. The one way tests wait for something to happen.
+pub async fn eventually<T>(timeout: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A server for one test. Dropping it (a test that returns or panics) stops its listeners and tasks;
+/// call `server.shutdown` to wait for the flush as well.
 pub struct TestServer {
     pub server: Server,
     pub stored: mpsc::UnboundedReceiver<Stored>,
+    _stop: StopOnDrop,
+}
+
+/// A field rather than `Drop` on `TestServer`, so tests can still move `server` out to shut it down.
+struct StopOnDrop(tokio_util::sync::CancellationToken);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 impl TestServer {
@@ -47,8 +72,15 @@ impl TestServer {
 
     pub async fn start_with_store(config: Config, store: Option<livechannel::storage::Store>) -> TestServer {
         let (tx, stored) = mpsc::unbounded_channel();
-        let server = Server::start_with(config, Observers { on_stored: Some(tx), store }).await.expect("server starts");
-        TestServer { server, stored }
+        let observers = Observers { on_stored: Some(tx), store, ..Observers::default() };
+        let server = Server::start_with(config, observers).await.expect("server starts");
+        TestServer::from_parts(server, stored)
+    }
+
+    /// For tests that build their own [`Observers`]; `stored` is the receiver of their `on_stored`.
+    pub fn from_parts(server: Server, stored: mpsc::UnboundedReceiver<Stored>) -> TestServer {
+        let stop = StopOnDrop(server.shutdown_token());
+        TestServer { server, stored, _stop: stop }
     }
 
     pub fn rtmp(&self) -> SocketAddr {
@@ -65,6 +97,8 @@ impl TestServer {
             self.server.channels.wait_flushed(&key, Duration::from_secs(20)).await,
             "channel {channel} never flushed"
         );
+        // The index rows and callbacks of what was stored are committed just after it.
+        assert!(self.server.sync_metadata().await, "the metadata writer stopped");
     }
 
     /// Every segment stored so far, in order.

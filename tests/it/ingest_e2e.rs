@@ -2,13 +2,11 @@
 //! rml_rtmp-based client faster than real time, playlists and segments fetched over HTTP and checked with
 //! an independent TS parser (mpeg2ts) and playlist parser (m3u8-rs).
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use livechannel::rtmp::client::{ClientError, Publisher};
 use livechannel::ts::inspect::{annexb_nal_types, inspect};
-use support::*;
 
 /// Fetches every segment the playlist lists and checks it as a player would need it.
 async fn check_listed_segments(ts: &TestServer, channel: &str, expect_video: bool) -> m3u8_rs::MediaPlaylist {
@@ -225,7 +223,7 @@ async fn shutdown_flushes_the_open_segment_of_a_live_publish() {
     assert!(ts.server.shutdown(Duration::from_secs(10)).await);
     let stored = ts.stored.recv().await.expect("the open segment was stored on shutdown");
     assert!(stored.segment.duration.as_secs_f64() > 9.9);
-    let key = livechannel::storage::ChannelKey::new("live", "live1").unwrap();
+    let key = livechannel::names::ChannelKey::new("live", "live1").unwrap();
     let path = key.object("playlist.m3u8").unwrap();
     let body = object_store::ObjectStoreExt::get(store.objects().as_ref(), &path).await.unwrap().bytes().await.unwrap();
     assert!(String::from_utf8_lossy(&body).contains("\n0.ts"));

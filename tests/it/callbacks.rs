@@ -2,13 +2,12 @@
 //! real RTMP publishes, delivered over HTTP to a receiver in this test that records what it gets, checks
 //! signatures and can fail or be down on purpose; and durable across a receiver outage and a server restart.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::HeaderMap;
@@ -17,7 +16,6 @@ use livechannel::auth::{huawei, parse_query};
 use livechannel::config::{AccessKey, AuthToken, Config};
 use livechannel::notify::{NotifyConfig, huawei_publish_sign};
 use serde_json::{Value, json};
-use support::*;
 use tokio::net::TcpListener;
 
 const AK: &str = "HWAKEXAMPLE";
@@ -152,15 +150,8 @@ impl Receiver {
     }
 
     async fn wait_for(&self, n: usize) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = self.got();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "only {} of {n} callbacks arrived: {got:?}", got.len());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("{n} callbacks");
+        eventually(Duration::from_secs(20), &what, async || Some(self.got()).filter(|got| got.len() >= n)).await
     }
 }
 

@@ -4,13 +4,11 @@
 //! The checks use ffprobe/ffmpeg as the judge: every segment decodes without a single error message, the
 //! first video frame of every segment is a keyframe, and the EXTINF durations add up to what was published.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 async fn run(cmd: &str, args: Vec<String>) -> Output {
     let cmd = cmd.to_string();
@@ -263,13 +261,12 @@ async fn hls_js_in_chromium_plays_a_live_publish_cross_origin() {
         .spawn()
         .expect("ffmpeg");
     // Wait for the first segments of the live publish.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while ts.get("/live/web/playlist.m3u8").await.status != 200
-        || playlist(&ts, "/live/web/playlist.m3u8").await.segments.len() < 2
-    {
-        assert!(tokio::time::Instant::now() < deadline, "no playlist from the live publish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(Duration::from_secs(20), "two segments in the live playlist", async || {
+        let live = ts.get("/live/web/playlist.m3u8").await.status == 200
+            && playlist(&ts, "/live/web/playlist.m3u8").await.segments.len() >= 2;
+        live.then_some(())
+    })
+    .await;
     let script = browser_dir.join("play.mjs");
     let playlist_url = format!("http://{}/live/web/playlist.m3u8", ts.http());
     let out = run("node", vec![script.display().to_string(), playlist_url, "4".into()]).await;

@@ -6,13 +6,11 @@
 //! huaweicloudsdklive, and checks the record queries over an ffmpeg push. `.ci/run` creates `.venv` with
 //! the pinned SDKs; set `LIVECHANNEL_PYTHON` to use another interpreter.
 
-mod support;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::support::*;
 use livechannel::config::{AccessKey, Acl, Bucket, Config};
-use support::*;
 
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("LIVECHANNEL_PYTHON") {

@@ -1,11 +1,9 @@
 //! HLS over HTTP as players fetch it: content types, cache headers, HEAD, byte ranges, CORS, 404s, paths
 //! that try to escape the data folder, and request limits.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 async fn server_with_one_channel() -> (tempfile::TempDir, TestServer, u64) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,111 @@
+//! Object reads for players (the API has addressed and authorized them): playlists and segments from the
+//! object store with GET/HEAD, byte ranges, and the cache rules each kind of object allows; plus the
+//! virtual-host addressing every dialect uses.
+
+use futures::TryStreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use object_store::{GetOptions, GetRange, ObjectStoreExt};
+
+use super::oss::OssError;
+use super::range;
+use crate::config::Config;
+use crate::names::ChannelKey;
+use crate::reply::{Body, empty, header_value, text};
+use crate::service::Context;
+
+pub(crate) fn virtual_host_bucket<'a>(config: &Config, host: &'a str) -> Option<&'a str> {
+    let base = config.base_domain.as_deref()?;
+    let host =
+        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let bucket = host.strip_suffix(base)?.strip_suffix('.')?;
+    (!bucket.is_empty() && !bucket.contains('.')).then_some(bucket)
+}
+
+/// Serves one object of a channel's folder (the API has addressed and authorized the request).
+pub(crate) async fn get_object(
+    ctx: &Context,
+    req: &Request<Incoming>,
+    key: &ChannelKey,
+    file: &str,
+) -> Result<Response<Body>, OssError> {
+    let (content_type, cache_control) = if file.ends_with(".m3u8") {
+        // Players poll the live playlist; it must not be cached for longer than a fraction of a segment.
+        ("application/vnd.apple.mpegurl", "max-age=1")
+    } else if crate::hls::parse_segment_file_name(file).is_some() {
+        // A segment name is never reused (sequence numbers only grow), so its bytes never change.
+        ("video/mp2t", "max-age=86400, immutable")
+    } else {
+        return Err(OssError::no_such_key());
+    };
+    let path = key.object(file).map_err(|_| OssError::no_such_key())?;
+    let range_header = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
+    let mut status = StatusCode::OK;
+    let mut options = GetOptions { head: req.method() == Method::HEAD, ..Default::default() };
+    let mut content_range = None;
+    if let Some(spec) = range_header.and_then(range::parse) {
+        let size = ctx.store.objects().head(&path).await.map_err(store_error)?.size;
+        match spec.resolve(size) {
+            Some(r) => {
+                content_range = Some(format!("bytes {}-{}/{size}", r.start, r.end - 1));
+                options.range = Some(GetRange::Bounded(r));
+                status = StatusCode::PARTIAL_CONTENT;
+            }
+            None => {
+                let mut resp = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+                resp.headers_mut().insert(header::CONTENT_RANGE, header_value(&format!("bytes */{size}")));
+                return Ok(resp);
+            }
+        }
+    }
+    let result = ctx.store.get(&path, options).await.map_err(store_error)?;
+    let length = result.range.end - result.range.start;
+    let etag = result.meta.e_tag.clone();
+    let modified = result.meta.last_modified;
+    let body: Body = if req.method() == Method::HEAD {
+        empty()
+    } else {
+        let stream = result.into_stream().map_ok(Frame::data).map_err(std::io::Error::other);
+        BodyExt::boxed_unsync(StreamBody::new(stream))
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::LAST_MODIFIED, header_value(&modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string()));
+    if let Some(etag) = etag {
+        h.insert(header::ETAG, header_value(&format!("\"{}\"", etag.trim_matches('"'))));
+    }
+    if let Some(cr) = content_range {
+        h.insert(header::CONTENT_RANGE, header_value(&cr));
+    }
+    Ok(resp)
+}
+
+fn store_error(e: object_store::Error) -> OssError {
+    match e {
+        object_store::Error::NotFound { .. } => OssError::no_such_key(),
+        other => OssError::internal("storage read failed", other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_comes_from_a_virtual_host_under_the_base_domain_only() {
+        let c = Config { base_domain: Some("live.example.com".into()), ..Config::default() };
+        assert_eq!(virtual_host_bucket(&c, "live.live.example.com:8080"), Some("live"));
+        assert_eq!(virtual_host_bucket(&c, "b1.live.example.com"), Some("b1"));
+        assert_eq!(virtual_host_bucket(&c, "live.example.com"), None);
+        assert_eq!(virtual_host_bucket(&c, "a.b.live.example.com"), None);
+        assert_eq!(virtual_host_bucket(&c, "127.0.0.1:8080"), None);
+        assert_eq!(virtual_host_bucket(&Config::default(), "live.live.example.com"), None);
+    }
+}

@@ -1,0 +1,244 @@
+//! The bookkeeping writer: segment-index rows and callback events from every channel go into one bounded
+//! in-memory queue, and one task commits them to the metadata database in batches (one transaction every
+//! few milliseconds), so the media path never waits on a commit.
+//!
+//! Media path -> [`Journal::segment`] / [`Journal::callback`] (never blocks; a full queue drops the entry,
+//! counts it and logs it) -> [`run`] (batches, turns callback events into outbox rows with the notifier,
+//! commits through [`JournalStore`], wakes the callback sender).
+//!
+//! Order: entries are committed in the order they were submitted, so a publish's start callbacks precede
+//! its file callbacks, and RECORD_OVER follows the last file. A commit that fails is retried with backoff
+//! while new entries wait in the queue. A segment row that collides with an existing `(bucket, channel,
+//! seq)` is never replaced: it is logged and counted (two writers would be overwriting `<seq>.ts`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, warn};
+
+pub use crate::meta::Committed;
+use crate::meta::notify::NewCallback;
+use crate::meta::{Meta, MetaError, SegmentRecord};
+use crate::notify::{CallbackEvent, Notifier};
+
+/// Entries the queue holds before new ones are dropped: about a minute of segments and callbacks for a
+/// thousand channels, a few hundred bytes each.
+pub const QUEUE_ENTRIES: usize = 64 * 1024;
+/// How long the writer gathers entries before it commits them.
+const BATCH_WINDOW: Duration = Duration::from_millis(5);
+const MAX_BATCH: usize = 512;
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub enum Entry {
+    Segment {
+        bucket: String,
+        channel: String,
+        record: SegmentRecord,
+    },
+    Callback(CallbackEvent),
+    /// Answered once everything submitted before it is committed.
+    Sync(oneshot::Sender<()>),
+}
+
+/// One transaction's worth of rows.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub segments: Vec<(String, String, SegmentRecord)>,
+    pub callbacks: Vec<NewCallback>,
+}
+
+/// Where batches are committed: the metadata database (tests wrap it to make it slow or fail).
+pub trait JournalStore: Send + Sync + 'static {
+    fn commit<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Committed, MetaError>>;
+}
+
+impl JournalStore for Meta {
+    fn commit<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Committed, MetaError>> {
+        Box::pin(self.commit_batch(&batch.segments, &batch.callbacks))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct JournalCounters {
+    /// Entries dropped because the queue was full (the database is down or far too slow).
+    pub dropped: AtomicU64,
+    pub committed_segments: AtomicU64,
+    pub committed_callbacks: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub commit_failures: AtomicU64,
+}
+
+/// The submitting side; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Journal {
+    tx: mpsc::Sender<Entry>,
+    counters: Arc<JournalCounters>,
+}
+
+impl Journal {
+    pub fn new() -> (Journal, mpsc::Receiver<Entry>) {
+        Journal::with_capacity(QUEUE_ENTRIES)
+    }
+
+    pub fn with_capacity(entries: usize) -> (Journal, mpsc::Receiver<Entry>) {
+        let (tx, rx) = mpsc::channel(entries.max(1));
+        (Journal { tx, counters: Arc::default() }, rx)
+    }
+
+    pub fn counters(&self) -> &Arc<JournalCounters> {
+        &self.counters
+    }
+
+    /// A handle that does not keep the writer running (the writer ends when the last `Journal` goes).
+    pub fn downgrade(&self) -> WeakJournal {
+        WeakJournal { tx: self.tx.downgrade(), counters: Arc::clone(&self.counters) }
+    }
+
+    /// A stored segment's index row (after its object is complete, before a playlist names it).
+    pub fn segment(&self, bucket: &str, channel: &str, record: SegmentRecord) {
+        self.submit(Entry::Segment { bucket: bucket.to_owned(), channel: channel.to_owned(), record });
+    }
+
+    pub fn callback(&self, event: CallbackEvent) {
+        self.submit(Entry::Callback(event));
+    }
+
+    /// Waits until every entry submitted before this call is committed (shutdown, tests). Returns false
+    /// if the writer is gone.
+    pub async fn sync(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        // Waits for room rather than dropping: a barrier is not data, and its caller wants to wait.
+        if self.tx.send(Entry::Sync(tx)).await.is_err() {
+            return false;
+        }
+        rx.await.is_ok()
+    }
+
+    fn submit(&self, entry: Entry) {
+        match self.tx.try_send(entry) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(entry)) => {
+                let dropped = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // The first, then every 1000th: the database is behind, and every entry would say so.
+                if dropped == 1 || dropped % 1000 == 0 {
+                    error!(dropped, entry = ?entry, "metadata queue full: index rows and callbacks are being dropped");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(entry)) => {
+                warn!(entry = ?entry, "metadata writer has stopped; entry dropped");
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WeakJournal {
+    tx: mpsc::WeakSender<Entry>,
+    counters: Arc<JournalCounters>,
+}
+
+impl WeakJournal {
+    pub fn upgrade(&self) -> Option<Journal> {
+        Some(Journal { tx: self.tx.upgrade()?, counters: Arc::clone(&self.counters) })
+    }
+
+    pub fn counters(&self) -> &Arc<JournalCounters> {
+        &self.counters
+    }
+}
+
+/// The writer task: runs until every [`Journal`] handle is gone and the queue is drained.
+pub async fn run(
+    mut rx: mpsc::Receiver<Entry>,
+    store: Arc<dyn JournalStore>,
+    notifier: Notifier,
+    counters: Arc<JournalCounters>,
+) {
+    let mut entries = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if rx.recv_many(&mut entries, MAX_BATCH).await == 0 {
+            return;
+        }
+        // Entries come in bursts (a segment and its callbacks, many channels at once): gathering for a few
+        // milliseconds makes one transaction of them.
+        if entries.len() < MAX_BATCH {
+            tokio::time::sleep(BATCH_WINDOW).await;
+            while entries.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(e) => entries.push(e),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut waiting = Vec::new();
+        let batch = build(&notifier, entries.drain(..), &mut waiting).await;
+        commit(&*store, &batch, &counters).await;
+        if !batch.callbacks.is_empty() {
+            notifier.wake();
+        }
+        for w in waiting {
+            let _ = w.send(());
+        }
+    }
+}
+
+async fn build(
+    notifier: &Notifier,
+    entries: impl Iterator<Item = Entry>,
+    waiting: &mut Vec<oneshot::Sender<()>>,
+) -> Batch {
+    let mut batch = Batch::default();
+    for entry in entries {
+        match entry {
+            Entry::Segment { bucket, channel, record } => batch.segments.push((bucket, channel, record)),
+            Entry::Callback(event) => notifier.callbacks(&event, &mut batch.callbacks).await,
+            Entry::Sync(tx) => waiting.push(tx),
+        }
+    }
+    batch
+}
+
+/// Commits until it succeeds: the entries behind it wait in the queue (bounded), so a database outage
+/// costs the newest entries, never ingest.
+async fn commit(store: &dyn JournalStore, batch: &Batch, counters: &JournalCounters) {
+    if batch.segments.is_empty() && batch.callbacks.is_empty() {
+        return;
+    }
+    let mut delay = RETRY_FIRST;
+    loop {
+        match store.commit(batch).await {
+            Ok(done) => {
+                counters.committed_segments.fetch_add(batch.segments.len() as u64, Ordering::Relaxed);
+                counters.committed_callbacks.fetch_add(batch.callbacks.len() as u64, Ordering::Relaxed);
+                for (bucket, channel, seq) in &done.conflicts {
+                    counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                    error!(
+                        channel = %format_args!("{bucket}/{channel}"),
+                        seq,
+                        "segment index conflict: this seq is already indexed (another writer?); the existing row is kept"
+                    );
+                }
+                debug!(segments = batch.segments.len(), callbacks = batch.callbacks.len(), "metadata batch committed");
+                return;
+            }
+            Err(e) => {
+                let failures = counters.commit_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(
+                    error = %e,
+                    failures,
+                    segments = batch.segments.len(),
+                    callbacks = batch.callbacks.len(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "metadata batch commit failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! Publishing: who may publish what ([`Policy`], sans-I/O), and one publish's life ([`Session`]): the
+//! claim on the channel, its push history, its callbacks, the hand-off of its media to the storage queue,
+//! and the storage writer that records it.
+//!
+//! `rtmp` turns protocol events into calls here (start, media, finish) and [`Refusal`]s into status
+//! messages; nothing in here knows RTMP framing.
+//!
+//! Start: [`Policy::authorize`] (name, signature, bucket ACL) -> channel record from `meta` ->
+//! [`Policy::admit`] (exists or auto-created, enabled, playlistName) -> claim (`channels`) -> history row
+//! -> publish callbacks (to the journal, not awaited) -> the storage writer task, which first waits for the
+//! channel's previous writer to finish, then resumes its sequence numbers from the segment index.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::auth::{Keys, percent_decode};
+use crate::channels::{AudioStats, Channels, LiveGuard, LiveStats, VideoStats};
+use crate::config::{Acl, Bucket, ChannelSettings, Config, validate_playlist_name};
+use crate::hls::live::{ChannelState, Recorder};
+use crate::hls::{Output, SegmenterConfig};
+use crate::ingest::{Ingest, IngestError};
+use crate::journal::Journal;
+use crate::meta::{ChannelRecord, ChannelStatus, Meta};
+use crate::names::ChannelKey;
+use crate::notify::{CallbackEvent, PublishEvent, RecordFailure};
+use crate::storage::Store;
+use crate::storage::sink::{Sink, Stored};
+
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a publish is refused. The message (`Display`) is what the encoder is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("publish before connect, or a second publish on one connection")]
+    NotConnected,
+    #[error("the stream key's query is not valid percent-encoding")]
+    BadQuery,
+    #[error("{0}")]
+    BadName(String),
+    #[error("AccessDenied: {0}")]
+    AccessDenied(String),
+    #[error("NoSuchLiveChannel: channel {0} does not exist")]
+    NoSuchLiveChannel(ChannelKey),
+    #[error("LiveChannelDisabled: Live channel is disabled by owner.")]
+    Disabled,
+    #[error("InvalidArgument: {0}")]
+    InvalidPlaylistName(String),
+    #[error("channel {0} is already live")]
+    AlreadyLive(ChannelKey),
+    #[error("InternalError: {0}")]
+    Internal(String),
+}
+
+impl Refusal {
+    /// The OSS error code the refusal corresponds to.
+    pub fn oss_code(&self) -> &'static str {
+        match self {
+            Refusal::NotConnected | Refusal::BadQuery | Refusal::BadName(_) | Refusal::InvalidPlaylistName(_) => {
+                "InvalidArgument"
+            }
+            Refusal::AccessDenied(_) => "AccessDenied",
+            Refusal::NoSuchLiveChannel(_) => "NoSuchLiveChannel",
+            Refusal::Disabled => "LiveChannelDisabled",
+            Refusal::AlreadyLive(_) => "ChannelStillLive",
+            Refusal::Internal(_) => "InternalError",
+        }
+    }
+
+    /// The `NetStream.Publish.*` status code the encoder gets.
+    pub fn rtmp_status(&self) -> &'static str {
+        match self {
+            Refusal::NotConnected => "NetStream.Publish.BadConnection",
+            Refusal::BadQuery | Refusal::BadName(_) | Refusal::InvalidPlaylistName(_) | Refusal::AlreadyLive(_) => {
+                "NetStream.Publish.BadName"
+            }
+            Refusal::AccessDenied(_) | Refusal::NoSuchLiveChannel(_) | Refusal::Disabled | Refusal::Internal(_) => {
+                "NetStream.Publish.Rejected"
+            }
+        }
+    }
+}
+
+/// A publish whose name and signature passed: what is left to check needs the channel record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorized {
+    pub key: ChannelKey,
+    /// Decoded query parameters of the stream key.
+    pub params: Vec<(String, String)>,
+    /// The raw query string (callbacks pass it on as `user_args`).
+    pub user_args: String,
+    auto_create: bool,
+}
+
+/// What the channel record said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Publish with these settings.
+    Admit(ChannelSettings),
+    /// The channel does not exist and the bucket creates channels on first push: create it, then admit
+    /// again with the created record.
+    Create,
+}
+
+/// The publish rules, without I/O.
+pub struct Policy<'a> {
+    pub keys: &'a Keys,
+}
+
+impl Policy<'_> {
+    /// Name and signature: the stream key is `<channel>[?query]`; a signature is required unless the
+    /// bucket is public-read-write, and a bad one is refused even there.
+    pub fn authorize(&self, bucket: &Bucket, stream_key: &str, now: SystemTime) -> Result<Authorized, Refusal> {
+        let (name, raw_params) = parse_stream_key(stream_key);
+        let params: Vec<(String, String)> = raw_params
+            .iter()
+            .map(|(k, v)| Some((percent_decode(k)?, percent_decode(v)?)))
+            .collect::<Option<_>>()
+            .ok_or(Refusal::BadQuery)?;
+        let key = ChannelKey::new(&bucket.name, name).map_err(|e| Refusal::BadName(e.to_string()))?;
+        let signed = crate::auth::oss::verify_rtmp(&bucket.name, name, &params, self.keys, now)
+            .map_err(|e| Refusal::AccessDenied(e.to_string()))?;
+        if signed.is_none() && bucket.acl != Acl::PublicReadWrite {
+            return Err(Refusal::AccessDenied(format!(
+                "bucket {} is not public-read-write; publish with a signed URL",
+                bucket.name
+            )));
+        }
+        Ok(Authorized {
+            key,
+            params,
+            user_args: stream_key.split_once('?').map_or("", |(_, q)| q).to_owned(),
+            auto_create: bucket.auto_create_channels,
+        })
+    }
+
+    /// The channel must exist (or be auto-created) and be enabled. `playlistName` in the (signed) URL
+    /// names this publish's playlist, as OSS does.
+    pub fn admit(&self, who: &Authorized, record: Option<&ChannelRecord>) -> Result<Admission, Refusal> {
+        let record = match record {
+            Some(record) => record,
+            None if who.auto_create => return Ok(Admission::Create),
+            None => return Err(Refusal::NoSuchLiveChannel(who.key.clone())),
+        };
+        if record.status == ChannelStatus::Disabled {
+            return Err(Refusal::Disabled);
+        }
+        let mut settings = record.settings.clone();
+        if let Some((_, playlist)) = who.params.iter().find(|(k, _)| k == "playlistName").filter(|(_, v)| !v.is_empty())
+        {
+            validate_playlist_name(playlist)
+                .and_then(|()| who.key.object(playlist).map(|_| ()).map_err(|e| e.to_string()))
+                .map_err(Refusal::InvalidPlaylistName)?;
+            settings.playlist_name = playlist.clone();
+        }
+        Ok(Admission::Admit(settings))
+    }
+}
+
+/// `name?k=v&k2=v2` -> (`name`, [(k, v), ...]). The query is never part of the channel name.
+pub fn parse_stream_key(key: &str) -> (&str, Vec<(&str, &str)>) {
+    match key.split_once('?') {
+        None => (key, Vec::new()),
+        Some((name, query)) => {
+            let params =
+                query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect();
+            (name, params)
+        }
+    }
+}
+
+/// What every publish shares.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub channels: Arc<Channels>,
+    pub store: Store,
+    pub meta: Meta,
+    pub keys: Keys,
+    pub journal: Journal,
+    /// `http://host:port` of the HTTP listener (download URLs in recording callbacks).
+    pub base_url: String,
+    /// Storage writers run here, so shutdown waits for them.
+    pub tracker: TaskTracker,
+    /// Observers of stored segments (tests, stats); None in production.
+    pub on_stored: Option<mpsc::UnboundedSender<Stored>>,
+}
+
+/// The stream could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// One live publish.
+pub struct Session {
+    guard: LiveGuard,
+    ingest: Ingest,
+    tx: mpsc::Sender<Output>,
+    outputs: Vec<Output>,
+    /// Index of a segment whose bytes could not be queued: the rest of it is dropped, not half-stored.
+    lost_index: Option<u64>,
+    dropped_segments: u64,
+    started: SystemTime,
+    /// The push-history record of this publish (closed when it ends).
+    push_id: Option<i64>,
+    /// What the publish callbacks say about this session (the stop event repeats the start's fields).
+    event: PublishEvent,
+    journal: Journal,
+    /// When the stats GetLiveChannelStat reads were last refreshed, and the byte counts then.
+    stats_at: Instant,
+    stats_bytes: (u64, u64),
+    /// Which codec configurations the published stats already show.
+    stats_configs: (bool, bool),
+}
+
+impl Session {
+    /// Runs the policy, claims the channel and starts its storage writer.
+    pub async fn start(
+        ctx: &Context,
+        bucket: &Bucket,
+        stream_key: &str,
+        remote: SocketAddr,
+    ) -> Result<Session, Refusal> {
+        let policy = Policy { keys: &ctx.keys };
+        let who = policy.authorize(bucket, stream_key, SystemTime::now())?;
+        let key = &who.key;
+        let internal = |e: crate::meta::MetaError| Refusal::Internal(e.to_string());
+        let record = ctx.meta.get_channel(key.bucket(), key.channel()).await.map_err(internal)?;
+        let settings = match policy.admit(&who, record.as_ref())? {
+            Admission::Admit(settings) => settings,
+            Admission::Create => {
+                let created = ctx
+                    .meta
+                    .get_or_create_channel(key.bucket(), key.channel(), &ctx.config.channel_defaults)
+                    .await
+                    .map_err(internal)?;
+                match policy.admit(&who, Some(&created))? {
+                    Admission::Admit(settings) => settings,
+                    Admission::Create => return Err(Refusal::Internal(format!("channel {key} was not created"))),
+                }
+            }
+        };
+        let mut guard = ctx.channels.claim(key, remote).map_err(|e| Refusal::AlreadyLive(e.0))?;
+        let started = SystemTime::now();
+        let push_id = match ctx.meta.open_push(key.bucket(), key.channel(), started, &remote.to_string()).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                warn!(channel = %key, error = %e, "cannot record the push in the history");
+                None
+            }
+        };
+        let event = PublishEvent {
+            bucket: key.bucket().to_owned(),
+            channel: key.channel().to_owned(),
+            remote,
+            user_args: who.user_args.clone(),
+            publish_started: started,
+            publish_id: guard.publish_id(),
+        };
+        ctx.journal.callback(CallbackEvent::Publish { event: event.clone(), start: true });
+        let segmenter = SegmenterConfig::new(settings.frag_duration);
+        let capacity = (ctx.config.limits.storage_queue_bytes / segmenter.chunk_size).max(4);
+        let (tx, rx) = mpsc::channel(capacity);
+        let sink = Sink {
+            store: ctx.store.clone(),
+            key: key.clone(),
+            on_stored: ctx.on_stored.clone(),
+            journal: Some(ctx.journal.clone()),
+            event: event.clone(),
+            base_url: ctx.base_url.clone(),
+        };
+        let writer =
+            Writer { flush: guard.take_flush(), channels: Arc::clone(&ctx.channels), meta: ctx.meta.clone(), settings };
+        ctx.tracker.spawn(writer.run(sink, rx));
+        Ok(Session {
+            guard,
+            ingest: Ingest::new(segmenter),
+            tx,
+            outputs: Vec::with_capacity(8),
+            lost_index: None,
+            dropped_segments: 0,
+            started,
+            push_id,
+            event,
+            journal: ctx.journal.clone(),
+            stats_at: Instant::now(),
+            stats_bytes: (0, 0),
+            stats_configs: (false, false),
+        })
+    }
+
+    pub fn key(&self) -> &ChannelKey {
+        self.guard.key()
+    }
+
+    /// Cancelled when the API (disable, delete) ends this publish.
+    pub fn kicked(&self) -> CancellationToken {
+        self.guard.kick.clone()
+    }
+
+    /// One FLV tag body. Never waits: if storage is behind, the segment being produced is dropped.
+    pub fn media(
+        &mut self,
+        video: bool,
+        data: &Bytes,
+        timestamp_ms: u32,
+        remote: SocketAddr,
+    ) -> Result<(), MediaError> {
+        let now = SystemTime::now();
+        let mut outputs = std::mem::take(&mut self.outputs);
+        let result = if video {
+            self.ingest.video(data, timestamp_ms, now, &mut outputs)
+        } else {
+            self.ingest.audio(data, timestamp_ms, now, &mut outputs)
+        };
+        self.forward(&mut outputs);
+        self.outputs = outputs;
+        self.refresh_stats();
+        match result {
+            Ok(()) => Ok(()),
+            Err(IngestError::Unsupported(e)) => {
+                error!(%remote, channel = %self.key(), error = %e, "publish ended: stream cannot be remuxed");
+                self.journal.callback(CallbackEvent::RecordFailed {
+                    event: self.event.clone(),
+                    failure: RecordFailure::TransformatError,
+                    code: "UnsupportedCodec",
+                    message: e.to_string(),
+                });
+                Err(MediaError::Unsupported(e.to_string()))
+            }
+            Err(e @ IngestError::Malformed { .. }) => {
+                let malformed = self.ingest.stats().malformed;
+                // The first few, then every 100th: enough to diagnose without flooding the log.
+                if malformed <= 3 || malformed % 100 == 0 {
+                    warn!(%remote, channel = %self.key(), malformed, error = %e, "tag dropped");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the publish: flushes the open segment into the queue, closes the history record, sends the
+    /// stop callbacks. The storage writer finishes on its own; dropping the claim makes the channel idle.
+    pub async fn finish(mut self, meta: &Meta, why: &str, remote: SocketAddr) {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        self.ingest.finish(&mut outputs);
+        for output in outputs {
+            if output_index(&output) == self.lost_index {
+                continue;
+            }
+            // The end of a publish may wait for the queue: it is the last of this stream's data.
+            if self.tx.send(output).await.is_err() {
+                break;
+            }
+        }
+        let stats = self.ingest.stats();
+        info!(
+            %remote,
+            channel = %self.key(),
+            why,
+            seconds = self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            media_seconds = stats.media_seconds(),
+            segments = stats.segments,
+            forced_cuts = stats.forced_cuts,
+            video_frames = stats.video_frames,
+            audio_frames = stats.audio_frames,
+            malformed = stats.malformed,
+            skipped = stats.skipped,
+            dropped_segments = self.dropped_segments,
+            "publish finished"
+        );
+        if let Some(id) = self.push_id {
+            if let Err(e) = meta.close_push(id, SystemTime::now()).await {
+                warn!(channel = %self.key(), error = %e, "cannot close the push-history record (the next start will)");
+            }
+        }
+        self.journal.callback(CallbackEvent::Publish { event: self.event.clone(), start: false });
+    }
+
+    /// About once a second: what GetLiveChannelStat shows (sizes, rates, codecs from the live stream).
+    fn refresh_stats(&mut self) {
+        let elapsed = self.stats_at.elapsed();
+        let s = self.ingest.stats();
+        // The codec configuration is published at once (callbacks want the picture size even for a
+        // publish shorter than a second); rates wait for a measurable interval.
+        let configs = (s.video.is_some(), s.audio.is_some());
+        if elapsed < STATS_INTERVAL && configs == self.stats_configs {
+            return;
+        }
+        self.stats_configs = configs;
+        let secs = elapsed.as_secs_f64();
+        let rate = |now: u64, then: u64| {
+            if elapsed < STATS_INTERVAL / 2 { 0 } else { (now.saturating_sub(then) as f64 / secs).round() as u64 }
+        };
+        let stats = LiveStats {
+            video: s.video.as_ref().map(|v| VideoStats {
+                width: v.width.unwrap_or(0),
+                height: v.height.unwrap_or(0),
+                frame_rate: s.frame_rate().map_or(0, |f| f.round() as u32),
+                bandwidth: rate(s.video_bytes, self.stats_bytes.0),
+                codec: "H264",
+            }),
+            audio: s.audio.as_ref().map(|a| AudioStats {
+                sample_rate: a.sample_rate,
+                bandwidth: rate(s.audio_bytes, self.stats_bytes.1),
+                codec: "AAC",
+            }),
+        };
+        self.stats_bytes = (s.video_bytes, s.audio_bytes);
+        self.stats_at = Instant::now();
+        *self.guard.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+    }
+
+    /// Queues outputs for storage without ever waiting: if the queue is full, the segment being produced is
+    /// dropped whole (and reported), so ingest keeps flowing and nothing half-written is ever listed.
+    fn forward(&mut self, outputs: &mut Vec<Output>) {
+        for output in outputs.drain(..) {
+            let index = output_index(&output);
+            if index == self.lost_index {
+                continue;
+            }
+            match self.tx.try_send(output) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.lost_index = index;
+                    self.dropped_segments += 1;
+                    warn!(channel = %self.guard.key(), segment = ?index, "storage is too slow: dropping the segment being produced");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.lost_index = index;
+                }
+            }
+        }
+    }
+}
+
+fn output_index(output: &Output) -> Option<u64> {
+    Some(match output {
+        Output::Chunk { index, .. } => *index,
+        Output::Closed(segment) => segment.index,
+    })
+}
+
+/// The storage writer task of one publish, before it starts: what it needs to resume the channel.
+struct Writer {
+    flush: Option<crate::channels::FlushLock>,
+    channels: Arc<Channels>,
+    meta: Meta,
+    settings: ChannelSettings,
+}
+
+impl Writer {
+    async fn run(self, sink: Sink, mut rx: mpsc::Receiver<Output>) {
+        let key = sink.key.clone();
+        {
+            // Waits here while an earlier publish of this channel is still flushing.
+            let _flushing = match &self.flush {
+                Some(lock) => Some(Arc::clone(lock).lock_owned().await),
+                None => None,
+            };
+            match self.resume(&sink.store, &key).await {
+                Ok(state) => {
+                    sink.run(Recorder::new(state), rx).await;
+                }
+                Err(e) => {
+                    error!(channel = %key, error = %e, "cannot resume the channel's recording; segments of this publish are not stored");
+                    while rx.recv().await.is_some() {}
+                }
+            }
+        }
+        drop(self.flush);
+        self.channels.release(&key);
+    }
+
+    /// The stored playlist's window, and sequence numbers after the highest the segment index (or that
+    /// playlist) knows.
+    async fn resume(&self, store: &Store, key: &ChannelKey) -> Result<ChannelState, String> {
+        let playlist = store.load_playlist(key, &self.settings).await.map_err(|e| e.to_string())?;
+        let max_seq = self.meta.max_segment_seq(key.bucket(), key.channel()).await.map_err(|e| e.to_string())?;
+        Ok(ChannelState::resume(playlist, max_seq, self.settings.playlist_name.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

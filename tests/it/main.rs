@@ -1,0 +1,14 @@
+//! The integration tests: one test crate, so the harness in `support` is compiled and linked once.
+//! Each module is one area, seen from outside: real sockets, real files, real tools where named.
+
+mod backpressure;
+mod bench_tool;
+mod callbacks;
+mod garbage_in;
+mod http_e2e;
+mod ingest_e2e;
+mod interop;
+mod oss_api;
+mod sdk_interop;
+mod slow_meta;
+mod support;

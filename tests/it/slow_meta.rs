@@ -1,0 +1,83 @@
+//! The media path never waits on the metadata database: with every commit taking 500 ms, a healthy
+//! channel loses no segment and gets no discontinuity, and the index rows arrive anyway, batched.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use livechannel::journal::{Batch, Committed, JournalStore};
+use livechannel::meta::{Meta, MetaError};
+use livechannel::rtmp::client::Publisher;
+use livechannel::server::Observers;
+
+use crate::support::*;
+
+const COMMIT_DELAY: Duration = Duration::from_millis(500);
+
+/// The real database behind a 500 ms wait per commit, counting commits and the rows in them.
+struct SlowCommits {
+    inner: Meta,
+    commits: Arc<AtomicU64>,
+    rows: Arc<AtomicU64>,
+}
+
+impl JournalStore for SlowCommits {
+    fn commit<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Committed, MetaError>> {
+        Box::pin(async move {
+            tokio::time::sleep(COMMIT_DELAY).await;
+            let done = self.inner.commit_batch(&batch.segments, &batch.callbacks).await?;
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            self.rows.fetch_add((batch.segments.len() + batch.callbacks.len()) as u64, Ordering::Relaxed);
+            Ok(done)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_taking_500_ms_per_commit_costs_a_healthy_channel_no_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let commits = Arc::new(AtomicU64::new(0));
+    let rows = Arc::new(AtomicU64::new(0));
+    let (c, r) = (Arc::clone(&commits), Arc::clone(&rows));
+    let observers = Observers {
+        journal_store: Some(Box::new(move |inner| Arc::new(SlowCommits { inner, commits: c, rows: r }))),
+        ..Observers::default()
+    };
+    let mut cfg = config(dir.path(), 1, 20);
+    // The smallest queue the config allows (4 chunks): a writer that waited for each commit would overflow it.
+    cfg.limits.storage_queue_bytes = 256 * 1024;
+    let (tx, stored_rx) = tokio::sync::mpsc::unbounded_channel();
+    let server =
+        livechannel::server::Server::start_with(cfg, Observers { on_stored: Some(tx), ..observers }).await.unwrap();
+    let mut ts = TestServer::from_parts(server, stored_rx);
+
+    // 10 s of 1 s segments at about 25x real time: a segment every ~40 ms, a commit every 500 ms.
+    let tags = tags("media/av_no_bframes.flv");
+    let mut p = Publisher::connect(ts.rtmp(), "live", "steady").await.unwrap();
+    for chunk in tags.chunks(8) {
+        send_all(&mut p, chunk, 0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    p.finish().await.unwrap();
+    ts.wait_flushed("steady").await;
+    let stored = ts.drain_stored();
+    assert_eq!(stored.iter().map(|s| s.seq).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>(), "every segment");
+    let pl = playlist(&ts, "/live/steady/playlist.m3u8").await;
+    assert_eq!(pl.segments.len(), 10);
+    assert!(pl.segments.iter().all(|s| !s.discontinuity), "no gap, so no discontinuity");
+
+    // The index catches up after the media: every row, in a few batched commits.
+    let meta = ts.server.meta.clone();
+    let all = (SystemTime::UNIX_EPOCH, SystemTime::now() + Duration::from_secs(3600));
+    let indexed = eventually(Duration::from_secs(20), "10 index rows", async || {
+        let rows = meta.segments_between("live", "steady", all.0, all.1).await.unwrap();
+        (rows.len() == 10).then_some(rows)
+    })
+    .await;
+    assert_eq!(indexed.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+    let commits = commits.load(Ordering::Relaxed);
+    assert!(commits < 10, "{commits} commits for 10 segments: rows were not batched");
+    assert!(rows.load(Ordering::Relaxed) >= 10);
+    ts.server.shutdown(Duration::from_secs(20)).await;
+}
