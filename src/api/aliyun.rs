@@ -21,7 +21,7 @@ use super::{BodyError, http_url, read_body, utc_seconds};
 use crate::auth::aliyun::{self, AuthError, parse_form};
 use crate::config::Bucket;
 use crate::meta::aliyun::{DeliveryRecord, EventSub, RecordNotify, RecordQuery, StreamsNotify, SubRefused};
-use crate::notify::{KIND_ALIYUN_EVENTSUB, KIND_ALIYUN_INGEST, KIND_ALIYUN_RECORD};
+use crate::meta::notify::CallbackKind;
 use crate::reply::{Body, full};
 use crate::service::Context;
 
@@ -156,11 +156,11 @@ async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Value, RpcError>
         "UpdateLiveRecordNotifyConfig" => save_record_notify(ctx, &p, true).await,
         "DescribeLiveRecordNotifyConfig" => describe_record_notify(ctx, &p).await,
         "DeleteLiveRecordNotifyConfig" => delete_record_notify(ctx, &p).await,
-        "DescribeLiveRecordNotifyRecords" => records(ctx, &p, &[KIND_ALIYUN_RECORD], false).await,
+        "DescribeLiveRecordNotifyRecords" => records(ctx, &p, &[CallbackKind::AliyunRecord], false).await,
         "SetLiveStreamsNotifyUrlConfig" => set_streams_notify(ctx, &p).await,
         "DescribeLiveStreamsNotifyUrlConfig" => describe_streams_notify(ctx, &p).await,
         "DeleteLiveStreamsNotifyUrlConfig" => delete_streams_notify(ctx, &p).await,
-        "DescribeLiveStreamsNotifyRecords" => records(ctx, &p, &[KIND_ALIYUN_INGEST], true).await,
+        "DescribeLiveStreamsNotifyRecords" => records(ctx, &p, &[CallbackKind::AliyunIngest], true).await,
         other => Err(err(404, "InvalidApi.NotFound", format!("Specified api {other} is not found."))),
     }
 }
@@ -290,7 +290,7 @@ async fn list_sub_events(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
     let page = number("PageNo", 1..=100_000)?;
     let size = number("PageSize", 1..=100)?;
     let q = RecordQuery {
-        kinds: &[KIND_ALIYUN_EVENTSUB],
+        kinds: &[CallbackKind::AliyunEventsub],
         bucket: &bucket.name,
         source_ref: p.get("SubscribeId"),
         from: Some(UNIX_EPOCH + Duration::from_secs(start)),
@@ -438,7 +438,7 @@ async fn delete_streams_notify(ctx: &Context, p: &Params) -> Result<Value, RpcEr
 // ------------------------------------------------------------------------------------------ records
 
 /// DescribeLiveRecordNotifyRecords (and the ingest twin): the vendor's exact parameter errors.
-async fn records(ctx: &Context, p: &Params, kinds: &[&str], wrapped: bool) -> Result<Value, RpcError> {
+async fn records(ctx: &Context, p: &Params, kinds: &[CallbackKind], wrapped: bool) -> Result<Value, RpcError> {
     let missing = |name: &str| err(400, "MissingParams", format!("{name}, please check and try again later."));
     let malformed = |name: &str| err(400, "MalformedParams", format!("{name}, please check and try again later."));
     let domain = p.get("DomainName").ok_or_else(|| missing("DomainName"))?;

@@ -18,7 +18,7 @@ use tracing::info;
 
 use super::{http_url, read_body, utc_seconds};
 use crate::auth::{huawei, parse_query, percent_decode, same};
-use crate::meta::notify::{PublishNotify, RecordCallback};
+use crate::meta::notify::{PublishNotify, RecordCallback, SignType};
 use crate::reply::{Body, full};
 use crate::service::Context;
 
@@ -242,10 +242,9 @@ fn parse_record(ctx: &Context, body: &[u8], id: String, now: SystemTime) -> Resu
     if events.is_empty() || events.iter().any(|e| !RECORD_EVENTS.contains(&e.as_str())) {
         return Err(invalid(format!("notify_event_subscription must be a non-empty subset of {RECORD_EVENTS:?}.")));
     }
-    let sign_type = r.sign_type.unwrap_or_else(|| "HMACSHA256".into());
-    if !matches!(sign_type.as_str(), "HMACSHA256" | "MD5") {
+    let Some(sign_type) = SignType::parse(r.sign_type.as_deref().unwrap_or("HMACSHA256")) else {
         return Err(invalid("sign_type must be HMACSHA256 or MD5."));
-    }
+    };
     let key = r.key.unwrap_or_default();
     if !key.is_empty() && (key.len() != 32 || !key.bytes().all(|b| b.is_ascii_alphanumeric())) {
         return Err(invalid("key must be 32 letters and digits."));

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use sqlx::Row;
 
 use super::notify::{ATTEMPT_COLUMNS, attempt_from_row};
-use super::{Meta, MetaError, from_millis, millis};
+use super::{Meta, MetaError, Op, from_millis, millis};
 
 /// At most this many subscriptions per AppId (the vendor's quota).
 pub const MAX_SUBS_PER_APP: i64 = 20;
@@ -65,7 +65,7 @@ pub struct DeliveryRecord {
 
 #[derive(Debug, Clone, Default)]
 pub struct RecordQuery<'a> {
-    pub kinds: &'a [&'a str],
+    pub kinds: &'a [super::notify::CallbackKind],
     pub bucket: &'a str,
     pub channel: Option<&'a str>,
     pub source_ref: Option<&'a str>,
@@ -102,12 +102,13 @@ impl Meta {
         sub: &EventSub,
         replace: bool,
     ) -> Result<Result<(), SubRefused>, MetaError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx().await.op("save_event_sub")?;
         let exists = sqlx::query("SELECT 1 FROM aliyun_event_subs WHERE id = ? AND bucket = ?")
             .bind(&sub.id)
             .bind(bucket)
             .fetch_optional(&mut *tx)
-            .await?
+            .await
+            .op("save_event_sub")?
             .is_some();
         if replace && !exists {
             return Ok(Err(SubRefused::NotFound));
@@ -116,7 +117,8 @@ impl Meta {
             .bind(bucket)
             .bind(&sub.id)
             .fetch_one(&mut *tx)
-            .await?
+            .await
+            .op("save_event_sub")?
             .try_get(0)?;
         if others >= MAX_SUBS_PER_APP {
             return Ok(Err(SubRefused::Quota(format!(
@@ -130,7 +132,8 @@ impl Meta {
                     .bind(bucket)
                     .bind(&sub.id)
                     .fetch_one(&mut *tx)
-                    .await?
+                    .await
+                    .op("save_event_sub")?
                     .try_get(0)?;
             if all > 0 {
                 return Ok(Err(SubRefused::Quota(format!(
@@ -155,8 +158,9 @@ impl Meta {
         .bind(millis(sub.created))
         .bind(millis(sub.modified))
         .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .await
+        .op("save_event_sub")?;
+        tx.commit().await.op("save_event_sub")?;
         Ok(Ok(()))
     }
 
@@ -166,7 +170,8 @@ impl Meta {
         ))
         .bind(bucket)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .op("event_subs")?;
         rows.iter().map(sub_from_row).collect()
     }
 
@@ -175,7 +180,8 @@ impl Meta {
             .bind(bucket)
             .bind(id)
             .execute(&self.pool)
-            .await?;
+            .await
+            .op("delete_event_sub")?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -201,7 +207,8 @@ impl Meta {
             .bind(&c.notify_auth_key)
             .bind(millis(SystemTime::now()))
             .execute(&self.pool)
-            .await?;
+            .await
+            .op("save_record_notify")?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -212,7 +219,8 @@ impl Meta {
         )
         .bind(bucket)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .op("record_notify")?;
         row.map(|r| {
             Ok(RecordNotify {
                 domain: r.try_get(0)?,
@@ -227,8 +235,11 @@ impl Meta {
     }
 
     pub async fn delete_record_notify(&self, bucket: &str) -> Result<bool, MetaError> {
-        let done =
-            sqlx::query("DELETE FROM aliyun_record_notify WHERE bucket = ?").bind(bucket).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM aliyun_record_notify WHERE bucket = ?")
+            .bind(bucket)
+            .execute(&self.pool)
+            .await
+            .op("delete_record_notify")?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -250,7 +261,8 @@ impl Meta {
         .bind(&c.switch_notify_url)
         .bind(millis(SystemTime::now()))
         .execute(&self.pool)
-        .await?;
+        .await
+        .op("set_streams_notify")?;
         Ok(())
     }
 
@@ -261,7 +273,8 @@ impl Meta {
         )
         .bind(bucket)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .op("streams_notify")?;
         row.map(|r| {
             Ok(StreamsNotify {
                 domain: r.try_get(0)?,
@@ -276,8 +289,11 @@ impl Meta {
     }
 
     pub async fn delete_streams_notify(&self, bucket: &str) -> Result<bool, MetaError> {
-        let done =
-            sqlx::query("DELETE FROM aliyun_streams_notify WHERE bucket = ?").bind(bucket).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM aliyun_streams_notify WHERE bucket = ?")
+            .bind(bucket)
+            .execute(&self.pool)
+            .await
+            .op("delete_streams_notify")?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -312,7 +328,8 @@ impl Meta {
             }};
         }
         let count_sql = format!("SELECT COUNT(*) {filter}");
-        let total: i64 = bind_filter!(sqlx::query(&count_sql)).fetch_one(&self.pool).await?.try_get(0)?;
+        let total: i64 =
+            bind_filter!(sqlx::query(&count_sql)).fetch_one(&self.pool).await.op("delivery_records")?.try_get(0)?;
         let page_sql = format!(
             "SELECT o.bucket, o.channel, o.domain, o.source_ref, o.notify_type, o.idempotency_key, {ATTEMPT_COLUMNS}
              {filter} ORDER BY a.id DESC LIMIT ? OFFSET ?"
@@ -321,7 +338,8 @@ impl Meta {
             .bind(i64::try_from(q.limit).unwrap_or(i64::MAX))
             .bind(i64::try_from(q.offset).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
-            .await?;
+            .await
+            .op("delivery_records")?;
         let records = rows
             .iter()
             .map(|r| {

@@ -25,14 +25,46 @@ use crate::config::ChannelSettings;
 pub enum MetaError {
     #[error("cannot create the metadata folder {path}: {source}")]
     Dir { path: std::path::PathBuf, source: std::io::Error },
-    #[error("metadata database: {0}")]
-    Db(#[from] sqlx::Error),
+    /// A query failed; `op` names the `Meta` operation it was part of.
+    #[error("metadata database, {op}: {source}")]
+    Query { op: &'static str, source: sqlx::Error },
     #[error("metadata database migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     #[error("metadata database holds an invalid record: {0}")]
     Corrupt(String),
     #[error("segment {bucket}/{channel} seq {seq} is already indexed")]
     SegmentConflict { bucket: String, channel: String, seq: u64 },
+}
+
+/// Row decoding outside an operation's own queries (row mappers).
+impl From<sqlx::Error> for MetaError {
+    fn from(source: sqlx::Error) -> Self {
+        MetaError::Query { op: "decode a row", source }
+    }
+}
+
+/// Names the operation a database error happened in.
+pub(crate) trait Op<T> {
+    fn op(self, op: &'static str) -> Result<T, MetaError>;
+}
+
+impl<T> Op<T> for Result<T, sqlx::Error> {
+    fn op(self, op: &'static str) -> Result<T, MetaError> {
+        self.map_err(|source| MetaError::Query { op, source })
+    }
+}
+
+impl<T> Op<T> for Result<T, sqlx::migrate::MigrateError> {
+    fn op(self, _: &'static str) -> Result<T, MetaError> {
+        self.map_err(MetaError::Migrate)
+    }
+}
+
+/// An inner operation already named its error.
+impl<T> Op<T> for Result<T, MetaError> {
+    fn op(self, _: &'static str) -> Result<T, MetaError> {
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,15 +155,16 @@ impl Meta {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| MetaError::Dir { path: dir.to_owned(), source })?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite://")?
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .op("open")?
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // WAL + NORMAL: a power cut may lose the last commits but never corrupts the file.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.op("open")?;
+        sqlx::migrate!("./migrations").run(&pool).await.op("open")?;
         Ok(Meta { pool })
     }
 
@@ -152,7 +185,8 @@ impl Meta {
              WHERE end_ms IS NULL",
         )
         .execute(&self.pool)
-        .await?;
+        .await
+        .op("recover")?;
         Ok(done.rows_affected())
     }
 
@@ -186,7 +220,8 @@ impl Meta {
         .bind(now)
         .bind(now)
         .execute(&self.pool)
-        .await?;
+        .await
+        .op("put_channel")?;
         Ok(())
     }
 
@@ -211,9 +246,11 @@ impl Meta {
         .bind(now)
         .bind(now)
         .execute(&self.pool)
-        .await?;
+        .await
+        .op("get_or_create_channel")?;
         self.get_channel(bucket, name)
-            .await?
+            .await
+            .op("get_or_create_channel")?
             .ok_or_else(|| MetaError::Corrupt(format!("channel {bucket}/{name} vanished after insert")))
     }
 
@@ -222,7 +259,8 @@ impl Meta {
             .bind(bucket)
             .bind(name)
             .fetch_optional(&self.pool)
-            .await?;
+            .await
+            .op("get_channel")?;
         row.map(|r| channel_from_row(&r)).transpose()
     }
 
@@ -246,25 +284,28 @@ impl Meta {
         .bind(marker)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .op("list_channels")?;
         rows.iter().map(channel_from_row).collect()
     }
 
     /// Deletes the channel and its push history (a channel created later under the same name starts
     /// afresh). The segment index stays, like the segments themselves.
     pub async fn delete_channel(&self, bucket: &str, name: &str) -> Result<bool, MetaError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx().await.op("delete_channel")?;
         let done = sqlx::query("DELETE FROM channels WHERE bucket = ? AND name = ?")
             .bind(bucket)
             .bind(name)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .op("delete_channel")?;
         sqlx::query("DELETE FROM push_history WHERE bucket = ? AND channel = ? AND end_ms IS NOT NULL")
             .bind(bucket)
             .bind(name)
             .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+            .await
+            .op("delete_channel")?;
+        tx.commit().await.op("delete_channel")?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -275,7 +316,8 @@ impl Meta {
             .bind(bucket)
             .bind(name)
             .execute(&self.pool)
-            .await?;
+            .await
+            .op("set_status")?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -295,7 +337,8 @@ impl Meta {
         .bind(millis(start))
         .bind(remote)
         .fetch_one(&self.pool)
-        .await?;
+        .await
+        .op("open_push")?;
         Ok(row.try_get(0)?)
     }
 
@@ -304,7 +347,8 @@ impl Meta {
             .bind(millis(end))
             .bind(id)
             .execute(&self.pool)
-            .await?;
+            .await
+            .op("close_push")?;
         Ok(())
     }
 
@@ -320,7 +364,8 @@ impl Meta {
         .bind(channel)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .op("history")?;
         rows.iter()
             .map(|r| {
                 Ok(PushRecord {
@@ -335,9 +380,9 @@ impl Meta {
     /// Indexes one segment. A row for the same `(bucket, channel, seq)` is never replaced: that is
     /// [`MetaError::SegmentConflict`].
     pub async fn add_segment(&self, bucket: &str, channel: &str, s: &SegmentRecord) -> Result<(), MetaError> {
-        let mut tx = self.write_tx().await?;
-        let inserted = insert_segment(&mut tx, bucket, channel, s).await?;
-        tx.commit().await?;
+        let mut tx = self.write_tx().await.op("add_segment")?;
+        let inserted = insert_segment(&mut tx, bucket, channel, s).await.op("add_segment")?;
+        tx.commit().await.op("add_segment")?;
         if inserted {
             Ok(())
         } else {
@@ -352,15 +397,15 @@ impl Meta {
         segments: &[(String, String, SegmentRecord)],
         callbacks: &[notify::NewCallback],
     ) -> Result<Committed, MetaError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx().await.op("commit_batch")?;
         let mut done = Committed::default();
         for (bucket, channel, s) in segments {
-            if !insert_segment(&mut tx, bucket, channel, s).await? {
+            if !insert_segment(&mut tx, bucket, channel, s).await.op("commit_batch")? {
                 done.conflicts.push((bucket.clone(), channel.clone(), s.seq));
             }
         }
-        notify::insert_callbacks(&mut tx, callbacks).await?;
-        tx.commit().await?;
+        notify::insert_callbacks(&mut tx, callbacks).await.op("commit_batch")?;
+        tx.commit().await.op("commit_batch")?;
         Ok(done)
     }
 
@@ -370,7 +415,8 @@ impl Meta {
             .bind(bucket)
             .bind(channel)
             .fetch_one(&self.pool)
-            .await?;
+            .await
+            .op("max_segment_seq")?;
         let max: Option<i64> = row.try_get(0)?;
         max.map(|m| u64::try_from(m).map_err(|_| MetaError::Corrupt(format!("segment seq {m}")))).transpose()
     }
@@ -393,7 +439,8 @@ impl Meta {
         .bind(millis(to))
         .bind(millis(from))
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .op("segments_between")?;
         rows.iter()
             .map(|r| {
                 let seq: i64 = r.try_get(0)?;
@@ -429,7 +476,8 @@ async fn insert_segment(
     .bind(&s.object_key)
     .bind(s.discontinuity)
     .execute(&mut **tx)
-    .await?;
+    .await
+    .op("insert_segment")?;
     Ok(done.rows_affected() == 1)
 }
 

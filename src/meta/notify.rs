@@ -4,7 +4,81 @@ use std::time::SystemTime;
 
 use sqlx::Row;
 
-use super::{Meta, MetaError, from_millis, millis};
+use super::{Meta, MetaError, Op, from_millis, millis};
+
+/// Which vendor callback an outbox row is: decides how it is rendered and signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type)]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+pub enum CallbackKind {
+    /// Huawei stream notification (PUBLISH / PUBLISH_DONE).
+    HuaweiPublish,
+    /// Huawei recording callback.
+    HuaweiRecord,
+    /// Aliyun stream-ingest callback (a signed GET).
+    AliyunIngest,
+    /// Aliyun event subscription (ChannelEvent / UserEvent).
+    AliyunEventsub,
+    /// Aliyun recording callback.
+    AliyunRecord,
+}
+
+impl CallbackKind {
+    /// The stored name, also the prefix of idempotency keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackKind::HuaweiPublish => "huawei_publish",
+            CallbackKind::HuaweiRecord => "huawei_record",
+            CallbackKind::AliyunIngest => "aliyun_ingest",
+            CallbackKind::AliyunEventsub => "aliyun_eventsub",
+            CallbackKind::AliyunRecord => "aliyun_record",
+        }
+    }
+}
+
+impl std::fmt::Display for CallbackKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an outbox row is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+pub enum OutboxState {
+    /// Waiting for its next attempt.
+    Pending,
+    Delivered,
+    /// Every attempt failed.
+    Failed,
+}
+
+/// How a Huawei recording callback is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize, serde::Deserialize)]
+pub enum SignType {
+    #[sqlx(rename = "HMACSHA256")]
+    #[serde(rename = "HMACSHA256")]
+    HmacSha256,
+    #[sqlx(rename = "MD5")]
+    #[serde(rename = "MD5")]
+    Md5,
+}
+
+impl SignType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignType::HmacSha256 => "HMACSHA256",
+            SignType::Md5 => "MD5",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "HMACSHA256" => Some(SignType::HmacSha256),
+            "MD5" => Some(SignType::Md5),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishNotify {
@@ -21,7 +95,7 @@ pub struct RecordCallback {
     pub app: String,
     pub url: String,
     pub events: Vec<String>,
-    pub sign_type: String,
+    pub sign_type: SignType,
     pub sign_key: String,
     pub created: SystemTime,
     pub updated: SystemTime,
@@ -31,7 +105,7 @@ pub struct RecordCallback {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub id: i64,
-    pub kind: String,
+    pub kind: CallbackKind,
     pub bucket: String,
     pub channel: String,
     pub url: String,
@@ -44,7 +118,7 @@ pub struct OutboxEntry {
 /// What a new outbox entry carries.
 #[derive(Debug, Clone)]
 pub struct NewCallback {
-    pub kind: &'static str,
+    pub kind: CallbackKind,
     pub bucket: String,
     pub channel: String,
     pub url: String,
@@ -135,7 +209,8 @@ pub(crate) async fn insert_callbacks(
         .bind(&c.notify_type)
         .bind(&c.domain)
         .execute(&mut **tx)
-        .await?;
+        .await
+        .op("insert_callbacks")?;
     }
     Ok(())
 }
@@ -143,11 +218,12 @@ pub(crate) async fn insert_callbacks(
 impl Meta {
     /// Sets the bucket's stream-notification URL; returns true when one existed (replaced).
     pub async fn put_publish_notify(&self, bucket: &str, n: &PublishNotify) -> Result<bool, MetaError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx().await.op("put_publish_notify")?;
         let existed = sqlx::query("SELECT 1 FROM huawei_publish_notify WHERE bucket = ?")
             .bind(bucket)
             .fetch_optional(&mut *tx)
-            .await?
+            .await
+            .op("put_publish_notify")?
             .is_some();
         sqlx::query(
             "INSERT INTO huawei_publish_notify (bucket, domain, url, auth_sign_key, call_back_area, updated_ms)
@@ -163,8 +239,9 @@ impl Meta {
         .bind(&n.call_back_area)
         .bind(millis(SystemTime::now()))
         .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .await
+        .op("put_publish_notify")?;
+        tx.commit().await.op("put_publish_notify")?;
         Ok(existed)
     }
 
@@ -174,7 +251,8 @@ impl Meta {
         )
         .bind(bucket)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .op("get_publish_notify")?;
         row.map(|r| {
             Ok(PublishNotify {
                 domain: r.try_get(0)?,
@@ -187,8 +265,11 @@ impl Meta {
     }
 
     pub async fn delete_publish_notify(&self, bucket: &str) -> Result<bool, MetaError> {
-        let done =
-            sqlx::query("DELETE FROM huawei_publish_notify WHERE bucket = ?").bind(bucket).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM huawei_publish_notify WHERE bucket = ?")
+            .bind(bucket)
+            .execute(&self.pool)
+            .await
+            .op("delete_publish_notify")?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -205,12 +286,13 @@ impl Meta {
         .bind(&c.app)
         .bind(&c.url)
         .bind(serde_json::to_string(&c.events).unwrap_or_else(|_| "[]".into()))
-        .bind(&c.sign_type)
+        .bind(c.sign_type)
         .bind(&c.sign_key)
         .bind(millis(c.created))
         .bind(millis(c.updated))
         .execute(&self.pool)
-        .await?;
+        .await
+        .op("insert_record_callback")?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -225,17 +307,22 @@ impl Meta {
         .bind(&c.app)
         .bind(&c.url)
         .bind(serde_json::to_string(&c.events).unwrap_or_else(|_| "[]".into()))
-        .bind(&c.sign_type)
+        .bind(c.sign_type)
         .bind(&c.sign_key)
         .bind(millis(c.updated))
         .bind(&c.id)
         .execute(&self.pool)
-        .await?;
+        .await
+        .op("update_record_callback")?;
         Ok(done.rows_affected() > 0)
     }
 
     pub async fn delete_record_callback(&self, id: &str) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM huawei_record_callbacks WHERE id = ?").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM huawei_record_callbacks WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .op("delete_record_callback")?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -250,7 +337,7 @@ impl Meta {
     }
 
     pub async fn get_record_callback(&self, id: &str) -> Result<Option<RecordCallback>, MetaError> {
-        Ok(self.record_callbacks(Some(id), None, None, None).await?.pop())
+        Ok(self.record_callbacks(Some(id), None, None, None).await.op("get_record_callback")?.pop())
     }
 
     async fn record_callbacks(
@@ -276,7 +363,8 @@ impl Meta {
         .bind(bucket)
         .bind(bucket)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .op("record_callbacks")?;
         rows.iter()
             .map(|r| {
                 let events: String = r.try_get(4)?;
@@ -297,9 +385,9 @@ impl Meta {
 
     /// Writes callbacks to the outbox in one transaction (all or none), due now.
     pub async fn enqueue(&self, callbacks: &[NewCallback]) -> Result<(), MetaError> {
-        let mut tx = self.write_tx().await?;
-        insert_callbacks(&mut tx, callbacks).await?;
-        tx.commit().await?;
+        let mut tx = self.write_tx().await.op("enqueue")?;
+        insert_callbacks(&mut tx, callbacks).await.op("enqueue")?;
+        tx.commit().await.op("enqueue")?;
         Ok(())
     }
 
@@ -316,7 +404,8 @@ impl Meta {
         .bind(millis(now))
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .op("due_callbacks")?;
         rows.iter().map(entry_from_row).collect()
     }
 
@@ -327,7 +416,7 @@ impl Meta {
         attempt: &Attempt,
         retry_at: Option<SystemTime>,
     ) -> Result<(), MetaError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx().await.op("record_attempt")?;
         sqlx::query(
             "INSERT INTO delivery_attempts (outbox_id, time_ms, url, request_headers, request_body, status,
                  response_body, success, error, cost_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -343,19 +432,21 @@ impl Meta {
         .bind(&attempt.error)
         .bind(i64::try_from(attempt.cost_ms).unwrap_or(i64::MAX))
         .execute(&mut *tx)
-        .await?;
+        .await
+        .op("record_attempt")?;
         let (state, next) = match (attempt.success, retry_at) {
-            (true, _) => ("delivered", millis(attempt.time)),
-            (false, Some(at)) => ("pending", millis(at)),
-            (false, None) => ("failed", millis(attempt.time)),
+            (true, _) => (OutboxState::Delivered, millis(attempt.time)),
+            (false, Some(at)) => (OutboxState::Pending, millis(at)),
+            (false, None) => (OutboxState::Failed, millis(attempt.time)),
         };
         sqlx::query("UPDATE outbox SET attempts = attempts + 1, state = ?, next_attempt_ms = ? WHERE id = ?")
             .bind(state)
             .bind(next)
             .bind(outbox_id)
             .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+            .await
+            .op("record_attempt")?;
+        tx.commit().await.op("record_attempt")?;
         Ok(())
     }
 
@@ -366,19 +457,21 @@ impl Meta {
         ))
         .bind(outbox_id)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .op("attempts")?;
         rows.iter().map(|r| attempt_from_row(r, 0)).collect()
     }
 
     /// Outbox entries by state (tests and the query APIs).
-    pub async fn outbox(&self, state: Option<&str>) -> Result<Vec<(OutboxEntry, String)>, MetaError> {
+    pub async fn outbox(&self, state: Option<OutboxState>) -> Result<Vec<(OutboxEntry, OutboxState)>, MetaError> {
         let rows = sqlx::query(&format!(
             "SELECT {ENTRY_COLUMNS}, o.state FROM outbox o WHERE (? IS NULL OR o.state = ?) ORDER BY o.id"
         ))
         .bind(state)
         .bind(state)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .op("outbox")?;
         rows.iter().map(|r| Ok((entry_from_row(r)?, r.try_get(9)?))).collect()
     }
 
@@ -386,19 +479,21 @@ impl Meta {
     /// dropped. Returns how many outbox rows went.
     pub async fn prune_callbacks(&self, before: SystemTime) -> Result<u64, MetaError> {
         let cutoff = millis(before);
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx().await.op("prune_callbacks")?;
         sqlx::query(
             "DELETE FROM delivery_attempts WHERE outbox_id IN
                  (SELECT id FROM outbox WHERE state != 'pending' AND created_ms < ?)",
         )
         .bind(cutoff)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .op("prune_callbacks")?;
         let done = sqlx::query("DELETE FROM outbox WHERE state != 'pending' AND created_ms < ?")
             .bind(cutoff)
             .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+            .await
+            .op("prune_callbacks")?;
+        tx.commit().await.op("prune_callbacks")?;
         Ok(done.rows_affected())
     }
 }
@@ -409,7 +504,7 @@ mod tests {
 
     fn callback(key: &str) -> NewCallback {
         NewCallback {
-            kind: "huawei_publish",
+            kind: CallbackKind::HuaweiPublish,
             bucket: "live".into(),
             channel: "c".into(),
             url: "http://127.0.0.1:9/x".into(),
@@ -447,6 +542,6 @@ mod tests {
         assert_eq!(meta.due_callbacks(far, 10).await.unwrap()[0].idempotency_key, "b");
         assert_eq!(meta.prune_callbacks(far).await.unwrap(), 1, "only the delivered row goes");
         assert!(meta.attempts(due[0].id).await.unwrap().is_empty());
-        assert_eq!(meta.outbox(Some("pending")).await.unwrap().len(), 1);
+        assert_eq!(meta.outbox(Some(OutboxState::Pending)).await.unwrap().len(), 1);
     }
 }

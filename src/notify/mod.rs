@@ -19,16 +19,11 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::auth::hmac_sha256;
-use crate::meta::notify::{NewCallback, OutboxEntry};
+use crate::meta::notify::{CallbackKind, NewCallback, OutboxEntry, SignType};
 use crate::meta::{Meta, MetaError};
 
 /// How long a Huawei `auth_sign` stays valid after it is made (`auth_timestamp` = send time + this).
 const HUAWEI_SIGN_VALIDITY: Duration = Duration::from_secs(300);
-pub const KIND_HUAWEI_PUBLISH: &str = "huawei_publish";
-pub const KIND_HUAWEI_RECORD: &str = "huawei_record";
-pub const KIND_ALIYUN_INGEST: &str = "aliyun_ingest";
-pub const KIND_ALIYUN_EVENTSUB: &str = "aliyun_eventsub";
-pub const KIND_ALIYUN_RECORD: &str = "aliyun_record";
 
 pub use crate::config::NotifyConfig;
 
@@ -179,7 +174,7 @@ impl Notifier {
     ) -> Result<(), crate::meta::MetaError> {
         let started = unix(event.publish_started);
         let session = format!("{}-{}-{started}-{}", event.bucket, event.channel, event.publish_id);
-        let base = |kind: &'static str, url: &str, payload: Value, notify_type: &str, domain: &str| NewCallback {
+        let base = |kind: CallbackKind, url: &str, payload: Value, notify_type: &str, domain: &str| NewCallback {
             kind,
             bucket: event.bucket.clone(),
             channel: event.channel.clone(),
@@ -201,7 +196,7 @@ impl Notifier {
             });
             out.push(NewCallback {
                 sign_key: config.auth_sign_key.clone(),
-                ..base(KIND_HUAWEI_PUBLISH, &config.url, payload, name, &config.domain)
+                ..base(CallbackKind::HuaweiPublish, &config.url, payload, name, &config.domain)
             });
         }
         if let Some(config) = &all.streams {
@@ -214,7 +209,7 @@ impl Notifier {
             });
             out.push(NewCallback {
                 sign_key: config.notify_auth_key.clone(),
-                ..base(KIND_ALIYUN_INGEST, &config.notify_url, payload, action, &config.domain)
+                ..base(CallbackKind::AliyunIngest, &config.notify_url, payload, action, &config.domain)
             });
         }
         let user = user_id(event);
@@ -248,8 +243,8 @@ impl Notifier {
                 json!({"SubscribeID": sub.id, "AppId": sub.app_id, "ChannelID": event.channel, "Contents": contents});
             out.push(NewCallback {
                 source_ref: sub.id.clone(),
-                idempotency_key: format!("{KIND_ALIYUN_EVENTSUB}-{}-{session}-{name}", sub.id),
-                ..base(KIND_ALIYUN_EVENTSUB, &sub.callback_url, payload, name, &event.bucket)
+                idempotency_key: format!("{}-{}-{session}-{name}", CallbackKind::AliyunEventsub, sub.id),
+                ..base(CallbackKind::AliyunEventsub, &sub.callback_url, payload, name, &event.bucket)
             });
         }
         if start {
@@ -286,7 +281,13 @@ impl Notifier {
             return Ok(());
         }
         let payload = json!({"domain": config.domain, "app": "live", "stream": event.channel, "event": status});
-        out.push(aliyun_record(event, config, payload, status, format!("{KIND_ALIYUN_RECORD}-{session}-{status}")));
+        out.push(aliyun_record(
+            event,
+            config,
+            payload,
+            status,
+            format!("{}-{session}-{status}", CallbackKind::AliyunRecord),
+        ));
         Ok(())
     }
 
@@ -312,13 +313,13 @@ impl Notifier {
                 b.extend(e.clone());
             }
             out.push(NewCallback {
-                kind: KIND_HUAWEI_RECORD,
+                kind: CallbackKind::HuaweiRecord,
                 bucket: event.bucket.clone(),
                 channel: event.channel.clone(),
                 url: cb.url.clone(),
                 payload: json!({"body": body, "sign_type": cb.sign_type}).to_string(),
                 sign_key: cb.sign_key.clone(),
-                idempotency_key: format!("{KIND_HUAWEI_RECORD}-{}-{key}-{event_type}", cb.id),
+                idempotency_key: format!("{}-{}-{key}-{event_type}", CallbackKind::HuaweiRecord, cb.id),
                 source_ref: cb.id.clone(),
                 notify_type: event_type.to_owned(),
                 domain: cb.domain.clone(),
@@ -347,7 +348,13 @@ impl Notifier {
                 if !push_args.is_empty() {
                     payload["push_args"] = Value::Object(push_args);
                 }
-                out.push(aliyun_record(event, config, payload, "file_created", format!("{KIND_ALIYUN_RECORD}-{key}")));
+                out.push(aliyun_record(
+                    event,
+                    config,
+                    payload,
+                    "file_created",
+                    format!("{}-{key}", CallbackKind::AliyunRecord),
+                ));
             }
             let time = crate::wire::utc_seconds;
             let job = key.clone();
@@ -380,7 +387,7 @@ impl Notifier {
             if let Some(config) = &self.config(&event.bucket).await?.record {
                 let payload = json!({"domain": config.domain, "app": "live", "stream": event.channel,
                                      "event": notify_type, "code": code, "message": message});
-                let key = format!("{KIND_ALIYUN_RECORD}-{session}-{notify_type}-{code}");
+                let key = format!("{}-{session}-{notify_type}-{code}", CallbackKind::AliyunRecord);
                 out.push(aliyun_record(event, config, payload, notify_type, key));
             }
             if failure == RecordFailure::RecordError {
@@ -467,7 +474,7 @@ fn aliyun_record(
     idempotency_key: String,
 ) -> NewCallback {
     NewCallback {
-        kind: KIND_ALIYUN_RECORD,
+        kind: CallbackKind::AliyunRecord,
         bucket: event.bucket.clone(),
         channel: event.channel.clone(),
         url: config.notify_url.clone(),
@@ -488,9 +495,9 @@ pub fn ali_live_signature(domain: &str, timestamp: u64, key: &str) -> String {
 
 /// Huawei recording-callback signature: MD5(key + ts) or HMAC-SHA256(key, ts + event + domain + app +
 /// stream + download_url + play_url), lower-case hex.
-pub fn huawei_record_sign(sign_type: &str, key: &str, auth_ts: u64, body: &Value) -> String {
+pub fn huawei_record_sign(sign_type: SignType, key: &str, auth_ts: u64, body: &Value) -> String {
     let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
-    if sign_type == "MD5" {
+    if sign_type == SignType::Md5 {
         use md5::Digest;
         return hex::encode(md5::Md5::digest(format!("{key}{auth_ts}").as_bytes()));
     }
@@ -521,8 +528,8 @@ pub fn render(entry: &OutboxEntry, now: SystemTime) -> Result<Rendered, String> 
         ("Idempotency-Key".to_owned(), entry.idempotency_key.clone()),
         ("User-Agent".to_owned(), concat!("livechannel/", env!("CARGO_PKG_VERSION")).to_owned()),
     ];
-    match entry.kind.as_str() {
-        KIND_HUAWEI_PUBLISH => {
+    match entry.kind {
+        CallbackKind::HuaweiPublish => {
             let mut body: Value = serde_json::from_str(&entry.payload).map_err(|e| format!("bad payload: {e}"))?;
             if !entry.sign_key.is_empty() {
                 let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
@@ -540,7 +547,7 @@ pub fn render(entry: &OutboxEntry, now: SystemTime) -> Result<Rendered, String> 
             }
             Ok(Rendered { method: "POST", url: entry.url.clone(), headers, body: body.to_string() })
         }
-        KIND_ALIYUN_INGEST => {
+        CallbackKind::AliyunIngest => {
             let payload: Value = serde_json::from_str(&entry.payload).map_err(|e| format!("bad payload: {e}"))?;
             let mut url = reqwest::Url::parse(&entry.url).map_err(|e| format!("bad URL: {e}"))?;
             {
@@ -559,13 +566,13 @@ pub fn render(entry: &OutboxEntry, now: SystemTime) -> Result<Rendered, String> 
             }
             Ok(Rendered { method: "GET", url: url.to_string(), headers, body: String::new() })
         }
-        KIND_ALIYUN_EVENTSUB => {
+        CallbackKind::AliyunEventsub => {
             let mut body: Value = serde_json::from_str(&entry.payload).map_err(|e| format!("bad payload: {e}"))?;
             body["MsgId"] = json!(entry.idempotency_key);
             body["MsgTimestamp"] = json!(unix(now));
             Ok(Rendered { method: "POST", url: entry.url.clone(), headers, body: body.to_string() })
         }
-        KIND_ALIYUN_RECORD => {
+        CallbackKind::AliyunRecord => {
             let mut headers = headers;
             if !entry.sign_key.is_empty() {
                 let ts = unix(now);
@@ -579,18 +586,17 @@ pub fn render(entry: &OutboxEntry, now: SystemTime) -> Result<Rendered, String> 
             }
             Ok(Rendered { method: "POST", url: entry.url.clone(), headers, body: entry.payload.clone() })
         }
-        KIND_HUAWEI_RECORD => {
+        CallbackKind::HuaweiRecord => {
             let payload: Value = serde_json::from_str(&entry.payload).map_err(|e| format!("bad payload: {e}"))?;
             let mut body = payload["body"].clone();
             if !entry.sign_key.is_empty() {
                 let auth_ts = unix(now + HUAWEI_SIGN_VALIDITY);
-                let sign_type = payload["sign_type"].as_str().unwrap_or("HMACSHA256");
+                let sign_type = payload["sign_type"].as_str().and_then(SignType::parse).unwrap_or(SignType::HmacSha256);
                 body["auth_timestamp"] = json!(auth_ts);
                 body["auth_sign"] = json!(huawei_record_sign(sign_type, &entry.sign_key, auth_ts, &body));
             }
             Ok(Rendered { method: "POST", url: entry.url.clone(), headers, body: body.to_string() })
         }
-        other => Err(format!("unknown callback kind {other:?}")),
     }
 }
 
@@ -607,20 +613,20 @@ mod tests {
             v["ali_live_signature"]["md5"]
         );
         let key = "0123456789abcdef0123456789abcdef";
-        assert_eq!(huawei_record_sign("MD5", key, 1736150400, &json!({})), v["huawei_record_md5"]["md5"]);
+        assert_eq!(huawei_record_sign(SignType::Md5, key, 1736150400, &json!({})), v["huawei_record_md5"]["md5"]);
         let body = json!({"event_type": "RECORD_FILE_COMPLETE", "publish_domain": "push.example.com", "app": "live",
             "stream": "stream1", "download_url": "http://127.0.0.1:8080/dl/stream1.m3u8",
             "play_url": "http://127.0.0.1:8080/play/stream1.m3u8"});
         assert_eq!(
-            huawei_record_sign("HMACSHA256", key, 1736150400, &body),
+            huawei_record_sign(SignType::HmacSha256, key, 1736150400, &body),
             v["huawei_record_hmac"]["hmac_sha256_hex"]
         );
     }
 
-    fn entry(kind: &str, url: &str, payload: Value, key: &str) -> OutboxEntry {
+    fn entry(kind: CallbackKind, url: &str, payload: Value, key: &str) -> OutboxEntry {
         OutboxEntry {
             id: 7,
-            kind: kind.into(),
+            kind,
             bucket: "live".into(),
             channel: "ch1".into(),
             url: url.into(),
@@ -637,7 +643,7 @@ mod tests {
             ["appname", "live"], ["time", "1736150400"], ["usrargs", "token=abc"], ["node", "livechannel-1"]],
             "sign_domain": "push.example.com"});
         let r = render(
-            &entry(KIND_ALIYUN_INGEST, "http://hooks.example.com/pub?x=1", payload, "abcdefgh12345678"),
+            &entry(CallbackKind::AliyunIngest, "http://hooks.example.com/pub?x=1", payload, "abcdefgh12345678"),
             UNIX_EPOCH + Duration::from_secs(1736150400),
         )
         .unwrap();
@@ -657,14 +663,19 @@ mod tests {
     fn event_subscription_and_record_bodies_follow_the_spec() {
         let now = UNIX_EPOCH + Duration::from_secs(1736150400);
         let sub = json!({"SubscribeID": "sub-1", "AppId": "live", "ChannelID": "ch1", "Contents": []});
-        let r = render(&entry(KIND_ALIYUN_EVENTSUB, "http://127.0.0.1:9/cb", sub, ""), now).unwrap();
+        let r = render(&entry(CallbackKind::AliyunEventsub, "http://127.0.0.1:9/cb", sub, ""), now).unwrap();
         let body: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!((body["MsgId"].as_str(), body["MsgTimestamp"].as_u64()), (Some("idem-1"), Some(1736150400)));
         assert!(!r.headers.iter().any(|(k, _)| k.starts_with("ALI-LIVE")), "event subscriptions are not signed");
         let file = json!({"domain": "live", "app": "live", "stream": "ch1", "uri": "live/ch1/3.ts", "duration": 2.0,
                           "start_time": 1736150398, "stop_time": 1736150400});
         let r = render(
-            &entry(KIND_ALIYUN_RECORD, "https://callback.example.com:8443/rec", file.clone(), "abcdefgh12345678"),
+            &entry(
+                CallbackKind::AliyunRecord,
+                "https://callback.example.com:8443/rec",
+                file.clone(),
+                "abcdefgh12345678",
+            ),
             now,
         )
         .unwrap();
@@ -675,7 +686,7 @@ mod tests {
             "stream": "stream1", "download_url": "http://127.0.0.1:8080/dl/stream1.m3u8",
             "play_url": "http://127.0.0.1:8080/play/stream1.m3u8"}, "sign_type": "MD5"});
         let r = render(
-            &entry(KIND_HUAWEI_RECORD, "http://127.0.0.1:9/rec", hw, "0123456789abcdef0123456789abcdef"),
+            &entry(CallbackKind::HuaweiRecord, "http://127.0.0.1:9/rec", hw, "0123456789abcdef0123456789abcdef"),
             now - HUAWEI_SIGN_VALIDITY,
         )
         .unwrap();
@@ -711,7 +722,7 @@ mod tests {
     fn a_huawei_publish_callback_is_signed_at_send_time_and_keeps_its_idempotency_key() {
         let entry = OutboxEntry {
             id: 1,
-            kind: KIND_HUAWEI_PUBLISH.into(),
+            kind: CallbackKind::HuaweiPublish,
             bucket: "live".into(),
             channel: "stream1".into(),
             url: "http://127.0.0.1:9/hw".into(),

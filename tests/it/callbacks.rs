@@ -14,6 +14,7 @@ use hyper::HeaderMap;
 use hyper::header::HeaderValue;
 use livechannel::auth::{huawei, parse_query};
 use livechannel::config::{AccessKey, AuthToken, Config};
+use livechannel::meta::notify::OutboxState;
 use livechannel::notify::{NotifyConfig, huawei_publish_sign};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -204,7 +205,7 @@ async fn publish_and_unpublish_reach_the_receiver_signed_and_in_order() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.got().len(), 2, "each callback once when the receiver answers 200");
     let outbox = ts.server.meta.outbox(None).await.unwrap();
-    assert!(outbox.iter().all(|(_, state)| state == "delivered"), "{outbox:?}");
+    assert!(outbox.iter().all(|(_, state)| *state == OutboxState::Delivered), "{outbox:?}");
     let attempts = ts.server.meta.attempts(outbox[0].0.id).await.unwrap();
     assert_eq!((attempts.len(), attempts[0].status, attempts[0].success), (1, Some(200), true));
     assert!(attempts[0].request_body.contains("\"event\":\"PUBLISH\""));
@@ -241,7 +242,7 @@ async fn callbacks_survive_a_dead_receiver_and_a_server_restart() {
         configure(ts.http(), raddr).await;
         publish_once(&ts, "cb3").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let pending = ts.server.meta.outbox(Some("pending")).await.unwrap();
+        let pending = ts.server.meta.outbox(Some(OutboxState::Pending)).await.unwrap();
         assert_eq!(pending.len(), 2, "both callbacks wait in the outbox");
         let attempts = ts.server.meta.attempts(pending[0].0.id).await.unwrap();
         assert!(!attempts.is_empty() && attempts.iter().all(|a| a.status.is_none() && !a.error.is_empty()));
@@ -746,7 +747,12 @@ async fn a_publish_fires_every_configured_callback_and_the_records_are_queryable
     let auth_ts = complete.body["auth_timestamp"].as_u64().unwrap();
     assert_eq!(
         complete.body["auth_sign"].as_str().unwrap(),
-        livechannel::notify::huawei_record_sign("HMACSHA256", SIGN_KEY, auth_ts, &complete.body)
+        livechannel::notify::huawei_record_sign(
+            livechannel::meta::notify::SignType::HmacSha256,
+            SIGN_KEY,
+            auth_ts,
+            &complete.body
+        )
     );
     assert_eq!((complete.body["width"].as_u64(), complete.body["height"].as_u64()), (Some(320), Some(180)));
 
