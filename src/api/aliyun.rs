@@ -17,7 +17,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::{BodyError, http_url, read_body, utc_seconds};
+use super::{Failure, http_url, int_in, read_body, utc_seconds};
 use crate::auth::aliyun::{self, AuthError, parse_form};
 use crate::config::Bucket;
 use crate::meta::aliyun::{DeliveryRecord, EventSub, RecordNotify, RecordQuery, StreamsNotify, SubRefused};
@@ -43,10 +43,22 @@ fn err(status: u16, code: &str, message: impl Into<String>) -> RpcError {
     }
 }
 
-impl From<crate::meta::MetaError> for RpcError {
-    fn from(e: crate::meta::MetaError) -> Self {
-        tracing::warn!(error = %e, "metadata database error");
-        err(500, "InternalError", "The request processing has failed due to some unknown error.")
+super::dialect_error!(RpcError);
+
+impl From<Failure> for RpcError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::BodyTooLarge => err(400, "InvalidParameter", "The request body is too large."),
+            Failure::BodyUnreadable(why) => {
+                err(400, "InvalidParameter", format!("The request body could not be read: {why}"))
+            }
+            Failure::NoSuchDomain(domain) => {
+                err(404, "InvalidDomain.NotFound", format!("The domain {domain} does not exist."))
+            }
+            Failure::Database(_) => {
+                err(500, "InternalError", "The request processing has failed due to some unknown error.")
+            }
+        }
     }
 }
 
@@ -68,8 +80,6 @@ pub async fn handle(ctx: &Context, req: Request<Incoming>, request_id: &str) -> 
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
     let (status, body) = match route(ctx, req).await {
         Ok(mut v) => {
-            // Any successful action may have changed callback configuration (the reads are cheap to redo).
-            ctx.notifier.config_changed();
             v["RequestId"] = json!(rid);
             (StatusCode::OK, v)
         }
@@ -120,10 +130,7 @@ async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Value, RpcError>
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let body = read_body(&headers, body).await.map_err(|e| match e {
-        BodyError::TooLarge => err(400, "InvalidParameter", "The request body is too large."),
-        BodyError::Read(why) => err(400, "InvalidParameter", format!("The request body could not be read: {why}")),
-    })?;
+    let body = read_body(&headers, body).await?;
     if form && !body.is_empty() {
         let text =
             std::str::from_utf8(&body).map_err(|_| err(400, "InvalidParameter", "The form body is not UTF-8."))?;
@@ -275,12 +282,8 @@ async fn delete_sub(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
 async fn list_sub_events(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
     let bucket = app_bucket(ctx, p)?;
     let number = |name: &str, range: std::ops::RangeInclusive<u64>| -> Result<u64, RpcError> {
-        p.get(name)
-            .ok_or_else(|| err(400, "InputInvalid", format!("{name} is required.")))?
-            .parse::<u64>()
-            .ok()
-            .filter(|n| range.contains(n))
-            .ok_or_else(|| err(400, "InputInvalid", format!("{name} is out of range.")))
+        let value = p.get(name).ok_or_else(|| err(400, "InputInvalid", format!("{name} is required.")))?;
+        int_in(value, range).ok_or_else(|| err(400, "InputInvalid", format!("{name} is out of range.")))
     };
     let start = number("StartTime", 0..=u64::MAX)?;
     let end = number("EndTime", 0..=u64::MAX)?;
@@ -316,11 +319,7 @@ async fn list_sub_events(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
 fn domain_bucket<'c>(ctx: &'c Context, p: &Params) -> Result<(&'c Bucket, String), RpcError> {
     let domain =
         p.get("DomainName").ok_or_else(|| err(400, "MissingDomainName", "DomainName is mandatory for this action."))?;
-    let bucket = ctx
-        .config
-        .bucket_for_domain(domain)
-        .ok_or_else(|| err(404, "InvalidDomain.NotFound", format!("The domain {domain} does not exist.")))?;
-    Ok((bucket, domain.to_owned()))
+    Ok((super::domain_bucket(&ctx.config, domain)?, domain.to_owned()))
 }
 
 fn auth_key(key: Option<&str>, range: std::ops::RangeInclusive<usize>) -> Result<String, RpcError> {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::{http_url, read_body, utc_seconds};
+use super::{Failure, domain_bucket, http_url, read_body, utc_seconds};
 use crate::auth::{huawei, parse_query, percent_decode, same};
 use crate::meta::notify::{PublishNotify, RecordCallback, SignType};
 use crate::reply::{Body, full};
@@ -44,10 +44,18 @@ fn not_found(message: impl Into<String>) -> HwError {
     err(StatusCode::NOT_FOUND, "LIVE.103011019", message)
 }
 
-impl From<crate::meta::MetaError> for HwError {
-    fn from(e: crate::meta::MetaError) -> Self {
-        tracing::warn!(error = %e, "metadata database error");
-        err(StatusCode::INTERNAL_SERVER_ERROR, "LIVE.100011000", "Internal error.")
+super::dialect_error!(HwError);
+
+impl From<Failure> for HwError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::BodyTooLarge => {
+                err(StatusCode::PAYLOAD_TOO_LARGE, "LIVE.100011001", "The request body is too large.")
+            }
+            Failure::BodyUnreadable(why) => invalid(format!("The request body could not be read: {why}")),
+            Failure::NoSuchDomain(domain) => invalid(format!("The domain {domain} does not exist.")),
+            Failure::Database(_) => err(StatusCode::INTERNAL_SERVER_ERROR, "LIVE.100011000", "Internal error."),
+        }
     }
 }
 
@@ -60,14 +68,8 @@ fn json_response(status: StatusCode, body: Option<Value>) -> Response<Body> {
 }
 
 pub async fn handle(ctx: &Context, req: Request<Incoming>, request_id: &str) -> Response<Body> {
-    let changes = req.method() != Method::GET;
     let mut resp = match route(ctx, req).await {
-        Ok(resp) => {
-            if changes {
-                ctx.notifier.config_changed();
-            }
-            resp
-        }
+        Ok(resp) => resp,
         Err(e) => json_response(e.status, Some(json!({"error_code": e.code, "error_msg": e.message}))),
     };
     if let Ok(v) = HeaderValue::from_str(request_id) {
@@ -90,9 +92,7 @@ async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Response<Body>, 
     }
     let (parts, body) = req.into_parts();
     let (method, headers) = (parts.method, parts.headers);
-    let body = read_body(&headers, body)
-        .await
-        .map_err(|_| err(StatusCode::PAYLOAD_TOO_LARGE, "LIVE.100011001", "The request body is too large."))?;
+    let body = read_body(&headers, body).await?;
     authenticate(ctx, &method, &raw_path, &query, &headers, &body, project)?;
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     match (method, rest.as_slice()) {
@@ -151,8 +151,7 @@ fn bucket_of<'c>(ctx: &'c Context, domain: Option<&str>) -> Result<(&'c crate::c
     let domain = domain
         .filter(|d| !d.is_empty() && d.len() <= 255)
         .ok_or_else(|| invalid("domain is required (1-255 characters)."))?;
-    let bucket =
-        ctx.config.bucket_for_domain(domain).ok_or_else(|| invalid(format!("The domain {domain} does not exist.")))?;
+    let bucket = domain_bucket(&ctx.config, domain)?;
     Ok((bucket, domain.to_owned()))
 }
 

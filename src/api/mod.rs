@@ -24,30 +24,71 @@ use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use tracing::{debug, warn};
 
+use crate::meta::MetaError;
 use crate::reply::{Body, empty, header_value};
 use crate::service::Context;
 
 /// Largest request body any API reads (its documents are a few hundred bytes).
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// What can go wrong in any dialect before or beside its own rules. Each dialect renders it once, in its
+/// `From<Failure>`; [`dialect_error!`] gives it the `?` conversions from the shared error sources.
 #[derive(Debug)]
-pub enum BodyError {
-    TooLarge,
-    Read(String),
+pub enum Failure {
+    /// The request body is over [`MAX_BODY`].
+    BodyTooLarge,
+    /// The request body could not be read (the client went away, broken chunking).
+    BodyUnreadable(String),
+    /// No bucket serves this ingest domain.
+    NoSuchDomain(String),
+    /// The metadata database failed (already logged, with the operation).
+    Database(MetaError),
+}
+
+impl From<MetaError> for Failure {
+    fn from(e: MetaError) -> Self {
+        tracing::warn!(error = %e, "metadata database error");
+        Failure::Database(e)
+    }
+}
+
+/// `?` from the shared error sources into a dialect's error type, through [`Failure`].
+macro_rules! dialect_error {
+    ($t:ty) => {
+        impl From<crate::meta::MetaError> for $t {
+            fn from(e: crate::meta::MetaError) -> Self {
+                crate::api::Failure::from(e).into()
+            }
+        }
+    };
+}
+pub(crate) use dialect_error;
+
+/// A number within `range`, or None (not a number, or outside it).
+pub fn int_in<T: std::str::FromStr + PartialOrd>(value: &str, range: std::ops::RangeInclusive<T>) -> Option<T> {
+    value.parse::<T>().ok().filter(|n| range.contains(n))
+}
+
+/// The bucket an ingest domain maps onto (its name, or one of its `domains`).
+pub fn domain_bucket<'c>(
+    config: &'c crate::config::Config,
+    domain: &str,
+) -> Result<&'c crate::config::Bucket, Failure> {
+    config.bucket_for_domain(domain).ok_or_else(|| Failure::NoSuchDomain(domain.to_owned()))
 }
 
 /// Reads a request body, refusing one over [`MAX_BODY`]: from Content-Length before reading anything,
 /// else as soon as the limit is crossed. Each dialect maps the error to its own wire format.
-pub async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, BodyError> {
+pub async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Failure> {
     let declared =
         headers.get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(BodyError::TooLarge);
+        return Err(Failure::BodyTooLarge);
     }
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge),
-        Err(e) => Err(BodyError::Read(e.to_string())),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Failure::BodyTooLarge),
+        Err(e) => Err(Failure::BodyUnreadable(e.to_string())),
     }
 }
 

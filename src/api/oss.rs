@@ -23,7 +23,7 @@ use crate::auth::oss::{AuthError, verify};
 use crate::auth::{Principal, parse_query, percent_decode};
 use crate::config::{Acl, Bucket, ChannelSettings, validate_playlist_name};
 use crate::hls::{PlaylistSegment, render_vod};
-use crate::meta::{ChannelRecord, ChannelStatus, MetaError, Snapshot};
+use crate::meta::{ChannelRecord, ChannelStatus, Snapshot};
 use crate::names::ChannelKey;
 use crate::reply::{Body, full};
 use crate::service::Context;
@@ -103,9 +103,30 @@ impl OssError {
     }
 }
 
-impl From<MetaError> for OssError {
-    fn from(e: MetaError) -> Self {
-        OssError::internal("metadata database error", e)
+super::dialect_error!(OssError);
+
+impl From<super::Failure> for OssError {
+    fn from(f: super::Failure) -> Self {
+        match f {
+            super::Failure::BodyTooLarge => OssError::new(
+                StatusCode::BAD_REQUEST,
+                "EntityTooLarge",
+                format!("Your proposed upload exceeds the maximum allowed size of {MAX_BODY} bytes."),
+            ),
+            super::Failure::BodyUnreadable(why) => OssError::new(
+                StatusCode::BAD_REQUEST,
+                "IncompleteBody",
+                format!("The request body could not be read: {why}"),
+            ),
+            super::Failure::NoSuchDomain(domain) => {
+                OssError::new(StatusCode::NOT_FOUND, "NoSuchBucket", format!("No bucket serves {domain}."))
+            }
+            super::Failure::Database(_) => OssError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            ),
+        }
     }
 }
 
@@ -414,10 +435,9 @@ pub fn parse_configuration(
     let number = |v: &Option<String>, what: &str, ec: &'static str| -> Result<Option<u32>, OssError> {
         match text(v) {
             None => Ok(None),
-            Some(s) => match s.parse::<u32>() {
-                Ok(n) if (1..=100).contains(&n) => Ok(Some(n)),
-                _ => Err(OssError::invalid(format!("{what} {s:?} must be an integer in [1, 100]."), ec)),
-            },
+            Some(s) => super::int_in(s, 1..=100)
+                .map(Some)
+                .ok_or_else(|| OssError::invalid(format!("{what} {s:?} must be an integer in [1, 100]."), ec)),
         }
     };
     let duration = number(&target.frag_duration, "FragDuration", "0044-00000014")?;
@@ -452,7 +472,7 @@ pub fn parse_configuration(
         None => None,
         Some(s) => {
             let interval = match text(&s.interval) {
-                Some(v) => v.parse::<u32>().ok().filter(|n| (1..=100).contains(n)),
+                Some(v) => super::int_in(v, 1..=100),
                 None => None,
             }
             .ok_or_else(|| OssError::invalid("Snapshot Interval must be an integer in [1, 100].", "0044-00000019"))?;
@@ -477,18 +497,7 @@ pub fn parse_configuration(
 /// Reads a request body, refusing one larger than [`MAX_BODY`] before it is read whole.
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, OssError> {
     let (parts, body) = req.into_parts();
-    super::read_body(&parts.headers, body).await.map_err(|e| match e {
-        super::BodyError::TooLarge => OssError::new(
-            StatusCode::BAD_REQUEST,
-            "EntityTooLarge",
-            format!("Your proposed upload exceeds the maximum allowed size of {MAX_BODY} bytes."),
-        ),
-        super::BodyError::Read(why) => OssError::new(
-            StatusCode::BAD_REQUEST,
-            "IncompleteBody",
-            format!("The request body could not be read: {why}"),
-        ),
-    })
+    Ok(super::read_body(&parts.headers, body).await?)
 }
 
 async fn put_channel(
@@ -530,7 +539,7 @@ async fn list(
     let marker = marker.unwrap_or("");
     let max_keys = match max_keys.filter(|s| !s.is_empty()) {
         None => 100,
-        Some(s) => s.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+        Some(s) => super::int_in(s, 1..=1000).ok_or_else(|| {
             OssError::invalid(format!("max-keys {s:?} must be an integer in [1, 1000]."), "0044-00000101")
         })?,
     };

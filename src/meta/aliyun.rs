@@ -161,6 +161,7 @@ impl Meta {
         .await
         .op("save_event_sub")?;
         tx.commit().await.op("save_event_sub")?;
+        self.config_changed();
         Ok(Ok(()))
     }
 
@@ -182,6 +183,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("delete_event_sub")?;
+        self.config_changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -209,6 +211,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("save_record_notify")?;
+        self.config_changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -240,6 +243,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("delete_record_notify")?;
+        self.config_changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -263,6 +267,7 @@ impl Meta {
         .execute(&self.pool)
         .await
         .op("set_streams_notify")?;
+        self.config_changed();
         Ok(())
     }
 
@@ -294,6 +299,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("delete_streams_notify")?;
+        self.config_changed();
         Ok(done.rows_affected() > 0)
     }
 

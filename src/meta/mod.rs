@@ -14,6 +14,8 @@ pub mod notify;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::Row;
@@ -136,6 +138,8 @@ pub struct Committed {
 #[derive(Clone, Debug)]
 pub struct Meta {
     pub(crate) pool: SqlitePool,
+    /// Bumped by every write that changes callback configuration, so caches of it know to reload.
+    config_generation: Arc<AtomicU64>,
 }
 
 pub fn millis(t: SystemTime) -> i64 {
@@ -165,7 +169,17 @@ impl Meta {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.op("open")?;
         sqlx::migrate!("./migrations").run(&pool).await.op("open")?;
-        Ok(Meta { pool })
+        Ok(Meta { pool, config_generation: Arc::default() })
+    }
+
+    /// Which version of the callback configuration the database holds (in this process's view).
+    pub fn config_generation(&self) -> u64 {
+        self.config_generation.load(Ordering::SeqCst)
+    }
+
+    /// Called after a committed change of callback configuration.
+    fn config_changed(&self) {
+        self.config_generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// A transaction that takes the write lock at once. A deferred one that reads first and writes later

@@ -242,6 +242,7 @@ impl Meta {
         .await
         .op("put_publish_notify")?;
         tx.commit().await.op("put_publish_notify")?;
+        self.config_changed();
         Ok(existed)
     }
 
@@ -270,6 +271,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("delete_publish_notify")?;
+        self.config_changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -293,6 +295,7 @@ impl Meta {
         .execute(&self.pool)
         .await
         .op("insert_record_callback")?;
+        self.config_changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -314,6 +317,7 @@ impl Meta {
         .execute(&self.pool)
         .await
         .op("update_record_callback")?;
+        self.config_changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -323,6 +327,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("delete_record_callback")?;
+        self.config_changed();
         Ok(done.rows_affected() > 0)
     }
 

@@ -82,13 +82,11 @@ struct BucketConfig {
     huawei_records: Vec<crate::meta::notify::RecordCallback>,
 }
 
-/// Bucket configurations read once and kept until a configuration API changes any of them: without it
-/// every stored segment cost several database round trips (and thread hand-offs) before its callbacks
-/// were even queued. The generation keeps a load that raced with a change from caching stale data.
+/// Bucket configurations read once and kept until a `meta` write changes callback configuration:
+/// without it every stored segment cost several database round trips before its callbacks were queued.
 #[derive(Debug, Default)]
 struct ConfigCache {
-    generation: std::sync::atomic::AtomicU64,
-    buckets: std::sync::Mutex<std::collections::HashMap<String, Arc<BucketConfig>>>,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (u64, Arc<BucketConfig>)>>,
 }
 
 /// Turns events into outbox rows and wakes the sender. Cheap to clone.
@@ -109,17 +107,15 @@ impl Notifier {
         Notifier { meta, wake: Arc::new(Notify::new()), node_ip, cache: Arc::default() }
     }
 
-    /// Forgets cached callback configuration; every configuration API calls it after a change.
-    pub fn config_changed(&self) {
-        self.cache.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.cache.buckets.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-
+    /// The bucket's callback configuration, from the cache unless a `meta` write changed any
+    /// configuration since it was read.
     async fn config(&self, bucket: &str) -> Result<Arc<BucketConfig>, crate::meta::MetaError> {
-        if let Some(c) = self.cache.buckets.lock().unwrap_or_else(|p| p.into_inner()).get(bucket) {
-            return Ok(Arc::clone(c));
+        let generation = self.meta.config_generation();
+        if let Some((seen, c)) = self.cache.buckets.lock().unwrap_or_else(|p| p.into_inner()).get(bucket) {
+            if *seen == generation {
+                return Ok(Arc::clone(c));
+            }
         }
-        let generation = self.cache.generation.load(std::sync::atomic::Ordering::SeqCst);
         let config = Arc::new(BucketConfig {
             publish: self.meta.get_publish_notify(bucket).await?,
             streams: self.meta.streams_notify(bucket).await?,
@@ -127,10 +123,13 @@ impl Notifier {
             record: self.meta.record_notify(bucket).await?,
             huawei_records: self.meta.list_record_callbacks(None, None, Some(bucket)).await?,
         });
-        let mut buckets = self.cache.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if self.cache.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
-            buckets.insert(bucket.to_owned(), Arc::clone(&config));
-        }
+        // Stamped with the generation read before loading: a change that raced with the load makes the
+        // next lookup reload.
+        self.cache
+            .buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(bucket.to_owned(), (generation, Arc::clone(&config)));
         Ok(config)
     }
 
@@ -744,5 +743,43 @@ mod tests {
         assert_ne!(serde_json::from_str::<Value>(&later.body).unwrap()["auth_timestamp"], 1736150400);
         let unsigned = render(&OutboxEntry { sign_key: String::new(), ..entry }, now).unwrap();
         assert!(!unsigned.body.contains("auth_sign"));
+    }
+
+    #[tokio::test]
+    async fn cached_callback_configuration_follows_meta_writes_and_only_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("m.db")).await.unwrap();
+        let notifier = Notifier::new(meta.clone(), "127.0.0.1".into());
+        let event = CallbackEvent::Publish {
+            event: PublishEvent {
+                bucket: "live".into(),
+                channel: "c".into(),
+                remote: "127.0.0.1:5000".parse().unwrap(),
+                user_args: String::new(),
+                publish_started: UNIX_EPOCH + Duration::from_secs(1736150400),
+                publish_id: 1,
+            },
+            start: true,
+        };
+        let count = async || {
+            let mut out = Vec::new();
+            notifier.callbacks(&event, &mut out).await;
+            out.len()
+        };
+        assert_eq!(count().await, 0);
+        let config = crate::meta::notify::PublishNotify {
+            domain: "live".into(),
+            url: "http://127.0.0.1:9/hw".into(),
+            auth_sign_key: String::new(),
+            call_back_area: String::new(),
+        };
+        meta.put_publish_notify("live", &config).await.unwrap();
+        assert_eq!(count().await, 1, "the write made the cached (empty) configuration stale");
+        let generation = meta.config_generation();
+        meta.get_publish_notify("live").await.unwrap();
+        meta.list_record_callbacks(None, None, None).await.unwrap();
+        assert_eq!(meta.config_generation(), generation, "reads do not invalidate");
+        assert!(meta.delete_publish_notify("live").await.unwrap());
+        assert_eq!(count().await, 0);
     }
 }
