@@ -242,3 +242,50 @@ async fn commit(store: &dyn JournalStore, batch: &Batch, counters: &JournalCount
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::from_millis;
+
+    fn seg(seq: u64) -> SegmentRecord {
+        SegmentRecord {
+            seq,
+            start: from_millis(0),
+            duration_ms: 1_000,
+            object_key: format!("live/c/{seq}.ts"),
+            discontinuity: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_are_committed_in_batches_and_a_seq_conflict_is_counted_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("m.db")).await.unwrap();
+        meta.add_segment("live", "c", &seg(1)).await.unwrap();
+        let (journal, rx) = Journal::new();
+        let notifier = Notifier::new(meta.clone(), "127.0.0.1".into());
+        let writer = tokio::spawn(run(rx, Arc::new(meta.clone()), notifier, Arc::clone(journal.counters())));
+        for seq in 0..5 {
+            journal.segment("live", "c", SegmentRecord { object_key: "second writer".into(), ..seg(seq) });
+        }
+        assert!(journal.sync().await);
+        let c = journal.counters();
+        assert_eq!(c.conflicts.load(Ordering::Relaxed), 1);
+        assert_eq!(c.committed_segments.load(Ordering::Relaxed), 5);
+        let rows = meta.segments_between("live", "c", from_millis(0), from_millis(1)).await.unwrap();
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows[1].object_key, "live/c/1.ts", "the first writer's row stays");
+        drop(journal);
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let (journal, _rx) = Journal::with_capacity(2);
+        for seq in 0..5 {
+            journal.segment("live", "c", seg(seq));
+        }
+        assert_eq!(journal.counters().dropped.load(Ordering::Relaxed), 3);
+    }
+}

@@ -605,4 +605,32 @@ mod tests {
         assert_eq!(h[0].remote_addr, "h:2");
         assert_eq!(h[9].remote_addr, "h:11");
     }
+
+    #[tokio::test]
+    async fn an_indexed_seq_is_never_replaced_and_the_highest_seq_is_where_a_channel_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("m.db")).await.unwrap();
+        let seg = |seq: u64, key: &str| SegmentRecord {
+            seq,
+            start: from_millis(1_000 * seq as i64),
+            duration_ms: 1_000,
+            object_key: key.into(),
+            discontinuity: false,
+        };
+        assert_eq!(meta.max_segment_seq("live", "a").await.unwrap(), None);
+        meta.add_segment("live", "a", &seg(3, "first")).await.unwrap();
+        let again = meta.add_segment("live", "a", &seg(3, "second")).await.unwrap_err();
+        assert!(matches!(again, MetaError::SegmentConflict { seq: 3, .. }), "{again}");
+        let batch = [
+            ("live".to_owned(), "a".to_owned(), seg(3, "third")),
+            ("live".to_owned(), "a".to_owned(), seg(4, "fourth")),
+            ("live".to_owned(), "b".to_owned(), seg(3, "other channel")),
+        ];
+        let done = meta.commit_batch(&batch, &[]).await.unwrap();
+        assert_eq!(done.conflicts, [("live".to_owned(), "a".to_owned(), 3)], "the rest of the batch is written");
+        let rows = meta.segments_between("live", "a", from_millis(0), from_millis(10_000)).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.object_key.as_str()).collect::<Vec<_>>(), ["first", "fourth"]);
+        assert_eq!(meta.max_segment_seq("live", "a").await.unwrap(), Some(4));
+        assert_eq!(meta.max_segment_seq("live", "b").await.unwrap(), Some(3));
+    }
 }
