@@ -1,3 +1,5 @@
+//! The publish policy without sockets: signatures and ACLs, names, channel state, playlistName.
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;

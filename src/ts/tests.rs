@@ -1,3 +1,5 @@
+//! The TS muxer round-tripped through the independent mpeg2ts reader, and its property tests.
+
 use bytes::Bytes;
 use proptest::prelude::*;
 

@@ -1,3 +1,5 @@
+//! OSS V1/V4 and signed-RTMP verification against the spec vectors and the captured SDK requests.
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::HeaderMap;

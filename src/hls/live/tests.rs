@@ -1,3 +1,5 @@
+//! The live recorder against its rules: effect order, sequence continuity, gaps, failures, the window.
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;

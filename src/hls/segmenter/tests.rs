@@ -1,3 +1,5 @@
+//! Segmenter invariants: cut rules, forced cuts, durations, chunking.
+
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
