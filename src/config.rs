@@ -106,6 +106,12 @@ pub struct StorageConfig {
     pub secret_access_key: Option<String>,
     /// Path-style S3 requests (`endpoint/bucket/key`); most self-hosted S3 servers want this.
     pub path_style: Option<bool>,
+    /// Every object key starts with this folder (`prefix/<bucket>/<channel>/...`), so several deployments
+    /// can share one S3 bucket. Default: none.
+    pub prefix: Option<String>,
+    /// Multipart part size in bytes: a segment smaller than this is one PUT, a larger one is uploaded in
+    /// parts while it is produced. S3 needs at least 5 MiB. Default: 8 MiB for S3, 64 KiB for local.
+    pub part_size: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -287,6 +293,17 @@ impl Config {
         if let Some(s) = &file.storage {
             if s.kind == StorageKind::S3 && s.bucket.as_deref().unwrap_or("").is_empty() {
                 return Err(invalid("[storage] kind = \"s3\" needs bucket".into()));
+            }
+            if s.kind == StorageKind::S3 && s.part_size.is_some_and(|p| p < 5 << 20) {
+                return Err(invalid("[storage] part_size must be at least 5242880 (5 MiB) for S3".into()));
+            }
+            if s.part_size == Some(0) {
+                return Err(invalid("[storage] part_size must be > 0".into()));
+            }
+            if let Some(p) = &s.prefix {
+                if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+                    return Err(invalid(format!("[storage] prefix {p:?} must be folder names joined by '/'")));
+                }
             }
         }
         let limits = Limits {

@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use object_store::{GetOptions, GetRange, ObjectStoreExt};
+use object_store::{GetOptions, ObjectStoreExt};
 
 use super::oss::OssError;
 use super::range;
@@ -42,25 +42,35 @@ pub(crate) async fn get_object(
     };
     let path = key.object(file).map_err(|_| OssError::no_such_key())?;
     let range_header = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
-    let mut status = StatusCode::OK;
-    let mut options = GetOptions { head: req.method() == Method::HEAD, ..Default::default() };
-    let mut content_range = None;
-    if let Some(spec) = range_header.and_then(range::parse) {
-        let size = ctx.store.objects().head(&path).await.map_err(store_error)?.size;
-        match spec.resolve(size) {
-            Some(r) => {
-                content_range = Some(format!("bytes {}-{}/{size}", r.start, r.end - 1));
-                options.range = Some(GetRange::Bounded(r));
-                status = StatusCode::PARTIAL_CONTENT;
-            }
-            None => {
-                let mut resp = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
-                resp.headers_mut().insert(header::CONTENT_RANGE, header_value(&format!("bytes */{size}")));
-                return Ok(resp);
-            }
+    let spec = range_header.and_then(range::parse);
+    // One request per read: the range goes to the store as asked, and the object's size comes back with
+    // it. Only a range the store refuses costs a second request, to tell 416 from a store failure.
+    let options = GetOptions {
+        head: req.method() == Method::HEAD,
+        range: spec.and_then(range::Spec::get_range),
+        ..Default::default()
+    };
+    let result = match (ctx.store.get(&path, options).await, spec) {
+        (Ok(result), _) => result,
+        (Err(e @ object_store::Error::NotFound { .. }), _) | (Err(e), None) => return Err(store_error(e)),
+        (Err(e), Some(spec)) => {
+            let size = ctx.store.objects().head(&path).await.map_err(store_error)?.size;
+            return match spec.resolve(size) {
+                None => Ok(unsatisfiable(size)),
+                Some(_) => Err(store_error(e)),
+            };
         }
+    };
+    let size = result.meta.size;
+    let mut status = StatusCode::OK;
+    let mut content_range = None;
+    if let Some(spec) = spec {
+        if spec.resolve(size).is_none() {
+            return Ok(unsatisfiable(size));
+        }
+        status = StatusCode::PARTIAL_CONTENT;
+        content_range = Some(format!("bytes {}-{}/{size}", result.range.start, result.range.end.saturating_sub(1)));
     }
-    let result = ctx.store.get(&path, options).await.map_err(store_error)?;
     let length = result.range.end - result.range.start;
     let etag = result.meta.e_tag.clone();
     let modified = result.meta.last_modified;
@@ -85,6 +95,12 @@ pub(crate) async fn get_object(
         h.insert(header::CONTENT_RANGE, header_value(&cr));
     }
     Ok(resp)
+}
+
+fn unsatisfiable(size: u64) -> Response<Body> {
+    let mut resp = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+    resp.headers_mut().insert(header::CONTENT_RANGE, header_value(&format!("bytes */{size}")));
+    resp
 }
 
 fn store_error(e: object_store::Error) -> OssError {

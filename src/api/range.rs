@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+use object_store::GetRange;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spec {
     From(u64),
@@ -29,6 +31,16 @@ pub fn parse(header: &str) -> Option<Spec> {
 }
 
 impl Spec {
+    /// The range to ask the store for; None when no store read can satisfy it (`bytes=-0`).
+    pub fn get_range(self) -> Option<GetRange> {
+        match self {
+            Spec::From(start) => Some(GetRange::Offset(start)),
+            Spec::FromTo(start, end) => Some(GetRange::Bounded(start..end.saturating_add(1))),
+            Spec::Suffix(0) => None,
+            Spec::Suffix(n) => Some(GetRange::Suffix(n)),
+        }
+    }
+
     /// The byte range to send for an object of `size` bytes, or `None` when unsatisfiable (416).
     pub fn resolve(self, size: u64) -> Option<Range<u64>> {
         match self {

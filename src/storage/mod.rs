@@ -30,6 +30,9 @@ pub enum StorageError {
     Store(#[from] object_store::Error),
 }
 
+/// Default multipart part size on S3: above the 5 MiB minimum, and above almost every live segment.
+pub const S3_PART_SIZE: usize = 8 * 1024 * 1024;
+
 /// The object store plus how we write to it.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -51,27 +54,43 @@ impl Store {
     }
 
     pub fn from_config(config: &Config) -> Result<Self, StorageError> {
-        match &config.storage {
-            None => Store::local(&config.data_dir.join("media")),
-            Some(s) if s.kind == StorageKind::Local => Store::local(&config.data_dir.join("media")),
-            Some(s) => Self::s3(s),
+        let store = match &config.storage {
+            None => return Store::local(&config.data_dir.join("media")),
+            Some(s) if s.kind == StorageKind::Local => {
+                let local = Store::local(&config.data_dir.join("media"))?;
+                Store::new(Arc::clone(local.objects()), s.part_size.unwrap_or(local.part_size))
+            }
+            Some(s) => Self::s3(s)?,
+        };
+        match config.storage.as_ref().and_then(|s| s.prefix.as_deref()) {
+            Some(prefix) => {
+                let prefixed = object_store::prefix::PrefixStore::new(Arc::clone(&store.objects), prefix);
+                Ok(Store::new(Arc::new(prefixed), store.part_size))
+            }
+            None => Ok(store),
         }
     }
 
+    /// Credentials and region come from the config, else from the standard `AWS_*` variables
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT`).
     #[cfg(feature = "s3")]
     fn s3(s: &crate::config::StorageConfig) -> Result<Self, StorageError> {
-        let mut b = object_store::aws::AmazonS3Builder::new()
+        let mut b = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(s.bucket.clone().unwrap_or_default())
-            .with_region(s.region.clone().unwrap_or_else(|| "us-east-1".into()))
             .with_virtual_hosted_style_request(!s.path_style.unwrap_or(true));
+        if let Some(region) = &s.region {
+            b = b.with_region(region);
+        } else if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+            b = b.with_region("us-east-1");
+        }
         if let Some(endpoint) = &s.endpoint {
             b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
         }
         if let (Some(id), Some(secret)) = (&s.access_key_id, &s.secret_access_key) {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
-        // S3 multipart parts must be at least 5 MiB (but the last); most segments are one part.
-        Ok(Store::new(Arc::new(b.build()?), 5 * 1024 * 1024))
+        // Most segments (1-2 MB) stay below a part and cost one PUT; S3 wants parts of at least 5 MiB.
+        Ok(Store::new(Arc::new(b.build()?), s.part_size.unwrap_or(S3_PART_SIZE)))
     }
 
     #[cfg(not(feature = "s3"))]
@@ -119,7 +138,7 @@ mod tests {
 
     #[cfg(feature = "s3")]
     #[test]
-    fn an_s3_storage_section_builds_an_s3_store_with_multipart_parts_s3_accepts() {
+    fn an_s3_storage_section_builds_an_s3_store_whose_segments_are_one_put() {
         let config = crate::config::Config::from_file(
             toml::from_str(
                 "[storage]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"media\"\n\
@@ -130,6 +149,26 @@ mod tests {
         .unwrap();
         let store = Store::from_config(&config).unwrap();
         assert!(store.objects().to_string().contains("media"), "{}", store.objects());
-        assert_eq!(store.part_size(), 5 * 1024 * 1024);
+        assert_eq!(store.part_size(), S3_PART_SIZE);
+    }
+
+    #[tokio::test]
+    async fn a_prefix_puts_every_key_under_its_folder_and_part_size_is_configurable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file: crate::config::ConfigFile =
+            toml::from_str("[storage]\nkind = \"local\"\nprefix = \"deploy-a/media\"\npart_size = 131072\n").unwrap();
+        let mut config = crate::config::Config::from_file(file).unwrap();
+        config.data_dir = dir.path().to_owned();
+        let store = Store::from_config(&config).unwrap();
+        assert_eq!(store.part_size(), 128 * 1024);
+        let key = ChannelKey::new("live", "demo").unwrap();
+        store.put(&key.object("0.ts").unwrap(), Bytes::from_static(b"ts")).await.unwrap();
+        assert!(dir.path().join("media/deploy-a/media/live/demo/0.ts").exists());
+        for bad in ["prefix = \"../x\"", "prefix = \"a//b\"", "part_size = 0"] {
+            let file = toml::from_str(&format!("[storage]\nkind = \"local\"\n{bad}\n")).unwrap();
+            assert!(crate::config::Config::from_file(file).is_err(), "{bad} accepted");
+        }
+        let small = toml::from_str("[storage]\nkind = \"s3\"\nbucket = \"b\"\npart_size = 1048576\n").unwrap();
+        assert!(crate::config::Config::from_file(small).is_err(), "S3 parts below 5 MiB accepted");
     }
 }

@@ -1,13 +1,16 @@
 //! The storage writer of one publish: reads `hls::Output`s from the bounded queue, asks the sans-I/O
-//! recorder (`hls::live`) what they mean, and carries out its effects in order: multipart uploads of
-//! segments, index rows and callback events handed to the journal (never awaited), playlist puts.
+//! recorder (`hls::live`) what they mean, and carries out its effects in order: segment uploads (one PUT
+//! below the store's part size, multipart above it, through object_store's `BufWriter`), index rows and
+//! callback events handed to the journal (never awaited), playlist puts.
 //!
 //! All bookkeeping (sequence numbers, gaps, discontinuities, the window) is the recorder's; this only does
 //! I/O and reports each upload's outcome back to it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use object_store::{ObjectStoreExt, WriteMultipart};
+use object_store::buffered::BufWriter;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -43,7 +46,7 @@ impl Sink {
     /// Runs until the queue closes (the publish ended and its last output was taken); returns the
     /// recorder, whose state the channel's next publish continues from.
     pub async fn run(self, mut recorder: Recorder, mut rx: mpsc::Receiver<Output>) -> Recorder {
-        let mut uploads: VecDeque<(u64, WriteMultipart)> = VecDeque::new();
+        let mut uploads: VecDeque<(u64, BufWriter)> = VecDeque::new();
         let mut effects = Vec::with_capacity(8);
         let mut work = VecDeque::with_capacity(8);
         loop {
@@ -73,7 +76,7 @@ impl Sink {
         &self,
         effect: Effect,
         recorder: &mut Recorder,
-        uploads: &mut VecDeque<(u64, WriteMultipart)>,
+        uploads: &mut VecDeque<(u64, BufWriter)>,
         out: &mut Vec<Effect>,
     ) {
         match effect {
@@ -86,15 +89,14 @@ impl Sink {
             },
             Effect::Append { seq, data } => {
                 let Some((_, writer)) = uploads.iter_mut().find(|(s, _)| *s == seq) else { return };
-                writer.put(data);
-                if let Err(e) = writer.wait_for_capacity(4).await {
+                if let Err(e) = writer.put(data).await {
                     warn!(channel = %self.key, seq, error = %e, "segment upload failed");
                     recorder.upload_failed(seq, e.to_string(), out);
                 }
             }
             Effect::Complete { seq } => {
                 let result = match take(uploads, seq) {
-                    Some(writer) => writer.finish().await.map(|_| ()).map_err(|e| e.to_string()),
+                    Some(mut writer) => writer.shutdown().await.map_err(|e| e.to_string()),
                     None => Err("no upload in progress".to_owned()),
                 };
                 if let Err(e) = &result {
@@ -103,7 +105,7 @@ impl Sink {
                 recorder.completed(seq, result, out);
             }
             Effect::Abort { seq } => {
-                if let Some(writer) = take(uploads, seq) {
+                if let Some(mut writer) = take(uploads, seq) {
                     if let Err(e) = writer.abort().await {
                         debug!(channel = %self.key, error = %e, "aborting an upload failed");
                     }
@@ -181,14 +183,19 @@ impl Sink {
         }
     }
 
-    async fn begin(&self, seq: u64) -> Result<WriteMultipart, String> {
+    /// A segment smaller than the part size is one PUT when it completes; a larger one becomes a multipart
+    /// upload whose parts go out while the segment is produced (no request is made before that).
+    async fn begin(&self, seq: u64) -> Result<BufWriter, String> {
         let path = self.key.object(&segment_file_name(seq)).map_err(|e| e.to_string())?;
-        let upload = self.store.objects().put_multipart(&path).await.map_err(|e| e.to_string())?;
-        Ok(WriteMultipart::new_with_chunk_size(upload, self.store.part_size()))
+        Ok(BufWriter::with_capacity(Arc::clone(self.store.objects()), path, self.store.part_size())
+            .with_max_concurrency(PARTS_IN_FLIGHT))
     }
 }
 
-fn take(uploads: &mut VecDeque<(u64, WriteMultipart)>, seq: u64) -> Option<WriteMultipart> {
+/// Parts of one segment uploading at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+fn take(uploads: &mut VecDeque<(u64, BufWriter)>, seq: u64) -> Option<BufWriter> {
     let at = uploads.iter().position(|(s, _)| *s == seq)?;
     uploads.remove(at).map(|(_, w)| w)
 }

@@ -18,7 +18,7 @@ use object_store::{
     PutOptions, PutPayload, PutResult, UploadPart,
 };
 
-/// A local store whose segment parts take `DELAY` each while `slow` is set.
+/// A local store whose segment writes (parts, or single PUTs) take `DELAY` each while `slow` is set.
 #[derive(Debug)]
 struct Throttled {
     inner: Arc<dyn ObjectStore>,
@@ -69,6 +69,10 @@ impl ObjectStore for Throttled {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        // A segment smaller than a part is one PUT: it is as slow as a part would be.
+        if self.slow.load(Ordering::Relaxed) && location.as_ref().ends_with(".ts") {
+            tokio::time::sleep(DELAY).await;
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 

@@ -11,4 +11,5 @@ mod interop;
 mod oss_api;
 mod sdk_interop;
 mod slow_meta;
+mod storage;
 mod support;
