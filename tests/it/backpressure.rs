@@ -143,12 +143,13 @@ async fn slow_storage_drops_whole_segments_without_stalling_ingest_or_listing_pa
         assert!(report.video().next().unwrap().random_access);
     }
 
-    // Storage recovers: the next publish, paced like an encoder (though still ~25x real time), loses nothing.
+    // Storage recovers: the next publish, paced like an encoder (though still ~5x real time, so the test
+    // stays short even when other tests load the machine), loses nothing.
     slow.store(false, Ordering::Relaxed);
     let mut p = livechannel::rtmp::client::Publisher::connect(ts.rtmp(), "live", "slow").await.unwrap();
     for chunk in tags.chunks(8) {
         send_all(&mut p, chunk, 0).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     p.finish().await.unwrap();
     ts.wait_flushed("slow").await;

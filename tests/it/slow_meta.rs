@@ -52,12 +52,12 @@ async fn a_database_taking_500_ms_per_commit_costs_a_healthy_channel_no_segment(
         livechannel::server::Server::start_with(cfg, Observers { on_stored: Some(tx), ..observers }).await.unwrap();
     let mut ts = TestServer::from_parts(server, stored_rx);
 
-    // 10 s of 1 s segments at about 25x real time: a segment every ~40 ms, a commit every 500 ms.
+    // 10 s of 1 s segments at about 5x real time: a segment every ~200 ms, a commit every 500 ms.
     let tags = tags("media/av_no_bframes.flv");
     let mut p = Publisher::connect(ts.rtmp(), "live", "steady").await.unwrap();
     for chunk in tags.chunks(8) {
         send_all(&mut p, chunk, 0).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     p.finish().await.unwrap();
     ts.wait_flushed("steady").await;
