@@ -14,8 +14,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::{NotifyConfig, render};
-use crate::meta::Meta;
+use futures::future::BoxFuture;
+
 use crate::meta::notify::{Attempt, OutboxEntry};
+use crate::meta::{Meta, MetaError};
 
 /// Largest response body kept in the delivery record.
 const MAX_RESPONSE_RECORDED: usize = 16 * 1024;
@@ -26,10 +28,101 @@ const KEEP_FINISHED: Duration = Duration::from_secs(8 * 24 * 3600);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const COALESCE: Duration = Duration::from_millis(50);
 
-pub struct Sender {
-    meta: Meta,
-    config: NotifyConfig,
+/// What came back from a receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: bytes::Bytes,
+    /// The status arrived but the body could not be read.
+    pub body_error: Option<String>,
+}
+
+/// How a rendered callback goes out: HTTP in production, a fake in the retry tests (which run on paused
+/// tokio time, where real sockets and timeouts do not mix).
+pub trait Transport: Send + Sync + 'static {
+    /// `Err` is a failure without an HTTP answer (refused, timed out, reset), with its cause chain.
+    fn send(&self, req: super::Rendered) -> BoxFuture<'_, Result<Answer, String>>;
+}
+
+/// The production transport: reqwest with a per-attempt timeout, no redirects.
+pub struct Http {
     client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new(config: &NotifyConfig) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            // Callbacks go where they are configured to go; a redirect is the receiver's problem to fix.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Http { client }
+    }
+}
+
+impl Transport for Http {
+    fn send(&self, req: super::Rendered) -> BoxFuture<'_, Result<Answer, String>> {
+        Box::pin(async move {
+            let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+            let mut builder = self.client.request(method, &req.url).body(req.body);
+            for (k, v) in &req.headers {
+                builder = builder.header(k, v);
+            }
+            let resp = builder.send().await.map_err(|e| error_chain(&e))?;
+            let status = resp.status().as_u16();
+            Ok(match resp.bytes().await {
+                Ok(body) => Answer { status, body, body_error: None },
+                Err(e) => Answer { status, body: bytes::Bytes::new(), body_error: Some(error_chain(&e)) },
+            })
+        })
+    }
+}
+
+/// Where the sender reads due callbacks and records attempts: the metadata database in production, an
+/// in-memory fake in the paused-time tests (a database on worker threads lets paused time race ahead).
+pub trait Outbox: Send + Sync + 'static {
+    /// Due pending entries, only the oldest pending one per (destination, channel), at most `limit`.
+    fn due(&self, now: SystemTime, limit: u32) -> BoxFuture<'_, Result<Vec<OutboxEntry>, MetaError>>;
+    /// Records an attempt: delivered, retried at `retry_at`, or failed for good.
+    fn record<'a>(
+        &'a self,
+        id: i64,
+        attempt: &'a Attempt,
+        retry_at: Option<SystemTime>,
+    ) -> BoxFuture<'a, Result<(), MetaError>>;
+    /// Forgets finished entries older than `before`.
+    fn prune(&self, before: SystemTime) -> BoxFuture<'_, Result<u64, MetaError>>;
+}
+
+impl Outbox for Meta {
+    fn due(&self, now: SystemTime, limit: u32) -> BoxFuture<'_, Result<Vec<OutboxEntry>, MetaError>> {
+        Box::pin(self.due_callbacks(now, limit))
+    }
+
+    fn record<'a>(
+        &'a self,
+        id: i64,
+        attempt: &'a Attempt,
+        retry_at: Option<SystemTime>,
+    ) -> BoxFuture<'a, Result<(), MetaError>> {
+        Box::pin(self.record_attempt(id, attempt, retry_at))
+    }
+
+    fn prune(&self, before: SystemTime) -> BoxFuture<'_, Result<u64, MetaError>> {
+        Box::pin(self.prune_callbacks(before))
+    }
+}
+
+/// The wall clock the sender schedules by (tests pass one that follows paused tokio time).
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+pub struct Sender {
+    outbox: Arc<dyn Outbox>,
+    config: NotifyConfig,
+    transport: Arc<dyn Transport>,
+    clock: Clock,
     wake: Arc<Notify>,
     in_flight: Arc<Mutex<HashSet<i64>>>,
     /// Entries whose attempt ended, with the number of the outbox query that was running then. A query
@@ -42,17 +135,22 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(meta: Meta, config: NotifyConfig, wake: Arc<Notify>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            // Callbacks go where they are configured to go; a redirect is the receiver's problem to fix.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let transport = Arc::new(Http::new(&config));
+        Sender::with_parts(Arc::new(meta), config, wake, transport, Arc::new(SystemTime::now))
+    }
+
+    pub fn with_parts(
+        outbox: Arc<dyn Outbox>,
+        config: NotifyConfig,
+        wake: Arc<Notify>,
+        transport: Arc<dyn Transport>,
+        clock: Clock,
+    ) -> Self {
         Sender {
-            meta,
+            outbox,
             config,
-            client,
+            transport,
+            clock,
             wake,
             in_flight: Arc::default(),
             finished: Mutex::default(),
@@ -66,14 +164,14 @@ impl Sender {
         loop {
             if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                 pruned_at = Some(Instant::now());
-                match self.meta.prune_callbacks(SystemTime::now() - KEEP_FINISHED).await {
+                match self.outbox.prune((self.clock)() - KEEP_FINISHED).await {
                     Ok(0) => {}
                     Ok(n) => info!(callbacks = n, "pruned delivered callbacks older than 8 days"),
                     Err(e) => warn!(error = %e, "cannot prune old callbacks"),
                 }
             }
             let query = self.queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            match self.meta.due_callbacks(SystemTime::now(), 64).await {
+            match self.outbox.due((self.clock)(), 64).await {
                 Ok(due) => {
                     {
                         let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,8 +231,8 @@ impl Sender {
     }
 
     async fn attempt(&self, entry: OutboxEntry) {
-        let now = SystemTime::now();
-        let started = Instant::now();
+        let now = (self.clock)();
+        let started = tokio::time::Instant::now();
         let mut attempt = Attempt {
             time: now,
             url: entry.url.clone(),
@@ -152,36 +250,27 @@ impl Sender {
                 attempt.request_headers =
                     serde_json::to_string(&req.headers.iter().cloned().collect::<HashMap<_, _>>()).unwrap_or_default();
                 attempt.request_body = req.body.clone();
-                let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::POST);
                 attempt.url = req.url.clone();
-                let mut builder = self.client.request(method, &req.url).body(req.body);
-                for (k, v) in &req.headers {
-                    builder = builder.header(k, v);
-                }
-                match builder.send().await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        attempt.status = Some(status.as_u16());
-                        attempt.success = status.is_success();
-                        match resp.bytes().await {
-                            Ok(b) => {
-                                attempt.response_body =
-                                    String::from_utf8_lossy(&b[..b.len().min(MAX_RESPONSE_RECORDED)]).into_owned()
-                            }
-                            Err(e) => attempt.error = format!("reading the response: {e}"),
-                        }
-                        if !attempt.success && attempt.error.is_empty() {
-                            attempt.error = format!("HTTP {status}");
+                match self.transport.send(req).await {
+                    Ok(answer) => {
+                        attempt.status = Some(answer.status);
+                        attempt.success = (200..300).contains(&answer.status);
+                        let body = &answer.body[..answer.body.len().min(MAX_RESPONSE_RECORDED)];
+                        attempt.response_body = String::from_utf8_lossy(body).into_owned();
+                        if let Some(e) = answer.body_error {
+                            attempt.error = format!("reading the response: {e}");
+                        } else if !attempt.success {
+                            attempt.error = format!("HTTP {}", answer.status);
                         }
                     }
-                    Err(e) => attempt.error = error_chain(&e),
+                    Err(e) => attempt.error = e,
                 }
             }
         }
         attempt.cost_ms = started.elapsed().as_millis() as u64;
         let attempts = entry.attempts + 1;
         let retry_at = (!attempt.success && attempts < self.config.max_attempts)
-            .then(|| SystemTime::now() + backoff(&self.config, attempts, entry.id));
+            .then(|| (self.clock)() + backoff(&self.config, attempts, entry.id));
         if attempt.success {
             debug!(id = entry.id, url = %entry.url, attempts, cost_ms = attempt.cost_ms, "callback delivered");
         } else if retry_at.is_some() {
@@ -189,7 +278,7 @@ impl Sender {
         } else {
             warn!(id = entry.id, url = %entry.url, attempts, error = %attempt.error, "callback failed for good after the last attempt");
         }
-        if let Err(e) = self.meta.record_attempt(entry.id, &attempt, retry_at).await {
+        if let Err(e) = self.outbox.record(entry.id, &attempt, retry_at).await {
             // The row stays pending and due: it is sent again (at least once), never lost.
             warn!(id = entry.id, error = %e, "cannot record a callback attempt");
         }
@@ -234,5 +323,161 @@ mod tests {
         assert!(b3 >= Duration::from_secs(2) && b3 < Duration::from_secs(4), "{b3:?}");
         let b30 = backoff(&c, 30, 1);
         assert!(b30 >= Duration::from_secs(30) && b30 < Duration::from_secs(60), "{b30:?}");
+    }
+
+    use crate::meta::notify::{CallbackKind, OutboxState};
+
+    /// A receiver that answers 500 to the first `fail_first` requests, then 200, and notes when (on
+    /// the sender's clock) and what each request was.
+    struct Fake {
+        fail_first: Mutex<usize>,
+        seen: Mutex<Vec<(SystemTime, String)>>,
+        clock: Clock,
+    }
+
+    impl Transport for Fake {
+        fn send(&self, req: crate::notify::Rendered) -> BoxFuture<'_, Result<Answer, String>> {
+            Box::pin(async move {
+                let key = req.headers.iter().find(|(k, _)| k == "Idempotency-Key").map(|(_, v)| v.clone());
+                self.seen.lock().unwrap().push(((self.clock)(), key.unwrap_or_default()));
+                let mut fail = self.fail_first.lock().unwrap();
+                let status = if *fail > 0 { 500 } else { 200 };
+                *fail = fail.saturating_sub(1);
+                Ok(Answer { status, body: bytes::Bytes::from_static(b"ok"), body_error: None })
+            })
+        }
+    }
+
+    /// The outbox rules of `Meta::due_callbacks` and `record_attempt` over a Vec, so no real-time wait
+    /// (a database on worker threads) lets paused time race ahead. The SQL itself is tested in `meta`.
+    /// An entry, its state, when it is next due, and the HTTP status of each attempt.
+    type Row = (OutboxEntry, OutboxState, SystemTime, Vec<Option<u16>>);
+
+    #[derive(Default)]
+    struct Rows(Mutex<Vec<Row>>);
+
+    impl Outbox for Rows {
+        fn due(&self, now: SystemTime, limit: u32) -> BoxFuture<'_, Result<Vec<OutboxEntry>, MetaError>> {
+            let rows = self.0.lock().unwrap();
+            let mut heads: Vec<OutboxEntry> = Vec::new();
+            let mut seen = HashSet::new();
+            for (entry, state, next, _) in rows.iter() {
+                if *state != OutboxState::Pending || !seen.insert((entry.url.clone(), entry.channel.clone())) {
+                    continue;
+                }
+                if *next <= now {
+                    heads.push(entry.clone());
+                }
+            }
+            heads.truncate(limit as usize);
+            Box::pin(async move { Ok(heads) })
+        }
+
+        fn record<'a>(
+            &'a self,
+            id: i64,
+            attempt: &'a Attempt,
+            retry_at: Option<SystemTime>,
+        ) -> BoxFuture<'a, Result<(), MetaError>> {
+            let mut rows = self.0.lock().unwrap();
+            if let Some((entry, state, next, statuses)) = rows.iter_mut().find(|(e, ..)| e.id == id) {
+                entry.attempts += 1;
+                statuses.push(attempt.status);
+                (*state, *next) = match (attempt.success, retry_at) {
+                    (true, _) => (OutboxState::Delivered, attempt.time),
+                    (false, Some(at)) => (OutboxState::Pending, at),
+                    (false, None) => (OutboxState::Failed, attempt.time),
+                };
+            }
+            Box::pin(async { Ok(()) })
+        }
+
+        fn prune(&self, _: SystemTime) -> BoxFuture<'_, Result<u64, MetaError>> {
+            Box::pin(async { Ok(0) })
+        }
+    }
+
+    impl Rows {
+        fn states(&self) -> Vec<OutboxState> {
+            self.0.lock().unwrap().iter().map(|(_, s, ..)| *s).collect()
+        }
+    }
+
+    /// A wall clock that follows tokio's (paused) clock from the real time the test started.
+    fn paused_clock() -> Clock {
+        let (base, start) = (SystemTime::now(), tokio::time::Instant::now());
+        Arc::new(move || base + start.elapsed())
+    }
+
+    fn entry(id: i64, key: &str) -> OutboxEntry {
+        OutboxEntry {
+            id,
+            kind: CallbackKind::HuaweiPublish,
+            bucket: "live".into(),
+            channel: "c".into(),
+            url: "http://receiver.invalid/hw".into(),
+            payload: "{}".into(),
+            sign_key: String::new(),
+            idempotency_key: key.into(),
+            attempts: 0,
+        }
+    }
+
+    fn start(fail_first: usize, max_attempts: u32) -> (Arc<Rows>, Arc<Fake>, CancellationToken) {
+        let clock = paused_clock();
+        let rows = Arc::new(Rows::default());
+        for (id, key) in [(1, "first"), (2, "second")] {
+            rows.0.lock().unwrap().push((entry(id, key), OutboxState::Pending, clock(), Vec::new()));
+        }
+        let fake = Arc::new(Fake { fail_first: Mutex::new(fail_first), seen: Mutex::default(), clock: clock.clone() });
+        let config = NotifyConfig {
+            max_attempts,
+            retry_base: Duration::from_secs(10),
+            retry_max: Duration::from_secs(60),
+            ..NotifyConfig::default()
+        };
+        let wake = Arc::new(Notify::new());
+        let sender = Arc::new(Sender::with_parts(rows.clone(), config, wake, fake.clone(), clock));
+        let stop = CancellationToken::new();
+        tokio::spawn(sender.run(stop.clone(), TaskTracker::new()));
+        (rows, fake, stop)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_receiver_is_retried_with_growing_backoff_and_nothing_overtakes() {
+        let (rows, fake, stop) = start(3, 12);
+        // Minutes of retries pass in paused time.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        while rows.states() != [OutboxState::Delivered, OutboxState::Delivered] {
+            assert!(tokio::time::Instant::now() < deadline, "not delivered: {:?}", fake.seen.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.cancel();
+        let seen = fake.seen.lock().unwrap().clone();
+        let keys: Vec<&str> = seen.iter().map(|(_, k)| k.as_str()).collect();
+        assert_eq!(keys, ["first", "first", "first", "first", "second"], "the second waits for the first");
+        // Gaps: 10 s x 2^(n-1) scaled by a jitter in [0.5, 1), plus at most a poll interval and coalescing.
+        for (n, pair) in seen[..4].windows(2).enumerate() {
+            let gap = pair[1].0.duration_since(pair[0].0).unwrap();
+            let full = Duration::from_secs(10 << n);
+            assert!(gap >= full / 2 && gap <= full + POLL + COALESCE * 2, "retry {}: {gap:?} after {full:?}", n + 1);
+        }
+        let statuses = rows.0.lock().unwrap()[0].3.clone();
+        assert_eq!(statuses, [Some(500), Some(500), Some(500), Some(200)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_last_attempt_a_callback_fails_for_good_and_the_next_one_goes() {
+        let (rows, fake, stop) = start(usize::MAX, 3);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        while rows.states() != [OutboxState::Failed, OutboxState::Failed] {
+            assert!(tokio::time::Instant::now() < deadline, "{:?}", fake.seen.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // An hour later nothing more was sent.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        stop.cancel();
+        let keys: Vec<String> = fake.seen.lock().unwrap().iter().map(|(_, k)| k.clone()).collect();
+        assert_eq!(keys, ["first", "first", "first", "second", "second", "second"]);
     }
 }
