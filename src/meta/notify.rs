@@ -41,6 +41,81 @@ impl std::fmt::Display for CallbackKind {
     }
 }
 
+/// What a callback carries, by kind: the kind column and the JSON payload column of one outbox row, so
+/// the two cannot disagree. Per-attempt parts (signatures, timestamps, message ids) are added when it is
+/// rendered, not stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// Huawei stream-notification body.
+    HuaweiPublish(serde_json::Value),
+    /// Huawei recording-callback body, and how it is signed.
+    HuaweiRecord { body: serde_json::Value, sign_type: SignType },
+    /// Aliyun stream-ingest callback: query parameters appended to the URL, and the domain the
+    /// signature covers.
+    AliyunIngest { query: Vec<(String, String)>, sign_domain: String },
+    /// Aliyun event-subscription body.
+    AliyunEventsub(serde_json::Value),
+    /// Aliyun recording-callback body, sent as is.
+    AliyunRecord(serde_json::Value),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredHuaweiRecord {
+    body: serde_json::Value,
+    sign_type: SignType,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredIngest {
+    query: Vec<(String, String)>,
+    sign_domain: String,
+}
+
+impl Payload {
+    pub fn kind(&self) -> CallbackKind {
+        match self {
+            Payload::HuaweiPublish(_) => CallbackKind::HuaweiPublish,
+            Payload::HuaweiRecord { .. } => CallbackKind::HuaweiRecord,
+            Payload::AliyunIngest { .. } => CallbackKind::AliyunIngest,
+            Payload::AliyunEventsub(_) => CallbackKind::AliyunEventsub,
+            Payload::AliyunRecord(_) => CallbackKind::AliyunRecord,
+        }
+    }
+
+    /// The payload column.
+    pub fn to_stored(&self) -> String {
+        let text = match self {
+            Payload::HuaweiPublish(v) | Payload::AliyunEventsub(v) | Payload::AliyunRecord(v) => Ok(v.to_string()),
+            Payload::HuaweiRecord { body, sign_type } => {
+                serde_json::to_string(&StoredHuaweiRecord { body: body.clone(), sign_type: *sign_type })
+            }
+            Payload::AliyunIngest { query, sign_domain } => {
+                serde_json::to_string(&StoredIngest { query: query.clone(), sign_domain: sign_domain.clone() })
+            }
+        };
+        // Serialising values and strings cannot fail.
+        text.unwrap_or_default()
+    }
+
+    /// Reads a stored row back; an error names what is wrong with it.
+    pub fn from_stored(kind: CallbackKind, text: &str) -> Result<Payload, String> {
+        let bad = |e: serde_json::Error| format!("bad {kind} payload: {e}");
+        Ok(match kind {
+            CallbackKind::HuaweiPublish => Payload::HuaweiPublish(serde_json::from_str(text).map_err(bad)?),
+            CallbackKind::AliyunEventsub => Payload::AliyunEventsub(serde_json::from_str(text).map_err(bad)?),
+            CallbackKind::AliyunRecord => Payload::AliyunRecord(serde_json::from_str(text).map_err(bad)?),
+            CallbackKind::HuaweiRecord => {
+                let s: StoredHuaweiRecord = serde_json::from_str(text).map_err(bad)?;
+                Payload::HuaweiRecord { body: s.body, sign_type: s.sign_type }
+            }
+            CallbackKind::AliyunIngest => {
+                let s: StoredIngest = serde_json::from_str(text).map_err(bad)?;
+                Payload::AliyunIngest { query: s.query, sign_domain: s.sign_domain }
+            }
+        })
+    }
+}
+
 /// Where an outbox row is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "TEXT", rename_all = "snake_case")]
@@ -101,7 +176,8 @@ pub struct RecordCallback {
     pub updated: SystemTime,
 }
 
-/// A callback waiting in (or done with) the outbox.
+/// A callback waiting in (or done with) the outbox. `payload` is the stored text: it is decoded
+/// ([`Payload::from_stored`]) when rendered, so one unreadable row fails its own attempts, not the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub id: i64,
@@ -118,11 +194,10 @@ pub struct OutboxEntry {
 /// What a new outbox entry carries.
 #[derive(Debug, Clone)]
 pub struct NewCallback {
-    pub kind: CallbackKind,
     pub bucket: String,
     pub channel: String,
     pub url: String,
-    pub payload: String,
+    pub payload: Payload,
     pub sign_key: String,
     pub idempotency_key: String,
     /// The configuration it came from (an EventSub id), for the record queries.
@@ -196,11 +271,11 @@ pub(crate) async fn insert_callbacks(
                  next_attempt_ms, source_ref, notify_type, domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
-        .bind(c.kind)
+        .bind(c.payload.kind())
         .bind(&c.bucket)
         .bind(&c.channel)
         .bind(&c.url)
-        .bind(&c.payload)
+        .bind(c.payload.to_stored())
         .bind(&c.sign_key)
         .bind(&c.idempotency_key)
         .bind(now)
@@ -509,11 +584,10 @@ mod tests {
 
     fn callback(key: &str) -> NewCallback {
         NewCallback {
-            kind: CallbackKind::HuaweiPublish,
             bucket: "live".into(),
             channel: "c".into(),
             url: "http://127.0.0.1:9/x".into(),
-            payload: "{}".into(),
+            payload: Payload::HuaweiPublish(serde_json::json!({})),
             sign_key: String::new(),
             idempotency_key: key.into(),
             source_ref: String::new(),
@@ -548,5 +622,28 @@ mod tests {
         assert_eq!(meta.prune_callbacks(far).await.unwrap(), 1, "only the delivered row goes");
         assert!(meta.attempts(due[0].id).await.unwrap().is_empty());
         assert_eq!(meta.outbox(Some(OutboxState::Pending)).await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn payloads_round_trip_through_their_stored_form_and_a_bad_row_says_what_it_is() {
+        use serde_json::json;
+        let all = [
+            Payload::HuaweiPublish(json!({"event": "PUBLISH"})),
+            Payload::HuaweiRecord { body: json!({"event_type": "RECORD_OVER"}), sign_type: SignType::Md5 },
+            Payload::AliyunIngest { query: vec![("action".into(), "publish".into())], sign_domain: "d".into() },
+            Payload::AliyunEventsub(json!({"SubscribeID": "s"})),
+            Payload::AliyunRecord(json!({"uri": "live/c/1.ts"})),
+        ];
+        for p in all {
+            assert_eq!(Payload::from_stored(p.kind(), &p.to_stored()).unwrap(), p);
+        }
+        // The stored form is what earlier versions wrote: rows queued before an upgrade still send.
+        let old = r#"{"body":{"app":"live"},"sign_type":"HMACSHA256"}"#;
+        assert_eq!(
+            Payload::from_stored(CallbackKind::HuaweiRecord, old).unwrap(),
+            Payload::HuaweiRecord { body: json!({"app": "live"}), sign_type: SignType::HmacSha256 }
+        );
+        let err = Payload::from_stored(CallbackKind::AliyunIngest, "{}").unwrap_err();
+        assert!(err.starts_with("bad aliyun_ingest payload"), "{err}");
     }
 }

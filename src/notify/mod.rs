@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::auth::hmac_sha256;
-use crate::meta::notify::{CallbackKind, NewCallback, OutboxEntry, SignType};
+use crate::meta::notify::{CallbackKind, NewCallback, OutboxEntry, Payload, SignType};
 use crate::meta::{Meta, MetaError};
 
 /// How long a Huawei `auth_sign` stays valid after it is made (`auth_timestamp` = send time + this).
@@ -173,14 +173,13 @@ impl Notifier {
     ) -> Result<(), crate::meta::MetaError> {
         let started = unix(event.publish_started);
         let session = format!("{}-{}-{started}-{}", event.bucket, event.channel, event.publish_id);
-        let base = |kind: CallbackKind, url: &str, payload: Value, notify_type: &str, domain: &str| NewCallback {
-            kind,
+        let base = |url: &str, payload: Payload, notify_type: &str, domain: &str| NewCallback {
             bucket: event.bucket.clone(),
             channel: event.channel.clone(),
             url: url.to_owned(),
-            payload: payload.to_string(),
+            idempotency_key: format!("{}-{session}-{notify_type}", payload.kind()),
+            payload,
             sign_key: String::new(),
-            idempotency_key: format!("{kind}-{session}-{notify_type}"),
             source_ref: String::new(),
             notify_type: notify_type.to_owned(),
             domain: domain.to_owned(),
@@ -195,20 +194,28 @@ impl Notifier {
             });
             out.push(NewCallback {
                 sign_key: config.auth_sign_key.clone(),
-                ..base(CallbackKind::HuaweiPublish, &config.url, payload, name, &config.domain)
+                ..base(&config.url, Payload::HuaweiPublish(payload), name, &config.domain)
             });
         }
         if let Some(config) = &all.streams {
             let action = if start { "publish" } else { "publish_done" };
-            let payload = json!({
-                "query": [["action", action], ["ip", event.remote.ip().to_string()], ["id", event.channel],
-                          ["app", config.domain], ["appname", "live"], ["time", unix(SystemTime::now()).to_string()],
-                          ["usrargs", event.user_args], ["node", self.node_name()]],
-                "sign_domain": config.domain,
-            });
+            let pairs = [
+                ("action", action.to_owned()),
+                ("ip", event.remote.ip().to_string()),
+                ("id", event.channel.clone()),
+                ("app", config.domain.clone()),
+                ("appname", "live".to_owned()),
+                ("time", unix(SystemTime::now()).to_string()),
+                ("usrargs", event.user_args.clone()),
+                ("node", self.node_name()),
+            ];
+            let payload = Payload::AliyunIngest {
+                query: pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                sign_domain: config.domain.clone(),
+            };
             out.push(NewCallback {
                 sign_key: config.notify_auth_key.clone(),
-                ..base(CallbackKind::AliyunIngest, &config.notify_url, payload, action, &config.domain)
+                ..base(&config.notify_url, payload, action, &config.domain)
             });
         }
         let user = user_id(event);
@@ -243,7 +250,7 @@ impl Notifier {
             out.push(NewCallback {
                 source_ref: sub.id.clone(),
                 idempotency_key: format!("{}-{}-{session}-{name}", CallbackKind::AliyunEventsub, sub.id),
-                ..base(CallbackKind::AliyunEventsub, &sub.callback_url, payload, name, &event.bucket)
+                ..base(&sub.callback_url, Payload::AliyunEventsub(payload), name, &event.bucket)
             });
         }
         if start {
@@ -312,11 +319,10 @@ impl Notifier {
                 b.extend(e.clone());
             }
             out.push(NewCallback {
-                kind: CallbackKind::HuaweiRecord,
                 bucket: event.bucket.clone(),
                 channel: event.channel.clone(),
                 url: cb.url.clone(),
-                payload: json!({"body": body, "sign_type": cb.sign_type}).to_string(),
+                payload: Payload::HuaweiRecord { body, sign_type: cb.sign_type },
                 sign_key: cb.sign_key.clone(),
                 idempotency_key: format!("{}-{}-{key}-{event_type}", CallbackKind::HuaweiRecord, cb.id),
                 source_ref: cb.id.clone(),
@@ -473,11 +479,10 @@ fn aliyun_record(
     idempotency_key: String,
 ) -> NewCallback {
     NewCallback {
-        kind: CallbackKind::AliyunRecord,
         bucket: event.bucket.clone(),
         channel: event.channel.clone(),
         url: config.notify_url.clone(),
-        payload: payload.to_string(),
+        payload: Payload::AliyunRecord(payload),
         sign_key: if config.notify_req_auth { config.notify_auth_key.clone() } else { String::new() },
         idempotency_key,
         source_ref: String::new(),
@@ -527,9 +532,8 @@ pub fn render(entry: &OutboxEntry, now: SystemTime) -> Result<Rendered, String> 
         ("Idempotency-Key".to_owned(), entry.idempotency_key.clone()),
         ("User-Agent".to_owned(), concat!("livechannel/", env!("CARGO_PKG_VERSION")).to_owned()),
     ];
-    match entry.kind {
-        CallbackKind::HuaweiPublish => {
-            let mut body: Value = serde_json::from_str(&entry.payload).map_err(|e| format!("bad payload: {e}"))?;
+    match Payload::from_stored(entry.kind, &entry.payload)? {
+        Payload::HuaweiPublish(mut body) => {
             if !entry.sign_key.is_empty() {
                 let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
                 let auth_ts = unix(now + HUAWEI_SIGN_VALIDITY);
@@ -546,32 +550,24 @@ pub fn render(entry: &OutboxEntry, now: SystemTime) -> Result<Rendered, String> 
             }
             Ok(Rendered { method: "POST", url: entry.url.clone(), headers, body: body.to_string() })
         }
-        CallbackKind::AliyunIngest => {
-            let payload: Value = serde_json::from_str(&entry.payload).map_err(|e| format!("bad payload: {e}"))?;
+        Payload::AliyunIngest { query, sign_domain } => {
             let mut url = reqwest::Url::parse(&entry.url).map_err(|e| format!("bad URL: {e}"))?;
-            {
-                let mut query = url.query_pairs_mut();
-                for pair in payload["query"].as_array().into_iter().flatten() {
-                    query.append_pair(pair[0].as_str().unwrap_or(""), pair[1].as_str().unwrap_or(""));
-                }
-            }
+            url.query_pairs_mut().extend_pairs(&query);
             let mut headers = headers;
             headers.retain(|(k, _)| k != "Content-Type");
             if !entry.sign_key.is_empty() {
                 let ts = unix(now);
-                let domain = payload["sign_domain"].as_str().unwrap_or("");
                 headers.push(("ALI-LIVE-TIMESTAMP".into(), ts.to_string()));
-                headers.push(("ALI-LIVE-SIGNATURE".into(), ali_live_signature(domain, ts, &entry.sign_key)));
+                headers.push(("ALI-LIVE-SIGNATURE".into(), ali_live_signature(&sign_domain, ts, &entry.sign_key)));
             }
             Ok(Rendered { method: "GET", url: url.to_string(), headers, body: String::new() })
         }
-        CallbackKind::AliyunEventsub => {
-            let mut body: Value = serde_json::from_str(&entry.payload).map_err(|e| format!("bad payload: {e}"))?;
+        Payload::AliyunEventsub(mut body) => {
             body["MsgId"] = json!(entry.idempotency_key);
             body["MsgTimestamp"] = json!(unix(now));
             Ok(Rendered { method: "POST", url: entry.url.clone(), headers, body: body.to_string() })
         }
-        CallbackKind::AliyunRecord => {
+        Payload::AliyunRecord(body) => {
             let mut headers = headers;
             if !entry.sign_key.is_empty() {
                 let ts = unix(now);
@@ -583,14 +579,11 @@ pub fn render(entry: &OutboxEntry, now: SystemTime) -> Result<Rendered, String> 
                 headers.push(("ALI-LIVE-TIMESTAMP".into(), ts.to_string()));
                 headers.push(("ALI-LIVE-SIGNATURE".into(), ali_live_signature(&host, ts, &entry.sign_key)));
             }
-            Ok(Rendered { method: "POST", url: entry.url.clone(), headers, body: entry.payload.clone() })
+            Ok(Rendered { method: "POST", url: entry.url.clone(), headers, body: body.to_string() })
         }
-        CallbackKind::HuaweiRecord => {
-            let payload: Value = serde_json::from_str(&entry.payload).map_err(|e| format!("bad payload: {e}"))?;
-            let mut body = payload["body"].clone();
+        Payload::HuaweiRecord { mut body, sign_type } => {
             if !entry.sign_key.is_empty() {
                 let auth_ts = unix(now + HUAWEI_SIGN_VALIDITY);
-                let sign_type = payload["sign_type"].as_str().and_then(SignType::parse).unwrap_or(SignType::HmacSha256);
                 body["auth_timestamp"] = json!(auth_ts);
                 body["auth_sign"] = json!(huawei_record_sign(sign_type, &entry.sign_key, auth_ts, &body));
             }
