@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::*;
 
-async fn run(cmd: &str, args: Vec<String>) -> Output {
+pub(crate) async fn run(cmd: &str, args: Vec<String>) -> Output {
     let cmd = cmd.to_string();
     tokio::task::spawn_blocking(move || Command::new(&cmd).args(&args).output())
         .await
@@ -18,13 +18,13 @@ async fn run(cmd: &str, args: Vec<String>) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {e}: is the tool installed?"))
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
+pub(crate) fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
 /// ffmpeg arguments for a real-time 640x360 25 fps test pattern with a tone, encoded to H.264 (2 B-frames,
 /// GOP of `gop` frames) + AAC, followed by `output` (muxer options and the destination).
-fn live_pattern(seconds: &str, gop: &str, output: &[&str]) -> Vec<String> {
+pub(crate) fn live_pattern(seconds: &str, gop: &str, output: &[&str]) -> Vec<String> {
     let mut args = strings(&[
         "-hide_banner",
         "-loglevel",

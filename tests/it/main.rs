@@ -9,6 +9,7 @@ mod http_e2e;
 mod ingest_e2e;
 mod interop;
 mod oss_api;
+mod s3_e2e;
 mod sdk_interop;
 mod slow_meta;
 mod storage;

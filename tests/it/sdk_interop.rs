@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::support::*;
 use livechannel::config::{AccessKey, Acl, Bucket, Config};
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("LIVECHANNEL_PYTHON") {
         return p.into();
     }

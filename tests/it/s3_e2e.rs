@@ -1,0 +1,97 @@
+//! End to end on a real S3-compatible server: ffmpeg publishes to a server whose `[storage]` is S3, ffprobe
+//! plays the live playlist and a VOD playlist made by PostVodPlaylist, and an independent S3 client
+//! (boto3) finds every listed segment in the bucket, under the configured prefix, with the size we serve.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use livechannel::config::{StorageConfig, StorageKind};
+
+use crate::interop::{live_pattern, run, strings};
+use crate::sdk_interop::python;
+use crate::support::*;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// ffprobe reads a playlist URL with every segment; returns its stderr (empty when all is well).
+async fn ffprobe_errors(url: &str) -> String {
+    let out =
+        run("ffprobe", strings(&["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", url])).await;
+    assert!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs ffmpeg, ffprobe, an S3-compatible server (LIVECHANNEL_TEST_S3) and boto3 in the venv"]
+async fn ffmpeg_to_s3_then_ffprobe_plays_live_and_vod_and_boto3_finds_every_segment() {
+    let endpoint = std::env::var("LIVECHANNEL_TEST_S3").expect("LIVECHANNEL_TEST_S3 (.ci/run starts s3s-fs)");
+    let bucket = env("LIVECHANNEL_TEST_S3_BUCKET", "livechannel-test");
+    let (access, secret) = (
+        env("LIVECHANNEL_TEST_S3_ACCESS_KEY", "livechannel"),
+        env("LIVECHANNEL_TEST_S3_SECRET_KEY", "livechannel-secret"),
+    );
+    let prefix = format!("e2e-{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 2, 20);
+    cfg.storage = Some(StorageConfig {
+        kind: StorageKind::S3,
+        endpoint: Some(endpoint.clone()),
+        bucket: Some(bucket.clone()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(access.clone()),
+        secret_access_key: Some(secret.clone()),
+        path_style: Some(true),
+        prefix: Some(prefix.clone()),
+        part_size: None,
+    });
+    let ts = TestServer::start(cfg).await;
+    let started = SystemTime::now();
+    let url = format!("rtmp://{}/live/s3cam", ts.rtmp());
+    let out = run("ffmpeg", live_pattern("10", "50", &["-c:a", "aac", "-f", "flv", &url])).await;
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    ts.wait_flushed("s3cam").await;
+
+    let live = format!("http://{}/live/s3cam/playlist.m3u8", ts.http());
+    assert_eq!(ffprobe_errors(&live).await.trim(), "", "the live playlist plays from S3");
+    let pl = playlist(&ts, "/live/s3cam/playlist.m3u8").await;
+    assert!(pl.segments.len() >= 4, "{} segments", pl.segments.len());
+
+    let window = format!(
+        "endTime={}&startTime={}&vod=",
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 1,
+        started.duration_since(UNIX_EPOCH).unwrap().as_secs() - 1
+    );
+    let posted = http_request_body(ts.http(), "POST", &format!("/live/s3cam/vod.m3u8?{window}"), &[], b"").await;
+    assert_eq!(posted.status, 200, "{}", posted.text());
+    let vod = format!("http://{}/live/s3cam/vod.m3u8", ts.http());
+    assert_eq!(ffprobe_errors(&vod).await.trim(), "", "the VOD playlist plays from S3");
+
+    // An independent client: every listed segment is an object under the prefix, with the size we serve.
+    let script = r#"
+import json, sys, boto3
+endpoint, bucket, prefix, key, secret = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret, region_name="us-east-1")
+out = {}
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+    for o in page.get("Contents", []):
+        out[o["Key"]] = o["Size"]
+print(json.dumps(out))
+"#;
+    let py = python();
+    let args = [script.to_owned(), endpoint, bucket, prefix.clone(), access, secret];
+    let listed = tokio::task::spawn_blocking(move || std::process::Command::new(py).arg("-c").args(args).output())
+        .await
+        .unwrap()
+        .expect("python with boto3");
+    assert!(listed.status.success(), "boto3: {}", String::from_utf8_lossy(&listed.stderr));
+    let objects: std::collections::HashMap<String, u64> = serde_json::from_slice(&listed.stdout).unwrap();
+    for seg in &pl.segments {
+        let served = ts.get(&format!("/live/s3cam/{}", seg.uri)).await.body.len() as u64;
+        let key = format!("{prefix}/live/s3cam/{}", seg.uri);
+        assert_eq!(objects.get(&key), Some(&served), "{key} in S3: {objects:?}");
+    }
+    assert!(objects.contains_key(&format!("{prefix}/live/s3cam/playlist.m3u8")));
+    assert!(objects.contains_key(&format!("{prefix}/live/s3cam/vod.m3u8")));
+    ts.server.shutdown(Duration::from_secs(10)).await;
+}
