@@ -112,6 +112,9 @@ pub struct StorageConfig {
     /// Multipart part size in bytes: a segment smaller than this is one PUT, a larger one is uploaded in
     /// parts while it is produced. S3 needs at least 5 MiB. Default: 8 MiB for S3, 64 KiB for local.
     pub part_size: Option<usize>,
+    /// How long one S3 request may be retried (connection refused, 5xx, timeouts) before the write counts as
+    /// failed: the segment is then dropped whole, and the next one tried afresh. Default 10000.
+    pub retry_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -75,7 +75,15 @@ impl Store {
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT`).
     #[cfg(feature = "s3")]
     fn s3(s: &crate::config::StorageConfig) -> Result<Self, StorageError> {
+        // A live segment is worth retrying for seconds, not for object_store's default three minutes: the
+        // stream moves on, and storage should too once the store is back. (Client options first: they
+        // hold allow_http, which `with_endpoint` below sets.)
+        let budget = std::time::Duration::from_millis(s.retry_timeout_ms.unwrap_or(10_000));
         let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_client_options(
+                object_store::ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5)),
+            )
+            .with_retry(object_store::RetryConfig { retry_timeout: budget, ..Default::default() })
             .with_bucket_name(s.bucket.clone().unwrap_or_default())
             .with_virtual_hosted_style_request(!s.path_style.unwrap_or(true));
         if let Some(region) = &s.region {
@@ -85,6 +93,8 @@ impl Store {
         }
         if let Some(endpoint) = &s.endpoint {
             b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+        } else if std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+            b = b.with_allow_http(true);
         }
         if let (Some(id), Some(secret)) = (&s.access_key_id, &s.secret_access_key) {
             b = b.with_access_key_id(id).with_secret_access_key(secret);

@@ -10,6 +10,7 @@ mod ingest_e2e;
 mod interop;
 mod oss_api;
 mod s3_e2e;
+mod s3_outage;
 mod sdk_interop;
 mod slow_meta;
 mod storage;

@@ -44,6 +44,7 @@ async fn ffmpeg_to_s3_then_ffprobe_plays_live_and_vod_and_boto3_finds_every_segm
         path_style: Some(true),
         prefix: Some(prefix.clone()),
         part_size: None,
+        retry_timeout_ms: None,
     });
     let ts = TestServer::start(cfg).await;
     let started = SystemTime::now();

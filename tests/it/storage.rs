@@ -191,6 +191,7 @@ impl Backend {
                 path_style: Some(true),
                 prefix: None,
                 part_size: None,
+                retry_timeout_ms: None,
             }),
             ..Config::default()
         };
