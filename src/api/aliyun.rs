@@ -58,6 +58,9 @@ impl From<Failure> for RpcError {
             Failure::Database(_) => {
                 err(500, "InternalError", "The request processing has failed due to some unknown error.")
             }
+            Failure::Unavailable(_) => {
+                err(503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.")
+            }
         }
     }
 }

@@ -55,6 +55,9 @@ impl From<Failure> for HwError {
             Failure::BodyUnreadable(why) => invalid(format!("The request body could not be read: {why}")),
             Failure::NoSuchDomain(domain) => invalid(format!("The domain {domain} does not exist.")),
             Failure::Database(_) => err(StatusCode::INTERNAL_SERVER_ERROR, "LIVE.100011000", "Internal error."),
+            Failure::Unavailable(_) => {
+                err(StatusCode::SERVICE_UNAVAILABLE, "LIVE.100011000", "Service temporarily unavailable.")
+            }
         }
     }
 }

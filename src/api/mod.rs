@@ -43,12 +43,14 @@ pub enum Failure {
     NoSuchDomain(String),
     /// The metadata database failed (already logged, with the operation).
     Database(MetaError),
+    /// The metadata database cannot be reached: 503, try again later.
+    Unavailable(MetaError),
 }
 
 impl From<MetaError> for Failure {
     fn from(e: MetaError) -> Self {
         tracing::warn!(error = %e, "metadata database error");
-        Failure::Database(e)
+        if e.is_unavailable() { Failure::Unavailable(e) } else { Failure::Database(e) }
     }
 }
 
@@ -149,4 +151,21 @@ fn preflight(request: &hyper::HeaderMap) -> Response<Body> {
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Range, Content-Type, Authorization"));
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_503_and_a_failed_query_a_500() {
+        let down = MetaError::Query { op: "get_channel", source: sqlx::Error::PoolTimedOut };
+        assert!(down.is_unavailable());
+        let oss: oss::OssError = Failure::from(down).into();
+        assert_eq!((oss.status, oss.code), (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"));
+        let broken = MetaError::Query { op: "get_channel", source: sqlx::Error::RowNotFound };
+        assert!(!broken.is_unavailable());
+        let oss: oss::OssError = Failure::from(broken).into();
+        assert_eq!((oss.status, oss.code), (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"));
+    }
 }

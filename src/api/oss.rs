@@ -126,6 +126,9 @@ impl From<super::Failure> for OssError {
                 "InternalError",
                 "We encountered an internal error. Please try again.",
             ),
+            super::Failure::Unavailable(_) => {
+                OssError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "Please reduce your request rate.")
+            }
         }
     }
 }

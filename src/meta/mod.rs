@@ -38,6 +38,24 @@ pub enum MetaError {
     SegmentConflict { bucket: String, channel: String, seq: u64 },
 }
 
+impl MetaError {
+    /// The database could not be reached (as opposed to refusing or failing one query): callers answer
+    /// "try again later" (503) and the media path carries on without it.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            MetaError::Query {
+                source: sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed,
+                ..
+            }
+        )
+    }
+}
+
 /// Row decoding outside an operation's own queries (row mappers).
 impl From<sqlx::Error> for MetaError {
     fn from(source: sqlx::Error) -> Self {

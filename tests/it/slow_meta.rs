@@ -81,3 +81,69 @@ async fn a_database_taking_500_ms_per_commit_costs_a_healthy_channel_no_segment(
     assert!(rows.load(Ordering::Relaxed) >= 10);
     ts.server.shutdown(Duration::from_secs(20)).await;
 }
+
+/// The real database, unreachable while `down` is set.
+struct Outage {
+    inner: Meta,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    failures: Arc<AtomicU64>,
+}
+
+impl JournalStore for Outage {
+    fn commit<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Committed, MetaError>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::Relaxed) {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(MetaError::Query { op: "commit_batch", source: sqlx::Error::PoolTimedOut });
+            }
+            self.inner.commit_batch(&batch.segments, &batch.callbacks).await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_down_ingest_goes_on_and_the_rows_arrive_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let (d, f) = (Arc::clone(&down), Arc::clone(&failures));
+    let (tx, stored_rx) = tokio::sync::mpsc::unbounded_channel();
+    let observers = Observers {
+        on_stored: Some(tx),
+        journal_store: Some(Box::new(move |inner| Arc::new(Outage { inner, down: d, failures: f }))),
+        ..Observers::default()
+    };
+    let server = livechannel::server::Server::start_with(config(dir.path(), 1, 20), observers).await.unwrap();
+    let mut ts = TestServer::from_parts(server, stored_rx);
+    // The database goes away after the publish started (admission reads the channel record).
+    let tags = tags("media/av_no_bframes.flv");
+    let mut p = Publisher::connect(ts.rtmp(), "live", "nodb").await.unwrap();
+    down.store(true, Ordering::Relaxed);
+    for chunk in tags.chunks(8) {
+        send_all(&mut p, chunk, 0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.finish().await.unwrap();
+    let key = livechannel::names::ChannelKey::new("live", "nodb").unwrap();
+    assert!(ts.server.channels.wait_flushed(&key, Duration::from_secs(20)).await);
+    // Media and playlists did not wait for the database.
+    assert_eq!(ts.drain_stored().len(), 10, "every segment stored while the database was down");
+    let pl = playlist(&ts, "/live/nodb/playlist.m3u8").await;
+    assert_eq!(pl.segments.len(), 10, "the playlist is current");
+    let meta = ts.server.meta.clone();
+    let all = (SystemTime::UNIX_EPOCH, SystemTime::now() + Duration::from_secs(3600));
+    assert!(meta.segments_between("live", "nodb", all.0, all.1).await.unwrap().is_empty());
+    assert!(failures.load(Ordering::Relaxed) >= 1, "commits were tried and failed");
+    // Back: the queued rows are committed, nothing was dropped.
+    down.store(false, Ordering::Relaxed);
+    let rows = eventually(Duration::from_secs(20), "the index rows after the outage", async || {
+        let rows = meta.segments_between("live", "nodb", all.0, all.1).await.unwrap();
+        (rows.len() == 10).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+    let counters = ts.server.journal_counters();
+    assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
+    assert!(counters.commit_failures.load(Ordering::Relaxed) >= 1);
+    ts.server.shutdown(Duration::from_secs(20)).await;
+}
