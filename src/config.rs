@@ -42,6 +42,23 @@ pub struct ConfigFile {
     /// Static `X-Auth-Token` values for the Huawei-style API, each bound to one project id.
     #[serde(default)]
     pub auth_tokens: Vec<AuthToken>,
+    /// The metadata database (`[database]`); absent: SQLite at `<data_dir>/meta.db`.
+    pub database: Option<DatabaseFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseFile {
+    /// `sqlite://path/to/meta.db` (`postgres://...` is planned: issue 10).
+    pub url: Option<String>,
+    pub max_connections: Option<u32>,
+}
+
+/// Where metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// `path` None: `<data_dir>/meta.db`, resolved when the server starts (data_dir may be overridden).
+    Sqlite { path: Option<PathBuf>, max_connections: u32 },
 }
 
 /// Callback delivery (`[notify]`): per-attempt timeout, attempts, backoff, concurrency per destination.
@@ -224,6 +241,7 @@ pub struct Config {
     pub limits: Limits,
     pub notify: NotifyConfig,
     pub auth_tokens: Vec<AuthToken>,
+    pub database: Database,
 }
 
 impl Default for Config {
@@ -336,8 +354,10 @@ impl Config {
         if file.auth_tokens.iter().any(|t| t.token.len() < 16 || t.project_id.is_empty()) {
             return Err(invalid("[[auth_tokens]] token must be at least 16 characters and project_id set".into()));
         }
+        let database = database(file.database.as_ref())?;
         Ok(Config {
             notify,
+            database,
             auth_tokens: file.auth_tokens,
             rtmp_listen: file.rtmp_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1935))),
             http_listen: file.http_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -371,8 +391,55 @@ impl Config {
     }
 
     /// The bucket used when a publish URL names none (app `live`).
+    /// The SQLite file metadata lives in.
+    pub fn meta_path(&self) -> PathBuf {
+        match &self.database {
+            Database::Sqlite { path: Some(path), .. } => path.clone(),
+            Database::Sqlite { path: None, .. } => self.data_dir.join("meta.db"),
+        }
+    }
+
     pub fn default_bucket(&self) -> &Bucket {
         &self.buckets[0]
+    }
+}
+
+/// `[database]`: the URL's scheme picks the backend. A password in the URL never reaches an error message.
+fn database(file: Option<&DatabaseFile>) -> Result<Database, ConfigError> {
+    let max_connections = file.and_then(|d| d.max_connections).unwrap_or(4);
+    if max_connections == 0 {
+        return Err(ConfigError::Invalid("[database] max_connections must be > 0".into()));
+    }
+    let Some(url) = file.and_then(|d| d.url.as_deref()) else {
+        return Ok(Database::Sqlite { path: None, max_connections });
+    };
+    if let Some(path) = url.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
+        return Ok(Database::Sqlite { path: Some(PathBuf::from(path)), max_connections });
+    }
+    let shown = redact_url(url);
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(ConfigError::Invalid(format!(
+            "[database] url {shown}: PostgreSQL is not supported by this build yet; use sqlite://PATH or leave [database] out"
+        )));
+    }
+    Err(ConfigError::Invalid(format!("[database] url {shown}: expected sqlite://PATH")))
+}
+
+/// A URL with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                    let hidden = if userinfo.contains(':') { ":***" } else { "" };
+                    format!("{scheme}://{user}{hidden}@{host}{tail}")
+                }
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -450,5 +517,22 @@ mod tests {
         assert!(parse("[[buckets]]\nname = \"abc\"\nacl = \"public\"\n").is_err());
         let c = parse("[[buckets]]\nname = \"abc\"\n").unwrap();
         assert_eq!(c.buckets[0].acl, Acl::Private, "an explicit bucket is private unless it says otherwise");
+    }
+
+    #[test]
+    fn the_database_url_picks_the_backend_and_never_shows_a_password() {
+        let c = parse("data_dir = \"/srv/lc\"\n").unwrap();
+        assert_eq!(c.database, Database::Sqlite { path: None, max_connections: 4 });
+        assert_eq!(c.meta_path(), Path::new("/srv/lc/meta.db"));
+        let c = parse("[database]\nurl = \"sqlite:///var/lib/lc/m.db\"\nmax_connections = 8\n").unwrap();
+        assert_eq!(c.database, Database::Sqlite { path: Some("/var/lib/lc/m.db".into()), max_connections: 8 });
+        assert_eq!(c.meta_path(), Path::new("/var/lib/lc/m.db"));
+        let pg = parse("[database]\nurl = \"postgres://livechannel:secret@127.0.0.1:5432/lc\"\n").unwrap_err();
+        let text = pg.to_string();
+        assert!(text.contains("postgres://livechannel:***@127.0.0.1:5432/lc") && !text.contains("secret"), "{text}");
+        assert!(parse("[database]\nurl = \"mysql://x\"\n").is_err());
+        assert!(parse("[database]\nmax_connections = 0\n").is_err());
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://u:p@ss@h:1/db?x=1"), "postgres://u:***@h:1/db?x=1");
     }
 }

@@ -87,7 +87,8 @@ impl Server {
             source,
         })?;
         warn_if_open(&config, rtmp_addr, http_addr);
-        let meta = Meta::open(&config.data_dir.join("meta.db")).await?;
+        let crate::config::Database::Sqlite { max_connections, .. } = config.database;
+        let meta = Meta::open_with(&config.meta_path(), max_connections).await?;
         let recovered = meta.recover().await?;
         if recovered > 0 {
             warn!(pushes = recovered, "closed push-history records left open by an unclean stop");

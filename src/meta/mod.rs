@@ -174,6 +174,11 @@ const CHANNEL_COLUMNS: &str = "name, description, status, frag_duration, frag_co
 impl Meta {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Meta, MetaError> {
+        Meta::open_with(path, 4).await
+    }
+
+    /// Opens the database with at most `max_connections` connections (`[database] max_connections`).
+    pub async fn open_with(path: &Path, max_connections: u32) -> Result<Meta, MetaError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| MetaError::Dir { path: dir.to_owned(), source })?;
         }
@@ -185,7 +190,8 @@ impl Meta {
             // WAL + NORMAL: a power cut may lose the last commits but never corrupts the file.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.op("open")?;
+        let pool =
+            SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await.op("open")?;
         sqlx::migrate!("./migrations").run(&pool).await.op("open")?;
         Ok(Meta { pool, config_generation: Arc::default() })
     }
