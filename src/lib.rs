@@ -24,7 +24,7 @@
 //! core:     hls(-> media, ts)  ingest(-> flv, hls, media, ts)
 //! state:    meta(-> config)  channels(-> names)  storage(-> config, names, hls)
 //! events:   notify(-> meta, auth, config, wire)  journal(-> meta, notify)
-//! shells:   storage::sink(-> hls, journal, notify)  publish(-> auth, channels, hls, ingest, journal, meta,
+//! shells:   storage::sink(-> hls, journal, meta, notify)  publish(-> auth, channels, hls, ingest, journal, meta,
 //!           storage)  rtmp(-> publish)  service(-> meta, channels, storage, notify)  api(-> service, reply,
 //!           meta, channels, storage, notify)  http(-> api, rtmp, service)  server(-> everything)
 //! ```
