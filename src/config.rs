@@ -425,21 +425,18 @@ fn database(file: Option<&DatabaseFile>) -> Result<Database, ConfigError> {
     Err(ConfigError::Invalid(format!("[database] url {shown}: expected sqlite://PATH")))
 }
 
-/// A URL with any password replaced by `***`, for logs and errors.
+/// A URL with any password replaced by `***`, for logs and errors. One that does not parse is shown as its
+/// scheme only: it might hold a password in a form we cannot find.
 pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-                    let hidden = if userinfo.contains(':') { ":***" } else { "" };
-                    format!("{scheme}://{user}{hidden}@{host}{tail}")
-                }
-                None => url.to_owned(),
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Only fails for URLs that cannot have credentials at all, which this one has.
+                let _ = parsed.set_password(Some("***"));
             }
+            parsed.to_string()
         }
-        None => url.to_owned(),
+        Err(_) => format!("{}://…", url.split_once("://").map_or("?", |(scheme, _)| scheme)),
     }
 }
 
@@ -534,5 +531,7 @@ mod tests {
         assert!(parse("[database]\nmax_connections = 0\n").is_err());
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("postgres://u:p@ss@h:1/db?x=1"), "postgres://u:***@h:1/db?x=1");
+        assert_eq!(redact_url("postgres://u:p%40ss@h:1/db?x=1"), "postgres://u:***@h:1/db?x=1");
+        assert!(!redact_url("postgres://u:se cret@[::1").contains("se cret"));
     }
 }

@@ -72,6 +72,13 @@ pub struct PublishEvent {
     pub publish_id: u64,
 }
 
+impl PublishEvent {
+    /// Names this publish session in idempotency keys: the same in its start and stop callbacks.
+    fn session(&self) -> String {
+        format!("{}-{}-{}-{}", self.bucket, self.channel, unix(self.publish_started), self.publish_id)
+    }
+}
+
 /// Every callback configuration of one bucket, as the event builders need it.
 #[derive(Debug, Default)]
 struct BucketConfig {
@@ -172,7 +179,7 @@ impl Notifier {
         out: &mut Vec<NewCallback>,
     ) -> Result<(), crate::meta::MetaError> {
         let started = unix(event.publish_started);
-        let session = format!("{}-{}-{started}-{}", event.bucket, event.channel, event.publish_id);
+        let session = event.session();
         let base = |url: &str, payload: Payload, notify_type: &str, domain: &str| NewCallback {
             bucket: event.bucket.clone(),
             channel: event.channel.clone(),
@@ -263,8 +270,7 @@ impl Notifier {
     /// The recording of a publish is over: every segment of it is stored (the sink sends this last, so
     /// RECORD_OVER follows the last RECORD_FILE_COMPLETE).
     async fn over_callbacks(&self, event: &PublishEvent, out: &mut Vec<NewCallback>) -> Result<(), MetaError> {
-        let session =
-            format!("{}-{}-{}-{}", event.bucket, event.channel, unix(event.publish_started), event.publish_id);
+        let session = event.session();
         self.huawei_record(event, "RECORD_OVER", &session, json!({}), out).await
     }
 
@@ -341,38 +347,36 @@ impl Notifier {
         file: &StoredFile,
         out: &mut Vec<NewCallback>,
     ) -> Result<(), MetaError> {
-        {
-            let key = format!("{}-{}-{}", event.bucket, event.channel, file.object_key);
-            if let Some(config) = &self.config(&event.bucket).await?.record {
-                let mut payload = json!({
-                    "domain": config.domain, "app": "live", "stream": event.channel, "uri": file.object_key,
-                    "duration": (file.duration.as_secs_f64() * 1000.0).round() / 1000.0,
-                    "start_time": unix(file.start), "stop_time": unix(file.start + file.duration),
-                });
-                let push_args = push_args(&event.user_args);
-                if !push_args.is_empty() {
-                    payload["push_args"] = Value::Object(push_args);
-                }
-                out.push(aliyun_record(
-                    event,
-                    config,
-                    payload,
-                    "file_created",
-                    format!("{}-{key}", CallbackKind::AliyunRecord),
-                ));
-            }
-            let time = crate::wire::utc_seconds;
-            let job = key.clone();
-            self.huawei_record(event, "RECORD_NEW_FILE_START", &key, json!({"job_id": job}), out).await?;
-            let extra = json!({
-                "job_id": job, "download_url": file.url, "play_url": file.url, "asset_id": file.object_key,
-                "file_size": file.bytes, "record_duration": file.duration.as_secs_f64().round() as u64,
-                "start_time": time(file.start), "end_time": time(file.start + file.duration),
-                "width": file.width, "height": file.height, "obs_location": "", "obs_bucket": event.bucket,
-                "obs_object": file.object_key,
+        let key = format!("{}-{}-{}", event.bucket, event.channel, file.object_key);
+        if let Some(config) = &self.config(&event.bucket).await?.record {
+            let mut payload = json!({
+                "domain": config.domain, "app": "live", "stream": event.channel, "uri": file.object_key,
+                "duration": (file.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+                "start_time": unix(file.start), "stop_time": unix(file.start + file.duration),
             });
-            self.huawei_record(event, "RECORD_FILE_COMPLETE", &key, extra, out).await
+            let push_args = push_args(&event.user_args);
+            if !push_args.is_empty() {
+                payload["push_args"] = Value::Object(push_args);
+            }
+            out.push(aliyun_record(
+                event,
+                config,
+                payload,
+                "file_created",
+                format!("{}-{key}", CallbackKind::AliyunRecord),
+            ));
         }
+        let time = crate::wire::utc_seconds;
+        let job = key.clone();
+        self.huawei_record(event, "RECORD_NEW_FILE_START", &key, json!({"job_id": job}), out).await?;
+        let extra = json!({
+            "job_id": job, "download_url": file.url, "play_url": file.url, "asset_id": file.object_key,
+            "file_size": file.bytes, "record_duration": file.duration.as_secs_f64().round() as u64,
+            "start_time": time(file.start), "end_time": time(file.start + file.duration),
+            "width": file.width, "height": file.height, "obs_location": "", "obs_bucket": event.bucket,
+            "obs_object": file.object_key,
+        });
+        self.huawei_record(event, "RECORD_FILE_COMPLETE", &key, extra, out).await
     }
 
     /// Something went wrong with a publish's recording: Aliyun `record_error`/`transformat_error`, Huawei
@@ -386,21 +390,18 @@ impl Notifier {
         out: &mut Vec<NewCallback>,
     ) -> Result<(), MetaError> {
         let notify_type = failure.notify_type();
-        let session =
-            format!("{}-{}-{}-{}", event.bucket, event.channel, unix(event.publish_started), event.publish_id);
-        {
-            if let Some(config) = &self.config(&event.bucket).await?.record {
-                let payload = json!({"domain": config.domain, "app": "live", "stream": event.channel,
-                                     "event": notify_type, "code": code, "message": message});
-                let key = format!("{}-{session}-{notify_type}-{code}", CallbackKind::AliyunRecord);
-                out.push(aliyun_record(event, config, payload, notify_type, key));
-            }
-            if failure == RecordFailure::RecordError {
-                let extra = json!({"error_code": code, "error_msg": message});
-                self.huawei_record(event, "RECORD_FAILED", &session, extra, out).await?;
-            }
-            Ok(())
+        let session = event.session();
+        if let Some(config) = &self.config(&event.bucket).await?.record {
+            let payload = json!({"domain": config.domain, "app": "live", "stream": event.channel,
+                                 "event": notify_type, "code": code, "message": message});
+            let key = format!("{}-{session}-{notify_type}-{code}", CallbackKind::AliyunRecord);
+            out.push(aliyun_record(event, config, payload, notify_type, key));
         }
+        if failure == RecordFailure::RecordError {
+            let extra = json!({"error_code": code, "error_msg": message});
+            self.huawei_record(event, "RECORD_FAILED", &session, extra, out).await?;
+        }
+        Ok(())
     }
 
     /// Channel disabled while live (`record_paused`) or enabled again (`record_resumed`).

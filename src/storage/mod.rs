@@ -1,9 +1,8 @@
 //! Where segments and playlists live: an `Arc<dyn ObjectStore>` (a local folder by default, S3-compatible
-//! storage with the `s3` feature), the object key layout, and the name rules that keep every key inside it.
+//! storage with the `s3` feature, optionally under a key prefix), and how we write to it.
 //!
-//! Layout: `<bucket>/<channel>/<seq>.ts` and `<bucket>/<channel>/<PlaylistName>`. Path components are
-//! validated before they become keys, so no request or stream key can name anything outside a channel's
-//! folder (`..`, `/`, `\`, control characters, `#` which the local store uses for uploads in progress).
+//! Layout: `<bucket>/<channel>/<seq>.ts` and `<bucket>/<channel>/<PlaylistName>`; every key is built by
+//! `names::ChannelKey`, which validates each component first.
 
 pub mod sink;
 

@@ -50,11 +50,16 @@ impl Sink {
         let mut effects = Vec::with_capacity(8);
         let mut work = VecDeque::with_capacity(8);
         loop {
-            match rx.recv().await {
-                Some(output) => recorder.on_output(output, &mut effects),
-                None => recorder.end(&mut effects),
-            }
-            let ended = effects.last() == Some(&Effect::Event(RecordEvent::Over));
+            let ended = match rx.recv().await {
+                Some(output) => {
+                    recorder.on_output(output, &mut effects);
+                    false
+                }
+                None => {
+                    recorder.end(&mut effects);
+                    true
+                }
+            };
             work.extend(effects.drain(..));
             while let Some(effect) = work.pop_front() {
                 self.apply(effect, &mut recorder, &mut uploads, &mut effects).await;
