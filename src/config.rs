@@ -141,6 +141,9 @@ pub enum StorageKind {
     S3,
 }
 
+/// nginx-rtmp's `max_message` is 1 MiB; 4 MiB holds the keyframes of 4K streams at 50 Mbit/s.
+pub const DEFAULT_MAX_RTMP_MESSAGE: u32 = 4 << 20;
+
 /// Limits that protect the server; each has a sane default.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +152,8 @@ pub struct LimitsFile {
     pub max_rtmp_connections: Option<usize>,
     /// Per channel: TS bytes that may wait for storage before the segment being produced is dropped.
     pub storage_queue_bytes: Option<usize>,
+    /// Largest RTMP audio or video message (a keyframe) accepted from a connected client.
+    pub max_rtmp_message_bytes: Option<u32>,
 }
 
 /// Delivery settings (`[notify]` in the config file).
@@ -224,6 +229,7 @@ pub struct Bucket {
 pub struct Limits {
     pub max_rtmp_connections: usize,
     pub storage_queue_bytes: usize,
+    pub max_rtmp_message_bytes: u32,
 }
 
 /// The validated configuration.
@@ -330,7 +336,15 @@ impl Config {
         let limits = Limits {
             max_rtmp_connections: file.limits.max_rtmp_connections.unwrap_or(4096),
             storage_queue_bytes: file.limits.storage_queue_bytes.unwrap_or(8 << 20),
+            max_rtmp_message_bytes: file.limits.max_rtmp_message_bytes.unwrap_or(DEFAULT_MAX_RTMP_MESSAGE),
         };
+        // RTMP message lengths are 24-bit; below 64 KiB a high-bitrate keyframe would not fit.
+        if !(64 << 10..=(1 << 24) - 1).contains(&limits.max_rtmp_message_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_rtmp_message_bytes = {}: must be between 65536 and 16777215",
+                limits.max_rtmp_message_bytes
+            )));
+        }
         if limits.max_rtmp_connections == 0 || limits.storage_queue_bytes < 256 * 1024 {
             return Err(invalid("[limits] max_rtmp_connections must be > 0 and storage_queue_bytes >= 262144".into()));
         }

@@ -47,27 +47,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 impl Publisher {
     /// Connects to `rtmp://addr/app` and publishes `stream_key` (which may carry `?query`).
     pub async fn connect(addr: SocketAddr, app: &str, stream_key: &str) -> Result<Publisher, ClientError> {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut handshake = Handshake::new(PeerType::Client);
-        let p0p1 = handshake.generate_outbound_p0_and_p1().map_err(|e| ClientError::Handshake(e.to_string()))?;
-        stream.write_all(&p0p1).await?;
-        let leftover = loop {
-            let n = tokio::time::timeout(REPLY_TIMEOUT, stream.read(&mut buf))
-                .await
-                .map_err(|_| ClientError::Timeout)??;
-            if n == 0 {
-                return Err(ClientError::Closed);
-            }
-            match handshake.process_bytes(&buf[..n]).map_err(|e| ClientError::Handshake(e.to_string()))? {
-                HandshakeProcessResult::InProgress { response_bytes } => stream.write_all(&response_bytes).await?,
-                HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
-                    stream.write_all(&response_bytes).await?;
-                    break remaining_bytes;
-                }
-            }
-        };
+        let (stream, leftover) = handshake(addr).await?;
+        let buf = vec![0u8; 64 * 1024];
         let mut config = ClientSessionConfig::new();
         config.tc_url = Some(format!("rtmp://{addr}/{app}"));
         let (session, initial) = ClientSession::new(config)?;
@@ -256,4 +237,47 @@ fn refusal(event: &ClientSessionEvent) -> Option<ClientError> {
         }
         _ => None,
     }
+}
+
+/// Connects and completes the RTMP handshake only: the stream, and any bytes the server sent after it.
+/// For tests that speak raw chunks.
+pub async fn handshake(addr: SocketAddr) -> Result<(TcpStream, Vec<u8>), ClientError> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut buf = vec![0u8; 8 * 1024];
+    let mut handshake = Handshake::new(PeerType::Client);
+    let p0p1 = handshake.generate_outbound_p0_and_p1().map_err(|e| ClientError::Handshake(e.to_string()))?;
+    stream.write_all(&p0p1).await?;
+    loop {
+        let n =
+            tokio::time::timeout(REPLY_TIMEOUT, stream.read(&mut buf)).await.map_err(|_| ClientError::Timeout)??;
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
+        match handshake.process_bytes(&buf[..n]).map_err(|e| ClientError::Handshake(e.to_string()))? {
+            HandshakeProcessResult::InProgress { response_bytes } => stream.write_all(&response_bytes).await?,
+            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                stream.write_all(&response_bytes).await?;
+                return Ok((stream, remaining_bytes));
+            }
+        }
+    }
+}
+
+/// One RTMP message as raw chunks on `csid` (2 to 63): a full header (timestamp 0, stream 0), then the
+/// payload cut at `chunk_size` with one-byte continuation headers. For tests that send what no real
+/// client would.
+pub fn chunks(csid: u8, type_id: u8, payload: &[u8], chunk_size: usize) -> Vec<u8> {
+    let mut out = vec![csid & 0x3F, 0, 0, 0];
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX).min(0xFF_FFFF);
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.push(type_id);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    for (i, part) in payload.chunks(chunk_size.max(1)).enumerate() {
+        if i > 0 {
+            out.push(0xC0 | (csid & 0x3F));
+        }
+        out.extend_from_slice(part);
+    }
+    out
 }

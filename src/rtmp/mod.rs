@@ -8,6 +8,7 @@
 //! shutdown — goes through one `finish` that flushes the open segment.
 
 pub mod client;
+pub mod guard;
 mod status;
 
 use std::collections::VecDeque;
@@ -27,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Bucket, Config};
 use crate::publish::{self, MediaError, Refusal, Session, parse_stream_key};
+use guard::Guard;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that sends nothing for this long is closed (publishers send media continuously).
@@ -50,6 +52,10 @@ pub enum ConnError {
     Idle(Duration),
     #[error("RTMP session: {0}")]
     Session(String),
+    #[error("refused input: {0}")]
+    Refused(#[from] guard::Refusal),
+    #[error("RTMP session panicked in {0} (a bug in rml_rtmp or here); connection closed")]
+    Panicked(&'static str),
 }
 
 /// What every connection task shares.
@@ -108,12 +114,24 @@ struct Connection {
     state: State,
     /// Set when the connection must close after flushing what is queued (rejections, fatal stream errors).
     closing: bool,
+    /// Why the connection is closing, when the client is at fault.
+    failed: Option<ConnError>,
     out: Vec<u8>,
+    guard: Guard,
 }
 
 impl Connection {
     fn new(remote: SocketAddr, ctx: Arc<Context>) -> Self {
-        Connection { remote, ctx, state: State::Handshaken, closing: false, out: Vec::with_capacity(8 * 1024) }
+        let guard = Guard::new(guard::Limits { max_message_bytes: ctx.config.limits.max_rtmp_message_bytes });
+        Connection {
+            remote,
+            ctx,
+            state: State::Handshaken,
+            closing: false,
+            failed: None,
+            out: Vec::with_capacity(8 * 1024),
+            guard,
+        }
     }
 
     async fn run(mut self, mut stream: TcpStream) -> Result<(), ConnError> {
@@ -124,7 +142,7 @@ impl Connection {
         let (mut session, initial) =
             ServerSession::new(ServerSessionConfig::new()).map_err(|e| ConnError::Session(e.to_string()))?;
         let mut queue: VecDeque<ServerSessionResult> = initial.into();
-        queue.extend(session.handle_input(&leftover).map_err(|e| ConnError::Session(e.to_string()))?);
+        queue.extend(self.feed(&mut session, &leftover)?);
         let result = self.drive(&mut stream, &mut session, &mut queue).await;
         self.finish_publish("connection closed").await;
         result
@@ -150,7 +168,7 @@ impl Connection {
             }
             if self.closing {
                 linger(stream).await;
-                return Ok(());
+                return self.failed.take().map_or(Ok(()), Err);
             }
             let kick = match &self.state {
                 State::Publishing(p) => p.kicked(),
@@ -173,9 +191,7 @@ impl Connection {
                 let mut scratch = scratch.borrow_mut();
                 match stream.try_read(&mut scratch[..]) {
                     Ok(0) => Ok(None),
-                    Ok(n) => {
-                        session.handle_input(&scratch[..n]).map(Some).map_err(|e| ConnError::Session(e.to_string()))
-                    }
+                    Ok(n) => self.feed(session, &scratch[..n]).map(Some),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Some(Vec::new())),
                     Err(e) => Err(ConnError::Io(e)),
                 }
@@ -197,11 +213,13 @@ impl Connection {
             ServerSessionEvent::ConnectionRequested { request_id, app_name } => match self.bucket_for_app(&app_name) {
                 Ok(bucket) => {
                     self.state = State::Connected { bucket };
-                    self.respond(session.accept_request(request_id), queue);
+                    self.guard.connected();
+                    self.respond(unwound("accept", || session.accept_request(request_id)), queue);
                 }
                 Err(why) => {
                     warn!(remote = %self.remote, app = %app_name, "RTMP connect refused: {why}");
-                    self.respond(session.reject_request(request_id, "NetConnection.Connect.Rejected", &why), queue);
+                    let code = "NetConnection.Connect.Rejected";
+                    self.respond(unwound("reject", || session.reject_request(request_id, code, &why)), queue);
                     self.closing = true;
                 }
             },
@@ -216,12 +234,13 @@ impl Connection {
                     Ok(publish) => {
                         info!(remote = %self.remote, channel = %publish.key(), "publish started");
                         self.state = State::Publishing(Box::new(publish));
-                        self.respond(session.accept_request(request_id), queue);
+                        self.respond(unwound("accept", || session.accept_request(request_id)), queue);
                     }
                     Err(refusal) => {
                         warn!(remote = %self.remote, stream_key = %redact(&stream_key), "publish refused: {refusal}");
                         let why = refusal.to_string();
-                        self.respond(session.reject_request(request_id, refusal.rtmp_status(), &why), queue);
+                        let code = refusal.rtmp_status();
+                        self.respond(unwound("reject", || session.reject_request(request_id, code, &why)), queue);
                         self.closing = true;
                     }
                 }
@@ -229,7 +248,8 @@ impl Connection {
             ServerSessionEvent::PlayStreamRequested { request_id, stream_key, .. } => {
                 info!(remote = %self.remote, stream_key = %redact(&stream_key), "RTMP play refused: this server serves HLS");
                 let why = "RTMP playback is not offered; play the channel over HLS";
-                self.respond(session.reject_request(request_id, "NetStream.Play.Failed", why), queue);
+                let code = "NetStream.Play.Failed";
+                self.respond(unwound("reject", || session.reject_request(request_id, code, why)), queue);
                 self.closing = true;
             }
             ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
@@ -248,16 +268,40 @@ impl Connection {
         }
     }
 
+    /// Hands bytes from the client to the session once the guard has read them. Bytes before a refused
+    /// chunk still go in (they may end a media message); then the connection closes.
+    fn feed(&mut self, session: &mut ServerSession, bytes: &[u8]) -> Result<Vec<ServerSessionResult>, ConnError> {
+        let (safe, refused) = match self.guard.inspect(bytes) {
+            Ok(()) => (bytes, None),
+            Err(r) => (&bytes[..r.safe_len], Some(r.refusal)),
+        };
+        let results = if safe.is_empty() {
+            Vec::new()
+        } else {
+            unwound("handle_input", || session.handle_input(safe))?.map_err(|e| ConnError::Session(e.to_string()))?
+        };
+        if let Some(refusal) = refused {
+            warn!(remote = %self.remote, "RTMP connection closed: {refusal}");
+            self.closing = true;
+            self.failed = Some(refusal.into());
+        }
+        Ok(results)
+    }
+
     fn respond(
         &mut self,
-        result: Result<Vec<ServerSessionResult>, rml_rtmp::sessions::ServerSessionError>,
+        result: Result<Result<Vec<ServerSessionResult>, rml_rtmp::sessions::ServerSessionError>, ConnError>,
         queue: &mut VecDeque<ServerSessionResult>,
     ) {
         match result {
-            Ok(results) => queue.extend(results),
-            Err(e) => {
+            Ok(Ok(results)) => queue.extend(results),
+            Ok(Err(e)) => {
                 warn!(remote = %self.remote, error = %e, "RTMP session refused a response");
                 self.closing = true;
+            }
+            Err(e) => {
+                self.closing = true;
+                self.failed = Some(e);
             }
         }
     }
@@ -293,6 +337,12 @@ impl Connection {
         };
         publish.finish(&self.ctx.publish.meta, why, self.remote).await;
     }
+}
+
+/// Runs a call into rml_rtmp, turning a panic inside it (crafted input it indexes or subtracts without
+/// checking) into an error for this connection only.
+fn unwound<T>(what: &'static str, f: impl FnOnce() -> T) -> Result<T, ConnError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ConnError::Panicked(what))
 }
 
 /// Closes our side after an error status, then keeps reading (and discarding) for a moment: a client that

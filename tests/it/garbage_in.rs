@@ -85,3 +85,20 @@ proptest! {
         let _ = oss::verify_rtmp("b", "k", &params, &keys, SystemTime::now());
     }
 }
+
+/// No parser of outside input recurses per nesting level: 100,000 levels of XML, inside a known element
+/// and as an unknown one, give an answer (here: an error), not a stack overflow.
+#[test]
+fn deeply_nested_xml_bodies_are_answered() {
+    for wrapper in ["Target", "Unknown"] {
+        let depth = 100_000;
+        let body = format!(
+            "<LiveChannelConfiguration><{wrapper}>{}{}</{wrapper}></LiveChannelConfiguration>",
+            "<a>".repeat(depth),
+            "</a>".repeat(depth)
+        );
+        let parsed = parse_configuration(body.as_bytes(), "ch", &ChannelSettings::default(), SystemTime::now());
+        let err = parsed.err().unwrap_or_else(|| panic!("<{wrapper}> of nested elements accepted"));
+        assert_eq!(err.status, 400, "{wrapper}: {err:?}");
+    }
+}

@@ -1,0 +1,453 @@
+//! RTMP input guard: reads every byte from the client just before rml_rtmp does, and refuses the inputs
+//! rml_rtmp 0.8 cannot survive, so that a hostile client ends its own connection and nothing else.
+//!
+//! What rml_rtmp does with such inputs, and what the guard checks instead:
+//! - its AMF0 decoder recurses once per nested object or array: a `connect` nested a few thousand levels
+//!   deep overflows the worker thread's stack, which aborts the whole process (no `catch_unwind` can stop
+//!   that). The guard walks AMF0 with an explicit stack and refuses anything nested deeper than
+//!   [`MAX_AMF_DEPTH`];
+//! - it reserves a message's declared length at its first chunk: the guard caps command messages at
+//!   [`MAX_COMMAND_BYTES`] always, and every message at that size until the client's `connect` is
+//!   accepted, then at [`Limits::max_message_bytes`];
+//! - it subtracts the bytes received from the declared length, and keeps one reassembly buffer for all
+//!   chunk streams: the guard refuses a chunk that overruns its message, a header that changes the length or
+//!   type of a message in progress, and a chunk of another chunk stream inside a message;
+//! - it remembers the last header of every chunk stream id it has seen (up to 65,599): the guard allows
+//!   [`MAX_CHUNK_STREAMS`];
+//! - it indexes a command's first three values: the guard refuses commands with fewer.
+//!
+//! The guard follows rml_rtmp's own chunk state machine (chunk size changes, fmt 3 extended timestamps),
+//! so both read the same message boundaries. It buffers command payloads only (small, capped); media bytes
+//! are counted and skipped. Other panics inside rml_rtmp's handlers are caught per connection by the caller.
+
+use std::fmt;
+
+/// Deeper AMF0 nesting is refused. Real `connect` objects and `onMetaData` arrays nest one or two levels.
+pub const MAX_AMF_DEPTH: usize = 32;
+/// AMF0/AMF3 commands and data messages (`connect`, `publish`, `@setDataFrame`) are a few hundred bytes.
+pub const MAX_COMMAND_BYTES: u32 = 64 * 1024;
+/// Encoders use a handful of chunk stream ids (2 to about 10).
+pub const MAX_CHUNK_STREAMS: usize = 64;
+
+const INITIAL_CHUNK_SIZE: u32 = 128;
+/// rml_rtmp refuses larger chunk sizes (and so does the RTMP specification).
+const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
+const EXTENDED_TIMESTAMP: u32 = 0xFF_FFFF;
+
+const SET_CHUNK_SIZE: u8 = 1;
+const AMF3_DATA: u8 = 15;
+const AMF3_COMMAND: u8 = 17;
+const AMF0_DATA: u8 = 18;
+const AMF0_COMMAND: u8 = 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message (audio or video) once the client is connected.
+    pub max_message_bytes: u32,
+}
+
+/// Why the guard closed the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    TooDeep { type_id: u8 },
+    TooFewValues { values: usize },
+    TooLarge { type_id: u8, length: u32, limit: u32 },
+    TooManyChunkStreams,
+    NoPreviousHeader { csid: u32 },
+    Interleaved { csid: u32, in_progress: u32 },
+    HeaderChangedMessage { csid: u32 },
+    ChunkOverrun { csid: u32 },
+    BadChunkSize(Option<u32>),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::TooDeep { type_id } => {
+                write!(f, "AMF0 value in a type {type_id} message nests deeper than {MAX_AMF_DEPTH} levels")
+            }
+            Refusal::TooFewValues { values } => write!(f, "command with {values} AMF0 values (3 needed)"),
+            Refusal::TooLarge { type_id, length, limit } => {
+                write!(f, "type {type_id} message of {length} bytes exceeds the limit of {limit} bytes")
+            }
+            Refusal::TooManyChunkStreams => write!(f, "more than {MAX_CHUNK_STREAMS} chunk stream ids"),
+            Refusal::NoPreviousHeader { csid } => {
+                write!(f, "compressed chunk header on chunk stream {csid}, which has no previous header")
+            }
+            Refusal::Interleaved { csid, in_progress } => write!(
+                f,
+                "chunk on chunk stream {csid} inside a message on chunk stream {in_progress} (interleaving is not supported)"
+            ),
+            Refusal::HeaderChangedMessage { csid } => {
+                write!(f, "chunk header on chunk stream {csid} changes the length or type of a message in progress")
+            }
+            Refusal::ChunkOverrun { csid } => write!(f, "chunk on chunk stream {csid} overruns its message"),
+            Refusal::BadChunkSize(Some(size)) => write!(f, "invalid chunk size {size}"),
+            Refusal::BadChunkSize(None) => write!(f, "SetChunkSize message shorter than 4 bytes"),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// A refusal, and how many bytes of the inspected input come before the chunk that caused it: those are
+/// still safe to hand to rml_rtmp (media in them is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub safe_len: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Previous {
+    csid: u32,
+    length: u32,
+    type_id: u8,
+    timestamp_field: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Message {
+    csid: u32,
+    length: u32,
+    type_id: u8,
+    received: u32,
+}
+
+pub struct Guard {
+    limits: Limits,
+    connected: bool,
+    chunk_size: u32,
+    previous: Vec<Previous>,
+    /// Header bytes of the chunk being read (at most 3 + 11 + 4).
+    header: Vec<u8>,
+    /// Payload bytes left in the current chunk; 0 while reading a header.
+    in_chunk: u32,
+    /// The header of the chunk being read, once parsed, and its payload length.
+    chunk: Option<(Previous, u32)>,
+    /// The message being reassembled, as rml_rtmp sees it (one for all chunk streams).
+    message: Option<Message>,
+    /// Payload of the message in progress if it is a command, data or SetChunkSize message.
+    payload: Vec<u8>,
+}
+
+impl Guard {
+    pub fn new(limits: Limits) -> Self {
+        Guard {
+            limits,
+            connected: false,
+            chunk_size: INITIAL_CHUNK_SIZE,
+            previous: Vec::new(),
+            header: Vec::with_capacity(18),
+            in_chunk: 0,
+            chunk: None,
+            message: None,
+            payload: Vec::new(),
+        }
+    }
+
+    /// The client's `connect` was accepted: media messages may now be as large as the limit allows.
+    pub fn connected(&mut self) {
+        self.connected = true;
+    }
+
+    /// Inspects the next bytes from the client, in order. After a refusal the connection must close.
+    pub fn inspect(&mut self, input: &[u8]) -> Result<(), Refused> {
+        let mut at = 0;
+        let mut chunk_start = 0;
+        while at < input.len() {
+            if self.in_chunk > 0 {
+                let take = (self.in_chunk as usize).min(input.len() - at);
+                if self.buffering() {
+                    self.payload.extend_from_slice(&input[at..at + take]);
+                }
+                at += take;
+                // `take` fits in u32: it is at most `in_chunk`.
+                self.in_chunk -= take as u32;
+                if self.in_chunk == 0 {
+                    self.end_of_chunk().map_err(|refusal| Refused { refusal, safe_len: chunk_start })?;
+                }
+                continue;
+            }
+            if self.header.is_empty() {
+                chunk_start = at;
+            }
+            self.header.push(input[at]);
+            at += 1;
+            let parsed = self.parse_header().map_err(|refusal| Refused { refusal, safe_len: chunk_start })?;
+            if parsed && self.in_chunk == 0 {
+                self.end_of_chunk().map_err(|refusal| Refused { refusal, safe_len: chunk_start })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn buffering(&self) -> bool {
+        self.message.is_some_and(|m| is_command(m.type_id) || m.type_id == SET_CHUNK_SIZE)
+    }
+
+    fn previous(&self, csid: u32) -> Option<Previous> {
+        self.previous.iter().find(|p| p.csid == csid).copied()
+    }
+
+    /// Parses the header in `self.header` once it is complete; `Ok(false)` while more bytes are needed.
+    fn parse_header(&mut self) -> Result<bool, Refusal> {
+        let h = &self.header;
+        let fmt = h[0] >> 6;
+        let (csid, basic) = match h[0] & 0x3F {
+            0 if h.len() < 2 => return Ok(false),
+            0 => (u32::from(h[1]) + 64, 2),
+            1 if h.len() < 3 => return Ok(false),
+            1 => (u32::from(h[2]) * 256 + u32::from(h[1]) + 64, 3),
+            n => (u32::from(n), 1),
+        };
+        let previous = self.previous(csid);
+        if fmt != 0 && previous.is_none() {
+            return Err(Refusal::NoPreviousHeader { csid });
+        }
+        let message_header = [11, 7, 3, 0][usize::from(fmt)];
+        if h.len() < basic + message_header {
+            return Ok(false);
+        }
+        let m = &h[basic..basic + message_header];
+        let u24 = |b: &[u8]| u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        let mut header = previous.unwrap_or(Previous { csid, length: 0, type_id: 0, timestamp_field: 0 });
+        if fmt <= 2 {
+            header.timestamp_field = u24(&m[0..3]);
+        }
+        if fmt <= 1 {
+            header.length = u24(&m[3..6]);
+            header.type_id = m[6];
+        }
+        let extended = if header.timestamp_field >= EXTENDED_TIMESTAMP { 4 } else { 0 };
+        if h.len() < basic + message_header + extended {
+            return Ok(false);
+        }
+        self.header.clear();
+        if previous.is_none() && self.previous.len() >= MAX_CHUNK_STREAMS {
+            return Err(Refusal::TooManyChunkStreams);
+        }
+        let received = match self.message {
+            Some(m) if m.csid != csid => return Err(Refusal::Interleaved { csid, in_progress: m.csid }),
+            Some(m) if m.length != header.length || m.type_id != header.type_id => {
+                return Err(Refusal::HeaderChangedMessage { csid });
+            }
+            Some(m) => m.received,
+            None => {
+                let limit = self.limit(header.type_id);
+                if header.length > limit {
+                    return Err(Refusal::TooLarge { type_id: header.type_id, length: header.length, limit });
+                }
+                0
+            }
+        };
+        // rml_rtmp reads the whole declared length as one chunk when it fits the chunk size, whatever it
+        // has received already; a chunk that would take it past the length breaks its arithmetic.
+        let chunk = if header.length > self.chunk_size {
+            (header.length - received).min(self.chunk_size)
+        } else {
+            header.length
+        };
+        if received.checked_add(chunk).is_none_or(|end| end > header.length) {
+            return Err(Refusal::ChunkOverrun { csid });
+        }
+        self.message = Some(Message { csid, length: header.length, type_id: header.type_id, received });
+        self.in_chunk = chunk;
+        self.chunk = Some((header, chunk));
+        Ok(true)
+    }
+
+    fn limit(&self, type_id: u8) -> u32 {
+        if is_command(type_id) || !self.connected { MAX_COMMAND_BYTES } else { self.limits.max_message_bytes }
+    }
+
+    fn end_of_chunk(&mut self) -> Result<(), Refusal> {
+        let (Some((header, len)), Some(mut message)) = (self.chunk.take(), self.message) else {
+            return Ok(());
+        };
+        match self.previous.iter_mut().find(|p| p.csid == header.csid) {
+            Some(p) => *p = header,
+            None => self.previous.push(header),
+        }
+        message.received += len;
+        if message.received < message.length {
+            self.message = Some(message);
+            return Ok(());
+        }
+        self.message = None;
+        let payload = std::mem::take(&mut self.payload);
+        let verdict = self.complete(message.type_id, &payload);
+        self.payload = payload;
+        self.payload.clear();
+        verdict
+    }
+
+    fn complete(&mut self, type_id: u8, payload: &[u8]) -> Result<(), Refusal> {
+        match type_id {
+            SET_CHUNK_SIZE => {
+                let Some(size) = payload.get(..4) else {
+                    return Err(Refusal::BadChunkSize(None));
+                };
+                let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+                if size == 0 || size > MAX_CHUNK_SIZE {
+                    return Err(Refusal::BadChunkSize(Some(size)));
+                }
+                self.chunk_size = size;
+            }
+            AMF0_DATA | AMF3_DATA => {
+                amf0_values(payload).map_err(|TooDeep| Refusal::TooDeep { type_id })?;
+            }
+            AMF0_COMMAND | AMF3_COMMAND => {
+                // rml_rtmp drops one leading zero byte of an "AMF3" command: Flash sends AMF0 in them.
+                let body = match payload {
+                    [0, rest @ ..] if type_id == AMF3_COMMAND => rest,
+                    _ => payload,
+                };
+                let values = amf0_values(body).map_err(|TooDeep| Refusal::TooDeep { type_id })?;
+                if let Some(values) = values
+                    && values < 3
+                {
+                    return Err(Refusal::TooFewValues { values });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn is_command(type_id: u8) -> bool {
+    matches!(type_id, AMF0_COMMAND | AMF3_COMMAND | AMF0_DATA | AMF3_DATA)
+}
+
+/// Nesting deeper than [`MAX_AMF_DEPTH`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooDeep;
+
+enum Frame {
+    Object,
+    Array(u32),
+}
+
+enum Value {
+    /// End of input, or an object-end marker: rml_amf0 reads "no value".
+    None,
+    Scalar,
+    Opened,
+    /// rml_amf0 fails here (unknown marker, truncated number): it never goes deeper.
+    Fails,
+}
+
+/// Walks AMF0 values exactly as rml_amf0 0.3 reads them, without recursion. Returns how many top-level
+/// values it reads, or `None` when it would fail before the end.
+pub fn amf0_values(mut input: &[u8]) -> Result<Option<usize>, TooDeep> {
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut top = 0usize;
+    loop {
+        let value = match stack.last_mut() {
+            None => match read_value(&mut input, &mut stack) {
+                Value::None => return Ok(Some(top)),
+                Value::Fails => return Ok(None),
+                v => {
+                    top += 1;
+                    v
+                }
+            },
+            Some(Frame::Object) => {
+                let Some(label) = take(&mut input, 2) else {
+                    return Ok(None);
+                };
+                let label = usize::from(u16::from_be_bytes([label[0], label[1]]));
+                if label == 0 {
+                    // rml_amf0 wants the object-end marker here, and fails on anything else.
+                    match take(&mut input, 1) {
+                        Some([0x09]) => {
+                            stack.pop();
+                            continue;
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                skip(&mut input, label);
+                match read_value(&mut input, &mut stack) {
+                    Value::None | Value::Fails => return Ok(None),
+                    v => v,
+                }
+            }
+            Some(Frame::Array(0)) => {
+                stack.pop();
+                continue;
+            }
+            Some(Frame::Array(left)) => {
+                *left -= 1;
+                match read_value(&mut input, &mut stack) {
+                    Value::None => {
+                        stack.pop();
+                        continue;
+                    }
+                    Value::Fails => return Ok(None),
+                    v => v,
+                }
+            }
+        };
+        if matches!(value, Value::Opened) && stack.len() > MAX_AMF_DEPTH {
+            return Err(TooDeep);
+        }
+    }
+}
+
+fn read_value(input: &mut &[u8], stack: &mut Vec<Frame>) -> Value {
+    let Some(&[marker]) = take(input, 1) else {
+        return Value::None;
+    };
+    let sized = |input: &mut &[u8], n| if take(input, n).is_some() { Value::Scalar } else { Value::Fails };
+    match marker {
+        0x00 => sized(input, 8),
+        0x01 => sized(input, 1),
+        0x05 | 0x06 => Value::Scalar,
+        0x02 => match take(input, 2) {
+            Some(len) => {
+                // rml_amf0 reads "up to" the length: a short string is not an error there.
+                skip(input, usize::from(u16::from_be_bytes([len[0], len[1]])));
+                Value::Scalar
+            }
+            None => Value::Fails,
+        },
+        0x03 => {
+            stack.push(Frame::Object);
+            Value::Opened
+        }
+        0x08 => match take(input, 4) {
+            Some(_) => {
+                stack.push(Frame::Object);
+                Value::Opened
+            }
+            None => Value::Fails,
+        },
+        0x0A => match take(input, 4) {
+            Some(n) => {
+                stack.push(Frame::Array(u32::from_be_bytes([n[0], n[1], n[2], n[3]])));
+                Value::Opened
+            }
+            None => Value::Fails,
+        },
+        0x09 => Value::None,
+        _ => Value::Fails,
+    }
+}
+
+fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if input.len() < n {
+        return None;
+    }
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    Some(head)
+}
+
+fn skip(input: &mut &[u8], n: usize) {
+    *input = &input[n.min(input.len())..];
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,266 @@
+use bytes::Bytes;
+use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
+use rml_rtmp::messages::MessagePayload;
+use rml_rtmp::rml_amf0::{self, Amf0Value};
+use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionResult};
+use rml_rtmp::time::RtmpTimestamp;
+
+use super::*;
+use crate::rtmp::client::chunks;
+
+const LIMITS: Limits = Limits { max_message_bytes: 4 << 20 };
+
+fn amf0(values: &[Amf0Value]) -> Vec<u8> {
+    rml_amf0::serialize(&values.to_vec()).unwrap()
+}
+
+fn command(name: &str, object: Amf0Value) -> Vec<u8> {
+    amf0(&[Amf0Value::Utf8String(name.into()), Amf0Value::Number(1.0), object])
+}
+
+/// `depth` nested containers of one kind, innermost empty, as AMF0 bytes.
+fn nested(kind: u8, depth: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..depth {
+        match kind {
+            0x03 => out.extend_from_slice(&[0x03, 0, 1, b'a']),
+            0x08 => out.extend_from_slice(&[0x08, 0, 0, 0, 1, 0, 1, b'a']),
+            _ => out.extend_from_slice(&[0x0A, 0, 0, 0, 1]),
+        }
+    }
+    out.push(0x05);
+    for _ in 0..depth {
+        if kind != 0x0A {
+            out.extend_from_slice(&[0, 0, 0x09]);
+        }
+    }
+    out
+}
+
+fn connect_nested(kind: u8, depth: usize) -> Vec<u8> {
+    let mut payload = amf0(&[Amf0Value::Utf8String("connect".into()), Amf0Value::Number(1.0)]);
+    payload.extend_from_slice(&nested(kind, depth));
+    payload
+}
+
+fn inspect_all(guard: &mut Guard, bytes: &[u8]) -> Result<(), Refused> {
+    guard.inspect(bytes)
+}
+
+fn inspect_bytewise(guard: &mut Guard, bytes: &[u8]) -> Result<(), Refusal> {
+    for b in bytes {
+        guard.inspect(std::slice::from_ref(b)).map_err(|r| r.refusal)?;
+    }
+    Ok(())
+}
+
+/// What a real client sends: rml_rtmp's ClientSession for connect/publish/metadata, its serializer for
+/// media with a raised chunk size and timestamps past the 24-bit field.
+fn client_bytes() -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut push = |results: Vec<ClientSessionResult>| {
+        for r in results {
+            if let ClientSessionResult::OutboundResponse(p) = r {
+                out.extend_from_slice(&p.bytes);
+            }
+        }
+    };
+    let (mut session, initial) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+    push(initial);
+    push(vec![session.request_connection("live".into()).unwrap()]);
+    // The session only publishes once connected; the bytes of the request are what matter here.
+    let mut serializer = ChunkSerializer::new();
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&serializer.set_max_chunk_size(4096, RtmpTimestamp::new(0)).unwrap().bytes);
+    let publish = command("publish", Amf0Value::Null);
+    for (ts, type_id, data) in [
+        (0u32, 20u8, publish),
+        (0, 18, amf0(&[Amf0Value::Utf8String("@setDataFrame".into()), Amf0Value::Utf8String("onMetaData".into())])),
+        (0, 9, vec![0x17; 300_000]),
+        (40, 8, vec![0xAF; 400]),
+        (0x0100_0000, 9, vec![0x27; 9000]),
+        (0x0100_0040, 9, vec![0x27; 100]),
+    ] {
+        let payload = MessagePayload {
+            timestamp: RtmpTimestamp::new(ts),
+            type_id,
+            message_stream_id: 1,
+            data: Bytes::from(data),
+        };
+        raw.extend_from_slice(&serializer.serialize(&payload, false, false).unwrap().bytes);
+    }
+    out.extend_from_slice(&raw);
+    out
+}
+
+#[test]
+fn what_real_clients_send_passes_whole_and_byte_by_byte() {
+    let bytes = client_bytes();
+    let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    inspect_all(&mut guard, &bytes).unwrap();
+    let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    inspect_bytewise(&mut guard, &bytes).unwrap();
+    // And rml_rtmp reads the same stream without error (the guard follows its state machine).
+    let mut de = ChunkDeserializer::new();
+    let mut messages = 0;
+    let mut next = de.get_next_message(&bytes).unwrap();
+    while let Some(m) = next {
+        messages += 1;
+        if m.type_id == 1 {
+            de.set_max_chunk_size(4096).unwrap();
+        }
+        next = de.get_next_message(&[]).unwrap();
+    }
+    assert!(messages >= 7, "{messages} messages");
+}
+
+#[test]
+fn nesting_of_every_container_kind_is_refused_at_any_depth_beyond_the_limit() {
+    for kind in [0x03, 0x08, 0x0A] {
+        assert_eq!(amf0_values(&nested(kind, MAX_AMF_DEPTH)), Ok(Some(1)), "kind {kind:#x}");
+        assert_eq!(amf0_values(&nested(kind, MAX_AMF_DEPTH + 1)), Err(TooDeep), "kind {kind:#x}");
+        assert_eq!(amf0_values(&nested(kind, 100_000)), Err(TooDeep), "kind {kind:#x}");
+    }
+}
+
+#[test]
+fn a_deep_connect_is_refused_before_rml_rtmp_sees_its_last_chunk() {
+    for kind in [0x03, 0x08, 0x0A] {
+        // 5,000 levels fit in a 64 KiB command, and are past what overflowed a worker's stack (about 4,000).
+        let bytes = chunks(3, 20, &connect_nested(kind, 5_000), 128);
+        let mut guard = Guard::new(LIMITS);
+        let refused = inspect_all(&mut guard, &bytes).unwrap_err();
+        assert_eq!(refused.refusal, Refusal::TooDeep { type_id: 20 }, "kind {kind:#x}");
+        // Everything before the message's last chunk is harmless to hand over (rml_rtmp only buffers it).
+        let last_chunk = bytes.len() - (connect_nested(kind, 5_000).len() % 128 + 1);
+        assert_eq!(refused.safe_len, last_chunk);
+
+        let mut guard = Guard::new(LIMITS);
+        assert_eq!(inspect_bytewise(&mut guard, &bytes), Err(Refusal::TooDeep { type_id: 20 }));
+
+        // 100,000 levels do not fit a command message at all.
+        let mut guard = Guard::new(LIMITS);
+        let bytes = chunks(3, 20, &connect_nested(kind, 100_000), 128);
+        assert!(matches!(inspect_all(&mut guard, &bytes).unwrap_err().refusal, Refusal::TooLarge { type_id: 20, .. }));
+    }
+    // The same inside data messages, and inside "AMF3" commands with their leading zero.
+    let mut guard = Guard::new(LIMITS);
+    let data = chunks(3, 18, &nested(0x08, 200), 128);
+    assert_eq!(inspect_all(&mut guard, &data).unwrap_err().refusal, Refusal::TooDeep { type_id: 18 });
+    let mut guard = Guard::new(LIMITS);
+    let mut amf3 = vec![0];
+    amf3.extend_from_slice(&connect_nested(0x03, 200));
+    assert_eq!(
+        inspect_all(&mut guard, &chunks(3, 17, &amf3, 128)).unwrap_err().refusal,
+        Refusal::TooDeep { type_id: 17 }
+    );
+}
+
+#[test]
+fn commands_with_fewer_than_three_values_are_refused() {
+    let mut guard = Guard::new(LIMITS);
+    let two = amf0(&[Amf0Value::Utf8String("connect".into()), Amf0Value::Number(1.0)]);
+    assert_eq!(
+        inspect_all(&mut guard, &chunks(3, 20, &two, 128)).unwrap_err().refusal,
+        Refusal::TooFewValues { values: 2 }
+    );
+    let mut guard = Guard::new(LIMITS);
+    inspect_all(&mut guard, &chunks(3, 20, &command("connect", Amf0Value::Null), 128)).unwrap();
+}
+
+#[test]
+fn message_sizes_are_bounded_before_and_after_connect() {
+    let header = |len: u32, type_id: u8| {
+        let mut h = vec![4, 0, 0, 0];
+        h.extend_from_slice(&len.to_be_bytes()[1..]);
+        h.push(type_id);
+        h.extend_from_slice(&[1, 0, 0, 0]);
+        h
+    };
+    let mut guard = Guard::new(LIMITS);
+    let refused = guard.inspect(&header((16 << 20) - 1, 9)).unwrap_err();
+    assert_eq!(refused.refusal, Refusal::TooLarge { type_id: 9, length: (16 << 20) - 1, limit: MAX_COMMAND_BYTES });
+    let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    guard.inspect(&header(1 << 20, 9)).unwrap();
+    let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    assert!(guard.inspect(&header(5 << 20, 9)).is_err());
+    let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    assert!(matches!(guard.inspect(&header(100_000, 20)).unwrap_err().refusal, Refusal::TooLarge { .. }));
+}
+
+#[test]
+fn chunk_stream_ids_are_bounded() {
+    let mut guard = Guard::new(LIMITS);
+    for csid in 0..MAX_CHUNK_STREAMS as u8 {
+        // Two-byte basic headers: ids 64 and up.
+        let mut one = vec![0, csid, 0, 0, 0, 0, 0, 1, 8, 1, 0, 0, 0];
+        one.push(0xAF);
+        guard.inspect(&one).unwrap();
+    }
+    let refused = guard.inspect(&[0, 200, 0, 0, 0, 0, 0, 1, 8, 1, 0, 0, 0, 0xAF]).unwrap_err();
+    assert_eq!(refused.refusal, Refusal::TooManyChunkStreams);
+}
+
+#[test]
+fn interleaved_and_inconsistent_chunks_are_refused_with_a_reason() {
+    let mut guard = Guard::new(LIMITS);
+    let video = chunks(4, 9, &[0x17; 300], 128);
+    guard.inspect(&video[..12 + 128]).unwrap();
+    let audio = chunks(5, 8, &[0xAF; 10], 128);
+    assert_eq!(guard.inspect(&audio).unwrap_err().refusal, Refusal::Interleaved { csid: 5, in_progress: 4 });
+
+    let mut guard = Guard::new(LIMITS);
+    guard.inspect(&video[..12 + 128]).unwrap();
+    let shorter = chunks(4, 9, &[0x17; 100], 128);
+    assert_eq!(guard.inspect(&shorter).unwrap_err().refusal, Refusal::HeaderChangedMessage { csid: 4 });
+
+    let mut guard = Guard::new(LIMITS);
+    assert_eq!(guard.inspect(&[0x44, 0, 0, 0]).unwrap_err().refusal, Refusal::NoPreviousHeader { csid: 4 });
+
+    for size in [0u32, 0x8000_0000] {
+        let mut guard = Guard::new(LIMITS);
+        let refused = guard.inspect(&chunks(2, 1, &size.to_be_bytes(), 128)).unwrap_err();
+        assert_eq!(refused.refusal, Refusal::BadChunkSize(Some(size)));
+    }
+}
+
+#[test]
+fn a_refusal_keeps_the_complete_media_before_it() {
+    let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    let mut bytes = chunks(6, 9, &[0x17; 1000], 128);
+    let media = bytes.len();
+    bytes.extend_from_slice(&chunks(3, 20, &connect_nested(0x03, 40), 128));
+    let refused = guard.inspect(&bytes).unwrap_err();
+    assert_eq!(refused.refusal, Refusal::TooDeep { type_id: 20 });
+    // The safe prefix ends where the command's last chunk starts: it holds the whole media message.
+    assert!(refused.safe_len > media && refused.safe_len < bytes.len());
+    let mut de = ChunkDeserializer::new();
+    let first = de.get_next_message(&bytes[..refused.safe_len]).unwrap().unwrap();
+    assert_eq!((first.type_id, first.data.len()), (9, 1000));
+    assert_eq!(de.get_next_message(&[]).unwrap(), None);
+}
+
+#[test]
+fn the_walker_reads_what_rml_amf0_reads() {
+    let values = [
+        Amf0Value::Utf8String("connect".into()),
+        Amf0Value::Number(1.0),
+        Amf0Value::Object(
+            [("app".to_string(), Amf0Value::Utf8String("live".into())), ("n".to_string(), Amf0Value::Null)].into(),
+        ),
+        Amf0Value::StrictArray(vec![Amf0Value::Boolean(true), Amf0Value::Undefined]),
+    ];
+    assert_eq!(amf0_values(&amf0(&values)), Ok(Some(4)));
+    assert_eq!(amf0_values(&[]), Ok(Some(0)));
+    // A top-level object-end marker ends the values for rml_amf0 too.
+    assert_eq!(amf0_values(&[0x05, 0x09, 0x05]), Ok(Some(1)));
+    // Where rml_amf0 fails, the walker says so.
+    assert_eq!(amf0_values(&[0x00, 1, 2]), Ok(None));
+    assert_eq!(amf0_values(&[0x11]), Ok(None));
+}

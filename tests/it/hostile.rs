@@ -1,0 +1,71 @@
+//! Hostile clients, seen from outside: each attack on a live server, then proof that only the attacker's
+//! connection ended and the server still takes a real publish.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+use livechannel::rtmp::client::{chunks, handshake};
+
+/// A `connect` whose command object is `depth` containers of one AMF0 kind deep.
+fn deep_connect(kind: u8, depth: usize) -> Vec<u8> {
+    let mut payload = vec![0x02, 0, 7];
+    payload.extend_from_slice(b"connect");
+    payload.push(0x00);
+    payload.extend_from_slice(&1f64.to_be_bytes());
+    for _ in 0..depth {
+        match kind {
+            0x03 => payload.extend_from_slice(&[0x03, 0, 1, b'a']),
+            0x08 => payload.extend_from_slice(&[0x08, 0, 0, 0, 1, 0, 1, b'a']),
+            _ => payload.extend_from_slice(&[0x0A, 0, 0, 0, 1]),
+        }
+    }
+    payload.push(0x05);
+    payload
+}
+
+/// Sends `bytes` after a handshake and waits for the server to close the connection.
+async fn closed_after(addr: SocketAddr, bytes: &[u8]) -> Result<(), String> {
+    let (mut stream, _) = handshake(addr).await.map_err(|e| format!("handshake: {e}"))?;
+    // The server may close before it has read everything: a failed write is fine, silence is not.
+    let _ = stream.write_all(bytes).await;
+    let mut buf = vec![0u8; 16 * 1024];
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| "the server kept the connection open".to_string())
+}
+
+// Before the guard, the first of these overflowed a worker thread's stack and aborted the process (and this
+// test binary with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_connect_ends_only_its_connection_on_both_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(config(dir.path(), 1, 3)).await;
+    for addr in [ts.rtmp(), ts.http()] {
+        for kind in [0x03, 0x08, 0x0A] {
+            // 5,000 levels fit in a command message (the depth check refuses them); 100,000 do not (the size
+            // check does, at the message header).
+            for depth in [5_000, 100_000] {
+                let bytes = chunks(3, 20, &deep_connect(kind, depth), 128);
+                closed_after(addr, &bytes).await.unwrap_or_else(|e| panic!("{addr} kind {kind:#x} depth {depth}: {e}"));
+            }
+        }
+    }
+    // Still serving: a real publish through either port is stored and played.
+    let tags = tags("media/av_no_bframes.flv");
+    for (addr, channel) in [(ts.rtmp(), "after-rtmp"), (ts.http(), "after-http")] {
+        publish(addr, channel, &tags).await.expect("publish after the attack");
+        ts.wait_flushed(channel).await;
+        let pl = playlist(&ts, &format!("/live/{channel}/playlist.m3u8")).await;
+        assert!(!pl.segments.is_empty(), "{channel}");
+    }
+}
