@@ -3,6 +3,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The latest time an API takes, 9999-12-31T23:59:59Z: later values are refused, not added to the epoch
+/// (`SystemTime` arithmetic panics on overflow).
+pub const MAX_UNIX_SECONDS: u64 = 253_402_300_799;
+
+/// A Unix time in seconds from outside, if it is one we can represent.
+pub fn from_unix_seconds(secs: u64) -> Option<SystemTime> {
+    (secs <= MAX_UNIX_SECONDS).then(|| UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 /// UTC to the second, `yyyy-mm-ddThh:mm:ssZ`, as the Aliyun and Huawei APIs and payloads write it.
 pub fn utc_seconds(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()

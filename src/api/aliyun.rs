@@ -7,7 +7,7 @@
 //! and the stream-ingest callback configuration (SetLiveStreamsNotifyUrlConfig and siblings,
 //! DescribeLiveStreamsNotifyRecords). AppId and DomainName map onto buckets (README, "Vendor names").
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
@@ -24,6 +24,7 @@ use crate::meta::aliyun::{DeliveryRecord, EventSub, RecordNotify, RecordQuery, S
 use crate::meta::notify::CallbackKind;
 use crate::reply::{Body, full};
 use crate::service::Context;
+use crate::wire::{MAX_UNIX_SECONDS, from_unix_seconds};
 
 const VERSION: &str = "2016-11-01";
 const RECORDS_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -288,8 +289,8 @@ async fn list_sub_events(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
         let value = p.get(name).ok_or_else(|| err(400, "InputInvalid", format!("{name} is required.")))?;
         int_in(value, range).ok_or_else(|| err(400, "InputInvalid", format!("{name} is out of range.")))
     };
-    let start = number("StartTime", 0..=u64::MAX)?;
-    let end = number("EndTime", 0..=u64::MAX)?;
+    let start = number("StartTime", 0..=MAX_UNIX_SECONDS)?;
+    let end = number("EndTime", 0..=MAX_UNIX_SECONDS)?;
     if end <= start {
         return Err(err(400, "InputInvalid", "EndTime must be later than StartTime."));
     }
@@ -299,8 +300,8 @@ async fn list_sub_events(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
         kinds: &[CallbackKind::AliyunEventsub],
         bucket: &bucket.name,
         source_ref: p.get("SubscribeId"),
-        from: Some(UNIX_EPOCH + Duration::from_secs(start)),
-        to: Some(UNIX_EPOCH + Duration::from_secs(end)),
+        from: from_unix_seconds(start),
+        to: from_unix_seconds(end),
         offset: (page - 1) * size,
         limit: size,
         ..Default::default()
@@ -538,7 +539,7 @@ mod tests {
 
     #[test]
     fn times_print_in_the_vendor_forms() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_736_150_400_250);
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_736_150_400_250);
         assert_eq!(beijing(t, false), "2025-01-06 16:00:00");
         assert_eq!(beijing(t, true), "2025-01-06 16:00:00.250");
         assert_eq!(utc_seconds(t), "2025-01-06T08:00:00Z");

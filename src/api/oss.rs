@@ -27,6 +27,7 @@ use crate::meta::{ChannelRecord, ChannelStatus, Snapshot};
 use crate::names::ChannelKey;
 use crate::reply::{Body, full};
 use crate::service::Context;
+use crate::wire::from_unix_seconds;
 
 pub use super::MAX_BODY;
 /// Largest VOD playlist we write or return (the vendor's limit).
@@ -686,6 +687,7 @@ async fn delete(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssEr
 fn vod_window(start: Option<&str>, end: Option<&str>) -> Result<(u64, u64), OssError> {
     let parse = |v: Option<&str>, what: &str| {
         v.and_then(|s| s.parse::<u64>().ok())
+            .filter(|s| from_unix_seconds(*s).is_some())
             .ok_or_else(|| OssError::invalid(format!("{what} must be a Unix time in seconds."), "0044-00000402"))
     };
     let (s, e) = (parse(start, "startTime")?, parse(end, "endTime")?);
@@ -704,8 +706,8 @@ async fn vod_playlist(
     (start, end): (u64, u64),
 ) -> Result<(Vec<u8>, Vec<PlaylistSegment>), OssError> {
     existing(ctx, key).await?;
-    let from = UNIX_EPOCH + std::time::Duration::from_secs(start);
-    let to = UNIX_EPOCH + std::time::Duration::from_secs(end);
+    // Both were checked by the parser: the fallback is never taken.
+    let (from, to) = (from_unix_seconds(start).unwrap_or(UNIX_EPOCH), from_unix_seconds(end).unwrap_or(UNIX_EPOCH));
     let segments = ctx.meta.segments_between(key.bucket(), key.channel(), from, to).await?;
     if segments.is_empty() {
         return Err(OssError::new(StatusCode::BAD_REQUEST, "InvalidRequest", "No ts found in the playlist."));
@@ -871,6 +873,14 @@ fn empty_ok(status: StatusCode) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vod_windows_past_what_time_can_hold_are_invalid() {
+        assert_eq!(vod_window(Some("1736150400"), Some("1736154000")).ok(), Some((1736150400, 1736154000)));
+        for (s, e) in [("18446744073709551000", "18446744073709551615"), ("253402300800", "253402300900")] {
+            assert_eq!(vod_window(Some(s), Some(e)).unwrap_err().ec, Some("0044-00000402"), "{s} {e}");
+        }
+    }
 
     fn parse(body: &str) -> Result<ChannelRecord, OssError> {
         parse_configuration(body.as_bytes(), "ch1", &ChannelSettings::default(), UNIX_EPOCH)

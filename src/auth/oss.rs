@@ -17,6 +17,8 @@ use super::{Keys, Principal, base64, hmac_sha1, hmac_sha256, same, sha256_hex, u
 
 /// Largest accepted difference between a request's date and ours.
 pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+/// The longest lifetime of a V4 presigned URL, as OSS sets it: 7 days.
+pub const MAX_V4_EXPIRES: i64 = 7 * 24 * 3600;
 
 /// Query parameters that are part of the V1 canonical resource. Our operations use the first seven; the
 /// rest are the documented list, kept so a request for another OSS feature is still verified correctly.
@@ -327,8 +329,10 @@ fn verify_v4_query(req: &Request, keys: &Keys, now: SystemTime) -> Result<Princi
     };
     let (id, date, region) = parse_credential(credential)?;
     let when = parse_v4_datetime(datetime)?;
-    let expires: i64 =
-        expires.parse().map_err(|_| AuthError::Denied(format!("x-oss-expires {expires:?} is not a number.")))?;
+    // OSS takes 1 s to 7 days; a longer lifetime would also overflow the date arithmetic below.
+    let expires: i64 = expires.parse().ok().filter(|e| (1..=MAX_V4_EXPIRES).contains(e)).ok_or_else(|| {
+        AuthError::Denied(format!("x-oss-expires {expires:?} must be 1 to {MAX_V4_EXPIRES} seconds."))
+    })?;
     let now_utc: DateTime<Utc> = now.into();
     if now_utc > when + chrono::Duration::seconds(expires) {
         return Err(AuthError::Denied("Request has expired.".into()));

@@ -808,4 +808,14 @@ async fn a_publish_fires_every_configured_callback_and_the_records_are_queryable
     assert_eq!((logs["Count"].as_u64(), logs["HasMore"].as_bool()), (Some(2), Some(false)), "{logs}");
     assert_eq!(logs["Logs"][0]["Code"], 200);
     assert!(logs["Logs"][0]["Data"].as_str().unwrap().contains("ChannelClose"));
+    // Times past what SystemTime holds are refused (they used to panic the request's task).
+    let huge = u64::MAX.to_string();
+    let (status, body) = ali(
+        a,
+        "GET",
+        "ListEventSubEvent",
+        &[("AppId", "live"), ("StartTime", &s), ("EndTime", &huge), ("PageNo", "1"), ("PageSize", "10")],
+    )
+    .await;
+    assert_eq!((status, body["Code"].as_str()), (400, Some("InputInvalid")), "{body}");
 }

@@ -234,3 +234,38 @@ fn malformed_credentials_are_denied_not_guessed() {
         assert!(matches!(r, Err(AuthError::Denied(_))), "{auth}: {r:?}");
     }
 }
+
+#[test]
+fn extreme_expiry_and_dates_are_denied_not_panicked_on() {
+    let empty = HeaderMap::new();
+    let k = keys(VECTOR_AK, VECTOR_SK);
+    let now = at("Mon, 06 Jan 2025 08:00:00 GMT");
+    for (date, expires) in [
+        ("20250106T080000Z", "9223372036854775807"),
+        ("20250106T080000Z", "604801"),
+        ("20250106T080000Z", "0"),
+        ("20250106T080000Z", "-9223372036854775808"),
+        ("99991231T235959Z", "604800"),
+        ("00000101T000000Z", "604800"),
+    ] {
+        let query = parse_query(&format!(
+            "x-oss-signature-version=OSS4-HMAC-SHA256&x-oss-credential={VECTOR_AK}%2F20250106%2Fcn-hangzhou%2Foss%2Faliyun_v4_request&x-oss-date={date}&x-oss-expires={expires}&x-oss-signature=00"
+        ))
+        .unwrap();
+        let req = Request { method: "GET", bucket: Some("examplebucket"), key: "ch1", query: &query, headers: &empty };
+        let r = verify(&req, &k, now);
+        assert!(matches!(r, Err(AuthError::Denied(_) | AuthError::Skewed)), "{date} {expires}: {r:?}");
+    }
+    for expires in ["18446744073709551615", "253402300800"] {
+        let query = parse_query(&format!("OSSAccessKeyId={VECTOR_AK}&Expires={expires}&Signature=AAAA")).unwrap();
+        let req = Request { method: "GET", bucket: Some("examplebucket"), key: "ch1", query: &query, headers: &empty };
+        assert!(verify(&req, &k, now).is_err(), "{expires}");
+        assert!(verify_rtmp("examplebucket", "ch1", &query, &k, now).is_err(), "RTMP {expires}");
+    }
+    let mut hdrs = HeaderMap::new();
+    hdrs.insert("date", HeaderValue::from_static("Fri, 31 Dec 9999 23:59:59 GMT"));
+    hdrs.insert("authorization", HeaderValue::from_str(&format!("OSS {VECTOR_AK}:AAAA")).unwrap());
+    let query = Vec::new();
+    let req = Request { method: "GET", bucket: Some("b"), key: "", query: &query, headers: &hdrs };
+    assert_eq!(verify(&req, &k, now), Err(AuthError::Skewed));
+}
