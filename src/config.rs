@@ -49,7 +49,7 @@ pub struct ConfigFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseFile {
-    /// `sqlite://path/to/meta.db` (`postgres://...` is planned: issue 10).
+    /// `sqlite://path/to/meta.db` or `postgres://user:password@host:port/database`.
     pub url: Option<String>,
     pub max_connections: Option<u32>,
 }
@@ -59,6 +59,16 @@ pub struct DatabaseFile {
 pub enum Database {
     /// `path` None: `<data_dir>/meta.db`, resolved when the server starts (data_dir may be overridden).
     Sqlite { path: Option<PathBuf>, max_connections: u32 },
+    /// A PostgreSQL URL as libpq and sqlx read it (`postgres://` or `postgresql://`).
+    Postgres { url: String, max_connections: u32 },
+}
+
+impl Database {
+    pub fn max_connections(&self) -> u32 {
+        match self {
+            Database::Sqlite { max_connections, .. } | Database::Postgres { max_connections, .. } => *max_connections,
+        }
+    }
 }
 
 /// Callback delivery (`[notify]`): per-attempt timeout, attempts, backoff, concurrency per destination.
@@ -404,15 +414,16 @@ impl Config {
         })
     }
 
-    /// The bucket used when a publish URL names none (app `live`).
-    /// The SQLite file metadata lives in.
-    pub fn meta_path(&self) -> PathBuf {
+    /// The SQLite file metadata lives in, when it lives in SQLite.
+    pub fn meta_path(&self) -> Option<PathBuf> {
         match &self.database {
-            Database::Sqlite { path: Some(path), .. } => path.clone(),
-            Database::Sqlite { path: None, .. } => self.data_dir.join("meta.db"),
+            Database::Sqlite { path: Some(path), .. } => Some(path.clone()),
+            Database::Sqlite { path: None, .. } => Some(self.data_dir.join("meta.db")),
+            Database::Postgres { .. } => None,
         }
     }
 
+    /// The bucket used when a publish URL names none (app `live`).
     pub fn default_bucket(&self) -> &Bucket {
         &self.buckets[0]
     }
@@ -430,13 +441,11 @@ fn database(file: Option<&DatabaseFile>) -> Result<Database, ConfigError> {
     if let Some(path) = url.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
         return Ok(Database::Sqlite { path: Some(PathBuf::from(path)), max_connections });
     }
-    let shown = redact_url(url);
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(ConfigError::Invalid(format!(
-            "[database] url {shown}: PostgreSQL is not supported by this build yet; use sqlite://PATH or leave [database] out"
-        )));
+        return Ok(Database::Postgres { url: url.to_owned(), max_connections });
     }
-    Err(ConfigError::Invalid(format!("[database] url {shown}: expected sqlite://PATH")))
+    let shown = redact_url(url);
+    Err(ConfigError::Invalid(format!("[database] url {shown}: expected sqlite://PATH or postgres://...")))
 }
 
 /// A URL with any password replaced by `***`, for logs and errors. One that does not parse is shown as its
@@ -534,14 +543,15 @@ mod tests {
     fn the_database_url_picks_the_backend_and_never_shows_a_password() {
         let c = parse("data_dir = \"/srv/lc\"\n").unwrap();
         assert_eq!(c.database, Database::Sqlite { path: None, max_connections: 4 });
-        assert_eq!(c.meta_path(), Path::new("/srv/lc/meta.db"));
+        assert_eq!(c.meta_path().as_deref(), Some(Path::new("/srv/lc/meta.db")));
         let c = parse("[database]\nurl = \"sqlite:///var/lib/lc/m.db\"\nmax_connections = 8\n").unwrap();
         assert_eq!(c.database, Database::Sqlite { path: Some("/var/lib/lc/m.db".into()), max_connections: 8 });
-        assert_eq!(c.meta_path(), Path::new("/var/lib/lc/m.db"));
-        let pg = parse("[database]\nurl = \"postgres://livechannel:secret@127.0.0.1:5432/lc\"\n").unwrap_err();
-        let text = pg.to_string();
-        assert!(text.contains("postgres://livechannel:***@127.0.0.1:5432/lc") && !text.contains("secret"), "{text}");
-        assert!(parse("[database]\nurl = \"mysql://x\"\n").is_err());
+        assert_eq!(c.meta_path().as_deref(), Some(Path::new("/var/lib/lc/m.db")));
+        let pg = parse("[database]\nurl = \"postgres://livechannel:secret@127.0.0.1:5432/lc\"\nmax_connections = 16\n");
+        let url = "postgres://livechannel:secret@127.0.0.1:5432/lc".to_owned();
+        assert_eq!(pg.unwrap().database, Database::Postgres { url, max_connections: 16 });
+        let other = parse("[database]\nurl = \"mysql://root:secret@h/x\"\n").unwrap_err().to_string();
+        assert!(other.contains("mysql://root:***@h/x") && !other.contains("secret"), "{other}");
         assert!(parse("[database]\nmax_connections = 0\n").is_err());
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("postgres://u:p@ss@h:1/db?x=1"), "postgres://u:***@h:1/db?x=1");

@@ -87,8 +87,7 @@ impl Server {
             source,
         })?;
         warn_if_open(&config, rtmp_addr, http_addr);
-        let crate::config::Database::Sqlite { max_connections, .. } = config.database;
-        let meta = Meta::open_with(&config.meta_path(), max_connections).await?;
+        let meta = Meta::open_config(&config).await?;
         let recovered = meta.recover().await?;
         if recovered > 0 {
             warn!(pushes = recovered, "closed push-history records left open by an unclean stop");

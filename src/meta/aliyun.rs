@@ -4,9 +4,10 @@
 use std::time::SystemTime;
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::notify::{ATTEMPT_COLUMNS, attempt_from_row};
-use super::{Meta, MetaError, Op, from_millis, millis};
+use super::{Meta, MetaError, Op, big, flag, from_millis, millis};
 
 /// At most this many subscriptions per AppId (the vendor's quota).
 pub const MAX_SUBS_PER_APP: i64 = 20;
@@ -76,7 +77,7 @@ pub struct RecordQuery<'a> {
     pub limit: u64,
 }
 
-fn sub_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<EventSub, MetaError> {
+fn sub_from_row(r: &AnyRow) -> Result<EventSub, MetaError> {
     let users: String = r.try_get(3)?;
     let events: String = r.try_get(4)?;
     let corrupt = |e: serde_json::Error| MetaError::Corrupt(e.to_string());
@@ -103,7 +104,7 @@ impl Meta {
         replace: bool,
     ) -> Result<Result<(), SubRefused>, MetaError> {
         let mut tx = self.write_tx().await.op("save_event_sub")?;
-        let exists = sqlx::query("SELECT 1 FROM aliyun_event_subs WHERE id = ? AND bucket = ?")
+        let exists = sqlx::query("SELECT 1 FROM aliyun_event_subs WHERE id = $1 AND bucket = $2")
             .bind(&sub.id)
             .bind(bucket)
             .fetch_optional(&mut *tx)
@@ -113,7 +114,7 @@ impl Meta {
         if replace && !exists {
             return Ok(Err(SubRefused::NotFound));
         }
-        let others: i64 = sqlx::query("SELECT COUNT(*) FROM aliyun_event_subs WHERE bucket = ? AND id != ?")
+        let others: i64 = sqlx::query("SELECT COUNT(*) FROM aliyun_event_subs WHERE bucket = $1 AND id != $2")
             .bind(bucket)
             .bind(&sub.id)
             .fetch_one(&mut *tx)
@@ -127,14 +128,15 @@ impl Meta {
             ))));
         }
         if sub.channel_id.is_empty() {
-            let all: i64 =
-                sqlx::query("SELECT COUNT(*) FROM aliyun_event_subs WHERE bucket = ? AND id != ? AND channel_id = ''")
-                    .bind(bucket)
-                    .bind(&sub.id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .op("save_event_sub")?
-                    .try_get(0)?;
+            let all: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM aliyun_event_subs WHERE bucket = $1 AND id != $2 AND channel_id = ''",
+            )
+            .bind(bucket)
+            .bind(&sub.id)
+            .fetch_one(&mut *tx)
+            .await
+            .op("save_event_sub")?
+            .try_get(0)?;
             if all > 0 {
                 return Ok(Err(SubRefused::Quota(format!(
                     "AppId {} already has a subscription to every channel.",
@@ -144,7 +146,7 @@ impl Meta {
         }
         sqlx::query(
             "INSERT INTO aliyun_event_subs (id, bucket, app_id, channel_id, users, events, callback_url, created_ms,
-                 modified_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 modified_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (id) DO UPDATE SET channel_id = excluded.channel_id, users = excluded.users,
                  events = excluded.events, callback_url = excluded.callback_url, modified_ms = excluded.modified_ms",
         )
@@ -167,7 +169,7 @@ impl Meta {
 
     pub async fn event_subs(&self, bucket: &str) -> Result<Vec<EventSub>, MetaError> {
         let rows = sqlx::query(&format!(
-            "SELECT {SUB_COLUMNS} FROM aliyun_event_subs WHERE bucket = ? ORDER BY created_ms, id"
+            "SELECT {SUB_COLUMNS} FROM aliyun_event_subs WHERE bucket = $1 ORDER BY created_ms, id"
         ))
         .bind(bucket)
         .fetch_all(&self.pool)
@@ -177,7 +179,7 @@ impl Meta {
     }
 
     pub async fn delete_event_sub(&self, bucket: &str, id: &str) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM aliyun_event_subs WHERE bucket = ? AND id = ?")
+        let done = sqlx::query("DELETE FROM aliyun_event_subs WHERE bucket = $1 AND id = $2")
             .bind(bucket)
             .bind(id)
             .execute(&self.pool)
@@ -191,12 +193,12 @@ impl Meta {
     /// recording notification of a bucket. Returns false when refused.
     pub async fn save_record_notify(&self, bucket: &str, c: &RecordNotify, update: bool) -> Result<bool, MetaError> {
         let sql = if update {
-            "UPDATE aliyun_record_notify SET domain = ?2, notify_url = ?3, on_demand_url = ?4,
-                 need_status_notify = ?5, notify_req_auth = ?6, notify_auth_key = ?7, updated_ms = ?8
-             WHERE bucket = ?1"
+            "UPDATE aliyun_record_notify SET domain = $2, notify_url = $3, on_demand_url = $4,
+                 need_status_notify = $5, notify_req_auth = $6, notify_auth_key = $7, updated_ms = $8
+             WHERE bucket = $1"
         } else {
             "INSERT INTO aliyun_record_notify (bucket, domain, notify_url, on_demand_url, need_status_notify,
-                 notify_req_auth, notify_auth_key, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 notify_req_auth, notify_auth_key, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (bucket) DO NOTHING"
         };
         let done = sqlx::query(sql)
@@ -204,8 +206,8 @@ impl Meta {
             .bind(&c.domain)
             .bind(&c.notify_url)
             .bind(&c.on_demand_url)
-            .bind(c.need_status_notify)
-            .bind(c.notify_req_auth)
+            .bind(i64::from(c.need_status_notify))
+            .bind(i64::from(c.notify_req_auth))
             .bind(&c.notify_auth_key)
             .bind(millis(SystemTime::now()))
             .execute(&self.pool)
@@ -218,7 +220,7 @@ impl Meta {
     pub async fn record_notify(&self, bucket: &str) -> Result<Option<RecordNotify>, MetaError> {
         let row = sqlx::query(
             "SELECT domain, notify_url, on_demand_url, need_status_notify, notify_req_auth, notify_auth_key
-             FROM aliyun_record_notify WHERE bucket = ?",
+             FROM aliyun_record_notify WHERE bucket = $1",
         )
         .bind(bucket)
         .fetch_optional(&self.pool)
@@ -229,8 +231,8 @@ impl Meta {
                 domain: r.try_get(0)?,
                 notify_url: r.try_get(1)?,
                 on_demand_url: r.try_get(2)?,
-                need_status_notify: r.try_get(3)?,
-                notify_req_auth: r.try_get(4)?,
+                need_status_notify: flag(&r, 3)?,
+                notify_req_auth: flag(&r, 4)?,
                 notify_auth_key: r.try_get(5)?,
             })
         })
@@ -238,7 +240,7 @@ impl Meta {
     }
 
     pub async fn delete_record_notify(&self, bucket: &str) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM aliyun_record_notify WHERE bucket = ?")
+        let done = sqlx::query("DELETE FROM aliyun_record_notify WHERE bucket = $1")
             .bind(bucket)
             .execute(&self.pool)
             .await
@@ -250,7 +252,7 @@ impl Meta {
     pub async fn set_streams_notify(&self, bucket: &str, c: &StreamsNotify) -> Result<(), MetaError> {
         sqlx::query(
             "INSERT INTO aliyun_streams_notify (bucket, domain, notify_url, notify_req_auth, notify_auth_key,
-                 exception_notify_url, switch_notify_url, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 exception_notify_url, switch_notify_url, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (bucket) DO UPDATE SET domain = excluded.domain, notify_url = excluded.notify_url,
                  notify_req_auth = excluded.notify_req_auth, notify_auth_key = excluded.notify_auth_key,
                  exception_notify_url = excluded.exception_notify_url,
@@ -259,7 +261,7 @@ impl Meta {
         .bind(bucket)
         .bind(&c.domain)
         .bind(&c.notify_url)
-        .bind(c.notify_req_auth)
+        .bind(i64::from(c.notify_req_auth))
         .bind(&c.notify_auth_key)
         .bind(&c.exception_notify_url)
         .bind(&c.switch_notify_url)
@@ -274,7 +276,7 @@ impl Meta {
     pub async fn streams_notify(&self, bucket: &str) -> Result<Option<StreamsNotify>, MetaError> {
         let row = sqlx::query(
             "SELECT domain, notify_url, notify_req_auth, notify_auth_key, exception_notify_url, switch_notify_url
-             FROM aliyun_streams_notify WHERE bucket = ?",
+             FROM aliyun_streams_notify WHERE bucket = $1",
         )
         .bind(bucket)
         .fetch_optional(&self.pool)
@@ -284,7 +286,7 @@ impl Meta {
             Ok(StreamsNotify {
                 domain: r.try_get(0)?,
                 notify_url: r.try_get(1)?,
-                notify_req_auth: r.try_get(2)?,
+                notify_req_auth: flag(&r, 2)?,
                 notify_auth_key: r.try_get(3)?,
                 exception_notify_url: r.try_get(4)?,
                 switch_notify_url: r.try_get(5)?,
@@ -294,7 +296,7 @@ impl Meta {
     }
 
     pub async fn delete_streams_notify(&self, bucket: &str) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM aliyun_streams_notify WHERE bucket = ?")
+        let done = sqlx::query("DELETE FROM aliyun_streams_notify WHERE bucket = $1")
             .bind(bucket)
             .execute(&self.pool)
             .await
@@ -305,13 +307,27 @@ impl Meta {
 
     /// Delivery attempts matching `q`, newest first, with the total count before paging.
     pub async fn delivery_records(&self, q: &RecordQuery<'_>) -> Result<(u64, Vec<DeliveryRecord>), MetaError> {
-        let kinds = vec!["?"; q.kinds.len().max(1)].join(", ");
+        // Placeholders are numbered: $1.. for the kinds, then the fixed filters in bind order.
+        let n = q.kinds.len().max(1);
+        let kinds = (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let p = |i: usize| format!("${}", n + i);
         let filter = format!(
             "FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id
-             WHERE o.kind IN ({kinds}) AND o.bucket = ? AND (? IS NULL OR o.channel = ?)
-               AND (? IS NULL OR o.source_ref = ?) AND (? IS NULL OR a.success = ?)
-               AND a.time_ms >= ? AND a.time_ms < ?"
+             WHERE o.kind IN ({kinds}) AND o.bucket = {} AND ({} IS NULL OR o.channel = {})
+               AND ({} IS NULL OR o.source_ref = {}) AND ({} IS NULL OR a.success = {})
+               AND a.time_ms >= {} AND a.time_ms < {}",
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(6),
+            p(7),
+            p(8),
+            p(9)
         );
+        let (limit, offset) = (p(10), p(11));
+        let success = q.success.map(i64::from);
         macro_rules! bind_filter {
             ($query:expr) => {{
                 let mut query = $query;
@@ -319,7 +335,7 @@ impl Meta {
                     query = query.bind("");
                 }
                 for k in q.kinds {
-                    query = query.bind(*k);
+                    query = query.bind(k.as_str());
                 }
                 query
                     .bind(q.bucket)
@@ -327,8 +343,8 @@ impl Meta {
                     .bind(q.channel)
                     .bind(q.source_ref)
                     .bind(q.source_ref)
-                    .bind(q.success)
-                    .bind(q.success)
+                    .bind(success)
+                    .bind(success)
                     .bind(q.from.map_or(0, millis))
                     .bind(q.to.map_or(i64::MAX, millis))
             }};
@@ -338,11 +354,11 @@ impl Meta {
             bind_filter!(sqlx::query(&count_sql)).fetch_one(&self.pool).await.op("delivery_records")?.try_get(0)?;
         let page_sql = format!(
             "SELECT o.bucket, o.channel, o.domain, o.source_ref, o.notify_type, o.idempotency_key, {ATTEMPT_COLUMNS}
-             {filter} ORDER BY a.id DESC LIMIT ? OFFSET ?"
+             {filter} ORDER BY a.id DESC LIMIT {limit} OFFSET {offset}"
         );
         let rows = bind_filter!(sqlx::query(&page_sql))
-            .bind(i64::try_from(q.limit).unwrap_or(i64::MAX))
-            .bind(i64::try_from(q.offset).unwrap_or(i64::MAX))
+            .bind(big(q.limit))
+            .bind(big(q.offset))
             .fetch_all(&self.pool)
             .await
             .op("delivery_records")?;

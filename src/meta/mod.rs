@@ -1,7 +1,14 @@
 //! The metadata database: channels and their configuration, push history, and the segment index that
-//! PostVodPlaylist and restarts need. SQLite through sqlx (one file, `<data_dir>/meta.db`, WAL mode), with
-//! the schema in `migrations/` applied at start. The SQL is SQLite's (`?` placeholders, `INSERT OR`,
-//! two-argument `MAX`, `BEGIN IMMEDIATE`): PostgreSQL needs its own variants (issue 10).
+//! PostVodPlaylist and restarts need. One set of operations on two backends through sqlx's `Any` driver,
+//! picked by `[database] url`: embedded SQLite (one file, `<data_dir>/meta.db` by default, WAL mode) or
+//! PostgreSQL. Each backend has its migrations folder (`migrations/sqlite`, `migrations/postgres`),
+//! applied at start.
+//!
+//! The SQL is written once where both backends agree: `$N` placeholders (SQLite reads them too),
+//! `ON CONFLICT`, `RETURNING`, integers bound and read as i64 (times are milliseconds; flags are 0/1), and
+//! text compared in byte order (SQLite's default; `COLLATE "C"` columns on PostgreSQL). Where they
+//! differ, [`Backend`] says which text to use: two-argument `MAX` vs `GREATEST`, and `BEGIN IMMEDIATE`,
+//! which SQLite needs so that a read-then-write transaction does not fail with SQLITE_BUSY.
 //!
 //! The media path never calls in here directly: index rows and outbox rows arrive batched from `journal`
 //! ([`Meta::commit_batch`]).
@@ -13,20 +20,23 @@ pub mod aliyun;
 pub mod notify;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::AnyPool;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Executor, Row};
 
-use crate::config::ChannelSettings;
+use crate::config::{ChannelSettings, Config, Database, redact_url};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("cannot create the metadata folder {path}: {source}")]
     Dir { path: std::path::PathBuf, source: std::io::Error },
+    /// The database could not be opened at start; `url` has its password redacted.
+    #[error("cannot open the metadata database {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
     /// A query failed; `op` names the `Meta` operation it was part of.
     #[error("metadata database, {op}: {source}")]
     Query { op: &'static str, source: sqlx::Error },
@@ -152,10 +162,28 @@ pub struct Committed {
     pub conflicts: Vec<(String, String, u64)>,
 }
 
+/// Which database `Meta` talks to, where their SQL differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The two-argument maximum of two non-NULL values.
+    fn greatest(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "MAX",
+            Backend::Postgres => "GREATEST",
+        }
+    }
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Meta {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: AnyPool,
+    backend: Backend,
     /// Bumped by every write that changes callback configuration, so caches of it know to reload.
     config_generation: Arc<AtomicU64>,
 }
@@ -168,32 +196,97 @@ pub fn from_millis(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
+/// What a SQLite path must escape to stay one path inside a URL.
+const SQLITE_PATH: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'?').add(b'#').add(b'%').add(b'"').add(b'<').add(b'>');
+
 const CHANNEL_COLUMNS: &str = "name, description, status, frag_duration, frag_count, playlist_name, \
      snapshot_role_name, snapshot_dest_bucket, snapshot_notify_topic, snapshot_interval, last_modified_ms";
 
+/// An integer column read as i64 and converted; out of range is a corrupt record.
+pub(crate) fn int<T: TryFrom<i64>>(r: &AnyRow, i: usize) -> Result<T, MetaError> {
+    let v: i64 = r.try_get(i)?;
+    T::try_from(v).map_err(|_| MetaError::Corrupt(format!("integer {v} out of range in column {i}")))
+}
+
+/// A nullable integer column.
+pub(crate) fn opt_int<T: TryFrom<i64>>(r: &AnyRow, i: usize) -> Result<Option<T>, MetaError> {
+    let v: Option<i64> = r.try_get(i)?;
+    v.map(|v| T::try_from(v).map_err(|_| MetaError::Corrupt(format!("integer {v} out of range in column {i}"))))
+        .transpose()
+}
+
+/// A 0/1 flag column (both backends store flags as integers).
+pub(crate) fn flag(r: &AnyRow, i: usize) -> Result<bool, MetaError> {
+    Ok(r.try_get::<i64, _>(i)? != 0)
+}
+
+/// An unsigned value bound as the i64 both backends store (values past i64::MAX saturate).
+pub(crate) fn big<T: TryInto<i64>>(v: T) -> i64 {
+    v.try_into().unwrap_or(i64::MAX)
+}
+
 impl Meta {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// Opens (creating if needed) the SQLite database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Meta, MetaError> {
-        Meta::open_with(path, 4).await
+        Meta::open_sqlite(path, 4).await
     }
 
-    /// Opens the database with at most `max_connections` connections (`[database] max_connections`).
-    pub async fn open_with(path: &Path, max_connections: u32) -> Result<Meta, MetaError> {
-        if let Some(dir) = path.parent() {
+    /// Opens what `[database]` names: SQLite (by default at `<data_dir>/meta.db`) or PostgreSQL.
+    pub async fn open_config(config: &Config) -> Result<Meta, MetaError> {
+        match (&config.database, config.meta_path()) {
+            (Database::Postgres { url, max_connections }, _) => Meta::open_postgres(url, *max_connections).await,
+            (db, Some(path)) => Meta::open_sqlite(&path, db.max_connections()).await,
+            (_, None) => Err(MetaError::Corrupt("no SQLite path configured".into())),
+        }
+    }
+
+    /// Opens the SQLite database with at most `max_connections` connections (`[database] max_connections`).
+    pub async fn open_sqlite(path: &Path, max_connections: u32) -> Result<Meta, MetaError> {
+        sqlx::any::install_default_drivers();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| MetaError::Dir { path: dir.to_owned(), source })?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .op("open")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL: a power cut may lose the last commits but never corrupts the file.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool =
-            SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await.op("open")?;
-        sqlx::migrate!("./migrations").run(&pool).await.op("open")?;
-        Ok(Meta { pool, config_generation: Arc::default() })
+        let absolute = std::path::absolute(path).map_err(|source| MetaError::Dir { path: path.to_owned(), source })?;
+        // The Any driver takes a URL: the path is percent-encoded so that spaces, `?` and `#` stay in it.
+        let encoded = percent_encoding::utf8_percent_encode(&absolute.to_string_lossy(), SQLITE_PATH).to_string();
+        let url = format!("sqlite://{encoded}?mode=rwc");
+        let shown = absolute.display().to_string();
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL + NORMAL: a power cut may lose the last commits but never corrupts the file.
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000")
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|source| MetaError::Open { url: shown.clone(), source })?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await.op("open")?;
+        Ok(Meta { pool, backend: Backend::Sqlite, config_generation: Arc::default() })
+    }
+
+    /// Connects to PostgreSQL and applies pending migrations (under the migrator's advisory lock, so
+    /// nodes that start together do not race). An unreachable server is an error naming the URL, with
+    /// its password redacted.
+    pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Meta, MetaError> {
+        sqlx::any::install_default_drivers();
+        let shown = redact_url(url);
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|source| MetaError::Open { url: shown.clone(), source })?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await.op("open")?;
+        Ok(Meta { pool, backend: Backend::Postgres, config_generation: Arc::default() })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Which version of the callback configuration the database holds (in this process's view).
@@ -208,20 +301,25 @@ impl Meta {
 
     /// A transaction that takes the write lock at once. A deferred one that reads first and writes later
     /// fails with SQLITE_BUSY (no retry) when another connection committed in between, in WAL mode.
-    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    /// PostgreSQL's default (READ COMMITTED, row locks taken by the writes) needs nothing more.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// Closes every push left open by a crash: its end is the end of its last stored segment (or its
     /// start when none was stored). Returns how many were closed.
     pub async fn recover(&self) -> Result<u64, MetaError> {
-        let done = sqlx::query(
-            "UPDATE push_history SET end_ms = MAX(start_ms, COALESCE((
+        let greatest = self.backend.greatest();
+        let done = sqlx::query(&format!(
+            "UPDATE push_history SET end_ms = {greatest}(start_ms, COALESCE((
                  SELECT MAX(s.start_ms + s.duration_ms) FROM segments s
                  WHERE s.bucket = push_history.bucket AND s.channel = push_history.channel
                    AND s.start_ms >= push_history.start_ms), start_ms))
-             WHERE end_ms IS NULL",
-        )
+             WHERE end_ms IS NULL"
+        ))
         .execute(&self.pool)
         .await
         .op("recover")?;
@@ -235,7 +333,7 @@ impl Meta {
             "INSERT INTO channels (bucket, name, description, status, frag_duration, frag_count, playlist_name,
                  snapshot_role_name, snapshot_dest_bucket, snapshot_notify_topic, snapshot_interval,
                  created_ms, last_modified_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (bucket, name) DO UPDATE SET
                  description = excluded.description, status = excluded.status,
                  frag_duration = excluded.frag_duration, frag_count = excluded.frag_count,
@@ -248,13 +346,13 @@ impl Meta {
         .bind(&c.name)
         .bind(&c.description)
         .bind(c.status.as_str())
-        .bind(c.settings.frag_duration)
-        .bind(c.settings.frag_count)
+        .bind(i64::from(c.settings.frag_duration))
+        .bind(i64::from(c.settings.frag_count))
         .bind(&c.settings.playlist_name)
         .bind(snap.and_then(|s| s.role_name.clone()))
         .bind(snap.and_then(|s| s.dest_bucket.clone()))
         .bind(snap.and_then(|s| s.notify_topic.clone()))
-        .bind(snap.map(|s| s.interval))
+        .bind(snap.map(|s| i64::from(s.interval)))
         .bind(now)
         .bind(now)
         .execute(&self.pool)
@@ -274,12 +372,12 @@ impl Meta {
         sqlx::query(
             "INSERT INTO channels (bucket, name, description, status, frag_duration, frag_count, playlist_name,
                  created_ms, last_modified_ms)
-             VALUES (?, ?, '', 'enabled', ?, ?, ?, ?, ?) ON CONFLICT (bucket, name) DO NOTHING",
+             VALUES ($1, $2, '', 'enabled', $3, $4, $5, $6, $7) ON CONFLICT (bucket, name) DO NOTHING",
         )
         .bind(bucket)
         .bind(name)
-        .bind(settings.frag_duration)
-        .bind(settings.frag_count)
+        .bind(i64::from(settings.frag_duration))
+        .bind(i64::from(settings.frag_count))
         .bind(&settings.playlist_name)
         .bind(now)
         .bind(now)
@@ -293,7 +391,7 @@ impl Meta {
     }
 
     pub async fn get_channel(&self, bucket: &str, name: &str) -> Result<Option<ChannelRecord>, MetaError> {
-        let row = sqlx::query(&format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE bucket = ? AND name = ?"))
+        let row = sqlx::query(&format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE bucket = $1 AND name = $2"))
             .bind(bucket)
             .bind(name)
             .fetch_optional(&self.pool)
@@ -313,14 +411,14 @@ impl Meta {
         // substr() rather than LIKE: LIKE treats % and _ in the prefix as wildcards and ignores case.
         let rows = sqlx::query(&format!(
             "SELECT {CHANNEL_COLUMNS} FROM channels
-             WHERE bucket = ? AND substr(name, 1, length(?)) = ? AND name > ?
-             ORDER BY name LIMIT ?"
+             WHERE bucket = $1 AND substr(name, 1, length($2)) = $3 AND name > $4
+             ORDER BY name LIMIT $5"
         ))
         .bind(bucket)
         .bind(prefix)
         .bind(prefix)
         .bind(marker)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .op("list_channels")?;
@@ -331,13 +429,13 @@ impl Meta {
     /// afresh). The segment index stays, like the segments themselves.
     pub async fn delete_channel(&self, bucket: &str, name: &str) -> Result<bool, MetaError> {
         let mut tx = self.write_tx().await.op("delete_channel")?;
-        let done = sqlx::query("DELETE FROM channels WHERE bucket = ? AND name = ?")
+        let done = sqlx::query("DELETE FROM channels WHERE bucket = $1 AND name = $2")
             .bind(bucket)
             .bind(name)
             .execute(&mut *tx)
             .await
             .op("delete_channel")?;
-        sqlx::query("DELETE FROM push_history WHERE bucket = ? AND channel = ? AND end_ms IS NOT NULL")
+        sqlx::query("DELETE FROM push_history WHERE bucket = $1 AND channel = $2 AND end_ms IS NOT NULL")
             .bind(bucket)
             .bind(name)
             .execute(&mut *tx)
@@ -348,14 +446,15 @@ impl Meta {
     }
 
     pub async fn set_status(&self, bucket: &str, name: &str, status: ChannelStatus) -> Result<bool, MetaError> {
-        let done = sqlx::query("UPDATE channels SET status = ?, last_modified_ms = ? WHERE bucket = ? AND name = ?")
-            .bind(status.as_str())
-            .bind(millis(SystemTime::now()))
-            .bind(bucket)
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .op("set_status")?;
+        let done =
+            sqlx::query("UPDATE channels SET status = $1, last_modified_ms = $2 WHERE bucket = $3 AND name = $4")
+                .bind(status.as_str())
+                .bind(millis(SystemTime::now()))
+                .bind(bucket)
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .op("set_status")?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -368,7 +467,7 @@ impl Meta {
         remote: &str,
     ) -> Result<i64, MetaError> {
         let row = sqlx::query(
-            "INSERT INTO push_history (bucket, channel, start_ms, remote_addr) VALUES (?, ?, ?, ?) RETURNING id",
+            "INSERT INTO push_history (bucket, channel, start_ms, remote_addr) VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(bucket)
         .bind(channel)
@@ -381,7 +480,8 @@ impl Meta {
     }
 
     pub async fn close_push(&self, id: i64, end: SystemTime) -> Result<(), MetaError> {
-        sqlx::query("UPDATE push_history SET end_ms = MAX(start_ms, ?) WHERE id = ?")
+        let greatest = self.backend.greatest();
+        sqlx::query(&format!("UPDATE push_history SET end_ms = {greatest}(start_ms, $1) WHERE id = $2"))
             .bind(millis(end))
             .bind(id)
             .execute(&self.pool)
@@ -395,12 +495,12 @@ impl Meta {
         let rows = sqlx::query(
             "SELECT start_ms, end_ms, remote_addr FROM (
                  SELECT id, start_ms, end_ms, remote_addr FROM push_history
-                 WHERE bucket = ? AND channel = ? AND end_ms IS NOT NULL ORDER BY id DESC LIMIT ?)
+                 WHERE bucket = $1 AND channel = $2 AND end_ms IS NOT NULL ORDER BY id DESC LIMIT $3)
              ORDER BY id",
         )
         .bind(bucket)
         .bind(channel)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .op("history")?;
@@ -449,14 +549,13 @@ impl Meta {
 
     /// The highest indexed sequence number of a channel: where its next publish continues.
     pub async fn max_segment_seq(&self, bucket: &str, channel: &str) -> Result<Option<u64>, MetaError> {
-        let row = sqlx::query("SELECT MAX(seq) FROM segments WHERE bucket = ? AND channel = ?")
+        let row = sqlx::query("SELECT MAX(seq) FROM segments WHERE bucket = $1 AND channel = $2")
             .bind(bucket)
             .bind(channel)
             .fetch_one(&self.pool)
             .await
             .op("max_segment_seq")?;
-        let max: Option<i64> = row.try_get(0)?;
-        max.map(|m| u64::try_from(m).map_err(|_| MetaError::Corrupt(format!("segment seq {m}")))).transpose()
+        opt_int(&row, 0)
     }
 
     /// Segments whose media overlaps `[from, to)`, in sequence order.
@@ -469,7 +568,7 @@ impl Meta {
     ) -> Result<Vec<SegmentRecord>, MetaError> {
         let rows = sqlx::query(
             "SELECT seq, start_ms, duration_ms, object_key, discontinuity FROM segments
-             WHERE bucket = ? AND channel = ? AND start_ms < ? AND start_ms + duration_ms > ?
+             WHERE bucket = $1 AND channel = $2 AND start_ms < $3 AND start_ms + duration_ms > $4
              ORDER BY seq",
         )
         .bind(bucket)
@@ -481,14 +580,12 @@ impl Meta {
         .op("segments_between")?;
         rows.iter()
             .map(|r| {
-                let seq: i64 = r.try_get(0)?;
-                let duration: i64 = r.try_get(2)?;
                 Ok(SegmentRecord {
-                    seq: u64::try_from(seq).map_err(|_| MetaError::Corrupt(format!("segment seq {seq}")))?,
+                    seq: int(r, 0)?,
                     start: from_millis(r.try_get(1)?),
-                    duration_ms: u64::try_from(duration).unwrap_or(0),
+                    duration_ms: int(r, 2)?,
                     object_key: r.try_get(3)?,
-                    discontinuity: r.try_get(4)?,
+                    discontinuity: flag(r, 4)?,
                 })
             })
             .collect()
@@ -497,31 +594,31 @@ impl Meta {
 
 /// Inserts a segment row unless its `(bucket, channel, seq)` exists; returns whether it did.
 async fn insert_segment(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     bucket: &str,
     channel: &str,
     s: &SegmentRecord,
 ) -> Result<bool, MetaError> {
     let done = sqlx::query(
         "INSERT INTO segments (bucket, channel, seq, start_ms, duration_ms, object_key, discontinuity)
-         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bucket, channel, seq) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (bucket, channel, seq) DO NOTHING",
     )
     .bind(bucket)
     .bind(channel)
-    .bind(i64::try_from(s.seq).unwrap_or(i64::MAX))
+    .bind(big(s.seq))
     .bind(millis(s.start))
-    .bind(i64::try_from(s.duration_ms).unwrap_or(i64::MAX))
+    .bind(big(s.duration_ms))
     .bind(&s.object_key)
-    .bind(s.discontinuity)
+    .bind(i64::from(s.discontinuity))
     .execute(&mut **tx)
     .await
     .op("insert_segment")?;
     Ok(done.rows_affected() == 1)
 }
 
-fn channel_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ChannelRecord, MetaError> {
+fn channel_from_row(r: &AnyRow) -> Result<ChannelRecord, MetaError> {
     let status: String = r.try_get(2)?;
-    let interval: Option<u32> = r.try_get(9)?;
+    let interval: Option<u32> = opt_int(r, 9)?;
     let role: Option<String> = r.try_get(6)?;
     let dest: Option<String> = r.try_get(7)?;
     let topic: Option<String> = r.try_get(8)?;
@@ -535,11 +632,7 @@ fn channel_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ChannelRecord, MetaEr
         name: r.try_get(0)?,
         description: r.try_get(1)?,
         status: ChannelStatus::parse(&status).ok_or_else(|| MetaError::Corrupt(format!("status {status:?}")))?,
-        settings: ChannelSettings {
-            frag_duration: r.try_get(3)?,
-            frag_count: r.try_get(4)?,
-            playlist_name: r.try_get(5)?,
-        },
+        settings: ChannelSettings { frag_duration: int(r, 3)?, frag_count: int(r, 4)?, playlist_name: r.try_get(5)? },
         snapshot,
         last_modified: from_millis(r.try_get(10)?),
     })

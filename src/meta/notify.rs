@@ -3,12 +3,12 @@
 use std::time::SystemTime;
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
-use super::{Meta, MetaError, Op, from_millis, millis};
+use super::{Meta, MetaError, Op, big, flag, from_millis, int, millis};
 
 /// Which vendor callback an outbox row is: decides how it is rendered and signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type)]
-#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallbackKind {
     /// Huawei stream notification (PUBLISH / PUBLISH_DONE).
     HuaweiPublish,
@@ -32,6 +32,18 @@ impl CallbackKind {
             CallbackKind::AliyunEventsub => "aliyun_eventsub",
             CallbackKind::AliyunRecord => "aliyun_record",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            CallbackKind::HuaweiPublish,
+            CallbackKind::HuaweiRecord,
+            CallbackKind::AliyunIngest,
+            CallbackKind::AliyunEventsub,
+            CallbackKind::AliyunRecord,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -117,8 +129,7 @@ impl Payload {
 }
 
 /// Where an outbox row is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
-#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxState {
     /// Waiting for its next attempt.
     Pending,
@@ -127,13 +138,31 @@ pub enum OutboxState {
     Failed,
 }
 
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Delivered => "delivered",
+            OutboxState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [OutboxState::Pending, OutboxState::Delivered, OutboxState::Failed].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A text column holding one of a typed set of names.
+fn named<T>(r: &AnyRow, i: usize, parse: impl Fn(&str) -> Option<T>) -> Result<T, MetaError> {
+    let s: String = r.try_get(i)?;
+    parse(&s).ok_or_else(|| MetaError::Corrupt(format!("unknown value {s:?} in column {i}")))
+}
+
 /// How a Huawei recording callback is signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SignType {
-    #[sqlx(rename = "HMACSHA256")]
     #[serde(rename = "HMACSHA256")]
     HmacSha256,
-    #[sqlx(rename = "MD5")]
     #[serde(rename = "MD5")]
     Md5,
 }
@@ -225,17 +254,17 @@ pub struct Attempt {
 const ENTRY_COLUMNS: &str =
     "o.id, o.kind, o.bucket, o.channel, o.url, o.payload, o.sign_key, o.idempotency_key, o.attempts";
 
-fn entry_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxEntry, MetaError> {
+fn entry_from_row(r: &AnyRow) -> Result<OutboxEntry, MetaError> {
     Ok(OutboxEntry {
         id: r.try_get(0)?,
-        kind: r.try_get(1)?,
+        kind: named(r, 1, CallbackKind::parse)?,
         bucket: r.try_get(2)?,
         channel: r.try_get(3)?,
         url: r.try_get(4)?,
         payload: r.try_get(5)?,
         sign_key: r.try_get(6)?,
         idempotency_key: r.try_get(7)?,
-        attempts: r.try_get(8)?,
+        attempts: int(r, 8)?,
     })
 }
 
@@ -243,7 +272,7 @@ fn entry_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxEntry, MetaError>
 pub(crate) const ATTEMPT_COLUMNS: &str =
     "a.time_ms, a.url, a.request_headers, a.request_body, a.status, a.response_body, a.success, a.error, a.cost_ms";
 
-pub(crate) fn attempt_from_row(r: &sqlx::sqlite::SqliteRow, first: usize) -> Result<Attempt, MetaError> {
+pub(crate) fn attempt_from_row(r: &AnyRow, first: usize) -> Result<Attempt, MetaError> {
     let status: Option<i64> = r.try_get(first + 4)?;
     let cost: i64 = r.try_get(first + 8)?;
     Ok(Attempt {
@@ -253,7 +282,7 @@ pub(crate) fn attempt_from_row(r: &sqlx::sqlite::SqliteRow, first: usize) -> Res
         request_body: r.try_get(first + 3)?,
         status: status.and_then(|s| u16::try_from(s).ok()),
         response_body: r.try_get(first + 5)?,
-        success: r.try_get(first + 6)?,
+        success: flag(r, first + 6)?,
         error: r.try_get(first + 7)?,
         cost_ms: u64::try_from(cost).unwrap_or(0),
     })
@@ -261,17 +290,17 @@ pub(crate) fn attempt_from_row(r: &sqlx::sqlite::SqliteRow, first: usize) -> Res
 
 /// Outbox rows inside a caller's transaction, due now; an idempotency key already queued is skipped.
 pub(crate) async fn insert_callbacks(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     callbacks: &[NewCallback],
 ) -> Result<(), MetaError> {
     let now = millis(SystemTime::now());
     for c in callbacks {
         sqlx::query(
             "INSERT INTO outbox (kind, bucket, channel, url, payload, sign_key, idempotency_key, created_ms,
-                 next_attempt_ms, source_ref, notify_type, domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 next_attempt_ms, source_ref, notify_type, domain) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
-        .bind(c.payload.kind())
+        .bind(c.payload.kind().as_str())
         .bind(&c.bucket)
         .bind(&c.channel)
         .bind(&c.url)
@@ -294,7 +323,7 @@ impl Meta {
     /// Sets the bucket's stream-notification URL; returns true when one existed (replaced).
     pub async fn put_publish_notify(&self, bucket: &str, n: &PublishNotify) -> Result<bool, MetaError> {
         let mut tx = self.write_tx().await.op("put_publish_notify")?;
-        let existed = sqlx::query("SELECT 1 FROM huawei_publish_notify WHERE bucket = ?")
+        let existed = sqlx::query("SELECT 1 FROM huawei_publish_notify WHERE bucket = $1")
             .bind(bucket)
             .fetch_optional(&mut *tx)
             .await
@@ -302,7 +331,7 @@ impl Meta {
             .is_some();
         sqlx::query(
             "INSERT INTO huawei_publish_notify (bucket, domain, url, auth_sign_key, call_back_area, updated_ms)
-             VALUES (?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (bucket) DO UPDATE SET domain = excluded.domain, url = excluded.url,
                  auth_sign_key = excluded.auth_sign_key, call_back_area = excluded.call_back_area,
                  updated_ms = excluded.updated_ms",
@@ -323,7 +352,7 @@ impl Meta {
 
     pub async fn get_publish_notify(&self, bucket: &str) -> Result<Option<PublishNotify>, MetaError> {
         let row = sqlx::query(
-            "SELECT domain, url, auth_sign_key, call_back_area FROM huawei_publish_notify WHERE bucket = ?",
+            "SELECT domain, url, auth_sign_key, call_back_area FROM huawei_publish_notify WHERE bucket = $1",
         )
         .bind(bucket)
         .fetch_optional(&self.pool)
@@ -341,7 +370,7 @@ impl Meta {
     }
 
     pub async fn delete_publish_notify(&self, bucket: &str) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM huawei_publish_notify WHERE bucket = ?")
+        let done = sqlx::query("DELETE FROM huawei_publish_notify WHERE bucket = $1")
             .bind(bucket)
             .execute(&self.pool)
             .await
@@ -355,7 +384,7 @@ impl Meta {
         let done = sqlx::query(
             "INSERT INTO huawei_record_callbacks (id, bucket, domain, app, url, events, sign_type, sign_key,
                  created_ms, updated_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
         )
         .bind(&c.id)
         .bind(bucket)
@@ -363,7 +392,7 @@ impl Meta {
         .bind(&c.app)
         .bind(&c.url)
         .bind(serde_json::to_string(&c.events).unwrap_or_else(|_| "[]".into()))
-        .bind(c.sign_type)
+        .bind(c.sign_type.as_str())
         .bind(&c.sign_key)
         .bind(millis(c.created))
         .bind(millis(c.updated))
@@ -376,28 +405,36 @@ impl Meta {
 
     /// Replaces a recording callback by id; `Ok(false)` when there is none (or (domain, app) is taken).
     pub async fn update_record_callback(&self, bucket: &str, c: &RecordCallback) -> Result<bool, MetaError> {
+        // The NOT EXISTS answers the common case in the statement; a concurrent writer that takes (domain,
+        // app) between its check and the update is the unique-violation arm.
         let done = sqlx::query(
-            "UPDATE OR IGNORE huawei_record_callbacks SET bucket = ?, domain = ?, app = ?, url = ?, events = ?,
-                 sign_type = ?, sign_key = ?, updated_ms = ? WHERE id = ?",
+            "UPDATE huawei_record_callbacks SET bucket = $1, domain = $2, app = $3, url = $4, events = $5,
+                 sign_type = $6, sign_key = $7, updated_ms = $8
+             WHERE id = $9 AND NOT EXISTS (
+                 SELECT 1 FROM huawei_record_callbacks o WHERE o.domain = $2 AND o.app = $3 AND o.id <> $9)",
         )
         .bind(bucket)
         .bind(&c.domain)
         .bind(&c.app)
         .bind(&c.url)
         .bind(serde_json::to_string(&c.events).unwrap_or_else(|_| "[]".into()))
-        .bind(c.sign_type)
+        .bind(c.sign_type.as_str())
         .bind(&c.sign_key)
         .bind(millis(c.updated))
         .bind(&c.id)
         .execute(&self.pool)
-        .await
-        .op("update_record_callback")?;
+        .await;
+        let updated = match done {
+            Ok(done) => done.rows_affected() > 0,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => false,
+            Err(e) => return Err(MetaError::Query { op: "update_record_callback", source: e }),
+        };
         self.config_changed();
-        Ok(done.rows_affected() > 0)
+        Ok(updated)
     }
 
     pub async fn delete_record_callback(&self, id: &str) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM huawei_record_callbacks WHERE id = ?")
+        let done = sqlx::query("DELETE FROM huawei_record_callbacks WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await
@@ -430,8 +467,8 @@ impl Meta {
         let rows = sqlx::query(
             "SELECT id, domain, app, url, events, sign_type, sign_key, created_ms, updated_ms
              FROM huawei_record_callbacks
-             WHERE (? IS NULL OR id = ?) AND (? IS NULL OR domain = ?) AND (? IS NULL OR app = ?)
-               AND (? IS NULL OR bucket = ?)
+             WHERE ($1 IS NULL OR id = $2) AND ($3 IS NULL OR domain = $4) AND ($5 IS NULL OR app = $6)
+               AND ($7 IS NULL OR bucket = $8)
              ORDER BY created_ms, id",
         )
         .bind(id)
@@ -454,7 +491,7 @@ impl Meta {
                     app: r.try_get(2)?,
                     url: r.try_get(3)?,
                     events: serde_json::from_str(&events).map_err(|e| MetaError::Corrupt(e.to_string()))?,
-                    sign_type: r.try_get(5)?,
+                    sign_type: named(r, 5, SignType::parse)?,
                     sign_key: r.try_get(6)?,
                     created: from_millis(r.try_get(7)?),
                     updated: from_millis(r.try_get(8)?),
@@ -478,11 +515,11 @@ impl Meta {
             "SELECT {ENTRY_COLUMNS}
              FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending'
                                  GROUP BY url, bucket, channel) head ON o.id = head.id
-             WHERE o.next_attempt_ms <= ?
-             ORDER BY o.id LIMIT ?"
+             WHERE o.next_attempt_ms <= $1
+             ORDER BY o.id LIMIT $2"
         ))
         .bind(millis(now))
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .op("due_callbacks")?;
@@ -499,18 +536,18 @@ impl Meta {
         let mut tx = self.write_tx().await.op("record_attempt")?;
         sqlx::query(
             "INSERT INTO delivery_attempts (outbox_id, time_ms, url, request_headers, request_body, status,
-                 response_body, success, error, cost_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 response_body, success, error, cost_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(outbox_id)
         .bind(millis(attempt.time))
         .bind(&attempt.url)
         .bind(&attempt.request_headers)
         .bind(&attempt.request_body)
-        .bind(attempt.status)
+        .bind(attempt.status.map(i64::from))
         .bind(&attempt.response_body)
-        .bind(attempt.success)
+        .bind(i64::from(attempt.success))
         .bind(&attempt.error)
-        .bind(i64::try_from(attempt.cost_ms).unwrap_or(i64::MAX))
+        .bind(big(attempt.cost_ms))
         .execute(&mut *tx)
         .await
         .op("record_attempt")?;
@@ -519,8 +556,8 @@ impl Meta {
             (false, Some(at)) => (OutboxState::Pending, millis(at)),
             (false, None) => (OutboxState::Failed, millis(attempt.time)),
         };
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, state = ?, next_attempt_ms = ? WHERE id = ?")
-            .bind(state)
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, state = $1, next_attempt_ms = $2 WHERE id = $3")
+            .bind(state.as_str())
             .bind(next)
             .bind(outbox_id)
             .execute(&mut *tx)
@@ -533,7 +570,7 @@ impl Meta {
     /// Every attempt made for an outbox entry, oldest first.
     pub async fn attempts(&self, outbox_id: i64) -> Result<Vec<Attempt>, MetaError> {
         let rows = sqlx::query(&format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts a WHERE a.outbox_id = ? ORDER BY a.id"
+            "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts a WHERE a.outbox_id = $1 ORDER BY a.id"
         ))
         .bind(outbox_id)
         .fetch_all(&self.pool)
@@ -545,14 +582,14 @@ impl Meta {
     /// Outbox entries by state (tests and the query APIs).
     pub async fn outbox(&self, state: Option<OutboxState>) -> Result<Vec<(OutboxEntry, OutboxState)>, MetaError> {
         let rows = sqlx::query(&format!(
-            "SELECT {ENTRY_COLUMNS}, o.state FROM outbox o WHERE (? IS NULL OR o.state = ?) ORDER BY o.id"
+            "SELECT {ENTRY_COLUMNS}, o.state FROM outbox o WHERE ($1 IS NULL OR o.state = $2) ORDER BY o.id"
         ))
-        .bind(state)
-        .bind(state)
+        .bind(state.map(OutboxState::as_str))
+        .bind(state.map(OutboxState::as_str))
         .fetch_all(&self.pool)
         .await
         .op("outbox")?;
-        rows.iter().map(|r| Ok((entry_from_row(r)?, r.try_get(9)?))).collect()
+        rows.iter().map(|r| Ok((entry_from_row(r)?, named(r, 9, OutboxState::parse)?))).collect()
     }
 
     /// Forgets finished callbacks (and their attempts) older than `before`; pending ones are never
@@ -562,13 +599,13 @@ impl Meta {
         let mut tx = self.write_tx().await.op("prune_callbacks")?;
         sqlx::query(
             "DELETE FROM delivery_attempts WHERE outbox_id IN
-                 (SELECT id FROM outbox WHERE state != 'pending' AND created_ms < ?)",
+                 (SELECT id FROM outbox WHERE state != 'pending' AND created_ms < $1)",
         )
         .bind(cutoff)
         .execute(&mut *tx)
         .await
         .op("prune_callbacks")?;
-        let done = sqlx::query("DELETE FROM outbox WHERE state != 'pending' AND created_ms < ?")
+        let done = sqlx::query("DELETE FROM outbox WHERE state != 'pending' AND created_ms < $1")
             .bind(cutoff)
             .execute(&mut *tx)
             .await
