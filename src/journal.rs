@@ -246,6 +246,7 @@ async fn commit(store: &dyn JournalStore, batch: &Batch, counters: &JournalCount
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::both::on_both;
     use crate::meta::from_millis;
 
     fn seg(seq: u64) -> SegmentRecord {
@@ -258,10 +259,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn rows_are_committed_in_batches_and_a_seq_conflict_is_counted_not_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(&dir.path().join("m.db")).await.unwrap();
+    on_both! { async fn rows_are_committed_in_batches_and_a_seq_conflict_is_counted_not_replaced(db) {
+        let meta = db.open().await;
         meta.add_segment("live", "c", &seg(1)).await.unwrap();
         let (journal, rx) = Journal::new();
         let notifier = Notifier::new(meta.clone(), "127.0.0.1".into());
@@ -278,7 +277,7 @@ mod tests {
         assert_eq!(rows[1].object_key, "live/c/1.ts", "the first writer's row stays");
         drop(journal);
         writer.await.unwrap();
-    }
+    }}
 
     #[tokio::test]
     async fn a_full_queue_drops_and_counts_instead_of_blocking() {

@@ -495,7 +495,7 @@ impl Meta {
         let rows = sqlx::query(
             "SELECT start_ms, end_ms, remote_addr FROM (
                  SELECT id, start_ms, end_ms, remote_addr FROM push_history
-                 WHERE bucket = $1 AND channel = $2 AND end_ms IS NOT NULL ORDER BY id DESC LIMIT $3)
+                 WHERE bucket = $1 AND channel = $2 AND end_ms IS NOT NULL ORDER BY id DESC LIMIT $3) recent
              ORDER BY id",
         )
         .bind(bucket)
@@ -592,6 +592,37 @@ impl Meta {
     }
 }
 
+/// For tests that run on both backends: `LIVECHANNEL_TEST_POSTGRES` names a PostgreSQL server (a URL
+/// whose role may create databases), and each test gets a database of its own there.
+#[doc(hidden)]
+pub mod testing {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use sqlx::{Connection, Executor};
+
+    pub const POSTGRES_ENV: &str = "LIVECHANNEL_TEST_POSTGRES";
+
+    /// Creates an empty database on the server of `LIVECHANNEL_TEST_POSTGRES` and returns its URL.
+    /// Panics (failing the test, never skipping it) when the variable is unset or the server refuses.
+    pub async fn fresh_postgres_database() -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let admin = std::env::var(POSTGRES_ENV)
+            .unwrap_or_else(|_| panic!("{POSTGRES_ENV} is not set: it must name a PostgreSQL server for this test"));
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("{POSTGRES_ENV}={}: {e}", crate::config::redact_url(&admin)));
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        let name = format!("lc_test_{stamp}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let _ = conn.close().await;
+        let mut url = reqwest::Url::parse(&admin).unwrap_or_else(|e| panic!("{POSTGRES_ENV}: {e}"));
+        url.set_path(&name);
+        url.to_string()
+    }
+}
+
 /// Inserts a segment row unless its `(bucket, channel, seq)` exists; returns whether it did.
 async fn insert_segment(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -638,8 +669,64 @@ fn channel_from_row(r: &AnyRow) -> Result<ChannelRecord, MetaError> {
     })
 }
 
+/// Unit tests of everything that touches `meta` run once per backend: `<test>::sqlite` always, and
+/// `<test>::postgres`, ignored unless asked for (`--include-ignored`) and failing when
+/// `LIVECHANNEL_TEST_POSTGRES` is unset.
+#[cfg(test)]
+pub(crate) mod both {
+    use super::Meta;
+
+    pub enum Db {
+        Sqlite(tempfile::TempDir),
+        Postgres(String),
+    }
+
+    impl Db {
+        pub async fn new(postgres: bool) -> Db {
+            if postgres {
+                Db::Postgres(super::testing::fresh_postgres_database().await)
+            } else {
+                Db::Sqlite(tempfile::tempdir().expect("temporary folder"))
+            }
+        }
+
+        /// Opens the test's database; again after a drop, it is the same one (a restart).
+        pub async fn open(&self) -> Meta {
+            match self {
+                Db::Sqlite(dir) => Meta::open(&dir.path().join("meta.db")).await.expect("open SQLite"),
+                Db::Postgres(url) => Meta::open_postgres(url, 4).await.expect("open PostgreSQL"),
+            }
+        }
+    }
+
+    macro_rules! on_both {
+        (async fn $name:ident($db:ident) $body:block) => {
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                use $crate::meta::both::Db;
+
+                #[tokio::test]
+                async fn sqlite() {
+                    test_body(Db::new(false).await).await
+                }
+
+                #[tokio::test]
+                #[ignore = "needs LIVECHANNEL_TEST_POSTGRES (a PostgreSQL URL)"]
+                async fn postgres() {
+                    test_body(Db::new(true).await).await
+                }
+
+                async fn test_body($db: Db) $body
+            }
+        };
+    }
+    pub(crate) use on_both;
+}
+
 #[cfg(test)]
 mod tests {
+    use super::both::on_both;
     use super::*;
 
     fn record(name: &str) -> ChannelRecord {
@@ -653,12 +740,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn channels_history_and_segments_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("meta.db");
+    on_both! { async fn channels_history_and_segments_survive_a_reopen(db) {
         {
-            let meta = Meta::open(&path).await.unwrap();
+            let meta = db.open().await;
             for n in ["b", "a%", "a_", "ab", "c"] {
                 meta.put_channel("live", &record(n)).await.unwrap();
             }
@@ -683,7 +767,7 @@ mod tests {
             meta.open_push("live", "c", from_millis(1_000), "127.0.0.1:6").await.unwrap();
             meta.close_push(id, from_millis(9_000)).await.unwrap();
         }
-        let meta = Meta::open(&path).await.unwrap();
+        let meta = db.open().await;
         // The push to `c` never closed (a crash): recovery closes it at its start (no segments).
         assert_eq!(meta.recover().await.unwrap(), 1);
         assert_eq!(meta.history("live", "c", 10).await.unwrap()[0].end, from_millis(1_000));
@@ -707,12 +791,10 @@ mod tests {
         assert!(meta.get_channel("live", "ab").await.unwrap().is_none());
         let created = meta.get_or_create_channel("live", "new", &ChannelSettings::default()).await.unwrap();
         assert_eq!(created.status, ChannelStatus::Enabled);
-    }
+    }}
 
-    #[tokio::test]
-    async fn history_keeps_the_ten_most_recent_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(&dir.path().join("m.db")).await.unwrap();
+    on_both! { async fn history_keeps_the_ten_most_recent_oldest_first(db) {
+        let meta = db.open().await;
         for i in 0..12 {
             let id = meta.open_push("live", "x", from_millis(i * 1000), &format!("h:{i}")).await.unwrap();
             meta.close_push(id, from_millis(i * 1000 + 500)).await.unwrap();
@@ -721,12 +803,10 @@ mod tests {
         assert_eq!(h.len(), 10);
         assert_eq!(h[0].remote_addr, "h:2");
         assert_eq!(h[9].remote_addr, "h:11");
-    }
+    }}
 
-    #[tokio::test]
-    async fn an_indexed_seq_is_never_replaced_and_the_highest_seq_is_where_a_channel_continues() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(&dir.path().join("m.db")).await.unwrap();
+    on_both! { async fn an_indexed_seq_is_never_replaced_and_the_highest_seq_is_where_a_channel_continues(db) {
+        let meta = db.open().await;
         let seg = |seq: u64, key: &str| SegmentRecord {
             seq,
             start: from_millis(1_000 * seq as i64),
@@ -749,5 +829,5 @@ mod tests {
         assert_eq!(rows.iter().map(|r| r.object_key.as_str()).collect::<Vec<_>>(), ["first", "fourth"]);
         assert_eq!(meta.max_segment_seq("live", "a").await.unwrap(), Some(4));
         assert_eq!(meta.max_segment_seq("live", "b").await.unwrap(), Some(3));
-    }
+    }}
 }

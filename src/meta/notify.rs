@@ -617,6 +617,7 @@ impl Meta {
 
 #[cfg(test)]
 mod tests {
+    use super::super::both::on_both;
     use super::*;
 
     fn callback(key: &str) -> NewCallback {
@@ -633,10 +634,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_outbox_orders_per_destination_dedupes_keys_and_prunes_only_finished_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(&dir.path().join("m.db")).await.unwrap();
+    on_both! { async fn the_outbox_orders_per_destination_dedupes_keys_and_prunes_only_finished_rows(db) {
+        let meta = db.open().await;
         meta.enqueue(&[callback("a"), callback("b"), callback("a")]).await.unwrap();
         let all = meta.outbox(None).await.unwrap();
         assert_eq!(all.len(), 2, "the same idempotency key is queued once");
@@ -659,7 +658,7 @@ mod tests {
         assert_eq!(meta.prune_callbacks(far).await.unwrap(), 1, "only the delivered row goes");
         assert!(meta.attempts(due[0].id).await.unwrap().is_empty());
         assert_eq!(meta.outbox(Some(OutboxState::Pending)).await.unwrap().len(), 1);
-    }
+    }}
 
     #[test]
     fn payloads_round_trip_through_their_stored_form_and_a_bad_row_says_what_it_is() {

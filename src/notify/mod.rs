@@ -597,6 +597,7 @@ pub fn render(entry: &OutboxEntry, now: SystemTime) -> Result<Rendered, String> 
 mod tests {
     use super::*;
     use crate::auth::captures::vectors;
+    use crate::meta::both::on_both;
 
     #[test]
     fn aliyun_and_huawei_record_signatures_match_the_vectors() {
@@ -739,10 +740,8 @@ mod tests {
         assert!(!unsigned.body.contains("auth_sign"));
     }
 
-    #[tokio::test]
-    async fn cached_callback_configuration_follows_meta_writes_and_only_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(&dir.path().join("m.db")).await.unwrap();
+    on_both! { async fn cached_callback_configuration_follows_meta_writes_and_only_writes(db) {
+        let meta = db.open().await;
         let notifier = Notifier::new(meta.clone(), "127.0.0.1".into());
         let event = CallbackEvent::Publish {
             event: PublishEvent {
@@ -775,5 +774,5 @@ mod tests {
         assert_eq!(meta.config_generation(), generation, "reads do not invalidate");
         assert!(meta.delete_publish_notify("live").await.unwrap());
         assert_eq!(count().await, 0);
-    }
+    }}
 }
