@@ -191,10 +191,11 @@ fn check_pair(got: &[Received], channel: &str) {
     assert_ne!(got[0].headers["idempotency-key"], got[1].headers["idempotency-key"]);
 }
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_and_unpublish_reach_the_receiver_signed_and_in_order() {
+async fn publish_and_unpublish_reach_the_receiver_signed_and_in_order(db) {
     let dir = tempfile::tempdir().unwrap();
-    let ts = TestServer::start(cb_config(dir.path())).await;
+    let ts = TestServer::start(db.on(cb_config(dir.path()))).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let raddr = listener.local_addr().unwrap();
     let (receiver, _task) = Receiver::start(listener, 0).await;
@@ -210,12 +211,13 @@ async fn publish_and_unpublish_reach_the_receiver_signed_and_in_order() {
     assert_eq!((attempts.len(), attempts[0].status, attempts[0].success), (1, Some(200), true));
     assert!(attempts[0].request_body.contains("\"event\":\"PUBLISH\""));
     assert!(attempts[0].response_body.contains("success"));
-}
+}}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_receiver_gets_retries_and_nothing_overtakes() {
+async fn a_failing_receiver_gets_retries_and_nothing_overtakes(db) {
     let dir = tempfile::tempdir().unwrap();
-    let ts = TestServer::start(cb_config(dir.path())).await;
+    let ts = TestServer::start(db.on(cb_config(dir.path()))).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let raddr = listener.local_addr().unwrap();
     let (receiver, _task) = Receiver::start(listener, 3).await;
@@ -228,17 +230,18 @@ async fn a_failing_receiver_gets_retries_and_nothing_overtakes() {
     assert_eq!(attempts.len(), 4, "three 500s, then success: {attempts:?}");
     assert!(attempts[..3].iter().all(|a| a.status == Some(500) && !a.success));
     assert_eq!(ts.server.meta.attempts(outbox[1].0.id).await.unwrap().len(), 1, "PUBLISH_DONE waited for PUBLISH");
-}
+}}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn callbacks_survive_a_dead_receiver_and_a_server_restart() {
+async fn callbacks_survive_a_dead_receiver_and_a_server_restart(db) {
     let dir = tempfile::tempdir().unwrap();
     // Reserve a port for the receiver, then leave it closed: connections are refused.
     let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let raddr = probe.local_addr().unwrap();
     drop(probe);
     {
-        let ts = TestServer::start(cb_config(dir.path())).await;
+        let ts = TestServer::start(db.on(cb_config(dir.path()))).await;
         configure(ts.http(), raddr).await;
         publish_once(&ts, "cb3").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -250,16 +253,17 @@ async fn callbacks_survive_a_dead_receiver_and_a_server_restart() {
     }
     let listener = TcpListener::bind(raddr).await.unwrap();
     let (receiver, _task) = Receiver::start(listener, 0).await;
-    let ts = TestServer::start(cb_config(dir.path())).await;
+    let ts = TestServer::start(db.on(cb_config(dir.path()))).await;
     let got = receiver.wait_for(2).await;
     check_pair(&got, "cb3");
     drop(ts);
-}
+}}
 
+on_both! {
 #[tokio::test]
-async fn the_huawei_configuration_api_follows_the_spec() {
+async fn the_huawei_configuration_api_follows_the_spec(db) {
     let dir = tempfile::tempdir().unwrap();
-    let ts = TestServer::start(cb_config(dir.path())).await;
+    let ts = TestServer::start(db.on(cb_config(dir.path()))).await;
     let a = ts.http();
     let path = format!("/v1/{PROJECT}/notifications/publish");
     let body = json!({"url": "http://127.0.0.1:9/hw", "auth_sign_key": SIGN_KEY, "call_back_area": "mainland_china"})
@@ -317,7 +321,7 @@ async fn the_huawei_configuration_api_follows_the_spec() {
     assert_eq!(hw(a, "POST", &rpath, "", &bad.to_string()).await.0, 400);
     assert_eq!(hw(a, "DELETE", &format!("{rpath}/{id}"), "", "").await.0, 204);
     assert_eq!(hw(a, "GET", &format!("{rpath}/{id}"), "", "").await.0, 404);
-}
+}}
 
 // ------------------------------------------------------------------------------------------ Aliyun
 
@@ -366,10 +370,11 @@ fn assert_code(got: (u16, Value), status: u16, code: &str) {
     assert_eq!((got.0, got.1["Code"].as_str()), (status, Some(code)), "{}", got.1);
 }
 
+on_both! {
 #[tokio::test]
-async fn the_aliyun_configuration_api_follows_the_spec() {
+async fn the_aliyun_configuration_api_follows_the_spec(db) {
     let dir = tempfile::tempdir().unwrap();
-    let ts = TestServer::start(cb_config(dir.path())).await;
+    let ts = TestServer::start(db.on(cb_config(dir.path()))).await;
     let a = ts.http();
     let (status, created) = ali(
         a,
@@ -609,12 +614,13 @@ async fn the_aliyun_configuration_api_follows_the_spec() {
         "SignatureNonceUsed",
     );
     assert_code(ali(a, "POST", "NoSuchAction", &[]).await, 404, "InvalidApi.NotFound");
-}
+}}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_fires_every_configured_callback_and_the_records_are_queryable() {
+async fn a_publish_fires_every_configured_callback_and_the_records_are_queryable(db) {
     let dir = tempfile::tempdir().unwrap();
-    let ts = TestServer::start(cb_config(dir.path())).await;
+    let ts = TestServer::start(db.on(cb_config(dir.path()))).await;
     let a = ts.http();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let r = listener.local_addr().unwrap();
@@ -818,4 +824,4 @@ async fn a_publish_fires_every_configured_callback_and_the_records_are_queryable
     )
     .await;
     assert_eq!((status, body["Code"].as_str()), (400, Some("InputInvalid")), "{body}");
-}
+}}

@@ -185,13 +185,14 @@ async fn republishing_continues_sequence_numbers_with_a_discontinuity() {
     ts.server.shutdown(Duration::from_secs(10)).await;
 }
 
+on_both! {
 #[tokio::test]
-async fn a_restart_continues_sequence_numbers_and_the_discontinuity_sequence() {
+async fn a_restart_continues_sequence_numbers_and_the_discontinuity_sequence(db) {
     let dir = tempfile::tempdir().unwrap();
     let t = tags("media/av_bframes.flv");
     let mut seqs = Vec::new();
     for _ in 0..3 {
-        let mut ts = TestServer::start(config(dir.path(), 2, 5)).await;
+        let mut ts = TestServer::start(db.on(config(dir.path(), 2, 5))).await;
         publish(ts.rtmp(), "restart", &t).await.unwrap();
         ts.wait_flushed("restart").await;
         seqs.push(ts.drain_stored().iter().map(|s| s.seq).collect::<Vec<_>>());
@@ -208,7 +209,7 @@ async fn a_restart_continues_sequence_numbers_and_the_discontinuity_sequence() {
     assert_eq!(seqs[0], vec![0, 1, 2, 3, 4]);
     assert_eq!(seqs[1], vec![5, 6, 7, 8, 9]);
     assert_eq!(seqs[2], vec![10, 11, 12, 13, 14]);
-}
+}}
 
 #[tokio::test]
 async fn shutdown_flushes_the_open_segment_of_a_live_publish() {

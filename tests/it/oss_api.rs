@@ -122,10 +122,11 @@ async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
     eventually(Duration::from_secs(20), what, async || f().await.then_some(())).await
 }
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_private_channel_lives_through_every_operation() {
+async fn a_private_channel_lives_through_every_operation(db) {
     let dir = tempfile::tempdir().unwrap();
-    let ts = TestServer::start(oss_config(dir.path())).await;
+    let ts = TestServer::start(db.on(oss_config(dir.path()))).await;
     let oss = Oss::new(ts.http(), PRIVATE);
 
     // Create; the URLs name this server, path-style as the request was.
@@ -252,12 +253,13 @@ async fn a_private_channel_lives_through_every_operation() {
     assert_error(&oss.call("GET", "ch1", "live=", b"").await, 404, "NoSuchLiveChannel");
     assert_eq!(oss.call("GET", "ch1/0.ts", "", b"").await.status, 200);
     ts.server.shutdown(Duration::from_secs(10)).await;
-}
+}}
 
+on_both! {
 #[tokio::test]
-async fn credentials_and_acls_are_enforced() {
+async fn credentials_and_acls_are_enforced(db) {
     let dir = tempfile::tempdir().unwrap();
-    let ts = TestServer::start(oss_config(dir.path())).await;
+    let ts = TestServer::start(db.on(oss_config(dir.path()))).await;
     let oss = Oss::new(ts.http(), PRIVATE);
     let xml = channel_xml(2, 3, "playlist.m3u8");
 
@@ -303,12 +305,13 @@ async fn credentials_and_acls_are_enforced() {
     assert_error(&oss.call("GET", "c/notes.txt", "", b"").await, 404, "NoSuchKey");
     let nobucket = Oss::new(ts.http(), "nosuchbucket");
     assert_error(&nobucket.call("GET", "", "live=", b"").await, 404, "NoSuchBucket");
-}
+}}
 
+on_both! {
 #[tokio::test]
-async fn validation_rules_and_error_codes_over_http() {
+async fn validation_rules_and_error_codes_over_http(db) {
     let dir = tempfile::tempdir().unwrap();
-    let ts = TestServer::start(oss_config(dir.path())).await;
+    let ts = TestServer::start(db.on(oss_config(dir.path()))).await;
     let oss = Oss::new(ts.http(), PRIVATE);
     let wrap = |target: &str| {
         format!("<LiveChannelConfiguration><Target><Type>HLS</Type>{target}</Target></LiveChannelConfiguration>")
@@ -357,12 +360,13 @@ async fn validation_rules_and_error_codes_over_http() {
     for q in ["live=&max-keys=0", "live=&max-keys=1001", "live=&max-keys=x"] {
         assert_error(&oss.call("GET", "", q, b"").await, 400, "InvalidArgument");
     }
-}
+}}
 
+on_both! {
 #[tokio::test]
-async fn listing_pages_in_byte_order_with_markers_in_both_addressing_styles() {
+async fn listing_pages_in_byte_order_with_markers_in_both_addressing_styles(db) {
     let dir = tempfile::tempdir().unwrap();
-    let ts = TestServer::start(oss_config(dir.path())).await;
+    let ts = TestServer::start(db.on(oss_config(dir.path()))).await;
     let oss = Oss::new(ts.http(), PRIVATE);
     for name in ["ch3", "ch1", "ch2", "other", "Ch0"] {
         assert_eq!(oss.put_channel(name, &channel_xml(2, 3, "playlist.m3u8")).await.status, 200);
@@ -387,12 +391,13 @@ async fn listing_pages_in_byte_order_with_markers_in_both_addressing_styles() {
     assert!(resp.text().contains(&format!("rtmp://{PRIVATE}.oss.test:{port}/live/vh")), "{}", resp.text());
     assert!(resp.text().contains(&format!("http://{PRIVATE}.oss.test:{port}/vh/playlist.m3u8")));
     assert!(vhost.call("GET", "", "live=&prefix=v", b"").await.text().contains("<Name>vh</Name>"));
-}
+}}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_live_channel_kicks_its_publisher() {
+async fn deleting_a_live_channel_kicks_its_publisher(db) {
     let dir = tempfile::tempdir().unwrap();
-    let ts = TestServer::start(oss_config(dir.path())).await;
+    let ts = TestServer::start(db.on(oss_config(dir.path()))).await;
     let oss = Oss::new(ts.http(), PRIVATE);
     assert_eq!(oss.put_channel("k", &channel_xml(1, 3, "playlist.m3u8")).await.status, 200);
     let query = sign_rtmp_query(PRIVATE, "k", None, unix_now() + 600, AK, SK);
@@ -408,15 +413,16 @@ async fn deleting_a_live_channel_kicks_its_publisher() {
     // Not recreated by a new push: the bucket does not auto-create.
     let query = sign_rtmp_query(PRIVATE, "k", None, unix_now() + 600, AK, SK);
     assert!(Publisher::connect(ts.rtmp(), &format!("{PRIVATE}/live"), &format!("k?{query}")).await.is_err());
-}
+}}
 
+on_both! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_loses_nothing_and_the_next_push_continues_the_sequence() {
+async fn a_restart_loses_nothing_and_the_next_push_continues_the_sequence(db) {
     let dir = tempfile::tempdir().unwrap();
     let tags = tags("media/av_no_bframes.flv");
     let first_seqs;
     {
-        let mut ts = TestServer::start(oss_config(dir.path())).await;
+        let mut ts = TestServer::start(db.on(oss_config(dir.path()))).await;
         let oss = Oss::new(ts.http(), PRIVATE);
         assert_eq!(oss.put_channel("r", &channel_xml(2, 10, "playlist.m3u8")).await.status, 200);
         assert_eq!(oss.put_channel("r2", &channel_xml(3, 4, "idx.m3u8")).await.status, 200);
@@ -432,7 +438,7 @@ async fn a_restart_loses_nothing_and_the_next_push_continues_the_sequence() {
         assert!(first_seqs.len() >= 4);
         ts.server.shutdown(Duration::from_secs(10)).await;
     }
-    let ts = TestServer::start(oss_config(dir.path())).await;
+    let ts = TestServer::start(db.on(oss_config(dir.path()))).await;
     let oss = Oss::new(ts.http(), PRIVATE);
     let list = oss.call("GET", "", "live=", b"").await.text();
     assert_eq!(list.matches("<LiveChannel>").count(), 2, "{list}");
@@ -455,7 +461,7 @@ async fn a_restart_loses_nothing_and_the_next_push_continues_the_sequence() {
     let next = first_seqs.last().unwrap() + 1;
     let after = text.split(&format!("{}.ts", next - 1)).nth(1).unwrap_or_else(|| panic!("{text}"));
     assert!(after.contains("#EXT-X-DISCONTINUITY") && after.contains(&format!("{next}.ts")), "{text}");
-}
+}}
 
 #[test]
 fn percent_decoding_is_strict() {

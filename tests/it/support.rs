@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use livechannel::config::{ChannelSettings, Config};
+use livechannel::config::{ChannelSettings, Config, Database};
 use livechannel::flv::file::{self, Tag, TagKind};
 use livechannel::names::ChannelKey;
 use livechannel::rtmp::client::{ClientError, Publisher};
@@ -24,6 +24,57 @@ pub fn tags(name: &str) -> Vec<Tag> {
     let bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
     file::parse(Bytes::from(bytes)).expect("fixture parses")
 }
+
+/// The metadata backend a test runs on: SQLite in the test's data folder, or a fresh PostgreSQL
+/// database on the server `LIVECHANNEL_TEST_POSTGRES` names.
+pub enum Db {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Db {
+    pub async fn new(postgres: bool) -> Db {
+        if postgres { Db::Postgres(livechannel::meta::testing::fresh_postgres_database().await) } else { Db::Sqlite }
+    }
+
+    /// `config` with this backend; the same database every time (restarts see what was written).
+    pub fn on(&self, config: Config) -> Config {
+        match self {
+            Db::Sqlite => config,
+            Db::Postgres(url) => Config { database: Database::Postgres { url: url.clone(), max_connections: 8 }, ..config },
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+}
+
+/// A black-box test that touches metadata, once per backend: `<test>::sqlite`, and `<test>::postgres`,
+/// ignored unless asked for and failing when `LIVECHANNEL_TEST_POSTGRES` is unset.
+macro_rules! on_both {
+    (#[$test:meta] async fn $name:ident($db:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::support::Db;
+
+            #[$test]
+            async fn sqlite() {
+                test_body(Db::new(false).await).await
+            }
+
+            #[$test]
+            #[ignore = "needs LIVECHANNEL_TEST_POSTGRES (a PostgreSQL URL)"]
+            async fn postgres() {
+                test_body(Db::new(true).await).await
+            }
+
+            async fn test_body($db: Db) $body
+        }
+    };
+}
+pub(crate) use on_both;
 
 pub fn config(dir: &Path, frag_duration: u32, frag_count: u32) -> Config {
     Config {
