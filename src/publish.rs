@@ -6,9 +6,10 @@
 //! messages; nothing in here knows RTMP framing.
 //!
 //! Start: [`Policy::authorize`] (name, signature, bucket ACL) -> channel record from `meta` ->
-//! [`Policy::admit`] (exists or auto-created, enabled, playlistName) -> claim (`channels`) -> history row
-//! -> publish callbacks (to the journal, not awaited) -> the storage writer task, which first waits for the
-//! channel's previous writer to finish, then resumes its sequence numbers from the segment index.
+//! [`Policy::admit`] (exists or auto-created, enabled, playlistName) -> claim (`channels`) -> wait for the
+//! channel's previous writer to finish, then resume its window and sequence numbers from the stored
+//! playlist and the segment index (refused with `NetStream.Publish.Failed` if they cannot be read) ->
+//! history row -> publish callbacks (to the journal, not awaited) -> the storage writer task.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +57,10 @@ pub enum Refusal {
     AlreadyLive(ChannelKey),
     #[error("InternalError: {0}")]
     Internal(String),
+    /// Where the channel's recording goes on could not be read (storage or database away): accepting
+    /// would throw every segment of the publish away.
+    #[error("ServiceUnavailable: cannot resume the channel's recording, try again later: {0}")]
+    Unavailable(String),
 }
 
 impl Refusal {
@@ -70,6 +75,7 @@ impl Refusal {
             Refusal::Disabled => "LiveChannelDisabled",
             Refusal::AlreadyLive(_) => "ChannelStillLive",
             Refusal::Internal(_) => "InternalError",
+            Refusal::Unavailable(_) => "ServiceUnavailable",
         }
     }
 
@@ -83,6 +89,7 @@ impl Refusal {
             Refusal::AccessDenied(_) | Refusal::NoSuchLiveChannel(_) | Refusal::Disabled | Refusal::Internal(_) => {
                 "NetStream.Publish.Rejected"
             }
+            Refusal::Unavailable(_) => "NetStream.Publish.Failed",
         }
     }
 }
@@ -248,6 +255,21 @@ impl Session {
             }
         };
         let mut guard = ctx.channels.claim(key, remote).map_err(|e| Refusal::AlreadyLive(e.0))?;
+        // Waits while an earlier publish of this channel is still flushing, then reads where the
+        // recording goes on; if that cannot be read, the publish is refused rather than recorded nowhere.
+        let flush = match guard.take_flush() {
+            Some(lock) => Some(lock.lock_owned().await),
+            None => None,
+        };
+        let state = match resume(&ctx.store, &ctx.meta, key, &settings).await {
+            Ok(state) => state,
+            Err(e) => {
+                error!(channel = %key, error = %e, "publish refused: cannot resume the channel's recording");
+                drop((flush, guard));
+                ctx.channels.release(key);
+                return Err(Refusal::Unavailable(e));
+            }
+        };
         let started = SystemTime::now();
         let push_id = match ctx.meta.open_push(key.bucket(), key.channel(), started, &remote.to_string()).await {
             Ok(id) => Some(id),
@@ -276,8 +298,7 @@ impl Session {
             event: event.clone(),
             base_url: ctx.base_url.clone(),
         };
-        let writer =
-            Writer { flush: guard.take_flush(), channels: Arc::clone(&ctx.channels), meta: ctx.meta.clone(), settings };
+        let writer = Writer { flush, channels: Arc::clone(&ctx.channels), state };
         ctx.tracker.spawn(writer.run(sink, rx));
         Ok(Session {
             guard,
@@ -448,44 +469,34 @@ fn output_index(output: &Output) -> Option<u64> {
     })
 }
 
-/// The storage writer task of one publish, before it starts: what it needs to resume the channel.
+/// The storage writer task of one publish: it holds the channel's flush lock until its last segment and
+/// playlist are stored.
 struct Writer {
-    flush: Option<crate::channels::FlushLock>,
+    flush: Option<tokio::sync::OwnedMutexGuard<()>>,
     channels: Arc<Channels>,
-    meta: Meta,
-    settings: ChannelSettings,
+    state: ChannelState,
 }
 
 impl Writer {
-    async fn run(self, sink: Sink, mut rx: mpsc::Receiver<Output>) {
+    async fn run(self, sink: Sink, rx: mpsc::Receiver<Output>) {
         let key = sink.key.clone();
-        {
-            // Waits here while an earlier publish of this channel is still flushing.
-            let _flushing = match &self.flush {
-                Some(lock) => Some(Arc::clone(lock).lock_owned().await),
-                None => None,
-            };
-            match self.resume(&sink.store, &key).await {
-                Ok(state) => {
-                    sink.run(Recorder::new(state), rx).await;
-                }
-                Err(e) => {
-                    error!(channel = %key, error = %e, "cannot resume the channel's recording; segments of this publish are not stored");
-                    while rx.recv().await.is_some() {}
-                }
-            }
-        }
+        sink.run(Recorder::new(self.state), rx).await;
         drop(self.flush);
         self.channels.release(&key);
     }
+}
 
-    /// The stored playlist's window, and sequence numbers after the highest the segment index (or that
-    /// playlist) knows.
-    async fn resume(&self, store: &Store, key: &ChannelKey) -> Result<ChannelState, String> {
-        let playlist = store.load_playlist(key, &self.settings).await.map_err(|e| e.to_string())?;
-        let max_seq = self.meta.max_segment_seq(key.bucket(), key.channel()).await.map_err(|e| e.to_string())?;
-        Ok(ChannelState::resume(playlist, max_seq, self.settings.playlist_name.clone()))
-    }
+/// The stored playlist's window, and sequence numbers after the highest the segment index (or that
+/// playlist) knows.
+async fn resume(
+    store: &Store,
+    meta: &Meta,
+    key: &ChannelKey,
+    settings: &ChannelSettings,
+) -> Result<ChannelState, String> {
+    let playlist = store.load_playlist(key, settings).await.map_err(|e| format!("stored playlist: {e}"))?;
+    let max_seq = meta.max_segment_seq(key.bucket(), key.channel()).await.map_err(|e| e.to_string())?;
+    Ok(ChannelState::resume(playlist, max_seq, settings.playlist_name.clone()))
 }
 
 #[cfg(test)]

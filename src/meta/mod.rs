@@ -277,7 +277,8 @@ impl Meta {
         let shown = redact_url(url);
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(10))
+            // An API call waits this long for a connection before it answers 503 (the database is away).
+            .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await
             .map_err(|source| MetaError::Open { url: shown.clone(), source })?;

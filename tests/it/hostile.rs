@@ -69,3 +69,26 @@ async fn a_deeply_nested_connect_ends_only_its_connection_on_both_ports() {
         assert!(!pl.segments.is_empty(), "{channel}");
     }
 }
+
+/// A publish whose channel state cannot be read is refused with `NetStream.Publish.Failed`, instead of
+/// being accepted and recorded nowhere.
+#[tokio::test]
+async fn a_publish_whose_recording_cannot_resume_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(config(dir.path(), 1, 3)).await;
+    // The stored playlist cannot be read: a link to itself where the object should be (ELOOP).
+    let folder = dir.path().join("media/live/stuck");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::os::unix::fs::symlink(folder.join("playlist.m3u8"), folder.join("playlist.m3u8")).unwrap();
+    let refused = livechannel::rtmp::client::Publisher::connect(ts.rtmp(), "live", "stuck").await.err();
+    match refused {
+        Some(livechannel::rtmp::client::ClientError::Refused { code, description }) => {
+            assert_eq!(code, "NetStream.Publish.Failed", "{description}");
+            assert!(description.contains("cannot resume"), "{description}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The channel is not left claimed: once the link is gone, a publish goes through.
+    std::fs::remove_file(folder.join("playlist.m3u8")).unwrap();
+    publish(ts.rtmp(), "stuck", &tags("media/av_no_bframes.flv")).await.unwrap();
+}

@@ -10,6 +10,7 @@ mod http_e2e;
 mod ingest_e2e;
 mod interop;
 mod oss_api;
+mod pg_outage;
 mod s3_e2e;
 mod s3_outage;
 mod sdk_interop;

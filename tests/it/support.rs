@@ -41,7 +41,9 @@ impl Db {
     pub fn on(&self, config: Config) -> Config {
         match self {
             Db::Sqlite => config,
-            Db::Postgres(url) => Config { database: Database::Postgres { url: url.clone(), max_connections: 8 }, ..config },
+            Db::Postgres(url) => {
+                Config { database: Database::Postgres { url: url.clone(), max_connections: 8 }, ..config }
+            }
         }
     }
 
