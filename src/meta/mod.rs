@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Executor, Row};
+use sqlx::{Connection, Executor, Row};
 
 use crate::config::{ChannelSettings, Config, Database, redact_url};
 
@@ -275,6 +275,13 @@ impl Meta {
     pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Meta, MetaError> {
         sqlx::any::install_default_drivers();
         let shown = redact_url(url);
+        // For an unreachable server the pool only says "timed out": one direct connection first says why
+        // (refused, unknown host, wrong password, no such database).
+        let probe = tokio::time::timeout(Duration::from_secs(10), sqlx::AnyConnection::connect(url))
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+            .map_err(|source| MetaError::Open { url: shown.clone(), source })?;
+        let _ = probe.close().await;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             // An API call waits this long for a connection before it answers 503 (the database is away).

@@ -119,3 +119,26 @@ async fn postgres_going_away_stops_neither_ingest_nor_playback_and_everything_re
     assert_eq!(ts.drain_stored().first().map(|s| s.seq), Some(10));
     ts.server.shutdown(Duration::from_secs(20)).await;
 }
+
+/// A server whose database is unreachable at start exits with an error naming the URL, password redacted.
+#[test]
+fn an_unreachable_database_at_start_is_a_clear_error_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("lc.toml");
+    let url = format!("postgres://livechannel:topsecret@127.0.0.1:{port}/livechannel");
+    std::fs::write(&config, format!("[database]\nurl = \"{url}\"\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_livechannel"))
+        .args(["serve", "--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let shown = format!("postgres://livechannel:***@127.0.0.1:{port}/livechannel");
+    assert!(stderr.contains(&shown), "{stderr}");
+    assert!(!stderr.contains("topsecret"), "{stderr}");
+}
