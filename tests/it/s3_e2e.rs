@@ -1,6 +1,7 @@
 //! End to end on a real S3-compatible server: ffmpeg publishes to a server whose `[storage]` is S3, ffprobe
 //! plays the live playlist and a VOD playlist made by PostVodPlaylist, and an independent S3 client
-//! (boto3) finds every listed segment in the bucket, under the configured prefix, with the size we serve.
+//! (boto3) finds every listed segment in the bucket, under the configured prefix, with the size we serve;
+//! the metadata is on PostgreSQL, and `psql` finds the segment index and the push history there.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +24,8 @@ async fn ffprobe_errors(url: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs ffmpeg, ffprobe, an S3-compatible server (LIVECHANNEL_TEST_S3) and boto3 in the venv"]
-async fn ffmpeg_to_s3_then_ffprobe_plays_live_and_vod_and_boto3_finds_every_segment() {
+#[ignore = "needs ffmpeg, ffprobe, an S3-compatible server (LIVECHANNEL_TEST_S3), boto3 in the venv, PostgreSQL (LIVECHANNEL_TEST_POSTGRES) and psql"]
+async fn ffmpeg_to_s3_and_postgres_then_ffprobe_plays_live_and_vod_and_boto3_and_psql_find_everything() {
     let endpoint = std::env::var("LIVECHANNEL_TEST_S3").expect("LIVECHANNEL_TEST_S3 (.ci/run starts s3s-fs)");
     let bucket = env("LIVECHANNEL_TEST_S3_BUCKET", "livechannel-test");
     let (access, secret) = (
@@ -46,7 +47,10 @@ async fn ffmpeg_to_s3_then_ffprobe_plays_live_and_vod_and_boto3_finds_every_segm
         part_size: None,
         retry_timeout_ms: None,
     });
-    let ts = TestServer::start(cfg).await;
+    let db = Db::new(true).await;
+    let Db::Postgres(pg_url) = &db else { unreachable!() };
+    let pg_url = pg_url.clone();
+    let ts = TestServer::start(db.on(cfg)).await;
     let started = SystemTime::now();
     let url = format!("rtmp://{}/live/s3cam", ts.rtmp());
     let out = run("ffmpeg", live_pattern("10", "50", &["-c:a", "aac", "-f", "flv", &url])).await;
@@ -95,4 +99,20 @@ print(json.dumps(out))
     assert!(objects.contains_key(&format!("{prefix}/live/s3cam/playlist.m3u8")));
     assert!(objects.contains_key(&format!("{prefix}/live/s3cam/vod.m3u8")));
     ts.server.shutdown(Duration::from_secs(10)).await;
+
+    // And the rows, read with psql: one index row per listed segment, and one closed push.
+    let psql = |sql: &'static str| {
+        let url = pg_url.clone();
+        async move {
+            let out = run("psql", strings(&["-X", "-At", "-v", "ON_ERROR_STOP=1", &url, "-c", sql])).await;
+            assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
+    };
+    let rows = psql("SELECT object_key FROM segments WHERE bucket = 'live' AND channel = 's3cam' ORDER BY seq").await;
+    let indexed: Vec<&str> = rows.lines().collect();
+    let listed: Vec<String> = pl.segments.iter().map(|s| format!("live/s3cam/{}", s.uri)).collect();
+    assert_eq!(indexed, listed, "the segment index in PostgreSQL");
+    let pushes = psql("SELECT count(*) FROM push_history WHERE channel = 's3cam' AND end_ms >= start_ms").await;
+    assert_eq!(pushes, "1");
 }
