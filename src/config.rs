@@ -142,6 +142,10 @@ pub struct StorageConfig {
     /// How long one S3 request may be retried (connection refused, 5xx, timeouts) before the write counts as
     /// failed: the segment is then dropped whole, and the next one tried afresh. Default 10000.
     pub retry_timeout_ms: Option<u64>,
+    /// S3 only: answer segment GETs with `302 Found` to a presigned URL valid this many seconds, so players
+    /// (or a CDN in front) fetch segment bytes from the object store directly. Playlists are always served
+    /// here. Default: none (every byte through this server).
+    pub segment_redirect_expires_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -337,6 +341,16 @@ impl Config {
             if s.part_size == Some(0) {
                 return Err(invalid("[storage] part_size must be > 0".into()));
             }
+            match s.segment_redirect_expires_s {
+                Some(_) if s.kind != StorageKind::S3 => {
+                    return Err(invalid("[storage] segment_redirect_expires_s needs kind = \"s3\"".into()));
+                }
+                // SigV4 presigned URLs live at most 7 days; under a minute a slow player's URL expires mid-fetch.
+                Some(t) if !(60..=604_800).contains(&t) => {
+                    return Err(invalid("[storage] segment_redirect_expires_s must be 60 to 604800".into()));
+                }
+                _ => {}
+            }
             if let Some(p) = &s.prefix {
                 if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
                     return Err(invalid(format!("[storage] prefix {p:?} must be folder names joined by '/'")));
@@ -528,6 +542,18 @@ mod tests {
         assert_eq!(c.channel_defaults.frag_duration, 2);
         assert_eq!(c.channel_defaults.frag_count, 3);
         assert_eq!(c.channel_defaults.playlist_name, "index.m3u8");
+    }
+
+    #[test]
+    fn segment_redirects_need_s3_and_a_sane_lifetime() {
+        let s3 = "[storage]\nkind = \"s3\"\nbucket = \"b\"\n";
+        let c = parse(&format!("{s3}segment_redirect_expires_s = 300\n")).unwrap();
+        assert_eq!(c.storage.unwrap().segment_redirect_expires_s, Some(300));
+        for bad in [0, 59, 604_801] {
+            assert!(parse(&format!("{s3}segment_redirect_expires_s = {bad}\n")).is_err(), "{bad}");
+        }
+        let local = parse("[storage]\nkind = \"local\"\nsegment_redirect_expires_s = 300\n").unwrap_err();
+        assert!(local.to_string().contains("needs kind = \"s3\""), "{local}");
     }
 
     #[test]

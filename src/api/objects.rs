@@ -41,6 +41,13 @@ pub(crate) async fn get_object(
         return Err(OssError::no_such_key());
     };
     let path = key.object(file).map_err(|_| OssError::no_such_key())?;
+    // Segment bytes straight from the object store, when configured: a presigned URL is per method, so
+    // HEAD is still answered here.
+    if content_type == "video/mp2t" && req.method() == Method::GET {
+        if let Some(url) = ctx.store.redirect_url(&path).await {
+            return Ok(redirect(&url.map_err(|e| OssError::internal("presigning a segment URL failed", e))?, ctx));
+        }
+    }
     let range_header = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
     let spec = range_header.and_then(range::parse);
     // One request per read: the range goes to the store as asked, and the object's size comes back with
@@ -95,6 +102,18 @@ pub(crate) async fn get_object(
         h.insert(header::CONTENT_RANGE, header_value(&cr));
     }
     Ok(resp)
+}
+
+/// `302 Found` to a presigned URL. Caches may keep the redirect for half the URL's life, so no cached
+/// redirect outlives the URL it points to.
+fn redirect(url: &str, ctx: &Context) -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::FOUND;
+    let keep = ctx.store.redirect_expires().map_or(0, |e| e.as_secs() / 2);
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, header_value(url));
+    h.insert(header::CACHE_CONTROL, header_value(&format!("private, max-age={keep}")));
+    resp
 }
 
 fn unsatisfiable(size: u64) -> Response<Body> {

@@ -39,11 +39,37 @@ pub struct Store {
     /// Multipart part size: S3 needs >= 5 MiB per part; the local store takes any size, so small parts
     /// keep a segment streaming to disk instead of sitting in memory.
     part_size: usize,
+    /// Set when segment reads are answered with a presigned URL (`segment_redirect_expires_s`).
+    redirect: Option<Redirect>,
+}
+
+#[derive(Clone, Debug)]
+struct Redirect {
+    /// The S3 client itself: the prefix store in front of it does not sign.
+    signer: Arc<dyn object_store::signer::Signer>,
+    prefix: Option<Path>,
+    expires: std::time::Duration,
 }
 
 impl Store {
     pub fn new(objects: Arc<dyn ObjectStore>, part_size: usize) -> Self {
-        Store { objects, part_size }
+        Store { objects, part_size, redirect: None }
+    }
+
+    /// A presigned GET URL for `path`, when this store answers segment reads with redirects.
+    pub async fn redirect_url(&self, path: &Path) -> Option<Result<String, object_store::Error>> {
+        let r = self.redirect.as_ref()?;
+        let full = match &r.prefix {
+            Some(prefix) => prefix.parts().chain(path.parts()).collect(),
+            None => path.clone(),
+        };
+        let method = object_store::signer::Method::GET;
+        Some(r.signer.signed_url(method, &full, r.expires).await.map(String::from))
+    }
+
+    /// How long a redirect stays valid.
+    pub fn redirect_expires(&self) -> Option<std::time::Duration> {
+        self.redirect.as_ref().map(|r| r.expires)
     }
 
     pub fn local(dir: &std::path::Path) -> Result<Self, StorageError> {
@@ -64,7 +90,8 @@ impl Store {
         match config.storage.as_ref().and_then(|s| s.prefix.as_deref()) {
             Some(prefix) => {
                 let prefixed = object_store::prefix::PrefixStore::new(Arc::clone(&store.objects), prefix);
-                Ok(Store::new(Arc::new(prefixed), store.part_size))
+                let redirect = store.redirect.map(|r| Redirect { prefix: Some(Path::from(prefix)), ..r });
+                Ok(Store { objects: Arc::new(prefixed), part_size: store.part_size, redirect })
             }
             None => Ok(store),
         }
@@ -99,7 +126,13 @@ impl Store {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
         // Most segments (1-2 MB) stay below a part and cost one PUT; S3 wants parts of at least 5 MiB.
-        Ok(Store::new(Arc::new(b.build()?), s.part_size.unwrap_or(S3_PART_SIZE)))
+        let s3 = Arc::new(b.build()?);
+        let redirect = s.segment_redirect_expires_s.map(|secs| Redirect {
+            signer: Arc::clone(&s3) as Arc<dyn object_store::signer::Signer>,
+            prefix: None,
+            expires: std::time::Duration::from_secs(secs),
+        });
+        Ok(Store { objects: s3, part_size: s.part_size.unwrap_or(S3_PART_SIZE), redirect })
     }
 
     #[cfg(not(feature = "s3"))]

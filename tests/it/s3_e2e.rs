@@ -46,6 +46,7 @@ async fn ffmpeg_to_s3_and_postgres_then_ffprobe_plays_live_and_vod_and_boto3_and
         prefix: Some(prefix.clone()),
         part_size: None,
         retry_timeout_ms: None,
+        segment_redirect_expires_s: None,
     });
     let db = Db::new(true).await;
     let Db::Postgres(pg_url) = &db else { unreachable!() };
@@ -115,4 +116,53 @@ print(json.dumps(out))
     assert_eq!(indexed, listed, "the segment index in PostgreSQL");
     let pushes = psql("SELECT count(*) FROM push_history WHERE channel = 's3cam' AND end_ms >= start_ms").await;
     assert_eq!(pushes, "1");
+}
+
+/// `segment_redirect_expires_s`: a segment GET is a 302 to a presigned URL that the S3 server itself
+/// answers with the segment's bytes; playlists and HEAD are still served by us.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an S3-compatible server (LIVECHANNEL_TEST_S3)"]
+async fn segment_reads_can_be_redirected_to_presigned_s3_urls() {
+    let endpoint = std::env::var("LIVECHANNEL_TEST_S3").expect("LIVECHANNEL_TEST_S3 (.ci/run starts s3s-fs)");
+    let prefix = format!("redirect-{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1, 10);
+    cfg.storage = Some(StorageConfig {
+        kind: StorageKind::S3,
+        endpoint: Some(endpoint.clone()),
+        bucket: Some(env("LIVECHANNEL_TEST_S3_BUCKET", "livechannel-test")),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(env("LIVECHANNEL_TEST_S3_ACCESS_KEY", "livechannel")),
+        secret_access_key: Some(env("LIVECHANNEL_TEST_S3_SECRET_KEY", "livechannel-secret")),
+        path_style: Some(true),
+        prefix: Some(prefix.clone()),
+        part_size: None,
+        retry_timeout_ms: None,
+        segment_redirect_expires_s: Some(300),
+    });
+    let ts = TestServer::start(cfg).await;
+    publish(ts.rtmp(), "cdn", &tags("media/av_no_bframes.flv")).await.unwrap();
+    ts.wait_flushed("cdn").await;
+    let pl = playlist(&ts, "/live/cdn/playlist.m3u8").await;
+    let seg = &pl.segments[0].uri;
+    let resp = ts.get(&format!("/live/cdn/{seg}")).await;
+    assert_eq!(resp.status, 302, "{}", resp.text());
+    let location = resp.header("location").unwrap().to_owned();
+    assert!(location.starts_with(&format!("{endpoint}/")), "{location}");
+    assert!(location.contains(&format!("{prefix}/live/cdn/{seg}")) && location.contains("X-Amz-Signature="));
+    assert_eq!(resp.header("cache-control"), Some("private, max-age=150"));
+    let head = http_request(ts.http(), "HEAD", &format!("/live/cdn/{seg}"), &[]).await;
+    assert_eq!(head.status, 200);
+    let size: usize = head.header("content-length").unwrap().parse().unwrap();
+    // The S3 server checks the signature and serves the bytes.
+    let fetched = reqwest::get(&location).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    let bytes = fetched.bytes().await.unwrap();
+    assert_eq!(bytes.len(), size);
+    let report = livechannel::ts::inspect::inspect(&bytes).expect("a TS segment");
+    assert_eq!(report.continuity_errors, 0);
+    // A tampered URL is refused by the S3 server: the redirect grants this object only.
+    let other = location.replace(&format!("/{seg}"), "/playlist.m3u8");
+    assert_eq!(reqwest::get(&other).await.unwrap().status(), 403);
+    ts.server.shutdown(Duration::from_secs(10)).await;
 }

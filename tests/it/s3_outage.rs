@@ -82,6 +82,7 @@ async fn a_20_s_s3_outage_costs_whole_segments_never_ingest_or_a_dangling_playli
         part_size: None,
         // Fail a write after 2 s of retries, so the outage shows as failures, not as one long stall.
         retry_timeout_ms: Some(2_000),
+        segment_redirect_expires_s: None,
     });
     let mut ts = TestServer::start(cfg).await;
     let callback = serde_json::json!({"publish_domain": "live", "app": "live",

@@ -192,6 +192,7 @@ impl Backend {
                 prefix: None,
                 part_size: None,
                 retry_timeout_ms: None,
+                segment_redirect_expires_s: None,
             }),
             ..Config::default()
         };
