@@ -3,9 +3,15 @@
 # 3-segment playlist), both on loopback, same load generator (livechannel-bench), same input, same machine.
 #
 #   benches/compare.sh [N ...]          default N: 1 50 200, then higher while every stream stays correct
+#   SERVERS="livechannel livechannel-s3pg" benches/compare.sh 200
+#                                       the production backends next to the embedded ones, same run
 #
-# Env: WARMUP, WINDOW, LATENCY (seconds; defaults 10, 20, 15), MAX_N (default 800), OUT (results dir).
-# Needs: ffmpeg (makes the 720p input), nginx + libnginx-mod-rtmp, python3. Runs for several minutes.
+# Servers: livechannel (local folder + SQLite), livechannel-s3pg (s3s-fs on loopback + a throw-away
+# PostgreSQL from .ci/postgres.sh; CPU and memory are livechannel's own, not the backends'), nginx.
+# Env: SERVERS (default "livechannel nginx"), WARMUP, WINDOW, LATENCY (seconds; defaults 10, 20, 15),
+# MAX_N (default 800), OUT (results dir).
+# Needs: ffmpeg (makes the 720p input), nginx + libnginx-mod-rtmp, python3; for livechannel-s3pg also
+# s3s-fs on PATH and Debian's postgresql (run as root). Runs for several minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WARMUP=${WARMUP:-10}; WINDOW=${WINDOW:-20}; LATENCY=${LATENCY:-15}; MAX_N=${MAX_N:-800}
@@ -26,10 +32,10 @@ fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-start_livechannel() {  # sets RTMP HTTP PIDS URL
+start_livechannel() {  # sets RTMP HTTP PIDS URL; $1: extra config (TOML)
   local dir="$work/livechannel"; rm -rf "$dir"; mkdir -p "$dir"
   RTMP=$(free_port); HTTP=$(free_port)
-  cat > "$dir/config.toml" <<TOML
+  { cat <<TOML
 rtmp_listen = "127.0.0.1:$RTMP"
 http_listen = "127.0.0.1:$HTTP"
 data_dir = "$dir/data"
@@ -39,10 +45,56 @@ frag_count = 3
 [limits]
 max_rtmp_connections = 10000
 TOML
+    echo "${1:-}"; } > "$dir/config.toml"
   LIVECHANNEL_LOG=warn target/release/livechannel serve --config "$dir/config.toml" > "$dir/log" 2>&1 &
   PIDS=$!
   URL="http://127.0.0.1:$HTTP/live/{name}/playlist.m3u8"
   wait_port "$RTMP"
+}
+
+PG_DATA=""
+start_livechannel-s3pg() {  # livechannel on s3s-fs + PostgreSQL; S3 requests are counted from s3s's log
+  S3_DIR="$work/s3"; rm -rf "$S3_DIR"; mkdir -p "$S3_DIR/root/media"
+  local s3port; s3port=$(free_port)
+  RUST_LOG=s3s::service=debug s3s-fs --host 127.0.0.1 --port "$s3port" --access-key bench --secret-key bench-secret \
+    "$S3_DIR/root" > "$S3_DIR/log" 2>&1 &
+  wait_port "$s3port"
+  local pg_url
+  pg_url=$(bash .ci/postgres.sh 2>"$work/pgdir"); PG_DATA=$(tail -n1 "$work/pgdir")
+  start_livechannel "$(cat <<TOML
+[storage]
+kind = "s3"
+endpoint = "http://127.0.0.1:$s3port"
+bucket = "media"
+access_key_id = "bench"
+secret_access_key = "bench-secret"
+[database]
+url = "$pg_url"
+max_connections = 8
+TOML
+)"
+}
+
+after_livechannel-s3pg() {  # json: adds the S3 requests per stored segment, then stops PostgreSQL
+  python3 - "$S3_DIR" "$1" <<'PY'
+import json, os, re, sys
+s3, path = sys.argv[1:3]
+reqs = re.findall(r"s3s::service: req: Request \{ method: (\w+), uri: (\S+),", open(os.path.join(s3, "log")).read())
+segments = sum(f.endswith(".ts") for _, _, files in os.walk(os.path.join(s3, "root")) for f in files)
+r = json.load(open(path))
+kinds = {}
+for method, uri in reqs:
+    k = f"{method} {'segment' if '.ts' in uri else 'playlist' if '.m3u8' in uri else 'other'}"
+    kinds[k] = kinds.get(k, 0) + 1
+writes = sum(v for k, v in kinds.items() if not k.startswith(("GET", "HEAD")))
+r["s3_requests"] = kinds
+r["s3_segments_stored"] = segments
+# Writes are what storing costs; reads follow the players (here: the generator's playlist polling).
+r["s3_requests_per_segment"] = writes / segments if segments else None
+json.dump(r, open(path, "w"), indent=2)
+print(f"  S3: {len(reqs)} requests ({writes} writes) for {segments} segments: {kinds}")
+PY
+  runuser -u postgres -- "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)/pg_ctl" -D "$PG_DATA" -m fast stop >/dev/null
 }
 
 start_nginx() {
@@ -102,10 +154,12 @@ run() {  # server N
     --warmup "$WARMUP" --window "$WINDOW" --latency-window "$LATENCY" --hls "$URL" --pids "$PIDS" \
     --label "$server" --json "$OUT/$server-$n.json" | sed 's/^/  /'
   stop_server
+  if declare -F "after_$server" >/dev/null; then "after_$server" "$OUT/$server-$n.json"; fi
 }
 
 ns=("$@")
-for server in livechannel nginx; do
+read -r -a servers <<< "${SERVERS:-livechannel nginx}"
+for server in "${servers[@]}"; do
   if [ ${#ns[@]} -gt 0 ]; then
     for n in "${ns[@]}"; do run "$server" "$n"; done
   else
@@ -122,4 +176,4 @@ PY
   fi
 done
 
-python3 benches/compare_table.py "$OUT"
+python3 benches/compare_table.py "$OUT" "${servers[0]}" "${servers[1]:-nginx}"
