@@ -164,6 +164,11 @@ pub const DEFAULT_MAX_RTMP_MESSAGE: u32 = 4 << 20;
 pub struct LimitsFile {
     /// Most concurrent RTMP connections (publishing or not).
     pub max_rtmp_connections: Option<usize>,
+    /// Most concurrent RTMP connections from one IP address. Default: a quarter of max_rtmp_connections.
+    pub max_rtmp_connections_per_ip: Option<usize>,
+    /// A write to an RTMP client that takes longer than this closes the connection (a client that never
+    /// reads). Default 10000.
+    pub rtmp_send_timeout_ms: Option<u64>,
     /// Per channel: TS bytes that may wait for storage before the segment being produced is dropped.
     pub storage_queue_bytes: Option<usize>,
     /// Largest RTMP audio or video message (a keyframe) accepted from a connected client.
@@ -242,6 +247,8 @@ pub struct Bucket {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_rtmp_connections: usize,
+    pub max_rtmp_connections_per_ip: usize,
+    pub rtmp_send_timeout: Duration,
     pub storage_queue_bytes: usize,
     pub max_rtmp_message_bytes: u32,
 }
@@ -359,6 +366,11 @@ impl Config {
         }
         let limits = Limits {
             max_rtmp_connections: file.limits.max_rtmp_connections.unwrap_or(4096),
+            max_rtmp_connections_per_ip: file
+                .limits
+                .max_rtmp_connections_per_ip
+                .unwrap_or_else(|| (file.limits.max_rtmp_connections.unwrap_or(4096) / 4).max(1)),
+            rtmp_send_timeout: Duration::from_millis(file.limits.rtmp_send_timeout_ms.unwrap_or(10_000)),
             storage_queue_bytes: file.limits.storage_queue_bytes.unwrap_or(8 << 20),
             max_rtmp_message_bytes: file.limits.max_rtmp_message_bytes.unwrap_or(DEFAULT_MAX_RTMP_MESSAGE),
         };
@@ -368,6 +380,11 @@ impl Config {
                 "limits.max_rtmp_message_bytes = {}: must be between 65536 and 16777215",
                 limits.max_rtmp_message_bytes
             )));
+        }
+        if limits.max_rtmp_connections_per_ip == 0 || limits.rtmp_send_timeout < Duration::from_millis(100) {
+            return Err(invalid(
+                "[limits] max_rtmp_connections_per_ip must be > 0 and rtmp_send_timeout_ms >= 100".into(),
+            ));
         }
         if limits.max_rtmp_connections == 0 || limits.storage_queue_bytes < 256 * 1024 {
             return Err(invalid("[limits] max_rtmp_connections must be > 0 and storage_queue_bytes >= 262144".into()));

@@ -125,6 +125,7 @@ impl Server {
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             connection_slots: Arc::new(Semaphore::new(config.limits.max_rtmp_connections)),
+            per_ip: Arc::default(),
         });
         let http_ctx = Arc::new(service::Context {
             config: Arc::clone(&config),

@@ -242,7 +242,11 @@ fn refusal(event: &ClientSessionEvent) -> Option<ClientError> {
 /// Connects and completes the RTMP handshake only: the stream, and any bytes the server sent after it.
 /// For tests that speak raw chunks.
 pub async fn handshake(addr: SocketAddr) -> Result<(TcpStream, Vec<u8>), ClientError> {
-    let mut stream = TcpStream::connect(addr).await?;
+    handshake_on(TcpStream::connect(addr).await?).await
+}
+
+/// The handshake on a stream the caller connected (with its own socket options).
+pub async fn handshake_on(mut stream: TcpStream) -> Result<(TcpStream, Vec<u8>), ClientError> {
     stream.set_nodelay(true)?;
     let mut buf = vec![0u8; 8 * 1024];
     let mut handshake = Handshake::new(PeerType::Client);

@@ -50,6 +50,8 @@ pub enum ConnError {
     HandshakeTimeout,
     #[error("no data for {0:?}")]
     Idle(Duration),
+    #[error("the client read nothing for {0:?} (a write did not complete)")]
+    SendTimeout(Duration),
     #[error("RTMP session: {0}")]
     Session(String),
     #[error("refused input: {0}")]
@@ -65,6 +67,38 @@ pub struct Context {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub connection_slots: Arc<Semaphore>,
+    /// Open connections per remote IP, so that one address cannot take every slot.
+    pub per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One connection's share of its address's limit, given back on drop.
+struct IpSlot {
+    ip: std::net::IpAddr,
+    per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl IpSlot {
+    fn take(ctx: &Context, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut map = ctx.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= ctx.config.limits.max_rtmp_connections_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { ip, per_ip: Arc::clone(&ctx.per_ip) })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
@@ -92,9 +126,13 @@ pub fn accept(stream: TcpStream, remote: SocketAddr, ctx: Arc<Context>) {
         warn!(%remote, limit = ctx.config.limits.max_rtmp_connections, "RTMP connection refused: connection limit reached");
         return;
     };
+    let Some(ip_slot) = IpSlot::take(&ctx, remote.ip()) else {
+        warn!(%remote, limit = ctx.config.limits.max_rtmp_connections_per_ip, "RTMP connection refused: per-address limit reached");
+        return;
+    };
     let tracker = ctx.tracker.clone();
     tracker.spawn(async move {
-        let _permit = permit;
+        let _permit = (permit, ip_slot);
         match Connection::new(remote, ctx).run(stream).await {
             Ok(()) => debug!(%remote, "RTMP connection closed"),
             Err(e) => info!(%remote, error = %e, "RTMP connection ended"),
@@ -163,7 +201,10 @@ impl Connection {
                 }
             }
             if !self.out.is_empty() {
-                stream.write_all(&self.out).await?;
+                let limit = self.ctx.config.limits.rtmp_send_timeout;
+                tokio::time::timeout(limit, stream.write_all(&self.out))
+                    .await
+                    .map_err(|_| ConnError::SendTimeout(limit))??;
                 self.out.clear();
             }
             if self.closing {
@@ -210,6 +251,15 @@ impl Connection {
         queue: &mut VecDeque<ServerSessionResult>,
     ) {
         match event {
+            ServerSessionEvent::ConnectionRequested { request_id, .. } if !matches!(self.state, State::Handshaken) => {
+                // A second `connect` would start a second publish next to the first one: refused, and the
+                // connection (with any publish on it) ends the ordinary way.
+                warn!(remote = %self.remote, "RTMP connect on a connection that is already connected: closing it");
+                let code = "NetConnection.Connect.Rejected";
+                let why = "this connection is already connected";
+                self.respond(unwound("reject", || session.reject_request(request_id, code, why)), queue);
+                self.closing = true;
+            }
             ServerSessionEvent::ConnectionRequested { request_id, app_name } => match self.bucket_for_app(&app_name) {
                 Ok(bucket) => {
                     self.state = State::Connected { bucket };

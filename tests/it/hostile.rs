@@ -92,3 +92,83 @@ async fn a_publish_whose_recording_cannot_resume_is_refused() {
     std::fs::remove_file(folder.join("playlist.m3u8")).unwrap();
     publish(ts.rtmp(), "stuck", &tags("media/av_no_bframes.flv")).await.unwrap();
 }
+
+/// A second `connect` on a publishing connection ends that connection and its publish the ordinary way
+/// (open segment stored, history closed), instead of starting a second publish beside the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connect_on_a_publishing_connection_ends_it_cleanly() {
+    use livechannel::rtmp::client::Publisher;
+    use rml_rtmp::rml_amf0::{Amf0Value, serialize};
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(config(dir.path(), 1, 10)).await;
+    let tags = tags("media/av_no_bframes.flv");
+    let mut p = Publisher::connect(ts.rtmp(), "live", "twice").await.unwrap();
+    send_all(&mut p, &tags[..tags.len() / 2], 0).await.unwrap();
+    let object = Amf0Value::Object([("app".to_string(), Amf0Value::Utf8String("live".into()))].into());
+    let connect = serialize(&vec![Amf0Value::Utf8String("connect".into()), Amf0Value::Number(9.0), object]).unwrap();
+    p.send_raw(&chunks(3, 20, &connect, 128)).await.unwrap();
+    let _ = p.closed_by_server(Duration::from_secs(10)).await.expect("the server closes the connection");
+    ts.wait_flushed("twice").await;
+    let pl = playlist(&ts, "/live/twice/playlist.m3u8").await;
+    assert!(!pl.segments.is_empty());
+    let history = ts.get("/live/twice?live&comp=history").await.text();
+    assert_eq!(history.matches("<LiveRecord>").count(), 1, "{history}");
+    // The channel is free again.
+    publish(ts.rtmp(), "twice", &tags).await.unwrap();
+}
+
+/// Sends AMF0 `values` as one command message.
+fn command(values: Vec<rml_rtmp::rml_amf0::Amf0Value>) -> Vec<u8> {
+    chunks(3, 20, &rml_rtmp::rml_amf0::serialize(&values).unwrap(), 128)
+}
+
+fn connect_command() -> Vec<u8> {
+    use rml_rtmp::rml_amf0::Amf0Value;
+    let object = Amf0Value::Object([("app".to_string(), Amf0Value::Utf8String("live".into()))].into());
+    command(vec![Amf0Value::Utf8String("connect".into()), Amf0Value::Number(1.0), object])
+}
+
+/// A client that floods requests and never reads the answers is dropped once a write to it has waited
+/// `rtmp_send_timeout_ms`, instead of holding its connection slot forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_dropped() {
+    use rml_rtmp::rml_amf0::Amf0Value;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1, 3);
+    cfg.limits.rtmp_send_timeout = Duration::from_millis(300);
+    let ts = TestServer::start(cfg).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(ts.rtmp()).await.unwrap();
+    let (mut stream, _) = livechannel::rtmp::client::handshake_on(stream).await.unwrap();
+    stream.write_all(&connect_command()).await.unwrap();
+    let create = command(vec![Amf0Value::Utf8String("createStream".into()), Amf0Value::Number(2.0), Amf0Value::Null]);
+    let batch: Vec<u8> = create.iter().copied().cycle().take(create.len() * 500).collect();
+    let dropped = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if stream.write_all(&batch).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "the server kept a client that reads nothing");
+    // Its slot is free: a real publish goes through.
+    publish(ts.rtmp(), "after-flood", &tags("media/av_no_bframes.flv")).await.unwrap();
+}
+
+/// One address cannot take every connection slot.
+#[tokio::test]
+async fn connections_per_address_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1, 3);
+    cfg.limits.max_rtmp_connections_per_ip = 2;
+    let ts = TestServer::start(cfg).await;
+    let first = handshake(ts.rtmp()).await.unwrap();
+    let second = handshake(ts.http()).await.unwrap();
+    assert!(handshake(ts.rtmp()).await.is_err(), "a third connection from 127.0.0.1 is refused");
+    drop(first);
+    let third =
+        eventually(Duration::from_secs(5), "a slot after one closed", async || handshake(ts.rtmp()).await.ok()).await;
+    drop((second, third));
+}
