@@ -80,6 +80,9 @@ pub struct NotifyFile {
     pub retry_base_ms: Option<u64>,
     pub retry_max_ms: Option<u64>,
     pub concurrency_per_destination: Option<usize>,
+    /// CIDR ranges and host names that callbacks may reach although they are internal (loopback,
+    /// private, link-local...): on-premises receivers. Default: none.
+    pub allowed_destinations: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -183,6 +186,8 @@ pub struct NotifyConfig {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub concurrency_per_destination: usize,
+    /// Where callbacks may go besides the internet (`allowed_destinations`).
+    pub destinations: crate::egress::Destinations,
 }
 
 impl Default for NotifyConfig {
@@ -193,6 +198,7 @@ impl Default for NotifyConfig {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             concurrency_per_destination: 4,
+            destinations: crate::egress::Destinations::default(),
         }
     }
 }
@@ -400,6 +406,10 @@ impl Config {
                 .notify
                 .concurrency_per_destination
                 .unwrap_or(d.concurrency_per_destination),
+            destinations: crate::egress::Destinations::parse(
+                file.notify.allowed_destinations.as_deref().unwrap_or(&[]),
+            )
+            .map_err(|e| invalid(format!("[notify] {e}")))?,
         };
         if notify.max_attempts == 0 || notify.concurrency_per_destination == 0 || notify.timeout.is_zero() {
             return Err(invalid(

@@ -30,6 +30,8 @@ pub enum ServerError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Meta(#[from] crate::meta::MetaError),
+    #[error("cannot build the HTTP client for callbacks: {0}")]
+    CallbackClient(#[from] reqwest::Error),
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -137,7 +139,7 @@ impl Server {
             notifier: notifier.clone(),
             endpoint,
         });
-        let sender = Arc::new(Sender::new(meta.clone(), config.notify.clone(), notifier.wake_handle()));
+        let sender = Arc::new(Sender::new(meta.clone(), config.notify.clone(), notifier.wake_handle())?);
         tracker.spawn(sender.run(shutdown.clone(), tracker.clone()));
         tracker.spawn(http::serve(
             http_listener,

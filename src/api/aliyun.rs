@@ -226,6 +226,7 @@ async fn save_sub(ctx: &Context, p: &Params, update: bool) -> Result<Value, RpcE
     if !http_url(url) {
         return Err(err(400, "ErrorInvalidCallBackUrl", "CallbackUrl must be an http:// or https:// URL."));
     }
+    allowed(ctx, url, "ErrorInvalidCallBackUrl").await?;
     let now = SystemTime::now();
     let id = if update {
         p.get("SubscribeId").ok_or_else(|| err(400, "InputInvalid", "SubscribeId is required."))?.to_owned()
@@ -335,6 +336,11 @@ fn auth_key(key: Option<&str>, range: std::ops::RangeInclusive<usize>) -> Result
     Ok(key.to_owned())
 }
 
+/// A callback URL must reach an allowed destination (see `egress`).
+async fn allowed(ctx: &Context, url: &str, code: &str) -> Result<(), RpcError> {
+    ctx.config.notify.destinations.check_url(url).await.map_err(|why| err(400, code, why))
+}
+
 async fn save_record_notify(ctx: &Context, p: &Params, update: bool) -> Result<Value, RpcError> {
     let (bucket, domain) = domain_bucket(ctx, p)?;
     let url =
@@ -342,9 +348,13 @@ async fn save_record_notify(ctx: &Context, p: &Params, update: bool) -> Result<V
     if !http_url(url) {
         return Err(err(400, "InvalidNotifyUrl", "NotifyUrl must start with http:// or https://."));
     }
+    allowed(ctx, url, "InvalidNotifyUrl").await?;
     let on_demand = p.get("OnDemandUrl").unwrap_or("");
     if !on_demand.is_empty() && !http_url(on_demand) {
         return Err(err(400, "InvalidOnDemandUrl", "OnDemandUrl must start with http:// or https://."));
+    }
+    if !on_demand.is_empty() {
+        allowed(ctx, on_demand, "InvalidOnDemandUrl").await?;
     }
     let req_auth = p.bool("NotifyReqAuth")?.unwrap_or(false);
     let key = if req_auth { auth_key(p.get("NotifyAuthKey"), 16..=32)? } else { String::new() };
@@ -403,6 +413,12 @@ async fn set_streams_notify(ctx: &Context, p: &Params) -> Result<Value, RpcError
     };
     if !http_url(url) {
         return Err(err(400, "InvalidNotifyUrl", "NotifyUrl must start with http:// or https://."));
+    }
+    allowed(ctx, url, "InvalidNotifyUrl").await?;
+    for name in ["ExceptionNotifyUrl", "SwitchNotifyUrl"] {
+        if let Some(u) = p.get(name).filter(|u| !u.is_empty()) {
+            allowed(ctx, u, &format!("Invalid{name}")).await?;
+        }
     }
     let req_auth = p.bool("NotifyReqAuth")?.unwrap_or(false);
     let key = if req_auth { auth_key(p.get("NotifyAuthKey"), 16..=64)? } else { String::new() };

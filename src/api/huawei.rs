@@ -172,6 +172,7 @@ async fn put_publish(ctx: &Context, domain: Option<&str>, body: &[u8]) -> Result
     let c: CallbackUrl =
         serde_json::from_slice(body).map_err(|e| invalid(format!("The body is not a CallbackUrl: {e}")))?;
     let url = c.url.filter(|u| http_url(u)).ok_or_else(|| invalid("url must be an http or https URL."))?;
+    ctx.config.notify.destinations.check_url(&url).await.map_err(invalid)?;
     let key = c.auth_sign_key.unwrap_or_default();
     if !key.is_empty() && !(32..=128).contains(&key.len()) {
         return Err(invalid("auth_sign_key must be 32 to 128 characters."));
@@ -230,7 +231,12 @@ fn record_json(c: &RecordCallback) -> Value {
     })
 }
 
-fn parse_record(ctx: &Context, body: &[u8], id: String, now: SystemTime) -> Result<(String, RecordCallback), HwError> {
+async fn parse_record(
+    ctx: &Context,
+    body: &[u8],
+    id: String,
+    now: SystemTime,
+) -> Result<(String, RecordCallback), HwError> {
     let r: RecordCallbackRequest = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("The body is not a RecordCallbackConfigRequest: {e}")))?;
     let (bucket, domain) = bucket_of(ctx, r.publish_domain.as_deref())?;
@@ -240,6 +246,7 @@ fn parse_record(ctx: &Context, body: &[u8], id: String, now: SystemTime) -> Resu
         .notify_callback_url
         .filter(|u| http_url(u) && !u.contains('?'))
         .ok_or_else(|| invalid("notify_callback_url must be an http or https URL without query parameters."))?;
+    ctx.config.notify.destinations.check_url(&url).await.map_err(invalid)?;
     let events = r.notify_event_subscription.unwrap_or_else(|| vec!["RECORD_FILE_COMPLETE".into()]);
     if events.is_empty() || events.iter().any(|e| !RECORD_EVENTS.contains(&e.as_str())) {
         return Err(invalid(format!("notify_event_subscription must be a non-empty subset of {RECORD_EVENTS:?}.")));
@@ -260,7 +267,7 @@ fn parse_record(ctx: &Context, body: &[u8], id: String, now: SystemTime) -> Resu
 async fn create_record(ctx: &Context, body: &[u8]) -> Result<Response<Body>, HwError> {
     let now = SystemTime::now();
     let id = crate::api::request_id().to_ascii_lowercase();
-    let (bucket, record) = parse_record(ctx, body, id, now)?;
+    let (bucket, record) = parse_record(ctx, body, id, now).await?;
     if !ctx.meta.insert_record_callback(&bucket, &record).await? {
         return Err(invalid("The resource already exists.").with_code("LIVE.103011018"));
     }
@@ -306,7 +313,7 @@ async fn show_record(ctx: &Context, id: &str) -> Result<Response<Body>, HwError>
 
 async fn update_record(ctx: &Context, id: &str, body: &[u8]) -> Result<Response<Body>, HwError> {
     let existing = ctx.meta.get_record_callback(id).await?.ok_or_else(|| not_found("The resource does not exist."))?;
-    let (bucket, mut record) = parse_record(ctx, body, id.to_owned(), SystemTime::now())?;
+    let (bucket, mut record) = parse_record(ctx, body, id.to_owned(), SystemTime::now()).await?;
     record.created = existing.created;
     if !ctx.meta.update_record_callback(&bucket, &record).await? {
         return Err(invalid("The resource already exists.").with_code("LIVE.103011018"));

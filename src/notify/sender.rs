@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::{NotifyConfig, render};
 use futures::future::BoxFuture;
 
+use crate::egress::Destinations;
 use crate::meta::notify::{Attempt, OutboxEntry};
 use crate::meta::{Meta, MetaError};
 
@@ -44,38 +45,69 @@ pub trait Transport: Send + Sync + 'static {
     fn send(&self, req: super::Rendered) -> BoxFuture<'_, Result<Answer, String>>;
 }
 
-/// The production transport: reqwest with a per-attempt timeout, no redirects.
+/// The production transport: reqwest with a per-attempt timeout, no redirects, only allowed destinations
+/// (checked on the addresses DNS returns, at every connect), and a bounded response body.
 pub struct Http {
     client: reqwest::Client,
+    destinations: Destinations,
 }
 
+/// Receivers answer with a status and a short body; the rest of a longer one is not read.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
 impl Http {
-    pub fn new(config: &NotifyConfig) -> Self {
+    pub fn new(config: &NotifyConfig) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             // Callbacks go where they are configured to go; a redirect is the receiver's problem to fix.
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        Http { client }
+            .dns_resolver(Arc::new(crate::egress::Resolver(config.destinations.clone())))
+            // An outgoing proxy would connect on our behalf to wherever it resolves the name.
+            .no_proxy()
+            .build()?;
+        Ok(Http { client, destinations: config.destinations.clone() })
     }
 }
 
 impl Transport for Http {
     fn send(&self, req: super::Rendered) -> BoxFuture<'_, Result<Answer, String>> {
         Box::pin(async move {
+            // A URL naming an address is not resolved, so the resolver never sees it: checked here.
+            if let Some(ip) = reqwest::Url::parse(&req.url)
+                .ok()
+                .and_then(|u| u.host_str().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse().ok()))
+                && !self.destinations.ip_allowed(ip)
+            {
+                return Err(format!(
+                    "{} reaches an internal address ({ip}); list it in [notify] allowed_destinations to allow it",
+                    req.url
+                ));
+            }
             let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::POST);
             let mut builder = self.client.request(method, &req.url).body(req.body);
             for (k, v) in &req.headers {
                 builder = builder.header(k, v);
             }
-            let resp = builder.send().await.map_err(|e| error_chain(&e))?;
+            let mut resp = builder.send().await.map_err(|e| error_chain(&e))?;
             let status = resp.status().as_u16();
-            Ok(match resp.bytes().await {
-                Ok(body) => Answer { status, body, body_error: None },
-                Err(e) => Answer { status, body: bytes::Bytes::new(), body_error: Some(error_chain(&e)) },
-            })
+            let mut body = Vec::new();
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        let room = MAX_RESPONSE_BODY - body.len();
+                        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                        if body.len() == MAX_RESPONSE_BODY {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Ok(Answer { status, body: body.into(), body_error: Some(error_chain(&e)) });
+                    }
+                }
+            }
+            Ok(Answer { status, body: body.into(), body_error: None })
         })
     }
 }
@@ -134,9 +166,11 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(meta: Meta, config: NotifyConfig, wake: Arc<Notify>) -> Self {
-        let transport = Arc::new(Http::new(&config));
-        Sender::with_parts(Arc::new(meta), config, wake, transport, Arc::new(SystemTime::now))
+    /// Fails when the HTTP client cannot be built (no TLS roots, ...): a start-up error, never a silent
+    /// fallback to a client without timeouts or destination checks.
+    pub fn new(meta: Meta, config: NotifyConfig, wake: Arc<Notify>) -> Result<Self, reqwest::Error> {
+        let transport = Arc::new(Http::new(&config)?);
+        Ok(Sender::with_parts(Arc::new(meta), config, wake, transport, Arc::new(SystemTime::now)))
     }
 
     pub fn with_parts(
@@ -309,6 +343,61 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A receiver on loopback that answers every request with `body`; counts connections.
+    async fn receiver(body: Vec<u8>) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let head =
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&body).await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn request(url: String) -> crate::notify::Rendered {
+        crate::notify::Rendered { method: "POST", url, headers: Vec::new(), body: "{}".into() }
+    }
+
+    #[tokio::test]
+    async fn internal_destinations_are_refused_at_connect_by_address_and_after_dns() {
+        let (addr, seen) = receiver(b"ok".to_vec()).await;
+        let http = Http::new(&NotifyConfig::default()).unwrap();
+        for url in [format!("http://{addr}/hook"), format!("http://localhost:{}/hook", addr.port())] {
+            let e = http.send(request(url.clone())).await.unwrap_err();
+            assert!(e.contains("internal address"), "{url}: {e}");
+        }
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached the receiver");
+        let allowed = NotifyConfig {
+            destinations: Destinations::parse(&["127.0.0.0/8".into(), "::1".into()]).unwrap(),
+            ..Default::default()
+        };
+        let http = Http::new(&allowed).unwrap();
+        let answer = http.send(request(format!("http://localhost:{}/hook", addr.port()))).await.unwrap();
+        assert_eq!((answer.status, &answer.body[..]), (200, &b"ok"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_receivers_answer_is_read_up_to_a_bound() {
+        let (addr, _) = receiver(vec![b'x'; 1 << 20]).await;
+        let config =
+            NotifyConfig { destinations: Destinations::parse(&["127.0.0.0/8".into()]).unwrap(), ..Default::default() };
+        let answer = Http::new(&config).unwrap().send(request(format!("http://{addr}/hook"))).await.unwrap();
+        assert_eq!((answer.status, answer.body.len()), (200, MAX_RESPONSE_BODY));
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

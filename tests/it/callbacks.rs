@@ -34,6 +34,7 @@ fn cb_config(dir: &Path) -> Config {
             retry_base: Duration::from_millis(50),
             retry_max: Duration::from_millis(400),
             concurrency_per_destination: 4,
+            ..config(dir, 1, 3).notify
         },
         ..config(dir, 1, 3)
     }
@@ -825,3 +826,28 @@ async fn a_publish_fires_every_configured_callback_and_the_records_are_queryable
     .await;
     assert_eq!((status, body["Code"].as_str()), (400, Some("InputInvalid")), "{body}");
 }}
+
+/// Without `[notify] allowed_destinations`, a callback URL aimed inside the network is refused when it is
+/// configured, in each dialect, with the reason and the way to allow it.
+#[tokio::test]
+async fn callback_urls_aimed_at_internal_addresses_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(Config { notify: NotifyConfig::default(), ..cb_config(dir.path()) }).await;
+    let a = ts.http();
+    for url in ["http://127.0.0.1:9/hw", "http://169.254.169.254/latest/meta-data/", "http://[::1]:9/x"] {
+        let body = json!({"url": url, "call_back_area": "mainland_china"});
+        let (status, v) =
+            hw(a, "PUT", &format!("/v1/{PROJECT}/notifications/publish"), "domain=live", &body.to_string()).await;
+        assert_eq!(status, 400, "{url}: {v}");
+        assert!(v.to_string().contains("allowed_destinations"), "{url}: {v}");
+    }
+    let add = [("DomainName", "live"), ("NotifyUrl", "http://10.0.0.8/rec")];
+    let got = ali(a, "POST", "AddLiveRecordNotifyConfig", &add).await;
+    assert_code(got.clone(), 400, "InvalidNotifyUrl");
+    assert!(got.1["Message"].as_str().unwrap().contains("10.0.0.8"), "{}", got.1);
+    // A public address is accepted (nothing is sent while no event happens).
+    let body = json!({"url": "http://203.0.113.9/hw", "call_back_area": "mainland_china"});
+    let (status, _) =
+        hw(a, "PUT", &format!("/v1/{PROJECT}/notifications/publish"), "domain=live", &body.to_string()).await;
+    assert_eq!(status, 201);
+}

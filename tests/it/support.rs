@@ -84,6 +84,11 @@ pub fn config(dir: &Path, frag_duration: u32, frag_count: u32) -> Config {
         http_listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         channel_defaults: ChannelSettings { frag_duration, frag_count, playlist_name: "playlist.m3u8".into() },
+        // The callback receivers of the tests listen on loopback, which callbacks may not reach by default.
+        notify: livechannel::config::NotifyConfig {
+            destinations: livechannel::egress::Destinations::parse(&["127.0.0.0/8".into()]).unwrap(),
+            ..Default::default()
+        },
         ..Config::default()
     }
 }
