@@ -35,6 +35,8 @@ project_id = "0123456789abcdef0123456789abcdef"
 name = "live"
 acl = "public-read-write"
 auto_create_channels = true
+[notify]
+allowed_destinations = ["127.0.0.0/8"]   # the dead receiver is on loopback
 CONF
   target/release/livechannel serve --config "$dir/config.toml" > /dev/null 2> "$dir/log" &
   local pid=$!
