@@ -23,7 +23,7 @@ use crate::auth::oss::{AuthError, verify};
 use crate::auth::{Principal, parse_query, percent_decode};
 use crate::config::{Acl, Bucket, ChannelSettings, validate_playlist_name};
 use crate::hls::{PlaylistSegment, render_vod};
-use crate::meta::{ChannelRecord, ChannelStatus, Snapshot};
+use crate::meta::{ChannelRecord, ChannelStatus, Snapshot, StatusChange};
 use crate::names::ChannelKey;
 use crate::reply::{Body, full};
 use crate::service::Context;
@@ -512,10 +512,14 @@ async fn put_channel(
 ) -> Result<Response<Body>, OssError> {
     let body = read_body(req).await?;
     let record = parse_configuration(&body, key.channel(), &ctx.config.channel_defaults, SystemTime::now())?;
-    if ctx.channels.live(key).is_some() {
-        return Err(OssError::still_live());
-    }
-    ctx.meta.put_channel(key.bucket(), &record).await?;
+    // The check and the write are one claim: while the configuration is written, the channel is held as
+    // a publish would hold it, so no publish can start with the old settings in between.
+    let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let hold = ctx.channels.claim(key, unspecified).map_err(|_| OssError::still_live())?;
+    let written = ctx.meta.put_channel(key.bucket(), &record).await;
+    drop(hold);
+    ctx.channels.release(key);
+    written?;
     info!(channel = %key, status = record.status.as_str(), frag_duration = record.settings.frag_duration,
           frag_count = record.settings.frag_count, playlist = %record.settings.playlist_name, "live channel put");
     let (publish, play) = urls(ctx, at, key.channel(), &record.settings.playlist_name);
@@ -653,16 +657,17 @@ async fn history(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssE
 async fn put_status(ctx: &Context, key: &ChannelKey, status: &str) -> Result<Response<Body>, OssError> {
     let status = ChannelStatus::parse(status)
         .ok_or_else(|| OssError::invalid(format!("status {status:?} is not enabled or disabled."), "0017-00000255"))?;
-    let before = existing(ctx, key).await?.status;
-    if !ctx.meta.set_status(key.bucket(), key.channel(), status).await? {
+    let change = ctx.meta.set_status(key.bucket(), key.channel(), status).await?;
+    if change == StatusChange::NoSuchChannel {
         return Err(OssError::no_channel());
     }
     if status == ChannelStatus::Disabled && ctx.channels.kick(key) {
         info!(channel = %key, "channel disabled: the live publisher is disconnected");
+        ctx.meta.mark_paused(key.bucket(), key.channel()).await?;
         ctx.notifier.record_paused_or_resumed(key.bucket(), key.channel(), true).await;
     } else {
-        info!(channel = %key, status = status.as_str(), "channel status set");
-        if before == ChannelStatus::Disabled && status == ChannelStatus::Enabled {
+        info!(channel = %key, status = status.as_str(), ?change, "channel status set");
+        if change == (StatusChange::Changed { resumed: true }) {
             ctx.notifier.record_paused_or_resumed(key.bucket(), key.channel(), false).await;
         }
     }

@@ -155,6 +155,17 @@ pub struct SegmentRecord {
     pub discontinuity: bool,
 }
 
+/// What [`Meta::set_status`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    NoSuchChannel,
+    /// The channel already had that status.
+    Unchanged,
+    Changed {
+        resumed: bool,
+    },
+}
+
 /// What a commit did not write.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -453,17 +464,50 @@ impl Meta {
         Ok(done.rows_affected() > 0)
     }
 
-    pub async fn set_status(&self, bucket: &str, name: &str, status: ChannelStatus) -> Result<bool, MetaError> {
-        let done =
-            sqlx::query("UPDATE channels SET status = $1, last_modified_ms = $2 WHERE bucket = $3 AND name = $4")
-                .bind(status.as_str())
-                .bind(millis(SystemTime::now()))
-                .bind(bucket)
-                .bind(name)
-                .execute(&self.pool)
-                .await
-                .op("set_status")?;
-        Ok(done.rows_affected() > 0)
+    /// Sets a channel's status. Each transition is one conditional UPDATE, so of two concurrent callers
+    /// only one sees it (and sends its callback); `resumed` says that the change ended a pause that
+    /// [`Meta::mark_paused`] recorded.
+    pub async fn set_status(&self, bucket: &str, name: &str, status: ChannelStatus) -> Result<StatusChange, MetaError> {
+        let now = millis(SystemTime::now());
+        let run = |sql: &'static str| async move {
+            let done = sqlx::query(sql).bind(now).bind(bucket).bind(name).execute(&self.pool).await.op("set_status")?;
+            Ok::<bool, MetaError>(done.rows_affected() > 0)
+        };
+        if status == ChannelStatus::Enabled {
+            if run("UPDATE channels SET status = 'enabled', record_paused = 0, last_modified_ms = $1
+                    WHERE bucket = $2 AND name = $3 AND status = 'disabled' AND record_paused = 1")
+            .await?
+            {
+                return Ok(StatusChange::Changed { resumed: true });
+            }
+            if run("UPDATE channels SET status = 'enabled', last_modified_ms = $1
+                    WHERE bucket = $2 AND name = $3 AND status = 'disabled'")
+            .await?
+            {
+                return Ok(StatusChange::Changed { resumed: false });
+            }
+        } else if run("UPDATE channels SET status = 'disabled', last_modified_ms = $1
+                       WHERE bucket = $2 AND name = $3 AND status = 'enabled'")
+        .await?
+        {
+            return Ok(StatusChange::Changed { resumed: false });
+        }
+        if run("UPDATE channels SET last_modified_ms = $1 WHERE bucket = $2 AND name = $3").await? {
+            Ok(StatusChange::Unchanged)
+        } else {
+            Ok(StatusChange::NoSuchChannel)
+        }
+    }
+
+    /// Disabling the channel paused its live recording (`record_paused` was sent).
+    pub async fn mark_paused(&self, bucket: &str, name: &str) -> Result<(), MetaError> {
+        sqlx::query("UPDATE channels SET record_paused = 1 WHERE bucket = $1 AND name = $2 AND status = 'disabled'")
+            .bind(bucket)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .op("mark_paused")?;
+        Ok(())
     }
 
     /// Records the start of a publish; the returned id closes it.
@@ -792,7 +836,21 @@ mod tests {
         assert_eq!(segs.len(), 1);
         assert!(segs[0].discontinuity);
         assert!(meta.segments_between("live", "ab", from_millis(5_000), from_millis(6_000)).await.unwrap().is_empty());
-        assert!(meta.set_status("live", "ab", ChannelStatus::Disabled).await.unwrap());
+        assert_eq!(meta.set_status("live", "ab", ChannelStatus::Disabled).await.unwrap(), StatusChange::Changed {
+            resumed: false
+        });
+        assert_eq!(meta.set_status("live", "ab", ChannelStatus::Disabled).await.unwrap(), StatusChange::Unchanged);
+        assert_eq!(meta.set_status("live", "zz", ChannelStatus::Enabled).await.unwrap(), StatusChange::NoSuchChannel);
+        // Only an enable that ends a recorded pause says "resumed", and only once.
+        meta.mark_paused("live", "ab").await.unwrap();
+        assert_eq!(meta.set_status("live", "ab", ChannelStatus::Enabled).await.unwrap(), StatusChange::Changed {
+            resumed: true
+        });
+        meta.set_status("live", "ab", ChannelStatus::Disabled).await.unwrap();
+        assert_eq!(meta.set_status("live", "ab", ChannelStatus::Enabled).await.unwrap(), StatusChange::Changed {
+            resumed: false
+        });
+        meta.set_status("live", "ab", ChannelStatus::Disabled).await.unwrap();
         assert_eq!(meta.get_channel("live", "ab").await.unwrap().unwrap().status, ChannelStatus::Disabled);
         assert!(meta.delete_channel("live", "ab").await.unwrap());
         assert!(!meta.delete_channel("live", "ab").await.unwrap());

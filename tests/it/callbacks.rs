@@ -851,3 +851,35 @@ async fn callback_urls_aimed_at_internal_addresses_are_refused() {
         hw(a, "PUT", &format!("/v1/{PROJECT}/notifications/publish"), "domain=live", &body.to_string()).await;
     assert_eq!(status, 201);
 }
+
+/// `record_resumed` is sent only when enabling ends a pause that disabling a live channel caused; a
+/// disable and enable with nothing live sends neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_resumed_follows_a_pause_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(cb_config(dir.path())).await;
+    let a = ts.http();
+    let add = [("DomainName", "live"), ("NotifyUrl", "http://127.0.0.1:9/rec"), ("NeedStatusNotify", "True")];
+    assert_eq!(ali(a, "POST", "AddLiveRecordNotifyConfig", &add).await.0, 200);
+    let status = |s: &'static str| async move {
+        let r = http_request_body(a, "PUT", &format!("/live/pause?live&status={s}"), &[], b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let sent = |what: &'static str| {
+        let meta = ts.server.meta.clone();
+        async move { meta.outbox(None).await.unwrap().iter().filter(|(e, _)| e.payload.contains(what)).count() }
+    };
+    publish_once(&ts, "pause").await;
+    status("disabled").await;
+    status("enabled").await;
+    assert_eq!((sent("record_paused").await, sent("record_resumed").await), (0, 0), "nothing was live");
+
+    let tags = tags("media/av_no_bframes.flv");
+    let mut p = livechannel::rtmp::client::Publisher::connect(ts.rtmp(), "live", "pause").await.unwrap();
+    send_all(&mut p, &tags[..tags.len() / 2], 0).await.unwrap();
+    status("disabled").await;
+    let _ = p.closed_by_server(Duration::from_secs(10)).await;
+    status("enabled").await;
+    status("enabled").await;
+    assert_eq!((sent("record_paused").await, sent("record_resumed").await), (1, 1), "one pause, one resume");
+}
