@@ -70,6 +70,8 @@ pub struct JournalCounters {
     pub committed_segments: AtomicU64,
     pub committed_callbacks: AtomicU64,
     pub conflicts: AtomicU64,
+    /// Callbacks not queued because their idempotency key already was (a retried commit, or a bug).
+    pub callback_conflicts: AtomicU64,
     pub commit_failures: AtomicU64,
 }
 
@@ -222,6 +224,10 @@ async fn commit(store: &dyn JournalStore, batch: &Batch, counters: &JournalCount
                         seq,
                         "segment index conflict: this seq is already indexed (another writer?); the existing row is kept"
                     );
+                }
+                for key in &done.callback_conflicts {
+                    counters.callback_conflicts.fetch_add(1, Ordering::Relaxed);
+                    warn!(idempotency_key = %key, "callback not queued: its idempotency key is already in the outbox (a retried commit, or two callbacks with one key); the existing row is kept");
                 }
                 debug!(segments = batch.segments.len(), callbacks = batch.callbacks.len(), "metadata batch committed");
                 return;

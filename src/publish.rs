@@ -284,7 +284,9 @@ impl Session {
             remote,
             user_args: who.user_args.clone(),
             publish_started: started,
-            publish_id: guard.publish_id(),
+            // The push-history id is a database id: unique across restarts and nodes. Without it (the
+            // database was away) a fresh request id is.
+            session_id: push_id.map_or_else(|| format!("x{}", crate::wire::request_id()), |id| format!("p{id}")),
         };
         ctx.journal.callback(CallbackEvent::Publish { event: event.clone(), start: true });
         let segmenter = SegmenterConfig::new(settings.frag_duration);

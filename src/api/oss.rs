@@ -761,7 +761,7 @@ async fn post_vod(
             remote: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
             user_args: String::new(),
             publish_started: first.started_at,
-            publish_id: 0,
+            session_id: format!("v{}", crate::wire::request_id()),
         };
         let file = crate::notify::StoredFile {
             object_key: path.to_string(),

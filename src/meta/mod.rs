@@ -171,6 +171,8 @@ pub enum StatusChange {
 pub struct Committed {
     /// Segment rows whose `(bucket, channel, seq)` already existed: kept as they were.
     pub conflicts: Vec<(String, String, u64)>,
+    /// Callbacks whose idempotency key was already queued: kept as they were.
+    pub callback_conflicts: Vec<String>,
 }
 
 /// Which database `Meta` talks to, where their SQL differs.
@@ -594,7 +596,7 @@ impl Meta {
                 done.conflicts.push((bucket.clone(), channel.clone(), s.seq));
             }
         }
-        notify::insert_callbacks(&mut tx, callbacks).await.op("commit_batch")?;
+        done.callback_conflicts = notify::insert_callbacks(&mut tx, callbacks).await.op("commit_batch")?;
         tx.commit().await.op("commit_batch")?;
         Ok(done)
     }

@@ -288,14 +288,16 @@ pub(crate) fn attempt_from_row(r: &AnyRow, first: usize) -> Result<Attempt, Meta
     })
 }
 
-/// Outbox rows inside a caller's transaction, due now; an idempotency key already queued is skipped.
+/// Outbox rows inside a caller's transaction, due now. A row whose idempotency key is already queued is
+/// not written; its key is returned.
 pub(crate) async fn insert_callbacks(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     callbacks: &[NewCallback],
-) -> Result<(), MetaError> {
+) -> Result<Vec<String>, MetaError> {
     let now = millis(SystemTime::now());
+    let mut conflicts = Vec::new();
     for c in callbacks {
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO outbox (kind, bucket, channel, url, payload, sign_key, idempotency_key, created_ms,
                  next_attempt_ms, source_ref, notify_type, domain) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (idempotency_key) DO NOTHING",
@@ -315,8 +317,11 @@ pub(crate) async fn insert_callbacks(
         .execute(&mut **tx)
         .await
         .op("insert_callbacks")?;
+        if done.rows_affected() == 0 {
+            conflicts.push(c.idempotency_key.clone());
+        }
     }
-    Ok(())
+    Ok(conflicts)
 }
 
 impl Meta {
@@ -500,12 +505,13 @@ impl Meta {
             .collect()
     }
 
-    /// Writes callbacks to the outbox in one transaction (all or none), due now.
-    pub async fn enqueue(&self, callbacks: &[NewCallback]) -> Result<(), MetaError> {
+    /// Writes callbacks to the outbox in one transaction (all or none), due now. Returns the idempotency
+    /// keys that were already queued (those rows are kept as they were).
+    pub async fn enqueue(&self, callbacks: &[NewCallback]) -> Result<Vec<String>, MetaError> {
         let mut tx = self.write_tx().await.op("enqueue")?;
-        insert_callbacks(&mut tx, callbacks).await.op("enqueue")?;
+        let conflicts = insert_callbacks(&mut tx, callbacks).await.op("enqueue")?;
         tx.commit().await.op("enqueue")?;
-        Ok(())
+        Ok(conflicts)
     }
 
     /// Pending entries that are due, at most `limit`, and only the oldest pending entry of each
@@ -636,7 +642,8 @@ mod tests {
 
     on_both! { async fn the_outbox_orders_per_destination_dedupes_keys_and_prunes_only_finished_rows(db) {
         let meta = db.open().await;
-        meta.enqueue(&[callback("a"), callback("b"), callback("a")]).await.unwrap();
+        let conflicts = meta.enqueue(&[callback("a"), callback("b"), callback("a")]).await.unwrap();
+        assert_eq!(conflicts, ["a"], "a key queued twice is reported");
         let all = meta.outbox(None).await.unwrap();
         assert_eq!(all.len(), 2, "the same idempotency key is queued once");
         let far = SystemTime::now() + std::time::Duration::from_secs(3600);

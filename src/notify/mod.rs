@@ -69,13 +69,15 @@ pub struct PublishEvent {
     pub user_args: String,
     /// Unix seconds of the publish start: the same in the start and stop events of one session.
     pub publish_started: SystemTime,
-    pub publish_id: u64,
+    /// Unique for this session, across restarts and nodes: `p<push-history id>` (a database id) for a
+    /// publish, a fresh request id otherwise. Idempotency keys are built from it.
+    pub session_id: String,
 }
 
 impl PublishEvent {
     /// Names this publish session in idempotency keys: the same in its start and stop callbacks.
     fn session(&self) -> String {
-        format!("{}-{}-{}-{}", self.bucket, self.channel, unix(self.publish_started), self.publish_id)
+        format!("{}-{}-{}", self.bucket, self.channel, self.session_id)
     }
 }
 
@@ -347,7 +349,8 @@ impl Notifier {
         file: &StoredFile,
         out: &mut Vec<NewCallback>,
     ) -> Result<(), MetaError> {
-        let key = format!("{}-{}-{}", event.bucket, event.channel, file.object_key);
+        // Object names repeat (a VOD playlist is rewritten under its name): the session makes the key unique.
+        let key = format!("{}-{}", event.session(), file.object_key);
         if let Some(config) = &self.config(&event.bucket).await?.record {
             let mut payload = json!({
                 "domain": config.domain, "app": "live", "stream": event.channel, "uri": file.object_key,
@@ -412,7 +415,7 @@ impl Notifier {
             remote: SocketAddr::from(([0, 0, 0, 0], 0)),
             user_args: String::new(),
             publish_started: SystemTime::now(),
-            publish_id: 0,
+            session_id: format!("s{}", crate::wire::request_id()),
         };
         let status = if paused { "record_paused" } else { "record_resumed" };
         let session = format!("{bucket}-{channel}-{}", crate::wire::request_id());
@@ -425,8 +428,11 @@ impl Notifier {
 
     async fn enqueue(&self, callbacks: &[NewCallback]) {
         match self.meta.enqueue(callbacks).await {
-            Ok(()) => {
-                debug!(count = callbacks.len(), "callbacks queued");
+            Ok(conflicts) => {
+                for key in &conflicts {
+                    warn!(idempotency_key = %key, "callback not queued: its idempotency key is already in the outbox; the existing row is kept");
+                }
+                debug!(count = callbacks.len() - conflicts.len(), "callbacks queued");
                 self.wake.notify_one();
             }
             Err(e) => warn!(error = %e, count = callbacks.len(), "cannot write callbacks to the outbox; they are lost"),
@@ -750,7 +756,7 @@ mod tests {
                 remote: "127.0.0.1:5000".parse().unwrap(),
                 user_args: String::new(),
                 publish_started: UNIX_EPOCH + Duration::from_secs(1736150400),
-                publish_id: 1,
+                session_id: "p1".into(),
             },
             start: true,
         };

@@ -883,3 +883,26 @@ async fn record_resumed_follows_a_pause_and_nothing_else() {
     status("enabled").await;
     assert_eq!((sent("record_paused").await, sent("record_resumed").await), (1, 1), "one pause, one resume");
 }
+
+/// Idempotency keys are unique per callback: a VOD playlist written twice under one name gets two
+/// `file_created` callbacks (the second used to be dropped as a duplicate key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vod_playlist_written_twice_is_two_callbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(cb_config(dir.path())).await;
+    let a = ts.http();
+    let add = [("DomainName", "live"), ("NotifyUrl", "http://127.0.0.1:9/rec")];
+    assert_eq!(ali(a, "POST", "AddLiveRecordNotifyConfig", &add).await.0, 200);
+    let started = SystemTime::now() - Duration::from_secs(5);
+    publish_once(&ts, "vodtwice").await;
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let from = started.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let path = format!("/live/vodtwice/vod.m3u8?vod&endTime={}&startTime={from}", now + 60);
+    for _ in 0..2 {
+        let r = http_request_body(a, "POST", &path, &[], b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let meta = ts.server.meta.clone();
+    let vod = meta.outbox(None).await.unwrap().into_iter().filter(|(e, _)| e.payload.contains("vod.m3u8")).count();
+    assert_eq!(vod, 2);
+}

@@ -239,7 +239,7 @@ async fn record_three_segments(b: &Backend) -> Vec<(u64, usize)> {
             remote: "127.0.0.1:1".parse().unwrap(),
             user_args: String::new(),
             publish_started: UNIX_EPOCH,
-            publish_id: 1,
+            session_id: "p1".into(),
         },
         base_url: "http://127.0.0.1:1".into(),
     };
