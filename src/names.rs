@@ -24,6 +24,9 @@ pub fn validate_component(name: &str, max_len: usize) -> Result<(), NameError> {
         Some("a relative path component")
     } else if name.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | '#' | '%' | '?' | '*')) {
         Some("contains a character that is not allowed (/ \\ # % ? * or a control character)")
+    } else if name.chars().any(|c| matches!(c, '\u{FFFE}' | '\u{FFFF}') || ('\u{FDD0}'..='\u{FDEF}').contains(&c)) {
+        // Not characters XML may carry: one such name would make every ListLiveChannel of its bucket invalid.
+        Some("contains a Unicode noncharacter (U+FFFE, U+FFFF, U+FDD0-U+FDEF)")
     } else {
         None
     };
@@ -83,6 +86,10 @@ mod tests {
             assert!(ChannelKey::new("live", bad).is_err(), "{bad:?} accepted");
         }
         assert!(ChannelKey::new("live", &"x".repeat(65)).is_err());
+        // XML cannot carry these: one such name would break ListLiveChannel for the whole bucket.
+        for bad in ["a\u{FFFF}", "\u{FFFE}", "x\u{FDD0}"] {
+            assert!(ChannelKey::new("live", bad).is_err(), "{bad:?} accepted");
+        }
         let key = ChannelKey::new("live", "demo-1_ü").unwrap();
         assert!(key.object("../x.ts").is_err());
         // object_store percent-encodes non-ASCII in keys; reads and writes both go through `object`.

@@ -94,6 +94,23 @@ impl Refusal {
     }
 }
 
+/// The publish URL's query as callbacks pass it on (`user_args`), less the credentials: the signature,
+/// the access key id, the expiry and an STS token are ours to check, not the receiver's to see (or the
+/// delivery records' to keep).
+fn user_args(stream_key: &str) -> String {
+    const CREDENTIALS: [&str; 4] = ["Signature", "OSSAccessKeyId", "Expires", "security-token"];
+    let query = stream_key.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            let name = p.split_once('=').map_or(*p, |(k, _)| k);
+            !CREDENTIALS.iter().any(|c| percent_decode(name).is_some_and(|n| n.eq_ignore_ascii_case(c)))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// A publish whose name and signature passed: what is left to check needs the channel record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorized {
@@ -139,12 +156,7 @@ impl Policy<'_> {
                 bucket.name
             )));
         }
-        Ok(Authorized {
-            key,
-            params,
-            user_args: stream_key.split_once('?').map_or("", |(_, q)| q).to_owned(),
-            auto_create: bucket.auto_create_channels,
-        })
+        Ok(Authorized { key, params, user_args: user_args(stream_key), auto_create: bucket.auto_create_channels })
     }
 
     /// The channel must exist (or be auto-created) and be enabled. `playlistName` in the (signed) URL

@@ -267,7 +267,7 @@ impl Connection {
                     self.respond(unwound("accept", || session.accept_request(request_id)), queue);
                 }
                 Err(why) => {
-                    warn!(remote = %self.remote, app = %app_name, "RTMP connect refused: {why}");
+                    warn!(remote = %self.remote, app = ?app_name, "RTMP connect refused: {why}");
                     let code = "NetConnection.Connect.Rejected";
                     self.respond(unwound("reject", || session.reject_request(request_id, code, &why)), queue);
                     self.closing = true;
@@ -287,7 +287,7 @@ impl Connection {
                         self.respond(unwound("accept", || session.accept_request(request_id)), queue);
                     }
                     Err(refusal) => {
-                        warn!(remote = %self.remote, stream_key = %redact(&stream_key), "publish refused: {refusal}");
+                        warn!(remote = %self.remote, stream_key = ?redact(&stream_key), "publish refused: {refusal}");
                         let why = refusal.to_string();
                         let code = refusal.rtmp_status();
                         self.respond(unwound("reject", || session.reject_request(request_id, code, &why)), queue);
@@ -296,7 +296,7 @@ impl Connection {
                 }
             }
             ServerSessionEvent::PlayStreamRequested { request_id, stream_key, .. } => {
-                info!(remote = %self.remote, stream_key = %redact(&stream_key), "RTMP play refused: this server serves HLS");
+                info!(remote = %self.remote, stream_key = ?redact(&stream_key), "RTMP play refused: this server serves HLS");
                 let why = "RTMP playback is not offered; play the channel over HLS";
                 let code = "NetStream.Play.Failed";
                 self.respond(unwound("reject", || session.reject_request(request_id, code, why)), queue);
