@@ -25,7 +25,7 @@ use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use tracing::{debug, warn};
 
 use crate::meta::MetaError;
-use crate::reply::{Body, empty, header_value};
+use crate::reply::{Body, empty, header_value, text};
 use crate::service::Context;
 
 /// Largest request body any API reads (its documents are a few hundred bytes).
@@ -106,6 +106,14 @@ pub async fn route(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) ->
     let path = req.uri().path().to_owned();
     let request_id = request_id();
     let mut response = match method {
+        _ if !trusted_host(ctx, req.headers()) => {
+            warn!(%remote, host = ?req.headers().get(header::HOST), "refused: a host name this loopback server does not serve (DNS rebinding?)");
+            text(StatusCode::MISDIRECTED_REQUEST, "this server does not serve that host name\n")
+        }
+        _ if cross_origin_write(&method, req.headers()) => {
+            warn!(%remote, %method, path, origin = ?req.headers().get(header::ORIGIN), "refused: a cross-origin write from a web page");
+            text(StatusCode::FORBIDDEN, "cross-origin writes are not accepted\n")
+        }
         Method::OPTIONS => preflight(req.headers()),
         // OSS bucket names are at least 3 characters, so `/v1/` never names a bucket.
         _ if path.starts_with("/v1/") => huawei::handle(ctx, req, &request_id).await,
@@ -138,16 +146,52 @@ fn cors(h: &mut hyper::HeaderMap) {
     );
 }
 
+/// Web pages may play from here (GET, HEAD) but not manage it: the APIs are for SDKs and tools, which
+/// send no `Origin`. A browser's write carries one, and a "simple" POST needs no preflight, so it is
+/// refused here rather than left to CORS (which only hides the answer).
+fn cross_origin_write(method: &Method, headers: &hyper::HeaderMap) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && headers.contains_key(header::ORIGIN)
+}
+
+/// DNS rebinding: a page on evil.example whose name is made to resolve to 127.0.0.1 talks to a server on
+/// loopback as if it were its own origin. A server listening on loopback therefore serves only Host
+/// values that are addresses, `localhost`, or names it is configured with.
+fn trusted_host(ctx: &Context, headers: &hyper::HeaderMap) -> bool {
+    if !ctx.config.http_listen.ip().is_loopback() {
+        return true;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return true;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
+    let c = &ctx.config;
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || c.public_endpoint
+            .as_deref()
+            .is_some_and(|e| e.split(':').next().is_some_and(|h| h.eq_ignore_ascii_case(&name)))
+        || c.base_domain
+            .as_deref()
+            .is_some_and(|b| name == b.to_ascii_lowercase() || name.ends_with(&format!(".{}", b.to_ascii_lowercase())))
+        || c.buckets.iter().any(|b| b.domains.iter().any(|d| d.eq_ignore_ascii_case(&name)))
+}
+
 fn preflight(request: &hyper::HeaderMap) -> Response<Body> {
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
+    let reads = request.get(header::ACCESS_CONTROL_REQUEST_METHOD).is_none_or(|m| m == "GET" || m == "HEAD");
     // Chromium's Private Network Access: a page on a public origin may play from a server on a private or
-    // loopback address only if the preflight says so.
-    if request.get("access-control-request-private-network").is_some_and(|v| v == "true") {
+    // loopback address only if the preflight says so. Granted for playback only.
+    if reads && request.get("access-control-request-private-network").is_some_and(|v| v == "true") {
         h.insert("access-control-allow-private-network", HeaderValue::from_static("true"));
     }
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Range, Content-Type, Authorization"));
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     resp

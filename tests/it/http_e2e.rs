@@ -67,6 +67,37 @@ async fn head_byte_ranges_and_preflight_work_as_players_expect() {
     assert!(pre.header("access-control-allow-headers").unwrap().contains("Range"));
     let pna = http_request(ts.http(), "OPTIONS", &path, &[("Access-Control-Request-Private-Network", "true")]).await;
     assert_eq!(pna.header("access-control-allow-private-network"), Some("true"));
+    // Web pages may play, not manage: no write methods or private-network grant for writes in a
+    // preflight, and a write that carries an Origin (a "simple" POST needs no preflight) is refused.
+    let write = [("Origin", "http://evil.example"), ("Access-Control-Request-Method", "DELETE")];
+    let pre = http_request(ts.http(), "OPTIONS", "/live/demo?live", &write).await;
+    assert!(!pre.header("access-control-allow-methods").unwrap().contains("DELETE"));
+    let pna = http_request(
+        ts.http(),
+        "OPTIONS",
+        "/live/demo?live",
+        &[("Access-Control-Request-Method", "PUT"), ("Access-Control-Request-Private-Network", "true")],
+    )
+    .await;
+    assert_eq!(pna.header("access-control-allow-private-network"), None);
+    let post = http_request(
+        ts.http(),
+        "POST",
+        "/live/demo/vod.m3u8?vod&startTime=1&endTime=2",
+        &[("Origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(post.status, 403, "{}", post.text());
+    // DNS rebinding: a name that is not ours, pointed at this loopback server, is not served.
+    for (host, status) in [("rebind.example", 421), ("localhost", 200)] {
+        let mut s = tokio::net::TcpStream::connect(ts.http()).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}:{}\r\nConnection: close\r\n\r\n", ts.http().port());
+        tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut raw).await.unwrap();
+        let head = String::from_utf8_lossy(&raw[..raw.len().min(20)]).into_owned();
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{host}: {head}");
+    }
     ts.server.shutdown(Duration::from_secs(5)).await;
 }
 
