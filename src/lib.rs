@@ -1,7 +1,8 @@
 //! livechannel: RTMP ingest to keyframe-aligned HLS on an object store.
 //!
 //! ```text
-//! TCP bytes -> rtmp::Connection (task per socket, owns the rml_rtmp ServerSession; sniffed on the HTTP port too)
+//! TCP bytes -> rtmp::Connection (task per socket, owns the rml_rtmp ServerSession; sniffed on the HTTP port too;
+//!    rtmp::guard reads every byte first and refuses what rml_rtmp cannot survive)
 //!    PublishStreamRequested -> publish::Session::start:
 //!        publish::Policy::authorize (name, signature, ACL) -> channel record (meta) -> Policy::admit
 //!        -> channels::claim (one publisher per channel) -> push history (meta) -> publish callbacks (journal)
@@ -13,14 +14,14 @@
 //!    window) for effects and carries them out in order: segment upload -> index row -> playlist -> event
 //! -> journal (one task for every channel): index rows and callback events, batched into one metadata
 //!    transaction every few ms; the media path hands rows over and never waits for a commit
-//! -> notify::sender delivers the outbox rows the journal committed
+//! -> notify::sender delivers the outbox rows the journal committed (only to destinations egress allows)
 //! -> http (transport) -> api::route -> api::{oss, aliyun, huawei, objects} serve players and control calls
 //! ```
 //!
 //! Module graph (an edge points at what a module uses; there are no cycles):
 //!
 //! ```text
-//! leaves:   config  names  wire  reply  media  flv  ts  auth(-> config)
+//! leaves:   egress  config(-> egress)  names  wire  reply  media  flv  ts  auth(-> config)
 //! core:     hls(-> media, ts)  ingest(-> flv, hls, media, ts)
 //! state:    meta(-> config)  channels(-> names)  storage(-> config, names, hls)
 //! events:   notify(-> meta, auth, config, wire)  journal(-> meta, notify)
