@@ -251,7 +251,9 @@ async fn route(ctx: &Context, req: Request<Incoming>, host: &str) -> Result<Resp
             if let (Some("hls/sign"), Principal::Key(id), true) =
                 (param("x-oss-process"), &principal, file.ends_with(".m3u8"))
             {
-                let expires = param("Expires").and_then(|e| e.parse().ok());
+                // The segment URLs live as long as the playlist URL did, never longer: only the signed
+                // parameters count (an `Expires` added to a V4 or header-signed request is nobody's word).
+                let expires = crate::auth::oss::presigned_expiry(&query);
                 return signed_playlist(ctx, &key, file, id, expires, at.vhost).await;
             }
             super::objects::get_object(ctx, &req, &key, file).await
@@ -791,7 +793,8 @@ async fn get_vod(ctx: &Context, key: &ChannelKey, window: (u64, u64)) -> Result<
 // ------------------------------------------------------------------------------------------ hls/sign
 
 /// OSS's `x-oss-process=hls/sign` for private buckets: the playlist, fetched with a signed request, comes
-/// back with every segment URI presigned (same key; the request's `Expires`, or an hour), so a player given
+/// back with every segment URI presigned (same key; expiring with the request's own presigned URL, or in
+/// an hour for a header-signed request), so a player given
 /// one signed playlist URL can fetch the segments too.
 async fn signed_playlist(
     ctx: &Context,

@@ -273,6 +273,22 @@ fn parse_credential(credential: &str) -> Result<(&str, &str, &str), AuthError> {
     }
 }
 
+/// When a presigned request's URL expires (Unix seconds), from the parameters its signature covers: V1's
+/// `Expires`, or V4's `x-oss-date` + `x-oss-expires`. `None` for a header-signed request (no URL expiry)
+/// and for parameters that do not read. Call it only on a request that verified.
+pub fn presigned_expiry(query: &[(String, String)]) -> Option<u64> {
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if param("Signature").is_some() && param("OSSAccessKeyId").is_some() {
+        return param("Expires")?.parse().ok();
+    }
+    if param("x-oss-signature").is_some() {
+        let when = parse_v4_datetime(param("x-oss-date")?).ok()?;
+        let expires: i64 = param("x-oss-expires")?.parse().ok().filter(|e| (1..=MAX_V4_EXPIRES).contains(e))?;
+        return u64::try_from(when.timestamp().checked_add(expires)?).ok();
+    }
+    None
+}
+
 fn parse_v4_datetime(s: &str) -> Result<DateTime<Utc>, AuthError> {
     NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ")
         .map(|t| t.and_utc())

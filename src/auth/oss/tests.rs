@@ -269,3 +269,16 @@ fn extreme_expiry_and_dates_are_denied_not_panicked_on() {
     let req = Request { method: "GET", bucket: Some("b"), key: "", query: &query, headers: &hdrs };
     assert_eq!(verify(&req, &k, now), Err(AuthError::Skewed));
 }
+
+#[test]
+fn a_presigned_urls_expiry_comes_from_its_signed_parameters_only() {
+    let q = |s: &str| parse_query(s).unwrap();
+    assert_eq!(presigned_expiry(&q("OSSAccessKeyId=AK&Expires=1736157600&Signature=x")), Some(1736157600));
+    // V4: date + lifetime; an `Expires` beside it is not covered by the signature and is ignored.
+    let v4 = "x-oss-signature-version=OSS4-HMAC-SHA256&x-oss-date=20250106T080000Z&x-oss-expires=60&x-oss-signature=s";
+    assert_eq!(presigned_expiry(&q(v4)), Some(1736150460));
+    assert_eq!(presigned_expiry(&q(&format!("{v4}&Expires=99999999999"))), Some(1736150460));
+    // Header-signed: no URL expiry to keep.
+    assert_eq!(presigned_expiry(&q("Expires=99999999999")), None);
+    assert_eq!(presigned_expiry(&[]), None);
+}
