@@ -285,3 +285,33 @@ pub fn chunks(csid: u8, type_id: u8, payload: &[u8], chunk_size: usize) -> Vec<u
     }
     out
 }
+
+/// `depth` nested AMF0 containers of one kind (0x03 object, 0x08 ECMA array, 0x0A strict array), each
+/// closed properly, around one `undefined`. For tests of what nesting does to a decoder.
+pub fn nested_amf0(kind: u8, depth: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..depth {
+        match kind {
+            0x03 => out.extend_from_slice(&[0x03, 0, 1, b'a']),
+            0x08 => out.extend_from_slice(&[0x08, 0, 0, 0, 1, 0, 1, b'a']),
+            _ => out.extend_from_slice(&[0x0A, 0, 0, 0, 1]),
+        }
+    }
+    out.push(0x05);
+    if kind != 0x0A {
+        for _ in 0..depth {
+            out.extend_from_slice(&[0, 0, 0x09]);
+        }
+    }
+    out
+}
+
+/// A `connect` command (name, transaction 1) whose command object is [`nested_amf0`].
+pub fn nested_connect(kind: u8, depth: usize) -> Vec<u8> {
+    let mut payload = vec![0x02, 0, 7];
+    payload.extend_from_slice(b"connect");
+    payload.push(0x00);
+    payload.extend_from_slice(&1f64.to_be_bytes());
+    payload.extend_from_slice(&nested_amf0(kind, depth));
+    payload
+}

@@ -7,24 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
-use livechannel::rtmp::client::{chunks, handshake};
-
-/// A `connect` whose command object is `depth` containers of one AMF0 kind deep.
-fn deep_connect(kind: u8, depth: usize) -> Vec<u8> {
-    let mut payload = vec![0x02, 0, 7];
-    payload.extend_from_slice(b"connect");
-    payload.push(0x00);
-    payload.extend_from_slice(&1f64.to_be_bytes());
-    for _ in 0..depth {
-        match kind {
-            0x03 => payload.extend_from_slice(&[0x03, 0, 1, b'a']),
-            0x08 => payload.extend_from_slice(&[0x08, 0, 0, 0, 1, 0, 1, b'a']),
-            _ => payload.extend_from_slice(&[0x0A, 0, 0, 0, 1]),
-        }
-    }
-    payload.push(0x05);
-    payload
-}
+use livechannel::rtmp::client::{chunks, handshake, nested_connect};
 
 /// Sends `bytes` after a handshake and waits for the server to close the connection.
 async fn closed_after(addr: SocketAddr, bytes: &[u8]) -> Result<(), String> {
@@ -55,7 +38,7 @@ async fn a_deeply_nested_connect_ends_only_its_connection_on_both_ports() {
             // 5,000 levels fit in a command message (the depth check refuses them); 100,000 do not (the size
             // check does, at the message header).
             for depth in [5_000, 100_000] {
-                let bytes = chunks(3, 20, &deep_connect(kind, depth), 128);
+                let bytes = chunks(3, 20, &nested_connect(kind, depth), 128);
                 closed_after(addr, &bytes).await.unwrap_or_else(|e| panic!("{addr} kind {kind:#x} depth {depth}: {e}"));
             }
         }

@@ -5,15 +5,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use livechannel::config::{StorageConfig, StorageKind};
+use livechannel::config::StorageConfig;
 
 use crate::interop::{live_pattern, run, strings};
 use crate::sdk_interop::python;
 use crate::support::*;
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
 
 /// ffprobe reads a playlist URL with every segment; returns its stderr (empty when all is well).
 async fn ffprobe_errors(url: &str) -> String {
@@ -26,28 +22,14 @@ async fn ffprobe_errors(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs ffmpeg, ffprobe, an S3-compatible server (LIVECHANNEL_TEST_S3), boto3 in the venv, PostgreSQL (LIVECHANNEL_TEST_POSTGRES) and psql"]
 async fn ffmpeg_to_s3_and_postgres_then_ffprobe_plays_live_and_vod_and_boto3_and_psql_find_everything() {
-    let endpoint = std::env::var("LIVECHANNEL_TEST_S3").expect("LIVECHANNEL_TEST_S3 (.ci/run starts s3s-fs)");
-    let bucket = env("LIVECHANNEL_TEST_S3_BUCKET", "livechannel-test");
-    let (access, secret) = (
-        env("LIVECHANNEL_TEST_S3_ACCESS_KEY", "livechannel"),
-        env("LIVECHANNEL_TEST_S3_SECRET_KEY", "livechannel-secret"),
-    );
     let prefix = format!("e2e-{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis());
+    let storage = test_s3_storage(Some(prefix.clone()));
+    let some = |v: &Option<String>| v.clone().unwrap_or_default();
+    let (endpoint, bucket) = (some(&storage.endpoint), some(&storage.bucket));
+    let (access, secret) = (some(&storage.access_key_id), some(&storage.secret_access_key));
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), 2, 20);
-    cfg.storage = Some(StorageConfig {
-        kind: StorageKind::S3,
-        endpoint: Some(endpoint.clone()),
-        bucket: Some(bucket.clone()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some(access.clone()),
-        secret_access_key: Some(secret.clone()),
-        path_style: Some(true),
-        prefix: Some(prefix.clone()),
-        part_size: None,
-        retry_timeout_ms: None,
-        segment_redirect_expires_s: None,
-    });
+    cfg.storage = Some(storage);
     let db = Db::new(true).await;
     let Db::Postgres(pg_url) = &db else { unreachable!() };
     let pg_url = pg_url.clone();
@@ -123,23 +105,12 @@ print(json.dumps(out))
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs an S3-compatible server (LIVECHANNEL_TEST_S3)"]
 async fn segment_reads_can_be_redirected_to_presigned_s3_urls() {
-    let endpoint = std::env::var("LIVECHANNEL_TEST_S3").expect("LIVECHANNEL_TEST_S3 (.ci/run starts s3s-fs)");
     let prefix = format!("redirect-{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis());
+    let storage = StorageConfig { segment_redirect_expires_s: Some(300), ..test_s3_storage(Some(prefix.clone())) };
+    let endpoint = storage.endpoint.clone().unwrap_or_default();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), 1, 10);
-    cfg.storage = Some(StorageConfig {
-        kind: StorageKind::S3,
-        endpoint: Some(endpoint.clone()),
-        bucket: Some(env("LIVECHANNEL_TEST_S3_BUCKET", "livechannel-test")),
-        region: Some("us-east-1".into()),
-        access_key_id: Some(env("LIVECHANNEL_TEST_S3_ACCESS_KEY", "livechannel")),
-        secret_access_key: Some(env("LIVECHANNEL_TEST_S3_SECRET_KEY", "livechannel-secret")),
-        path_style: Some(true),
-        prefix: Some(prefix.clone()),
-        part_size: None,
-        retry_timeout_ms: None,
-        segment_redirect_expires_s: Some(300),
-    });
+    cfg.storage = Some(storage);
     let ts = TestServer::start(cfg).await;
     publish(ts.rtmp(), "cdn", &tags("media/av_no_bframes.flv")).await.unwrap();
     ts.wait_flushed("cdn").await;

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use livechannel::config::{Config, StorageConfig, StorageKind};
+use livechannel::config::Config;
 use livechannel::hls::live::{ChannelState, Recorder};
 use livechannel::hls::{Output, Playlist, Segment};
 use livechannel::media::Timestamp90k;
@@ -177,25 +177,7 @@ impl Backend {
 
     /// The S3 server named by the environment, through the same `[storage]` config the server reads.
     fn s3() -> Backend {
-        let endpoint = std::env::var("LIVECHANNEL_TEST_S3")
-            .expect("LIVECHANNEL_TEST_S3 must name an S3-compatible endpoint (.ci/run starts one)");
-        let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-        let config = Config {
-            storage: Some(StorageConfig {
-                kind: StorageKind::S3,
-                endpoint: Some(endpoint),
-                bucket: Some(env("LIVECHANNEL_TEST_S3_BUCKET", "livechannel-test")),
-                region: Some("us-east-1".into()),
-                access_key_id: Some(env("LIVECHANNEL_TEST_S3_ACCESS_KEY", "livechannel")),
-                secret_access_key: Some(env("LIVECHANNEL_TEST_S3_SECRET_KEY", "livechannel-secret")),
-                path_style: Some(true),
-                prefix: None,
-                part_size: None,
-                retry_timeout_ms: None,
-                segment_redirect_expires_s: None,
-            }),
-            ..Config::default()
-        };
+        let config = Config { storage: Some(crate::support::test_s3_storage(None)), ..Config::default() };
         Backend::wrap("s3", Store::from_config(&config).expect("S3 store"), None)
     }
 

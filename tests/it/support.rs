@@ -78,6 +78,27 @@ macro_rules! on_both {
 }
 pub(crate) use on_both;
 
+/// `[storage]` for the S3 server the environment names (`LIVECHANNEL_TEST_S3` and its `_BUCKET`,
+/// `_ACCESS_KEY`, `_SECRET_KEY`; .ci/run starts s3s-fs and sets them).
+pub fn test_s3_storage(prefix: Option<String>) -> livechannel::config::StorageConfig {
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let endpoint = std::env::var("LIVECHANNEL_TEST_S3")
+        .expect("LIVECHANNEL_TEST_S3 must name an S3-compatible endpoint (.ci/run starts one)");
+    livechannel::config::StorageConfig {
+        kind: livechannel::config::StorageKind::S3,
+        endpoint: Some(endpoint),
+        bucket: Some(env("LIVECHANNEL_TEST_S3_BUCKET", "livechannel-test")),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(env("LIVECHANNEL_TEST_S3_ACCESS_KEY", "livechannel")),
+        secret_access_key: Some(env("LIVECHANNEL_TEST_S3_SECRET_KEY", "livechannel-secret")),
+        path_style: Some(true),
+        prefix,
+        part_size: None,
+        retry_timeout_ms: None,
+        segment_redirect_expires_s: None,
+    }
+}
+
 pub fn config(dir: &Path, frag_duration: u32, frag_count: u32) -> Config {
     Config {
         rtmp_listen: "127.0.0.1:0".parse().unwrap(),

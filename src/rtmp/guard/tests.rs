@@ -6,7 +6,7 @@ use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionResult
 use rml_rtmp::time::RtmpTimestamp;
 
 use super::*;
-use crate::rtmp::client::chunks;
+use crate::rtmp::client::{chunks, nested_amf0, nested_connect};
 
 const LIMITS: Limits = Limits { max_message_bytes: 4 << 20 };
 
@@ -16,31 +16,6 @@ fn amf0(values: &[Amf0Value]) -> Vec<u8> {
 
 fn command(name: &str, object: Amf0Value) -> Vec<u8> {
     amf0(&[Amf0Value::Utf8String(name.into()), Amf0Value::Number(1.0), object])
-}
-
-/// `depth` nested containers of one kind, innermost empty, as AMF0 bytes.
-fn nested(kind: u8, depth: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for _ in 0..depth {
-        match kind {
-            0x03 => out.extend_from_slice(&[0x03, 0, 1, b'a']),
-            0x08 => out.extend_from_slice(&[0x08, 0, 0, 0, 1, 0, 1, b'a']),
-            _ => out.extend_from_slice(&[0x0A, 0, 0, 0, 1]),
-        }
-    }
-    out.push(0x05);
-    for _ in 0..depth {
-        if kind != 0x0A {
-            out.extend_from_slice(&[0, 0, 0x09]);
-        }
-    }
-    out
-}
-
-fn connect_nested(kind: u8, depth: usize) -> Vec<u8> {
-    let mut payload = amf0(&[Amf0Value::Utf8String("connect".into()), Amf0Value::Number(1.0)]);
-    payload.extend_from_slice(&nested(kind, depth));
-    payload
 }
 
 fn inspect_all(guard: &mut Guard, bytes: &[u8]) -> Result<(), Refused> {
@@ -119,9 +94,9 @@ fn what_real_clients_send_passes_whole_and_byte_by_byte() {
 #[test]
 fn nesting_of_every_container_kind_is_refused_at_any_depth_beyond_the_limit() {
     for kind in [0x03, 0x08, 0x0A] {
-        assert_eq!(amf0_values(&nested(kind, MAX_AMF_DEPTH)), Ok(Some(1)), "kind {kind:#x}");
-        assert_eq!(amf0_values(&nested(kind, MAX_AMF_DEPTH + 1)), Err(TooDeep), "kind {kind:#x}");
-        assert_eq!(amf0_values(&nested(kind, 100_000)), Err(TooDeep), "kind {kind:#x}");
+        assert_eq!(amf0_values(&nested_amf0(kind, MAX_AMF_DEPTH)), Ok(Some(1)), "kind {kind:#x}");
+        assert_eq!(amf0_values(&nested_amf0(kind, MAX_AMF_DEPTH + 1)), Err(TooDeep), "kind {kind:#x}");
+        assert_eq!(amf0_values(&nested_amf0(kind, 100_000)), Err(TooDeep), "kind {kind:#x}");
     }
 }
 
@@ -129,12 +104,12 @@ fn nesting_of_every_container_kind_is_refused_at_any_depth_beyond_the_limit() {
 fn a_deep_connect_is_refused_before_rml_rtmp_sees_its_last_chunk() {
     for kind in [0x03, 0x08, 0x0A] {
         // 5,000 levels fit in a 64 KiB command, and are past what overflowed a worker's stack (about 4,000).
-        let bytes = chunks(3, 20, &connect_nested(kind, 5_000), 128);
+        let bytes = chunks(3, 20, &nested_connect(kind, 5_000), 128);
         let mut guard = Guard::new(LIMITS);
         let refused = inspect_all(&mut guard, &bytes).unwrap_err();
         assert_eq!(refused.refusal, Refusal::TooDeep { type_id: 20 }, "kind {kind:#x}");
         // Everything before the message's last chunk is harmless to hand over (rml_rtmp only buffers it).
-        let last_chunk = bytes.len() - (connect_nested(kind, 5_000).len() % 128 + 1);
+        let last_chunk = bytes.len() - (nested_connect(kind, 5_000).len() % 128 + 1);
         assert_eq!(refused.safe_len, last_chunk);
 
         let mut guard = Guard::new(LIMITS);
@@ -142,16 +117,16 @@ fn a_deep_connect_is_refused_before_rml_rtmp_sees_its_last_chunk() {
 
         // 100,000 levels do not fit a command message at all.
         let mut guard = Guard::new(LIMITS);
-        let bytes = chunks(3, 20, &connect_nested(kind, 100_000), 128);
+        let bytes = chunks(3, 20, &nested_connect(kind, 100_000), 128);
         assert!(matches!(inspect_all(&mut guard, &bytes).unwrap_err().refusal, Refusal::TooLarge { type_id: 20, .. }));
     }
     // The same inside data messages, and inside "AMF3" commands with their leading zero.
     let mut guard = Guard::new(LIMITS);
-    let data = chunks(3, 18, &nested(0x08, 200), 128);
+    let data = chunks(3, 18, &nested_amf0(0x08, 200), 128);
     assert_eq!(inspect_all(&mut guard, &data).unwrap_err().refusal, Refusal::TooDeep { type_id: 18 });
     let mut guard = Guard::new(LIMITS);
     let mut amf3 = vec![0];
-    amf3.extend_from_slice(&connect_nested(0x03, 200));
+    amf3.extend_from_slice(&nested_connect(0x03, 200));
     assert_eq!(
         inspect_all(&mut guard, &chunks(3, 17, &amf3, 128)).unwrap_err().refusal,
         Refusal::TooDeep { type_id: 17 }
@@ -235,7 +210,7 @@ fn a_refusal_keeps_the_complete_media_before_it() {
     guard.connected();
     let mut bytes = chunks(6, 9, &[0x17; 1000], 128);
     let media = bytes.len();
-    bytes.extend_from_slice(&chunks(3, 20, &connect_nested(0x03, 40), 128));
+    bytes.extend_from_slice(&chunks(3, 20, &nested_connect(0x03, 40), 128));
     let refused = guard.inspect(&bytes).unwrap_err();
     assert_eq!(refused.refusal, Refusal::TooDeep { type_id: 20 });
     // The safe prefix ends where the command's last chunk starts: it holds the whole media message.
