@@ -44,6 +44,53 @@ pub struct ConfigFile {
     pub auth_tokens: Vec<AuthToken>,
     /// The metadata database (`[database]`); absent: SQLite at `<data_dir>/meta.db`.
     pub database: Option<DatabaseFile>,
+    /// This node's name in the cluster: lease rows, push history, callbacks. Default: the host name.
+    pub node_id: Option<String>,
+    /// How other nodes and balancers reach this node (`host[:port]`); its host is the node IP callbacks
+    /// carry. Default: the RTMP listen address, or the address of the interface that routes outwards
+    /// when that is unspecified (0.0.0.0).
+    pub node_address: Option<String>,
+    /// Leases that make a channel live on one node of the cluster (`[cluster]`).
+    #[serde(default)]
+    pub cluster: ClusterFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// How long a live claim outlives its node's last renewal: after this, another node may take the
+    /// channel over. Default 10000.
+    pub lease_ms: Option<u64>,
+    /// How often a node renews its leases, checks for kicks and sweeps leases of dead nodes. Default 1000.
+    pub renew_ms: Option<u64>,
+}
+
+/// This node, and how it holds channels in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub id: String,
+    pub address: Option<String>,
+    pub lease: Duration,
+    pub renew: Duration,
+}
+
+/// The host name, as the kernel knows it (no crate needed on Linux), else `HOSTNAME`, else `livechannel`.
+pub fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| validate_node_id(h).is_ok())
+        .unwrap_or_else(|| "livechannel".to_owned())
+}
+
+/// 1..=64 of letters, digits, `.`, `_` and `-`: it goes into logs, callbacks and SQL rows unescaped.
+pub fn validate_node_id(id: &str) -> Result<(), String> {
+    if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        Ok(())
+    } else {
+        Err(format!("node_id {id:?} must be 1..=64 of [A-Za-z0-9._-]"))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +322,7 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub auth_tokens: Vec<AuthToken>,
     pub database: Database,
+    pub node: NodeConfig,
 }
 
 impl Default for Config {
@@ -289,6 +337,8 @@ pub struct Overrides {
     pub rtmp_listen: Option<SocketAddr>,
     pub http_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub node_id: Option<String>,
+    pub node_address: Option<String>,
 }
 
 impl Config {
@@ -304,6 +354,8 @@ impl Config {
         file.rtmp_listen = overrides.rtmp_listen.or(file.rtmp_listen);
         file.http_listen = overrides.http_listen.or(file.http_listen);
         file.data_dir = overrides.data_dir.or(file.data_dir);
+        file.node_id = overrides.node_id.or(file.node_id);
+        file.node_address = overrides.node_address.or(file.node_address);
         Config::from_file(file)
     }
 
@@ -420,7 +472,23 @@ impl Config {
             return Err(invalid("[[auth_tokens]] token must be at least 16 characters and project_id set".into()));
         }
         let database = database(file.database.as_ref())?;
+        let node = NodeConfig {
+            id: file.node_id.unwrap_or_else(default_node_id),
+            address: file.node_address.filter(|a| !a.is_empty()),
+            lease: Duration::from_millis(file.cluster.lease_ms.unwrap_or(10_000)),
+            renew: Duration::from_millis(file.cluster.renew_ms.unwrap_or(1_000)),
+        };
+        validate_node_id(&node.id).map_err(invalid)?;
+        // Three renewals fit in a lease, so one slow round trip does not lose it.
+        if node.renew < Duration::from_millis(100) || node.lease < node.renew * 3 {
+            return Err(invalid(format!(
+                "[cluster] renew_ms must be >= 100 and lease_ms at least 3 x renew_ms (got {} and {})",
+                node.renew.as_millis(),
+                node.lease.as_millis()
+            )));
+        }
         Ok(Config {
+            node,
             notify,
             database,
             auth_tokens: file.auth_tokens,

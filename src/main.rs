@@ -33,6 +33,12 @@ enum Command {
         /// Folder for segments, playlists and metadata.
         #[arg(long, env = "LIVECHANNEL_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// This node's id in a cluster (lease rows, push history, callbacks). Default: the host name.
+        #[arg(long, env = "LIVECHANNEL_NODE_ID")]
+        node_id: Option<String>,
+        /// How other nodes and balancers reach this node, `host[:port]` (callbacks carry its host).
+        #[arg(long, env = "LIVECHANNEL_NODE_ADDRESS")]
+        node_address: Option<String>,
     },
 }
 
@@ -45,8 +51,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let Command::Serve { config, rtmp_listen, http_listen, data_dir } = cli.command;
-    let config = Config::load(config.as_deref(), Overrides { rtmp_listen, http_listen, data_dir })?;
+    let Command::Serve { config, rtmp_listen, http_listen, data_dir, node_id, node_address } = cli.command;
+    let config =
+        Config::load(config.as_deref(), Overrides { rtmp_listen, http_listen, data_dir, node_id, node_address })?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let server = Server::start(config).await?;

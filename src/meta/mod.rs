@@ -17,6 +17,7 @@
 //! sqlx runs SQLite on its own worker threads, so no query blocks the reactor.
 
 pub mod aliyun;
+pub mod lease;
 pub mod notify;
 
 use std::path::Path;
@@ -330,8 +331,10 @@ impl Meta {
         }
     }
 
-    /// Closes every push left open by a crash: its end is the end of its last stored segment (or its
-    /// start when none was stored). Returns how many were closed.
+    /// Closes every push left open by a crash that no lease covers (a live publish's push is opened with
+    /// its lease, in one transaction, so an uncovered open push is a dead one, on whichever node): its
+    /// end is the end of its last stored segment (or its start when none was stored). A starting node
+    /// deletes its own leases first ([`Meta::expire_leases`]). Returns how many were closed.
     pub async fn recover(&self) -> Result<u64, MetaError> {
         let greatest = self.backend.greatest();
         let done = sqlx::query(&format!(
@@ -339,7 +342,7 @@ impl Meta {
                  SELECT MAX(s.start_ms + s.duration_ms) FROM segments s
                  WHERE s.bucket = push_history.bucket AND s.channel = push_history.channel
                    AND s.start_ms >= push_history.start_ms), start_ms))
-             WHERE end_ms IS NULL"
+             WHERE end_ms IS NULL AND NOT EXISTS (SELECT 1 FROM live_leases l WHERE l.push_id = push_history.id)"
         ))
         .execute(&self.pool)
         .await

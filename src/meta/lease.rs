@@ -1,0 +1,413 @@
+//! Live leases: which node holds a channel live, cluster-wide (table `live_leases`). A lease is a row
+//! with an expiry on the database clock; its node renews every lease it holds in one statement, and any
+//! node may delete a lapsed one (its node died) and take the channel. Claiming opens the push-history
+//! record in the same transaction, so every open push of a live publish is covered by a lease, and a
+//! push no lease covers is a dead one that any node may close.
+//!
+//! Not here: the renewal loop, kicks and fencing (`cluster`), the stop callbacks of dead publishes.
+
+use std::time::{Duration, SystemTime};
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Backend, Meta, MetaError, Op, big, flag, from_millis, millis, opt_int};
+
+/// Is the publisher still there, or is its storage writer only storing the last segments?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    Live,
+    Flushing,
+}
+
+impl LeaseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseState::Live => "live",
+            LeaseState::Flushing => "flushing",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "live" => Some(LeaseState::Live),
+            "flushing" => Some(LeaseState::Flushing),
+            _ => None,
+        }
+    }
+}
+
+/// A claim being made.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest<'a> {
+    pub bucket: &'a str,
+    pub channel: &'a str,
+    pub node_id: &'a str,
+    /// Unique per publish, across nodes and restarts: renewals and releases name it.
+    pub holder: &'a str,
+    pub remote_addr: &'a str,
+    /// What callbacks pass on (the stop callback of a dead publish is rebuilt from the row).
+    pub user_args: &'a str,
+    pub since: SystemTime,
+    pub lease: Duration,
+}
+
+/// A lease row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub bucket: String,
+    pub channel: String,
+    pub node_id: String,
+    pub holder: String,
+    pub state: LeaseState,
+    pub kicked: bool,
+    pub since: SystemTime,
+    pub remote_addr: String,
+    pub user_args: String,
+    pub push_id: Option<i64>,
+    /// The live stats its node last wrote (JSON, `cluster` reads it).
+    pub stats: String,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This publish holds the channel; `expired` is the lapsed lease of a dead node it replaced, whose
+    /// push record this claim closed.
+    Claimed { push_id: i64, expired: Option<Lease> },
+    /// Another publish holds it.
+    Held(Lease),
+}
+
+/// One lease as a renewal found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewed {
+    pub bucket: String,
+    pub channel: String,
+    pub holder: String,
+    pub kicked: bool,
+}
+
+const LEASE_COLUMNS: &str =
+    "bucket, channel, node_id, holder, state, kicked, since_ms, remote_addr, user_args, push_id, stats";
+
+fn lease_from_row(r: &AnyRow) -> Result<Lease, MetaError> {
+    let state: String = r.try_get(4)?;
+    Ok(Lease {
+        bucket: r.try_get(0)?,
+        channel: r.try_get(1)?,
+        node_id: r.try_get(2)?,
+        holder: r.try_get(3)?,
+        state: LeaseState::parse(&state).ok_or_else(|| MetaError::Corrupt(format!("lease state {state:?}")))?,
+        kicked: flag(r, 5)?,
+        since: from_millis(r.try_get(6)?),
+        remote_addr: r.try_get(7)?,
+        user_args: r.try_get(8)?,
+        push_id: opt_int(r, 9)?,
+        stats: r.try_get(10)?,
+    })
+}
+
+impl Backend {
+    /// The database's clock in Unix milliseconds: every node compares lease expiries on one clock, so
+    /// skew between nodes does not shorten or stretch a lease.
+    pub(crate) fn now_ms(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+}
+
+/// Closes a dead publish's push record at the end of its last stored segment (or its start).
+async fn close_dead_push(tx: &mut sqlx::AnyConnection, backend: Backend, push_id: i64) -> Result<(), sqlx::Error> {
+    let greatest = backend.greatest();
+    sqlx::query(&format!(
+        "UPDATE push_history SET end_ms = {greatest}(start_ms, COALESCE((
+             SELECT MAX(s.start_ms + s.duration_ms) FROM segments s
+             WHERE s.bucket = push_history.bucket AND s.channel = push_history.channel
+               AND s.start_ms >= push_history.start_ms), start_ms))
+         WHERE id = $1 AND end_ms IS NULL"
+    ))
+    .bind(push_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+impl Meta {
+    /// Claims the channel for this publish unless a live lease holds it. A lapsed lease is deleted (its
+    /// push closed) and replaced. On success the push record is open, in the same transaction.
+    pub async fn claim_lease(&self, req: &LeaseRequest<'_>) -> Result<Claim, MetaError> {
+        let now = self.backend.now_ms();
+        let mut tx = self.write_tx().await.op("claim_lease")?;
+        let expired = sqlx::query(&format!(
+            "DELETE FROM live_leases WHERE bucket = $1 AND channel = $2 AND lease_until_ms < {now}
+             RETURNING {LEASE_COLUMNS}"
+        ))
+        .bind(req.bucket)
+        .bind(req.channel)
+        .fetch_optional(&mut *tx)
+        .await
+        .op("claim_lease")?
+        .map(|r| lease_from_row(&r))
+        .transpose()?;
+        if let Some(push_id) = expired.as_ref().and_then(|e| e.push_id) {
+            close_dead_push(&mut tx, self.backend, push_id).await.op("claim_lease")?;
+        }
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO live_leases (bucket, channel, node_id, holder, state, lease_until_ms, since_ms,
+                 remote_addr, user_args)
+             VALUES ($1, $2, $3, $4, 'live', {now} + $5, $6, $7, $8)
+             ON CONFLICT (bucket, channel) DO NOTHING RETURNING holder"
+        ))
+        .bind(req.bucket)
+        .bind(req.channel)
+        .bind(req.node_id)
+        .bind(req.holder)
+        .bind(big(req.lease.as_millis()))
+        .bind(millis(req.since))
+        .bind(req.remote_addr)
+        .bind(req.user_args)
+        .fetch_optional(&mut *tx)
+        .await
+        .op("claim_lease")?;
+        if inserted.is_none() {
+            let held =
+                sqlx::query(&format!("SELECT {LEASE_COLUMNS} FROM live_leases WHERE bucket = $1 AND channel = $2"))
+                    .bind(req.bucket)
+                    .bind(req.channel)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .op("claim_lease")?;
+            let held = lease_from_row(&held)?;
+            tx.commit().await.op("claim_lease")?;
+            return Ok(Claim::Held(held));
+        }
+        let push = sqlx::query(
+            "INSERT INTO push_history (bucket, channel, start_ms, remote_addr, node_id) VALUES ($1, $2, $3, $4, $5)
+             RETURNING id",
+        )
+        .bind(req.bucket)
+        .bind(req.channel)
+        .bind(millis(req.since))
+        .bind(req.remote_addr)
+        .bind(req.node_id)
+        .fetch_one(&mut *tx)
+        .await
+        .op("claim_lease")?;
+        let push_id: i64 = push.try_get(0)?;
+        sqlx::query("UPDATE live_leases SET push_id = $1 WHERE bucket = $2 AND channel = $3")
+            .bind(push_id)
+            .bind(req.bucket)
+            .bind(req.channel)
+            .execute(&mut *tx)
+            .await
+            .op("claim_lease")?;
+        tx.commit().await.op("claim_lease")?;
+        Ok(Claim::Claimed { push_id, expired })
+    }
+
+    /// Extends every unexpired lease of `node_id` by `lease`; returns them. A lease this node thinks it
+    /// holds and that is not returned was lost (it lapsed, or another node took the channel).
+    pub async fn renew_leases(&self, node_id: &str, lease: Duration) -> Result<Vec<Renewed>, MetaError> {
+        let now = self.backend.now_ms();
+        let rows = sqlx::query(&format!(
+            "UPDATE live_leases SET lease_until_ms = {now} + $2 WHERE node_id = $1 AND lease_until_ms >= {now}
+             RETURNING bucket, channel, holder, kicked"
+        ))
+        .bind(node_id)
+        .bind(big(lease.as_millis()))
+        .fetch_all(&self.pool)
+        .await
+        .op("renew_leases")?;
+        rows.iter()
+            .map(|r| {
+                Ok(Renewed {
+                    bucket: r.try_get(0)?,
+                    channel: r.try_get(1)?,
+                    holder: r.try_get(2)?,
+                    kicked: flag(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The publisher of `holder` is gone; its writer still stores (the next publish waits for it).
+    pub async fn lease_flushing(&self, bucket: &str, channel: &str, holder: &str) -> Result<bool, MetaError> {
+        let done =
+            sqlx::query("UPDATE live_leases SET state = 'flushing' WHERE bucket = $1 AND channel = $2 AND holder = $3")
+                .bind(bucket)
+                .bind(channel)
+                .bind(holder)
+                .execute(&self.pool)
+                .await
+                .op("lease_flushing")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends `holder`'s lease (its last segment is stored). False if it was not held any more.
+    pub async fn release_lease(&self, bucket: &str, channel: &str, holder: &str) -> Result<bool, MetaError> {
+        let done = sqlx::query("DELETE FROM live_leases WHERE bucket = $1 AND channel = $2 AND holder = $3")
+            .bind(bucket)
+            .bind(channel)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .op("release_lease")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Asks whichever node holds the channel live to end the publish (it sees the flag at its next
+    /// renewal). Returns that node's id, or None if nobody publishes.
+    pub async fn kick_lease(&self, bucket: &str, channel: &str) -> Result<Option<String>, MetaError> {
+        let now = self.backend.now_ms();
+        let row = sqlx::query(&format!(
+            "UPDATE live_leases SET kicked = 1
+             WHERE bucket = $1 AND channel = $2 AND state = 'live' AND lease_until_ms >= {now} RETURNING node_id"
+        ))
+        .bind(bucket)
+        .bind(channel)
+        .fetch_optional(&self.pool)
+        .await
+        .op("kick_lease")?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// The unexpired live lease of a channel, on whichever node.
+    pub async fn live_lease(&self, bucket: &str, channel: &str) -> Result<Option<Lease>, MetaError> {
+        let now = self.backend.now_ms();
+        let row = sqlx::query(&format!(
+            "SELECT {LEASE_COLUMNS} FROM live_leases
+             WHERE bucket = $1 AND channel = $2 AND state = 'live' AND lease_until_ms >= {now}"
+        ))
+        .bind(bucket)
+        .bind(channel)
+        .fetch_optional(&self.pool)
+        .await
+        .op("live_lease")?;
+        row.map(|r| lease_from_row(&r)).transpose()
+    }
+
+    /// Deletes lapsed leases (or, with `node_id`, every lease of that node: it restarted, so none of them
+    /// lives) and closes their push records. Returns what was deleted: the caller owes each its stop
+    /// callbacks. Two nodes sweeping at once each get a disjoint set.
+    pub async fn expire_leases(&self, node_id: Option<&str>) -> Result<Vec<Lease>, MetaError> {
+        let now = self.backend.now_ms();
+        let mut tx = self.write_tx().await.op("expire_leases")?;
+        let rows = sqlx::query(&format!(
+            "DELETE FROM live_leases WHERE lease_until_ms < {now} OR node_id = $1 RETURNING {LEASE_COLUMNS}"
+        ))
+        // No node is called "": without one, only lapsed leases go.
+        .bind(node_id.unwrap_or(""))
+        .fetch_all(&mut *tx)
+        .await
+        .op("expire_leases")?;
+        let leases = rows.iter().map(lease_from_row).collect::<Result<Vec<_>, _>>()?;
+        for push_id in leases.iter().filter_map(|l| l.push_id) {
+            close_dead_push(&mut tx, self.backend, push_id).await.op("expire_leases")?;
+        }
+        tx.commit().await.op("expire_leases")?;
+        Ok(leases)
+    }
+
+    /// Writes the live stats of this node's publishes into their lease rows, in one transaction.
+    pub async fn write_lease_stats(&self, rows: &[(String, String, String, String)]) -> Result<(), MetaError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.op("write_lease_stats")?;
+        for (bucket, channel, holder, stats) in rows {
+            sqlx::query("UPDATE live_leases SET stats = $1 WHERE bucket = $2 AND channel = $3 AND holder = $4")
+                .bind(stats)
+                .bind(bucket)
+                .bind(channel)
+                .bind(holder)
+                .execute(&mut *tx)
+                .await
+                .op("write_lease_stats")?;
+        }
+        tx.commit().await.op("write_lease_stats")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::both::on_both;
+
+    fn req<'a>(channel: &'a str, node: &'a str, holder: &'a str, lease_ms: u64) -> LeaseRequest<'a> {
+        LeaseRequest {
+            bucket: "live",
+            channel,
+            node_id: node,
+            holder,
+            remote_addr: "192.0.2.1:5000",
+            user_args: "a=1",
+            since: from_millis(1_736_150_400_000),
+            lease: Duration::from_millis(lease_ms),
+        }
+    }
+
+    on_both! { async fn one_live_lease_per_channel_and_a_lapsed_one_is_taken_over(db) {
+        let meta = db.open().await;
+        let Claim::Claimed { push_id: first, expired: None } = meta.claim_lease(&req("c", "a", "a-1", 60_000)).await.unwrap()
+        else { panic!("the first claim wins") };
+        let Claim::Held(held) = meta.claim_lease(&req("c", "b", "b-1", 60_000)).await.unwrap() else {
+            panic!("a live lease is not taken over")
+        };
+        assert_eq!((held.node_id.as_str(), held.holder.as_str(), held.state), ("a", "a-1", LeaseState::Live));
+        assert_eq!(held.push_id, Some(first));
+        assert_eq!(meta.live_lease("live", "c").await.unwrap().unwrap().holder, "a-1");
+
+        // A lease that lapsed (its node stopped renewing) goes to the next claim, which closes its push.
+        meta.claim_lease(&req("d", "a", "a-2", 1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(meta.live_lease("live", "d").await.unwrap().is_none(), "lapsed leases are not live");
+        let Claim::Claimed { push_id, expired: Some(dead) } = meta.claim_lease(&req("d", "b", "b-2", 60_000)).await.unwrap()
+        else { panic!("a lapsed lease is taken over") };
+        assert_eq!((dead.node_id.as_str(), dead.holder.as_str(), dead.user_args.as_str()), ("a", "a-2", "a=1"));
+        assert_ne!(Some(push_id), dead.push_id);
+        let closed: Option<i64> = sqlx::query_scalar("SELECT end_ms FROM push_history WHERE id = $1")
+            .bind(dead.push_id.unwrap()).fetch_one(&meta.pool).await.unwrap();
+        assert!(closed.is_some(), "the dead publish's push is closed");
+
+        // Renewal returns only the node's unexpired leases, with their kick flags.
+        assert_eq!(meta.kick_lease("live", "c").await.unwrap().as_deref(), Some("a"));
+        let renewed = meta.renew_leases("a", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(renewed, [Renewed { bucket: "live".into(), channel: "c".into(), holder: "a-1".into(), kicked: true }]);
+        assert_eq!(meta.renew_leases("b", Duration::from_secs(60)).await.unwrap().len(), 1);
+
+        // Flushing: not live for stat or kick, still held against a new claim; released by its holder only.
+        assert!(meta.lease_flushing("live", "c", "a-1").await.unwrap());
+        assert!(meta.live_lease("live", "c").await.unwrap().is_none());
+        assert_eq!(meta.kick_lease("live", "c").await.unwrap(), None);
+        assert!(matches!(meta.claim_lease(&req("c", "b", "b-3", 60_000)).await.unwrap(),
+            Claim::Held(Lease { state: LeaseState::Flushing, .. })));
+        assert!(!meta.release_lease("live", "c", "b-3").await.unwrap(), "only the holder releases");
+        assert!(meta.release_lease("live", "c", "a-1").await.unwrap());
+        assert!(matches!(meta.claim_lease(&req("c", "b", "b-3", 60_000)).await.unwrap(), Claim::Claimed { expired: None, .. }));
+
+        // Stats reach the row; a restarted node's leases all go, lapsed or not; others' stay.
+        meta.write_lease_stats(&[("live".into(), "c".into(), "b-3".into(), "{\"x\":1}".into())]).await.unwrap();
+        assert_eq!(meta.live_lease("live", "c").await.unwrap().unwrap().stats, "{\"x\":1}");
+        meta.claim_lease(&req("e", "a", "a-3", 60_000)).await.unwrap();
+        let gone = meta.expire_leases(Some("a")).await.unwrap();
+        assert_eq!(gone.iter().map(|l| l.holder.as_str()).collect::<Vec<_>>(), ["a-3"]);
+        assert_eq!(meta.expire_leases(None).await.unwrap(), []);
+        assert_eq!(meta.renew_leases("b", Duration::from_secs(60)).await.unwrap().len(), 2);
+    }}
+
+    on_both! { async fn recovery_closes_only_pushes_no_lease_covers(db) {
+        let meta = db.open().await;
+        let Claim::Claimed { push_id: live, .. } = meta.claim_lease(&req("live1", "b", "b-1", 60_000)).await.unwrap()
+        else { panic!() };
+        let orphan = meta.open_push("live", "old", from_millis(1_000), "192.0.2.9:1").await.unwrap();
+        assert_eq!(meta.recover().await.unwrap(), 1, "only the push without a lease is closed");
+        let open: Vec<i64> = sqlx::query_scalar("SELECT id FROM push_history WHERE end_ms IS NULL")
+            .fetch_all(&meta.pool).await.unwrap();
+        assert_eq!(open, [live]);
+        assert_ne!(orphan, live);
+    }}
+}
