@@ -45,6 +45,67 @@ pub struct AudioStats {
 
 pub type SharedStats = Arc<Mutex<LiveStats>>;
 
+/// Whether this node may still write a channel's objects. A node that cannot renew its leases for about
+/// a lease period, or learns that another node took the channel, stops writing at once: the other node
+/// may already be writing the same playlist. Checked by the storage writer before each segment and
+/// playlist write; no lock, no await.
+#[derive(Debug, Clone)]
+pub struct Fence(Arc<FenceState>);
+
+#[derive(Debug)]
+struct FenceState {
+    lost: std::sync::atomic::AtomicBool,
+    node: Arc<NodeFence>,
+}
+
+/// The deadline every lease of this node shares: the last successful renewal plus the lease, less a
+/// safety margin (milliseconds since `base`).
+#[derive(Debug)]
+pub struct NodeFence {
+    base: std::time::Instant,
+    deadline_ms: std::sync::atomic::AtomicU64,
+}
+
+impl NodeFence {
+    /// A node whose leases hold until `valid_for` from now.
+    pub fn new(valid_for: std::time::Duration) -> Arc<Self> {
+        let fence = Arc::new(NodeFence { base: std::time::Instant::now(), deadline_ms: Default::default() });
+        fence.extend_to(std::time::Instant::now() + valid_for);
+        fence
+    }
+
+    /// A renewal succeeded: the leases hold until `until`.
+    pub fn extend_to(&self, until: std::time::Instant) {
+        let ms = until.saturating_duration_since(self.base).as_millis().min(u64::MAX as u128) as u64;
+        self.deadline_ms.fetch_max(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn holds(&self) -> bool {
+        (self.base.elapsed().as_millis() as u64) < self.deadline_ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A fence for one lease of this node.
+    pub fn lease(self: &Arc<Self>) -> Fence {
+        Fence(Arc::new(FenceState { lost: Default::default(), node: Arc::clone(self) }))
+    }
+}
+
+impl Fence {
+    /// A fence that always holds (tools that write one channel alone).
+    pub fn unfenced() -> Fence {
+        NodeFence::new(std::time::Duration::from_secs(u64::MAX / 4_000)).lease()
+    }
+
+    pub fn holds(&self) -> bool {
+        !self.0.lost.load(std::sync::atomic::Ordering::SeqCst) && self.0.node.holds()
+    }
+
+    /// Another node holds the channel now.
+    pub fn lose(&self) {
+        self.0.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LiveInfo {
     pub publish_id: u64,
@@ -220,6 +281,20 @@ impl Channels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fence_holds_until_its_node_deadline_or_until_lost() {
+        let node = NodeFence::new(std::time::Duration::from_secs(60));
+        let (a, b) = (node.lease(), node.lease());
+        assert!(a.holds() && b.holds());
+        a.lose();
+        assert!(!a.holds() && b.holds(), "losing one lease fences only its channel");
+        let expired = NodeFence::new(std::time::Duration::ZERO);
+        assert!(!expired.lease().holds(), "a node past its deadline writes nothing");
+        expired.extend_to(std::time::Instant::now() + std::time::Duration::from_secs(60));
+        assert!(expired.lease().holds(), "a renewal extends it");
+        assert!(Fence::unfenced().holds());
+    }
 
     #[test]
     fn a_channel_can_be_claimed_once_and_again_after_the_guard_drops() {

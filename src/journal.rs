@@ -269,7 +269,7 @@ mod tests {
         let meta = db.open().await;
         meta.add_segment("live", "c", &seg(1)).await.unwrap();
         let (journal, rx) = Journal::new();
-        let notifier = Notifier::new(meta.clone(), "127.0.0.1".into());
+        let notifier = Notifier::new(meta.clone(), "127.0.0.1".into(), "node-1".into());
         let writer = tokio::spawn(run(rx, Arc::new(meta.clone()), notifier, Arc::clone(journal.counters())));
         for seq in 0..5 {
             journal.segment("live", "c", SegmentRecord { object_key: "second writer".into(), ..seg(seq) });

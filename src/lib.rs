@@ -37,6 +37,7 @@
 pub mod api;
 pub mod auth;
 pub mod channels;
+pub mod cluster;
 pub mod config;
 pub mod egress;
 pub mod flv;

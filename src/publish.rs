@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::auth::{Keys, percent_decode};
 use crate::channels::{AudioStats, Channels, LiveGuard, LiveStats, VideoStats};
+use crate::cluster::{ClaimError, Cluster};
 use crate::config::{Acl, Bucket, ChannelSettings, Config, validate_playlist_name};
 use crate::hls::live::{ChannelState, Recorder};
 use crate::hls::{Output, SegmenterConfig};
@@ -200,6 +201,8 @@ pub struct Context {
     pub channels: Arc<Channels>,
     pub store: Store,
     pub meta: Meta,
+    /// This node's leases: one publisher per channel across the cluster.
+    pub cluster: Arc<Cluster>,
     pub keys: Keys,
     pub journal: Journal,
     /// `http://host:port` of the HTTP listener (download URLs in recording callbacks).
@@ -232,6 +235,9 @@ pub struct Session {
     /// What the publish callbacks say about this session (the stop event repeats the start's fields).
     event: PublishEvent,
     journal: Journal,
+    cluster: Arc<Cluster>,
+    /// This publish's lease (its id in `live_leases`).
+    holder: String,
     /// When the stats GetLiveChannelStat reads were last refreshed, and the byte counts then.
     stats_at: Instant,
     stats_bytes: (u64, u64),
@@ -267,38 +273,53 @@ impl Session {
             }
         };
         let mut guard = ctx.channels.claim(key, remote).map_err(|e| Refusal::AlreadyLive(e.0))?;
-        // Waits while an earlier publish of this channel is still flushing, then reads where the
+        // Waits while an earlier publish of this channel on this node is still flushing, then claims the
+        // channel cluster-wide (waiting there while another node's writer flushes), then reads where the
         // recording goes on; if that cannot be read, the publish is refused rather than recorded nowhere.
         let flush = match guard.take_flush() {
             Some(lock) => Some(lock.lock_owned().await),
             None => None,
         };
-        let state = match resume(&ctx.store, &ctx.meta, key, &settings).await {
+        let started = SystemTime::now();
+        let claimed = match ctx.cluster.claim(&guard, remote, &who.user_args, started).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                drop((flush, guard));
+                ctx.channels.release(key);
+                return Err(match e {
+                    ClaimError::Held { key, node } => {
+                        info!(channel = %key, node, "publish refused: the channel is live on another node");
+                        Refusal::AlreadyLive(key)
+                    }
+                    ClaimError::Meta { ref source, .. } if source.is_unavailable() => {
+                        Refusal::Unavailable(e.to_string())
+                    }
+                    ClaimError::Meta { .. } => Refusal::Internal(e.to_string()),
+                });
+            }
+        };
+        let state = match resume(&ctx.store, &ctx.meta, key, &settings, claimed.took_over).await {
             Ok(state) => state,
             Err(e) => {
                 error!(channel = %key, error = %e, "publish refused: cannot resume the channel's recording");
+                if let Err(e) = ctx.meta.close_push(claimed.push_id, SystemTime::now()).await {
+                    warn!(channel = %key, error = %e, "cannot close the push-history record (the next start will)");
+                }
+                ctx.cluster.release(key, &claimed.holder).await;
                 drop((flush, guard));
                 ctx.channels.release(key);
                 return Err(Refusal::Unavailable(e));
             }
         };
-        let started = SystemTime::now();
-        let push_id = match ctx.meta.open_push(key.bucket(), key.channel(), started, &remote.to_string()).await {
-            Ok(id) => Some(id),
-            Err(e) => {
-                warn!(channel = %key, error = %e, "cannot record the push in the history");
-                None
-            }
-        };
+        let push_id = Some(claimed.push_id);
         let event = PublishEvent {
             bucket: key.bucket().to_owned(),
             channel: key.channel().to_owned(),
             remote,
             user_args: who.user_args.clone(),
             publish_started: started,
-            // The push-history id is a database id: unique across restarts and nodes. Without it (the
-            // database was away) a fresh request id is.
-            session_id: push_id.map_or_else(|| format!("x{}", crate::wire::request_id()), |id| format!("p{id}")),
+            // The push-history id is a database id: unique across restarts and nodes.
+            session_id: format!("p{}", claimed.push_id),
         };
         ctx.journal.callback(CallbackEvent::Publish { event: event.clone(), start: true });
         let segmenter = SegmenterConfig::new(settings.frag_duration);
@@ -311,8 +332,15 @@ impl Session {
             journal: Some(ctx.journal.clone()),
             event: event.clone(),
             base_url: ctx.base_url.clone(),
+            fence: claimed.fence.clone(),
         };
-        let writer = Writer { flush, channels: Arc::clone(&ctx.channels), state };
+        let writer = Writer {
+            flush,
+            channels: Arc::clone(&ctx.channels),
+            cluster: Arc::clone(&ctx.cluster),
+            holder: claimed.holder.clone(),
+            state,
+        };
         ctx.tracker.spawn(writer.run(sink, rx));
         Ok(Session {
             guard,
@@ -325,6 +353,8 @@ impl Session {
             push_id,
             event,
             journal: ctx.journal.clone(),
+            cluster: Arc::clone(&ctx.cluster),
+            holder: claimed.holder,
             stats_at: Instant::now(),
             stats_bytes: (0, 0),
             stats_configs: (false, false),
@@ -416,6 +446,7 @@ impl Session {
                 warn!(channel = %self.key(), error = %e, "cannot close the push-history record (the next start will)");
             }
         }
+        self.cluster.flushing(self.key(), &self.holder).await;
         self.journal.callback(CallbackEvent::Publish { event: self.event.clone(), start: false });
     }
 
@@ -488,6 +519,8 @@ fn output_index(output: &Output) -> Option<u64> {
 struct Writer {
     flush: Option<tokio::sync::OwnedMutexGuard<()>>,
     channels: Arc<Channels>,
+    cluster: Arc<Cluster>,
+    holder: String,
     state: ChannelState,
 }
 
@@ -495,22 +528,45 @@ impl Writer {
     async fn run(self, sink: Sink, rx: mpsc::Receiver<Output>) {
         let key = sink.key.clone();
         sink.run(Recorder::new(self.state), rx).await;
+        // The lease goes before the local flush lock: a publish waiting here claims it next.
+        self.cluster.release(&key, &self.holder).await;
         drop(self.flush);
         self.channels.release(&key);
     }
 }
 
+/// How many `<seq>.ts` objects past the index a takeover looks for: a dead node stored at most its
+/// storage queue's worth of segments that it had not indexed yet.
+const ORPHAN_PROBES: u64 = 64;
+
 /// The stored playlist's window, and sequence numbers after the highest the segment index (or that
-/// playlist) knows.
+/// playlist) knows. After taking over a dead node's lease, also after any segment object that node
+/// stored without indexing it, and one more: its last upload may still be in flight, and no `<seq>.ts`
+/// is ever written twice.
 async fn resume(
     store: &Store,
     meta: &Meta,
     key: &ChannelKey,
     settings: &ChannelSettings,
+    took_over: bool,
 ) -> Result<ChannelState, String> {
     let playlist = store.load_playlist(key, settings).await.map_err(|e| format!("stored playlist: {e}"))?;
     let max_seq = meta.max_segment_seq(key.bucket(), key.channel()).await.map_err(|e| e.to_string())?;
-    Ok(ChannelState::resume(playlist, max_seq, settings.playlist_name.clone()))
+    let mut state = ChannelState::resume(playlist, max_seq, settings.playlist_name.clone());
+    if took_over {
+        let first = state.next_seq;
+        for _ in 0..ORPHAN_PROBES {
+            let path = key.object(&crate::hls::segment_file_name(state.next_seq)).map_err(|e| e.to_string())?;
+            match object_store::ObjectStoreExt::head(store.objects().as_ref(), &path).await {
+                Ok(_) => state.next_seq += 1,
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(format!("looking for segments a dead node stored: {e}")),
+            }
+        }
+        state.next_seq += 1;
+        info!(channel = %key, from = first, next_seq = state.next_seq, "took over a dead node's channel: its recording continues after what it may have stored");
+    }
+    Ok(state)
 }
 
 #[cfg(test)]

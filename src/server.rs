@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::auth::Keys;
 use crate::channels::Channels;
+use crate::cluster::Cluster;
 use crate::config::{Acl, Config};
 use crate::journal::{self, Journal, JournalStore, WeakJournal};
 use crate::meta::Meta;
@@ -90,12 +91,8 @@ impl Server {
         })?;
         warn_if_open(&config, rtmp_addr, http_addr);
         let meta = Meta::open_config(&config).await?;
-        let recovered = meta.recover().await?;
-        if recovered > 0 {
-            warn!(pushes = recovered, "closed push-history records left open by an unclean stop");
-        }
         let keys = Keys::new(config.access_keys.clone());
-        let notifier = Notifier::new(meta.clone(), rtmp_addr.ip().to_string());
+        let notifier = Notifier::new(meta.clone(), node_ip(&config, rtmp_addr), config.node.id.clone());
         let endpoint = config.public_endpoint.clone().unwrap_or_else(|| http_addr.to_string());
 
         let config = Arc::new(config);
@@ -110,11 +107,21 @@ impl Server {
         // Ends once every publish and writer let go of its handle (after the listeners stopped).
         tracker.spawn(journal::run(journal_rx, journal_store, notifier.clone(), Arc::clone(journal.counters())));
         let journal_handle = journal.downgrade();
+        let cluster = Cluster::new(config.node.clone(), meta.clone(), Arc::clone(&channels), journal.clone());
+        // This node's leases from before a crash are dead (their stop callbacks go out now); then every
+        // open push that no lease covers, on any node, is closed.
+        let dead = cluster.recover().await?;
+        let recovered = meta.recover().await?;
+        if dead > 0 || recovered > 0 {
+            warn!(leases = dead, pushes = recovered, node = %config.node.id, "closed publishes left open by an unclean stop");
+        }
+        tracker.spawn(Arc::clone(&cluster).run(shutdown.clone()));
         let publish_ctx = Arc::new(publish::Context {
             config: Arc::clone(&config),
             channels: Arc::clone(&channels),
             store: store.clone(),
             meta: meta.clone(),
+            cluster: Arc::clone(&cluster),
             keys: keys.clone(),
             journal,
             base_url: format!("http://{endpoint}"),
@@ -134,6 +141,7 @@ impl Server {
             store: store.clone(),
             meta: meta.clone(),
             channels: Arc::clone(&channels),
+            cluster: Arc::clone(&cluster),
             keys,
             nonces: Default::default(),
             notifier: notifier.clone(),
@@ -184,6 +192,31 @@ impl Server {
         }
         done
     }
+}
+
+/// The IP callbacks name as this node's: `node_address`'s host, else the RTMP listen address, else (for
+/// 0.0.0.0 or ::) the address of the interface that routes outwards. The last is found by connecting a
+/// UDP socket, which sends nothing.
+fn node_ip(config: &Config, rtmp: SocketAddr) -> String {
+    if let Some(address) = &config.node.address {
+        if let Ok(ip) = address.parse::<std::net::IpAddr>() {
+            return ip.to_string();
+        }
+        if let Ok(addr) = address.parse::<SocketAddr>() {
+            return addr.ip().to_string();
+        }
+        // host:port with a host name.
+        return address.rsplit_once(':').map_or(address.as_str(), |(host, _)| host).to_owned();
+    }
+    if !rtmp.ip().is_unspecified() {
+        return rtmp.ip().to_string();
+    }
+    std::net::UdpSocket::bind(("0.0.0.0", 0))
+        .and_then(|s| {
+            s.connect(("192.0.2.1", 9))?;
+            s.local_addr()
+        })
+        .map_or_else(|_| rtmp.ip().to_string(), |a| a.ip().to_string())
 }
 
 fn warn_if_open(config: &Config, rtmp: SocketAddr, http: SocketAddr) {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::Keys;
 use crate::channels::Channels;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::meta::Meta;
 use crate::notify::Notifier;
@@ -16,6 +17,8 @@ pub struct Context {
     pub store: Store,
     pub meta: Meta,
     pub channels: Arc<Channels>,
+    /// Live publishes on every node: kicks and stats go through it.
+    pub cluster: Arc<Cluster>,
     pub keys: Keys,
     /// Nonces of Aliyun-signed requests seen in the last 15 minutes (replays are refused).
     pub nonces: crate::auth::aliyun::Nonces,

@@ -518,6 +518,13 @@ async fn put_channel(
     // a publish would hold it, so no publish can start with the old settings in between.
     let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
     let hold = ctx.channels.claim(key, unspecified).map_err(|_| OssError::still_live())?;
+    let elsewhere = ctx.meta.live_lease(key.bucket(), key.channel()).await;
+    if !matches!(elsewhere, Ok(None)) {
+        drop(hold);
+        ctx.channels.release(key);
+        elsewhere?;
+        return Err(OssError::still_live());
+    }
     let written = ctx.meta.put_channel(key.bucket(), &record).await;
     drop(hold);
     ctx.channels.release(key);
@@ -610,14 +617,14 @@ async fn info_op(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssE
 async fn stat(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssError> {
     let c = existing(ctx, key).await?;
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LiveChannelStat>\n");
-    match ctx.channels.live(key) {
+    match ctx.cluster.live(key).await? {
         Some(live) => {
             xml.push_str(&format!(
                 "  <Status>Live</Status>\n  <ConnectedTime>{}</ConnectedTime>\n  <RemoteAddr>{}</RemoteAddr>\n",
                 oss_time(live.since),
-                live.remote
+                escape(&live.remote)
             ));
-            let stats = live.stats();
+            let stats = live.stats;
             if let Some(v) = stats.video {
                 xml.push_str(&format!(
                     "  <Video>\n    <Width>{}</Width>\n    <Height>{}</Height>\n    <FrameRate>{}</FrameRate>\n    <Bandwidth>{}</Bandwidth>\n    <Codec>{}</Codec>\n  </Video>\n",
@@ -663,7 +670,7 @@ async fn put_status(ctx: &Context, key: &ChannelKey, status: &str) -> Result<Res
     if change == StatusChange::NoSuchChannel {
         return Err(OssError::no_channel());
     }
-    if status == ChannelStatus::Disabled && ctx.channels.kick(key) {
+    if status == ChannelStatus::Disabled && ctx.cluster.kick(key).await? {
         info!(channel = %key, "channel disabled: the live publisher is disconnected");
         ctx.meta.mark_paused(key.bucket(), key.channel()).await?;
         ctx.notifier.record_paused_or_resumed(key.bucket(), key.channel(), true).await;
@@ -681,7 +688,7 @@ async fn delete(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssEr
         return Err(OssError::no_channel());
     }
     // The record is gone first, so the kicked publisher cannot re-publish into a deleted channel.
-    if ctx.channels.kick(key) {
+    if ctx.cluster.kick(key).await? {
         info!(channel = %key, "channel deleted while live: the publisher is disconnected; stored segments are kept");
     } else {
         info!(channel = %key, "channel deleted; stored segments are kept");

@@ -104,6 +104,8 @@ pub struct Notifier {
     meta: Meta,
     wake: Arc<Notify>,
     node_ip: String,
+    /// This node's id (`node_id`): the `node` field of Huawei callbacks.
+    node_name: String,
     cache: Arc<ConfigCache>,
 }
 
@@ -112,8 +114,8 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 impl Notifier {
-    pub fn new(meta: Meta, node_ip: String) -> Self {
-        Notifier { meta, wake: Arc::new(Notify::new()), node_ip, cache: Arc::default() }
+    pub fn new(meta: Meta, node_ip: String, node_name: String) -> Self {
+        Notifier { meta, wake: Arc::new(Notify::new()), node_ip, node_name, cache: Arc::default() }
     }
 
     /// The bucket's callback configuration, from the cache unless a `meta` write changed any
@@ -277,7 +279,7 @@ impl Notifier {
     }
 
     fn node_name(&self) -> String {
-        std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "livechannel".to_owned())
+        self.node_name.clone()
     }
 
     /// An Aliyun recording status event (`record_started`, `record_paused`, ...), when the bucket's
@@ -748,7 +750,7 @@ mod tests {
 
     on_both! { async fn cached_callback_configuration_follows_meta_writes_and_only_writes(db) {
         let meta = db.open().await;
-        let notifier = Notifier::new(meta.clone(), "127.0.0.1".into());
+        let notifier = Notifier::new(meta.clone(), "127.0.0.1".into(), "node-1".into());
         let event = CallbackEvent::Publish {
             event: PublishEvent {
                 bucket: "live".into(),

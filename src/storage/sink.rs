@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Store;
+use crate::channels::Fence;
 use crate::hls::live::{Effect, RecordEvent, Recorder};
 use crate::hls::{Output, Segment, segment_file_name};
 use crate::journal::Journal;
@@ -40,7 +41,13 @@ pub struct Sink {
     pub event: PublishEvent,
     /// `http://host:port` of our HTTP listener, for download URLs.
     pub base_url: String,
+    /// Whether this node still holds the channel: once it does not, nothing more is written (another
+    /// node may be writing the same playlist).
+    pub fence: Fence,
 }
+
+/// Why a write was not made.
+const FENCED: &str = "this node no longer holds the channel's lease; another node may be recording it";
 
 impl Sink {
     /// Runs until the queue closes (the publish ended and its last output was taken); returns the
@@ -85,6 +92,7 @@ impl Sink {
         out: &mut Vec<Effect>,
     ) {
         match effect {
+            Effect::Begin { seq } if !self.fence.holds() => recorder.upload_failed(seq, FENCED.to_owned(), out),
             Effect::Begin { seq } => match self.begin(seq).await {
                 Ok(writer) => uploads.push_back((seq, writer)),
                 Err(e) => {
@@ -101,6 +109,10 @@ impl Sink {
             }
             Effect::Complete { seq } => {
                 let result = match take(uploads, seq) {
+                    Some(mut writer) if !self.fence.holds() => {
+                        let _ = writer.abort().await;
+                        Err(FENCED.to_owned())
+                    }
                     Some(mut writer) => writer.shutdown().await.map_err(|e| e.to_string()),
                     None => Err("no upload in progress".to_owned()),
                 };
@@ -128,6 +140,9 @@ impl Sink {
                     discontinuity: row.discontinuity,
                 };
                 journal.segment(self.key.bucket(), self.key.channel(), record);
+            }
+            Effect::Playlist(_) if !self.fence.holds() => {
+                warn!(channel = %self.key, "playlist not written: {FENCED}");
             }
             Effect::Playlist(text) => {
                 let Ok(path) = self.key.object(recorder.playlist_name()) else { return };

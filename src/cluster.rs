@@ -1,0 +1,390 @@
+//! The cluster shell: this node's live leases in the shared database (`meta::lease`). One publisher per
+//! channel on every node together, kicks from any node, live stats any node can read, and the stop
+//! callbacks of publishes whose node died.
+//!
+//! ```text
+//! publish::Session::start -> Cluster::claim (lease row + push record, one transaction; waits while
+//!     another node's writer flushes) -> Fence for the storage writer
+//! Cluster::run, every renew_ms: renew all of this node's leases in one statement
+//!     -> a lease gone or taken: fence it and kick its publisher; kicked flag: kick; renewal failing
+//!        until the node deadline: every fence of the node stops writing
+//!     -> every 3rd tick: live stats into the lease rows
+//!     -> sweep lapsed leases of any node: close their pushes, send their PUBLISH_DONE (journal)
+//! Session::finish -> Cluster::flushing; the storage writer's end -> Cluster::release
+//! ```
+//!
+//! A single node on SQLite runs the same code: the lease is one row it renews, and a restart deletes
+//! the leases it held before.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::channels::{AudioStats, Channels, Fence, LiveGuard, LiveStats, NodeFence, VideoStats};
+use crate::config::NodeConfig;
+use crate::journal::Journal;
+use crate::meta::lease::{Claim, Lease, LeaseRequest, LeaseState};
+use crate::meta::{Meta, MetaError};
+use crate::names::ChannelKey;
+use crate::notify::{CallbackEvent, PublishEvent};
+
+/// How long a publish waits for another node's writer to finish storing the channel's last segments.
+const FLUSH_WAIT: Duration = Duration::from_secs(30);
+const FLUSH_POLL: Duration = Duration::from_millis(200);
+/// Stats go into the lease rows every this many renewals.
+const STATS_EVERY: u64 = 3;
+
+/// A claim that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("channel {key} is live on node {node}")]
+    Held { key: ChannelKey, node: String },
+    #[error("cannot claim channel {key} in the metadata database: {source}")]
+    Meta { key: ChannelKey, source: MetaError },
+}
+
+/// This publish holds the channel cluster-wide.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub holder: String,
+    pub push_id: i64,
+    /// A dead node's lapsed lease was taken over: its last upload may still land, so the recording
+    /// continues after any segment it may have written.
+    pub took_over: bool,
+    pub fence: Fence,
+}
+
+/// A live publish, on this node or another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveView {
+    pub node_id: String,
+    pub remote: String,
+    pub since: SystemTime,
+    pub stats: LiveStats,
+}
+
+struct Held {
+    key: ChannelKey,
+    kick: CancellationToken,
+    fence: Fence,
+    /// When the lease row was seen committed: a renewal sent before that cannot have found it.
+    confirmed: Option<Instant>,
+    stats: Option<crate::channels::SharedStats>,
+}
+
+pub struct Cluster {
+    node: NodeConfig,
+    meta: Meta,
+    channels: Arc<Channels>,
+    journal: Journal,
+    /// Lease holder id -> what this node holds.
+    held: Mutex<HashMap<String, Held>>,
+    fence: Arc<NodeFence>,
+    /// Distinguishes this process from earlier ones with the same node id in holder ids.
+    incarnation: u64,
+}
+
+impl Cluster {
+    pub fn new(node: NodeConfig, meta: Meta, channels: Arc<Channels>, journal: Journal) -> Arc<Self> {
+        let incarnation = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let fence = NodeFence::new(node.lease.saturating_sub(node.renew));
+        Arc::new(Cluster { node, meta, channels, journal, held: Mutex::default(), fence, incarnation })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node.id
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
+        // Single inserts and removes: a panic while holding it leaves the map consistent.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// At start: the leases this node id held before (a crash or kill) are dead. Their pushes are closed
+    /// and their stop callbacks sent.
+    pub async fn recover(&self) -> Result<usize, MetaError> {
+        let dead = self.meta.expire_leases(Some(&self.node.id)).await?;
+        for lease in &dead {
+            self.publish_done(lease, "this node restarted");
+        }
+        Ok(dead.len())
+    }
+
+    /// Claims `key` for the local publish `publish_id`, waiting up to [`FLUSH_WAIT`] while another
+    /// node's writer still stores the channel's last segments.
+    pub async fn claim(
+        &self,
+        local: &LiveGuard,
+        remote: SocketAddr,
+        user_args: &str,
+        since: SystemTime,
+    ) -> Result<Claimed, ClaimError> {
+        let key = local.key();
+        let holder = format!("{}/{}/{}", self.node.id, self.incarnation, local.publish_id());
+        let fence = self.fence.lease();
+        self.held().insert(
+            holder.clone(),
+            Held {
+                key: key.clone(),
+                kick: local.kick.clone(),
+                fence: fence.clone(),
+                confirmed: None,
+                stats: Some(Arc::clone(&local.stats)),
+            },
+        );
+        let remote_addr = remote.to_string();
+        let req = LeaseRequest {
+            bucket: key.bucket(),
+            channel: key.channel(),
+            node_id: &self.node.id,
+            holder: &holder,
+            remote_addr: &remote_addr,
+            user_args,
+            since,
+            lease: self.node.lease,
+        };
+        let started = Instant::now();
+        let outcome = loop {
+            match self.meta.claim_lease(&req).await {
+                Ok(Claim::Held(lease)) if lease.state == LeaseState::Flushing && started.elapsed() < FLUSH_WAIT => {
+                    tokio::time::sleep(FLUSH_POLL).await;
+                }
+                Ok(Claim::Held(lease)) => break Err(ClaimError::Held { key: key.clone(), node: lease.node_id }),
+                Ok(Claim::Claimed { push_id, expired }) => break Ok((push_id, expired)),
+                Err(source) => break Err(ClaimError::Meta { key: key.clone(), source }),
+            }
+        };
+        let (push_id, expired) = match outcome {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                self.held().remove(&holder);
+                return Err(e);
+            }
+        };
+        if let Some(held) = self.held().get_mut(&holder) {
+            held.confirmed = Some(Instant::now());
+        }
+        if let Some(dead) = &expired {
+            warn!(channel = %key, dead_node = %dead.node_id, "taking over a channel whose node stopped renewing its lease");
+            self.publish_done(dead, "its node stopped renewing the lease");
+        }
+        Ok(Claimed { holder, push_id, took_over: expired.is_some(), fence })
+    }
+
+    /// The publisher of `holder` is gone; its writer still stores.
+    pub async fn flushing(&self, key: &ChannelKey, holder: &str) {
+        if let Some(held) = self.held().get_mut(holder) {
+            held.stats = None;
+        }
+        if let Err(e) = self.meta.lease_flushing(key.bucket(), key.channel(), holder).await {
+            warn!(channel = %key, error = %e, "cannot mark the lease flushing (the next publish waits for the lease)");
+        }
+    }
+
+    /// Everything of `holder`'s publish is stored: the channel is free on every node. A failed delete is
+    /// retried by the renewal loop (it removes rows of this node that nothing holds).
+    pub async fn release(&self, key: &ChannelKey, holder: &str) {
+        self.held().remove(holder);
+        if let Err(e) = self.meta.release_lease(key.bucket(), key.channel(), holder).await {
+            warn!(channel = %key, error = %e, "cannot release the lease; the next renewal retries");
+        }
+    }
+
+    /// Ends the live publish of `key`, on whichever node (the holder sees the flag within a renewal
+    /// period). Returns whether one was live.
+    pub async fn kick(&self, key: &ChannelKey) -> Result<bool, MetaError> {
+        let here = self.channels.kick(key);
+        let marked = self.meta.kick_lease(key.bucket(), key.channel()).await?;
+        if let Some(node) = marked.as_deref().filter(|n| *n != self.node.id) {
+            info!(channel = %key, node, "kick sent to the node that holds the channel");
+        }
+        Ok(here || marked.is_some())
+    }
+
+    /// The live publish of `key`: from this node's registry, else from the lease row its node renews.
+    pub async fn live(&self, key: &ChannelKey) -> Result<Option<LiveView>, MetaError> {
+        if let Some(live) = self.channels.live(key) {
+            return Ok(Some(LiveView {
+                node_id: self.node.id.clone(),
+                remote: live.remote.to_string(),
+                since: live.since,
+                stats: live.stats(),
+            }));
+        }
+        let Some(lease) = self.meta.live_lease(key.bucket(), key.channel()).await? else { return Ok(None) };
+        Ok(Some(LiveView {
+            stats: stats_from_json(&lease.stats),
+            node_id: lease.node_id,
+            remote: lease.remote_addr,
+            since: lease.since,
+        }))
+    }
+
+    /// Renews, kicks, writes stats and sweeps until `shutdown`, then until this node holds nothing (its
+    /// writers still store after the listeners stopped, and their leases must not lapse meanwhile).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.node.renew);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n = 0u64;
+        loop {
+            ticks.tick().await;
+            if shutdown.is_cancelled() && self.held().is_empty() {
+                break;
+            }
+            n += 1;
+            self.renew().await;
+            if n % STATS_EVERY == 0 {
+                self.write_stats().await;
+            }
+            self.sweep().await;
+        }
+    }
+
+    async fn renew(&self) {
+        let sent = Instant::now();
+        let renewed = match self.meta.renew_leases(&self.node.id, self.node.lease).await {
+            Ok(renewed) => renewed,
+            Err(e) => {
+                if !self.fence.holds() {
+                    let mut kicked = 0;
+                    for held in self.held().values().filter(|h| !h.kick.is_cancelled()) {
+                        held.kick.cancel();
+                        kicked += 1;
+                    }
+                    if kicked > 0 {
+                        warn!(error = %e, publishes = kicked, "cannot renew leases for a lease period: this node stops its publishes");
+                    }
+                } else {
+                    warn!(error = %e, "cannot renew leases; retrying");
+                }
+                return;
+            }
+        };
+        let mut orphans = Vec::new();
+        {
+            let held = self.held();
+            for r in &renewed {
+                match held.get(&r.holder) {
+                    Some(h) if r.kicked && !h.kick.is_cancelled() => {
+                        info!(channel = %h.key, "kicked through the database: ending the publish");
+                        h.kick.cancel();
+                    }
+                    Some(_) => {}
+                    None => orphans.push((r.bucket.clone(), r.channel.clone(), r.holder.clone())),
+                }
+            }
+            // Lost leases are fenced before the node deadline moves on, so no writer sees them held.
+            for (holder, h) in held.iter().filter(|(_, h)| h.confirmed.is_some_and(|t| t < sent)) {
+                if !renewed.iter().any(|r| &r.holder == holder) {
+                    if h.fence.holds() {
+                        warn!(channel = %h.key, "this node lost the channel's lease: it stops writing and ends the publish");
+                    }
+                    h.fence.lose();
+                    h.kick.cancel();
+                }
+            }
+        }
+        // The database set each expiry from a clock read after `sent`: stopping a renewal period
+        // before `sent + lease` is safely before any other node may take over.
+        self.fence.extend_to(sent + self.node.lease.saturating_sub(self.node.renew));
+        for (bucket, channel, holder) in orphans {
+            // A release that failed earlier, or a claim of a process that is gone.
+            let _ = self.meta.release_lease(&bucket, &channel, &holder).await;
+        }
+    }
+
+    async fn write_stats(&self) {
+        let rows: Vec<(String, String, String, String)> = self
+            .held()
+            .iter()
+            .filter(|(_, h)| h.confirmed.is_some())
+            .filter_map(|(holder, h)| {
+                let stats = h.stats.as_ref()?.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                Some((h.key.bucket().to_owned(), h.key.channel().to_owned(), holder.clone(), stats_to_json(&stats)))
+            })
+            .collect();
+        if let Err(e) = self.meta.write_lease_stats(&rows).await {
+            warn!(error = %e, "cannot write live stats to the lease rows");
+        }
+    }
+
+    async fn sweep(&self) {
+        match self.meta.expire_leases(None).await {
+            Ok(dead) => {
+                for lease in &dead {
+                    warn!(channel = %format!("{}/{}", lease.bucket, lease.channel), node = %lease.node_id,
+                          "a lease lapsed (its node died or lost the database): closing its publish");
+                    self.publish_done(lease, "its node stopped renewing the lease");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot sweep lapsed leases"),
+        }
+    }
+
+    /// The stop callbacks of a publish whose node cannot send them, with the idempotency keys its own
+    /// node would have used (they derive from the push id).
+    fn publish_done(&self, lease: &Lease, why: &str) {
+        let Some(push_id) = lease.push_id else { return };
+        info!(channel = %format!("{}/{}", lease.bucket, lease.channel), node = %lease.node_id, why, "sending the stop callbacks of a dead publish");
+        let event = PublishEvent {
+            bucket: lease.bucket.clone(),
+            channel: lease.channel.clone(),
+            remote: lease.remote_addr.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            user_args: lease.user_args.clone(),
+            publish_started: lease.since,
+            session_id: format!("p{push_id}"),
+        };
+        self.journal.callback(CallbackEvent::Publish { event, start: false });
+    }
+}
+
+/// Lease rows carry stats as JSON: the codecs are the only ones the ingest accepts.
+fn stats_to_json(s: &LiveStats) -> String {
+    serde_json::json!({
+        "video": s.video.as_ref().map(|v| serde_json::json!({
+            "width": v.width, "height": v.height, "frame_rate": v.frame_rate, "bandwidth": v.bandwidth,
+        })),
+        "audio": s.audio.as_ref().map(|a| serde_json::json!({"sample_rate": a.sample_rate, "bandwidth": a.bandwidth})),
+    })
+    .to_string()
+}
+
+fn stats_from_json(text: &str) -> LiveStats {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let n = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    LiveStats {
+        video: v.get("video").filter(|v| v.is_object()).map(|v| VideoStats {
+            width: n(v, "width") as u32,
+            height: n(v, "height") as u32,
+            frame_rate: n(v, "frame_rate") as u32,
+            bandwidth: n(v, "bandwidth"),
+            codec: "H264",
+        }),
+        audio: v.get("audio").filter(|a| a.is_object()).map(|a| AudioStats {
+            sample_rate: n(a, "sample_rate") as u32,
+            bandwidth: n(a, "bandwidth"),
+            codec: "AAC",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_survive_the_lease_row() {
+        let stats = LiveStats {
+            video: Some(VideoStats { width: 1280, height: 720, frame_rate: 30, bandwidth: 250_000, codec: "H264" }),
+            audio: Some(AudioStats { sample_rate: 44_100, bandwidth: 16_000, codec: "AAC" }),
+        };
+        assert_eq!(stats_from_json(&stats_to_json(&stats)), stats);
+        let none = LiveStats::default();
+        assert_eq!(stats_from_json(&stats_to_json(&none)), none);
+        assert_eq!(stats_from_json(""), none, "a row whose node wrote no stats yet");
+    }
+}
