@@ -147,7 +147,8 @@ impl Server {
             notifier: notifier.clone(),
             endpoint,
         });
-        let sender = Arc::new(Sender::new(meta.clone(), config.notify.clone(), notifier.wake_handle())?);
+        let sender =
+            Arc::new(Sender::new(meta.clone(), config.node.id.clone(), config.notify.clone(), notifier.wake_handle())?);
         tracker.spawn(sender.run(shutdown.clone(), tracker.clone()));
         tracker.spawn(http::serve(
             http_listener,

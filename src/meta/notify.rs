@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Meta, MetaError, Op, big, flag, from_millis, int, millis};
+use super::{Backend, Meta, MetaError, Op, big, flag, from_millis, int, millis};
 
 /// Which vendor callback an outbox row is: decides how it is rendered and signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -514,22 +514,55 @@ impl Meta {
         Ok(conflicts)
     }
 
-    /// Pending entries that are due, at most `limit`, and only the oldest pending entry of each
+    /// Claims pending entries that are due, at most `limit`, and only the oldest pending entry of each
     /// (destination, channel): a later callback never overtakes an earlier one to the same receiver.
-    pub async fn due_callbacks(&self, now: SystemTime, limit: u32) -> Result<Vec<OutboxEntry>, MetaError> {
+    /// Each claimed row is `node`'s for `claim` (database clock): no other node sends it meanwhile, and
+    /// if `node` dies mid-delivery, the claim lapses and another node sends it, with the same key.
+    /// PostgreSQL skips rows another node is claiming (`FOR UPDATE SKIP LOCKED`); SQLite has one writer.
+    pub async fn due_callbacks(
+        &self,
+        node: &str,
+        claim: std::time::Duration,
+        now: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, MetaError> {
+        let db_now = self.backend.now_ms();
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE OF o SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let mut tx = self.write_tx().await.op("due_callbacks")?;
         let rows = sqlx::query(&format!(
-            "SELECT {ENTRY_COLUMNS}
-             FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending'
-                                 GROUP BY url, bucket, channel) head ON o.id = head.id
-             WHERE o.next_attempt_ms <= $1
-             ORDER BY o.id LIMIT $2"
+            "UPDATE outbox SET claimed_by = $1, claim_until_ms = {db_now} + $2 WHERE id IN (
+                 SELECT o.id FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state = 'pending'
+                                                 GROUP BY url, bucket, channel) head ON o.id = head.id
+                 WHERE o.next_attempt_ms <= $3 AND o.claim_until_ms < {db_now}
+                 ORDER BY o.id LIMIT $4 {lock})
+             RETURNING {}",
+            ENTRY_COLUMNS.replace("o.", "")
         ))
+        .bind(node)
+        .bind(big(claim.as_millis()))
         .bind(millis(now))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .op("due_callbacks")?;
-        rows.iter().map(entry_from_row).collect()
+        tx.commit().await.op("due_callbacks")?;
+        let mut entries = rows.iter().map(entry_from_row).collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(|e| e.id);
+        Ok(entries)
+    }
+
+    /// Gives back `node`'s claim on an entry it did not send.
+    pub async fn release_callback_claim(&self, id: i64, node: &str) -> Result<(), MetaError> {
+        sqlx::query("UPDATE outbox SET claimed_by = '', claim_until_ms = 0 WHERE id = $1 AND claimed_by = $2")
+            .bind(id)
+            .bind(node)
+            .execute(&self.pool)
+            .await
+            .op("release_callback_claim")?;
+        Ok(())
     }
 
     /// Records one attempt and moves the entry on: delivered, retried at `retry_at`, or failed for good.
@@ -562,13 +595,16 @@ impl Meta {
             (false, Some(at)) => (OutboxState::Pending, millis(at)),
             (false, None) => (OutboxState::Failed, millis(attempt.time)),
         };
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, state = $1, next_attempt_ms = $2 WHERE id = $3")
-            .bind(state.as_str())
-            .bind(next)
-            .bind(outbox_id)
-            .execute(&mut *tx)
-            .await
-            .op("record_attempt")?;
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, state = $1, next_attempt_ms = $2, claimed_by = '',
+                 claim_until_ms = 0 WHERE id = $3",
+        )
+        .bind(state.as_str())
+        .bind(next)
+        .bind(outbox_id)
+        .execute(&mut *tx)
+        .await
+        .op("record_attempt")?;
         tx.commit().await.op("record_attempt")?;
         Ok(())
     }
@@ -647,8 +683,10 @@ mod tests {
         let all = meta.outbox(None).await.unwrap();
         assert_eq!(all.len(), 2, "the same idempotency key is queued once");
         let far = SystemTime::now() + std::time::Duration::from_secs(3600);
-        let due = meta.due_callbacks(far, 10).await.unwrap();
+        let claim = std::time::Duration::from_secs(60);
+        let due = meta.due_callbacks("n1", claim, far, 10).await.unwrap();
         assert_eq!(due.iter().map(|e| e.idempotency_key.as_str()).collect::<Vec<_>>(), ["a"], "b waits for a");
+        assert!(meta.due_callbacks("n2", claim, far, 10).await.unwrap().is_empty(), "n1 claimed a: n2 does not send it");
         let attempt = Attempt {
             time: SystemTime::now(),
             url: "u".into(),
@@ -661,10 +699,48 @@ mod tests {
             cost_ms: 1,
         };
         meta.record_attempt(due[0].id, &attempt, None).await.unwrap();
-        assert_eq!(meta.due_callbacks(far, 10).await.unwrap()[0].idempotency_key, "b");
+        assert_eq!(meta.due_callbacks("n2", claim, far, 10).await.unwrap()[0].idempotency_key, "b");
         assert_eq!(meta.prune_callbacks(far).await.unwrap(), 1, "only the delivered row goes");
         assert!(meta.attempts(due[0].id).await.unwrap().is_empty());
         assert_eq!(meta.outbox(Some(OutboxState::Pending)).await.unwrap().len(), 1);
+    }}
+
+    on_both! { async fn a_claim_of_a_dead_node_lapses_and_another_node_sends_the_row(db) {
+        let meta = db.open().await;
+        meta.enqueue(&[callback("k")]).await.unwrap();
+        let far = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let short = std::time::Duration::from_millis(1);
+        let first = meta.due_callbacks("dead", short, far, 10).await.unwrap();
+        assert_eq!(first.len(), 1);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let again = meta.due_callbacks("alive", std::time::Duration::from_secs(60), far, 10).await.unwrap();
+        assert_eq!(again.iter().map(|e| (e.id, e.idempotency_key.as_str())).collect::<Vec<_>>(), [(first[0].id, "k")]);
+    }}
+
+    on_both! { async fn concurrent_claims_hand_each_row_to_one_node(db) {
+        let meta = db.open().await;
+        let rows: Vec<NewCallback> = (0..40).map(|i| NewCallback { channel: format!("c{i}"), ..callback(&format!("k{i}")) }).collect();
+        meta.enqueue(&rows).await.unwrap();
+        let far = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let claim = std::time::Duration::from_secs(60);
+        let tasks: Vec<_> = (0..4).map(|n| {
+            let meta = meta.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..10 {
+                    got.extend(meta.due_callbacks(&format!("n{n}"), claim, far, 3).await.unwrap().into_iter().map(|e| e.id));
+                }
+                got
+            })
+        }).collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort();
+        let before = all.len();
+        all.dedup();
+        assert_eq!((before, all.len()), (40, 40), "every row claimed exactly once");
     }}
 
     #[test]

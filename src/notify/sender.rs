@@ -126,11 +126,26 @@ pub trait Outbox: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), MetaError>>;
     /// Forgets finished entries older than `before`.
     fn prune(&self, before: SystemTime) -> BoxFuture<'_, Result<u64, MetaError>>;
+    /// Gives back a claimed entry this node will not send now (its destination is busy), so that it
+    /// goes out as soon as a slot frees, here or on another node.
+    fn release(&self, _id: i64) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
-impl Outbox for Meta {
+/// The outbox of the metadata database, as one node of the cluster sees it: the rows it takes are
+/// claimed for it, so other nodes leave them alone until the claim lapses.
+pub struct NodeOutbox {
+    pub meta: Meta,
+    pub node: String,
+    /// Longer than one attempt can take (the per-attempt timeout), so a live node never loses a row
+    /// to another node mid-attempt.
+    pub claim: Duration,
+}
+
+impl Outbox for NodeOutbox {
     fn due(&self, now: SystemTime, limit: u32) -> BoxFuture<'_, Result<Vec<OutboxEntry>, MetaError>> {
-        Box::pin(self.due_callbacks(now, limit))
+        Box::pin(self.meta.due_callbacks(&self.node, self.claim, now, limit))
     }
 
     fn record<'a>(
@@ -139,11 +154,19 @@ impl Outbox for Meta {
         attempt: &'a Attempt,
         retry_at: Option<SystemTime>,
     ) -> BoxFuture<'a, Result<(), MetaError>> {
-        Box::pin(self.record_attempt(id, attempt, retry_at))
+        Box::pin(self.meta.record_attempt(id, attempt, retry_at))
     }
 
     fn prune(&self, before: SystemTime) -> BoxFuture<'_, Result<u64, MetaError>> {
-        Box::pin(self.prune_callbacks(before))
+        Box::pin(self.meta.prune_callbacks(before))
+    }
+
+    fn release(&self, id: i64) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.meta.release_callback_claim(id, &self.node).await {
+                debug!(id, error = %e, "cannot give back a callback claim (it lapses by itself)");
+            }
+        })
     }
 }
 
@@ -168,9 +191,11 @@ pub struct Sender {
 impl Sender {
     /// Fails when the HTTP client cannot be built (no TLS roots, ...): a start-up error, never a silent
     /// fallback to a client without timeouts or destination checks.
-    pub fn new(meta: Meta, config: NotifyConfig, wake: Arc<Notify>) -> Result<Self, reqwest::Error> {
+    pub fn new(meta: Meta, node: String, config: NotifyConfig, wake: Arc<Notify>) -> Result<Self, reqwest::Error> {
         let transport = Arc::new(Http::new(&config)?);
-        Ok(Sender::with_parts(Arc::new(meta), config, wake, transport, Arc::new(SystemTime::now)))
+        let claim = config.timeout * 2 + Duration::from_secs(5);
+        let outbox = Arc::new(NodeOutbox { meta, node, claim });
+        Ok(Sender::with_parts(outbox, config, wake, transport, Arc::new(SystemTime::now)))
     }
 
     pub fn with_parts(
@@ -250,6 +275,8 @@ impl Sender {
         let Ok(permit) = self.destination(&entry.url).try_acquire_owned() else {
             // The destination is busy: this row stays due and is picked up on the next round.
             self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&entry.id);
+            let this = Arc::clone(self);
+            tracker.spawn(async move { this.outbox.release(entry.id).await });
             return;
         };
         let this = Arc::clone(self);
