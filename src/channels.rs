@@ -266,6 +266,16 @@ impl Channels {
         }
     }
 
+    /// Ends every live publish of this process (draining). Returns how many.
+    pub fn kick_all(&self) -> usize {
+        let entries = self.lock();
+        let live: Vec<&LiveInfo> = entries.values().filter_map(|e| e.live.as_ref()).collect();
+        for l in &live {
+            l.kick.cancel();
+        }
+        live.len()
+    }
+
     /// Ends the live publish on a channel, if any (channel disabled or deleted). Returns whether one was live.
     pub fn kick(&self, key: &ChannelKey) -> bool {
         match self.lock().get(key).and_then(|e| e.live.as_ref()) {

@@ -29,6 +29,7 @@ use crate::config::NodeConfig;
 use crate::journal::Journal;
 use crate::meta::lease::{Claim, Lease, LeaseRequest, LeaseState};
 use crate::meta::{Meta, MetaError};
+use crate::metrics::{DatabaseOp, metrics};
 use crate::names::ChannelKey;
 use crate::notify::{CallbackEvent, PublishEvent};
 
@@ -86,17 +87,40 @@ pub struct Cluster {
     fence: Arc<NodeFence>,
     /// Distinguishes this process from earlier ones with the same node id in holder ids.
     incarnation: u64,
+    /// Set once: no new publish is taken, and `/readyz` says so.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
     pub fn new(node: NodeConfig, meta: Meta, channels: Arc<Channels>, journal: Journal) -> Arc<Self> {
         let incarnation = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let fence = NodeFence::new(node.lease.saturating_sub(node.renew));
-        Arc::new(Cluster { node, meta, channels, journal, held: Mutex::default(), fence, incarnation })
+        Arc::new(Cluster {
+            node,
+            meta,
+            channels,
+            journal,
+            held: Mutex::default(),
+            fence,
+            incarnation,
+            draining: Default::default(),
+        })
     }
 
     pub fn node_id(&self) -> &str {
         &self.node.id
+    }
+
+    /// Takes the node out of service: new publishes are refused (the encoder retries through the
+    /// balancer, which `/readyz` took this node out of), and every live publish here ends after
+    /// storing its open segment, so its encoder reconnects to another node. Returns how many ended.
+    pub fn drain(&self) -> usize {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.channels.kick_all()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
@@ -149,7 +173,10 @@ impl Cluster {
         };
         let started = Instant::now();
         let outcome = loop {
-            match self.meta.claim_lease(&req).await {
+            let attempt = Instant::now();
+            let claimed = self.meta.claim_lease(&req).await;
+            metrics().database(DatabaseOp::Claim, attempt.elapsed());
+            match claimed {
                 Ok(Claim::Held(lease)) if lease.state == LeaseState::Flushing && started.elapsed() < FLUSH_WAIT => {
                     tokio::time::sleep(FLUSH_POLL).await;
                 }
@@ -246,7 +273,9 @@ impl Cluster {
 
     async fn renew(&self) {
         let sent = Instant::now();
-        let renewed = match self.meta.renew_leases(&self.node.id, self.node.lease).await {
+        let renewed = self.meta.renew_leases(&self.node.id, self.node.lease).await;
+        metrics().database(DatabaseOp::Renew, sent.elapsed());
+        let renewed = match renewed {
             Ok(renewed) => renewed,
             Err(e) => {
                 if !self.fence.holds() {

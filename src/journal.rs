@@ -213,7 +213,10 @@ async fn commit(store: &dyn JournalStore, batch: &Batch, counters: &JournalCount
     }
     let mut delay = RETRY_FIRST;
     loop {
-        match store.commit(batch).await {
+        let started = std::time::Instant::now();
+        let result = store.commit(batch).await;
+        crate::metrics::metrics().database(crate::metrics::DatabaseOp::Commit, started.elapsed());
+        match result {
             Ok(done) => {
                 counters.committed_segments.fetch_add(batch.segments.len() as u64, Ordering::Relaxed);
                 counters.committed_callbacks.fetch_add(batch.callbacks.len() as u64, Ordering::Relaxed);

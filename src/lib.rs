@@ -47,6 +47,7 @@ pub mod ingest;
 pub mod journal;
 pub mod media;
 pub mod meta;
+pub mod metrics;
 pub mod names;
 pub mod notify;
 pub mod publish;

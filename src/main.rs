@@ -58,7 +58,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let server = Server::start(config).await?;
         wait_for_signal().await;
-        tracing::info!("stopping: flushing open segments");
+        // Out of the balancer first (readyz 503, publishes refused and ended), then stop.
+        tracing::info!("stopping: draining, then flushing open segments");
+        server.drain(Duration::from_secs(30)).await;
         server.shutdown(Duration::from_secs(30)).await;
         Ok(())
     })

@@ -62,6 +62,9 @@ pub enum Refusal {
     /// would throw every segment of the publish away.
     #[error("ServiceUnavailable: cannot resume the channel's recording, try again later: {0}")]
     Unavailable(String),
+    /// This node is draining (shutting down, or taken out of the balancer): publish to another node.
+    #[error("ServiceUnavailable: this node is draining; publish again (the balancer sends you to another node)")]
+    Draining,
 }
 
 impl Refusal {
@@ -76,7 +79,24 @@ impl Refusal {
             Refusal::Disabled => "LiveChannelDisabled",
             Refusal::AlreadyLive(_) => "ChannelStillLive",
             Refusal::Internal(_) => "InternalError",
-            Refusal::Unavailable(_) => "ServiceUnavailable",
+            Refusal::Unavailable(_) | Refusal::Draining => "ServiceUnavailable",
+        }
+    }
+
+    /// How `/metrics` counts it.
+    pub fn reason(&self) -> crate::metrics::RefusedReason {
+        use crate::metrics::RefusedReason as R;
+        match self {
+            Refusal::NotConnected | Refusal::BadQuery | Refusal::BadName(_) | Refusal::InvalidPlaylistName(_) => {
+                R::BadRequest
+            }
+            Refusal::AccessDenied(_) => R::AccessDenied,
+            Refusal::NoSuchLiveChannel(_) => R::NoSuchChannel,
+            Refusal::Disabled => R::Disabled,
+            Refusal::AlreadyLive(_) => R::AlreadyLive,
+            Refusal::Internal(_) => R::Internal,
+            Refusal::Unavailable(_) => R::Unavailable,
+            Refusal::Draining => R::Draining,
         }
     }
 
@@ -90,7 +110,7 @@ impl Refusal {
             Refusal::AccessDenied(_) | Refusal::NoSuchLiveChannel(_) | Refusal::Disabled | Refusal::Internal(_) => {
                 "NetStream.Publish.Rejected"
             }
-            Refusal::Unavailable(_) => "NetStream.Publish.Failed",
+            Refusal::Unavailable(_) | Refusal::Draining => "NetStream.Publish.Failed",
         }
     }
 }
@@ -253,6 +273,9 @@ impl Session {
         stream_key: &str,
         remote: SocketAddr,
     ) -> Result<Session, Refusal> {
+        if ctx.cluster.is_draining() {
+            return Err(Refusal::Draining);
+        }
         let policy = Policy { keys: &ctx.keys };
         let who = policy.authorize(bucket, stream_key, SystemTime::now())?;
         let key = &who.key;
@@ -497,6 +520,7 @@ impl Session {
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.lost_index = index;
                     self.dropped_segments += 1;
+                    crate::metrics::metrics().segment(crate::metrics::SegmentOutcome::Dropped);
                     warn!(channel = %self.guard.key(), segment = ?index, "storage is too slow: dropping the segment being produced");
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {

@@ -40,6 +40,7 @@ pub struct Server {
     pub rtmp_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub channels: Arc<Channels>,
+    pub cluster: Arc<Cluster>,
     pub store: Store,
     pub meta: Meta,
     journal: WeakJournal,
@@ -160,7 +161,7 @@ impl Server {
         tracker.spawn(rtmp::serve(rtmp_listener, rtmp_ctx));
         // Scripts and tests read this line to find the ports when they asked for port 0.
         info!(rtmp = %rtmp_addr, http = %http_addr, data_dir = %config.data_dir.display(), "livechannel listening");
-        Ok(Server { rtmp_addr, http_addr, channels, store, meta, journal: journal_handle, shutdown, tracker })
+        Ok(Server { rtmp_addr, http_addr, channels, cluster, store, meta, journal: journal_handle, shutdown, tracker })
     }
 
     /// Waits until every index row and callback submitted so far is committed to the metadata database.
@@ -178,6 +179,22 @@ impl Server {
 
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// Draining: `/readyz` answers 503 and new publishes are refused while the listeners stay up; every
+    /// live publish ends after storing its open segment. Returns once every channel of this node is
+    /// stored and released (other nodes may take them), or false if `grace` ran out first.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        let ended = self.cluster.drain();
+        info!(publishes = ended, "draining: no new publishes; live ones end after their open segment");
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.channels.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 
     /// Stops accepting, ends every publish (flushing its open segment), waits for storage to finish.

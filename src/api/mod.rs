@@ -10,6 +10,7 @@
 pub mod aliyun;
 pub mod huawei;
 pub mod objects;
+pub mod ops;
 pub mod oss;
 mod range;
 
@@ -115,6 +116,7 @@ pub async fn route(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) ->
             text(StatusCode::FORBIDDEN, "cross-origin writes are not accepted\n")
         }
         Method::OPTIONS => preflight(req.headers()),
+        _ if ops::wants(&method, &path, req.uri().query()) => ops::handle(ctx, &path).await,
         // OSS bucket names are at least 3 characters, so `/v1/` never names a bucket.
         _ if path.starts_with("/v1/") => huawei::handle(ctx, req, &request_id).await,
         _ if aliyun::wants(&req) => aliyun::handle(ctx, req, &request_id).await,

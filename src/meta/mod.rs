@@ -307,6 +307,21 @@ impl Meta {
         Ok(Meta { pool, backend: Backend::Postgres, config_generation: Arc::default() })
     }
 
+    /// One round trip (readiness probes).
+    pub async fn ping(&self) -> Result<(), MetaError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.op("ping")?;
+        Ok(())
+    }
+
+    /// Callbacks not yet delivered or given up, on every node.
+    pub async fn pending_callbacks(&self) -> Result<i64, MetaError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .op("pending_callbacks")?;
+        Ok(row.try_get(0)?)
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -332,6 +332,11 @@ impl Sender {
         let attempts = entry.attempts + 1;
         let retry_at = (!attempt.success && attempts < self.config.max_attempts)
             .then(|| (self.clock)() + backoff(&self.config, attempts, entry.id));
+        crate::metrics::metrics().attempt(match (attempt.success, retry_at.is_some()) {
+            (true, _) => crate::metrics::AttemptResult::Delivered,
+            (false, true) => crate::metrics::AttemptResult::Retry,
+            (false, false) => crate::metrics::AttemptResult::Failed,
+        });
         if attempt.success {
             debug!(id = entry.id, url = %entry.url, attempts, cost_ms = attempt.cost_ms, "callback delivered");
         } else if retry_at.is_some() {

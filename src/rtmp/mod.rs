@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{Bucket, Config};
+use crate::metrics::{RefusedReason, metrics};
 use crate::publish::{self, MediaError, Refusal, Session, parse_stream_key};
 use guard::Guard;
 
@@ -124,10 +125,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
 pub fn accept(stream: TcpStream, remote: SocketAddr, ctx: Arc<Context>) {
     let Ok(permit) = Arc::clone(&ctx.connection_slots).try_acquire_owned() else {
         warn!(%remote, limit = ctx.config.limits.max_rtmp_connections, "RTMP connection refused: connection limit reached");
+        metrics().refused(RefusedReason::ConnectionLimit);
         return;
     };
     let Some(ip_slot) = IpSlot::take(&ctx, remote.ip()) else {
         warn!(%remote, limit = ctx.config.limits.max_rtmp_connections_per_ip, "RTMP connection refused: per-address limit reached");
+        metrics().refused(RefusedReason::PerAddressLimit);
         return;
     };
     let tracker = ctx.tracker.clone();
@@ -288,6 +291,7 @@ impl Connection {
                     }
                     Err(refusal) => {
                         warn!(remote = %self.remote, stream_key = ?redact(&stream_key), "publish refused: {refusal}");
+                        metrics().refused(refusal.reason());
                         let why = refusal.to_string();
                         let code = refusal.rtmp_status();
                         self.respond(unwound("reject", || session.reject_request(request_id, code, &why)), queue);
@@ -332,6 +336,7 @@ impl Connection {
         };
         if let Some(refusal) = refused {
             warn!(remote = %self.remote, "RTMP connection closed: {refusal}");
+            metrics().refused(RefusedReason::Protocol);
             self.closing = true;
             self.failed = Some(refusal.into());
         }

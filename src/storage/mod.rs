@@ -140,6 +140,14 @@ impl Store {
         Err(StorageError::NoS3)
     }
 
+    /// Whether the store answers: a HEAD of a key nobody writes (not found is an answer).
+    pub async fn reachable(&self) -> Result<(), object_store::Error> {
+        match object_store::ObjectStoreExt::head(self.objects.as_ref(), &Path::from(".livechannel-readyz")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn objects(&self) -> &Arc<dyn ObjectStore> {
         &self.objects
     }

@@ -20,6 +20,7 @@ use crate::hls::live::{Effect, RecordEvent, Recorder};
 use crate::hls::{Output, Segment, segment_file_name};
 use crate::journal::Journal;
 use crate::meta::SegmentRecord;
+use crate::metrics::{SegmentOutcome, StorageOp, metrics};
 use crate::names::ChannelKey;
 use crate::notify::{CallbackEvent, PublishEvent, RecordFailure, StoredFile};
 
@@ -113,7 +114,12 @@ impl Sink {
                         let _ = writer.abort().await;
                         Err(FENCED.to_owned())
                     }
-                    Some(mut writer) => writer.shutdown().await.map_err(|e| e.to_string()),
+                    Some(mut writer) => {
+                        let started = std::time::Instant::now();
+                        let done = writer.shutdown().await.map_err(|e| e.to_string());
+                        metrics().storage(StorageOp::Segment, started.elapsed());
+                        done
+                    }
                     None => Err("no upload in progress".to_owned()),
                 };
                 if let Err(e) = &result {
@@ -146,7 +152,10 @@ impl Sink {
             }
             Effect::Playlist(text) => {
                 let Ok(path) = self.key.object(recorder.playlist_name()) else { return };
-                if let Err(e) = self.store.put(&path, text).await {
+                let started = std::time::Instant::now();
+                let put = self.store.put(&path, text).await;
+                metrics().storage(StorageOp::Playlist, started.elapsed());
+                if let Err(e) = put {
                     warn!(channel = %self.key, error = %e, "playlist write failed; the next segment retries it");
                 }
             }
@@ -157,7 +166,9 @@ impl Sink {
     fn on_event(&self, event: RecordEvent) {
         match event {
             RecordEvent::Stored { seq, segment } => {
+                metrics().segment(SegmentOutcome::Stored);
                 if segment.forced {
+                    metrics().segment(SegmentOutcome::Forced);
                     info!(channel = %self.key, seq, duration_s = segment.duration.as_secs_f64(), "segment force-cut: no keyframe within the limit");
                 } else {
                     debug!(channel = %self.key, seq, duration_s = segment.duration.as_secs_f64(), bytes = segment.bytes, "segment stored");
@@ -182,6 +193,7 @@ impl Sink {
                 }
             }
             RecordEvent::Failed { seq, message } => {
+                metrics().segment(SegmentOutcome::Failed);
                 warn!(channel = %self.key, seq, error = %message, "segment not stored; left out of the playlist");
                 if let Some(journal) = &self.journal {
                     journal.callback(CallbackEvent::RecordFailed {

@@ -45,7 +45,7 @@ async fn hw(addr: SocketAddr, method: &str, path: &str, query: &str, body: &str)
     hw_with(addr, method, path, query, body, SK, None).await
 }
 
-async fn hw_with(
+pub(crate) async fn hw_with(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -87,23 +87,23 @@ async fn hw_with(
 }
 
 #[derive(Clone, Debug)]
-struct Received {
-    method: String,
-    uri: String,
-    headers: HeaderMap,
+pub(crate) struct Received {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
     /// The JSON body (Null for a GET).
-    body: Value,
+    pub body: Value,
 }
 
 /// A callback receiver: records every request; answers 500 to the first `fail_first` requests.
 #[derive(Clone)]
-struct Receiver {
+pub(crate) struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
     fail_first: Arc<Mutex<usize>>,
 }
 
 impl Receiver {
-    async fn start(listener: TcpListener, fail_first: usize) -> (Receiver, tokio::task::JoinHandle<()>) {
+    pub(crate) async fn start(listener: TcpListener, fail_first: usize) -> (Receiver, tokio::task::JoinHandle<()>) {
         let r = Receiver { got: Arc::default(), fail_first: Arc::new(Mutex::new(fail_first)) };
         let r2 = r.clone();
         let task = tokio::spawn(async move {
@@ -147,7 +147,7 @@ impl Receiver {
         (r, task)
     }
 
-    fn got(&self) -> Vec<Received> {
+    pub(crate) fn got(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 

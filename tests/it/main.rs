@@ -4,6 +4,7 @@
 mod backpressure;
 mod bench_tool;
 mod callbacks;
+mod cluster;
 mod garbage_in;
 mod hostile;
 mod http_e2e;
