@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::channels::{AudioStats, Channels, Fence, LiveGuard, LiveStats, NodeFence, VideoStats};
 use crate::config::NodeConfig;
-use crate::journal::Journal;
+use crate::journal::{Journal, WeakJournal};
 use crate::meta::lease::{Claim, Lease, LeaseRequest, LeaseState};
 use crate::meta::{Meta, MetaError};
 use crate::metrics::{DatabaseOp, metrics};
@@ -81,7 +81,8 @@ pub struct Cluster {
     node: NodeConfig,
     meta: Meta,
     channels: Arc<Channels>,
-    journal: Journal,
+    /// Weak: the journal ends once the last publish lets go of it, and this lives as long as the server.
+    journal: WeakJournal,
     /// Lease holder id -> what this node holds.
     held: Mutex<HashMap<String, Held>>,
     fence: Arc<NodeFence>,
@@ -92,7 +93,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(node: NodeConfig, meta: Meta, channels: Arc<Channels>, journal: Journal) -> Arc<Self> {
+    pub fn new(node: NodeConfig, meta: Meta, channels: Arc<Channels>, journal: &Journal) -> Arc<Self> {
+        let journal = journal.downgrade();
         let incarnation = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let fence = NodeFence::new(node.lease.saturating_sub(node.renew));
         Arc::new(Cluster {
@@ -267,7 +269,10 @@ impl Cluster {
             if n % STATS_EVERY == 0 {
                 self.write_stats().await;
             }
-            self.sweep().await;
+            // A stopping node leaves dead leases to the nodes that go on (its journal is closing).
+            if !shutdown.is_cancelled() {
+                self.sweep().await;
+            }
         }
     }
 
@@ -367,7 +372,12 @@ impl Cluster {
             publish_started: lease.since,
             session_id: format!("p{push_id}"),
         };
-        self.journal.callback(CallbackEvent::Publish { event, start: false });
+        match self.journal.upgrade() {
+            Some(journal) => journal.callback(CallbackEvent::Publish { event, start: false }),
+            None => {
+                warn!(channel = %format!("{}/{}", lease.bucket, lease.channel), "the journal has stopped: PUBLISH_DONE of a dead publish not queued")
+            }
+        }
     }
 }
 

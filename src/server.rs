@@ -108,7 +108,7 @@ impl Server {
         // Ends once every publish and writer let go of its handle (after the listeners stopped).
         tracker.spawn(journal::run(journal_rx, journal_store, notifier.clone(), Arc::clone(journal.counters())));
         let journal_handle = journal.downgrade();
-        let cluster = Cluster::new(config.node.clone(), meta.clone(), Arc::clone(&channels), journal.clone());
+        let cluster = Cluster::new(config.node.clone(), meta.clone(), Arc::clone(&channels), &journal);
         // This node's leases from before a crash are dead (their stop callbacks go out now); then every
         // open push that no lease covers, on any node, is closed.
         let dead = cluster.recover().await?;

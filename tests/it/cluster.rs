@@ -473,6 +473,7 @@ async fn three_nodes_one_publisher_a_killed_node_loses_nothing_and_draining_move
     tokio::time::sleep(Duration::from_secs(3)).await;
     encoder.retarget(2);
     let accepted_before = encoder.accepted().len();
+    let term = Instant::now();
     b.sigterm();
     let moved = eventually(Duration::from_secs(30), "the encoder moved to C", async || {
         encoder.accepted().get(accepted_before).map(|(n, at)| (*n, *at))
@@ -496,6 +497,8 @@ async fn three_nodes_one_publisher_a_killed_node_loses_nothing_and_draining_move
     .await
     .unwrap();
     assert!(exited.1.unwrap().success(), "a drained node exits cleanly");
+    eprintln!("node B drained and exited {:?} after SIGTERM", term.elapsed());
+    assert!(term.elapsed() < Duration::from_secs(25), "draining took the whole grace period");
 
     // The playlist on C: media sequence never went back; every listed object exists and decodes.
     stop_watch.cancel();

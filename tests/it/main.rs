@@ -10,6 +10,7 @@ mod hostile;
 mod http_e2e;
 mod ingest_e2e;
 mod interop;
+mod ops;
 mod oss_api;
 mod pg_outage;
 mod s3_e2e;
