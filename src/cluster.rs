@@ -90,6 +90,8 @@ pub struct Cluster {
     incarnation: u64,
     /// Set once: no new publish is taken, and `/readyz` says so.
     draining: std::sync::atomic::AtomicBool,
+    /// A kick for this node was announced: renew (and so act on it) now rather than at the next tick.
+    wake: tokio::sync::Notify,
 }
 
 impl Cluster {
@@ -106,6 +108,7 @@ impl Cluster {
             fence,
             incarnation,
             draining: Default::default(),
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -119,6 +122,13 @@ impl Cluster {
     pub fn drain(&self) -> usize {
         self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
         self.channels.kick_all()
+    }
+
+    /// Another node kicked a lease of `node` (from the database's notifications).
+    pub fn on_kick(&self, node: &str) {
+        if node == self.node.id {
+            self.wake.notify_one();
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -260,7 +270,10 @@ impl Cluster {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n = 0u64;
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = self.wake.notified() => {}
+            }
             if shutdown.is_cancelled() && self.held().is_empty() {
                 break;
             }

@@ -33,3 +33,13 @@ CREATE TABLE aliyun_nonces (
     expires_ms  INTEGER NOT NULL
 );
 CREATE INDEX aliyun_nonces_by_expiry ON aliyun_nonces (expires_ms);
+
+-- Every status change of a channel: its id names the change in callbacks' idempotency keys (unique
+-- across nodes and restarts, unlike a per-process counter).
+CREATE TABLE channel_status_changes (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    bucket   TEXT    NOT NULL,
+    channel  TEXT    NOT NULL,
+    status   TEXT    NOT NULL CHECK (status IN ('enabled', 'disabled')),
+    time_ms  INTEGER NOT NULL
+);

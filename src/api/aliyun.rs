@@ -142,10 +142,17 @@ async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Value, RpcError>
     }
     let signed_body: &[u8] = if form { b"" } else { &body };
     let request = aliyun::Request { method: &method, params: &params, headers: &headers, body: signed_body };
-    aliyun::verify(&request, &ctx.keys, &ctx.nonces, SystemTime::now()).map_err(|e| {
+    let now = SystemTime::now();
+    let verified = aliyun::verify(&request, &ctx.keys, &ctx.nonces, now).map_err(|e| {
         info!(error = %e, "aliyun api request refused");
         auth_error(e)
     })?;
+    // The local check above is this node's; the shared table is every node's (a replay sent to another
+    // node behind the balancer is refused there too).
+    if !ctx.meta.claim_nonce(&verified.replay_key(), now + aliyun::NONCE_WINDOW).await? {
+        info!(key_id = %verified.key_id, "aliyun api request refused: nonce already used on another node");
+        return Err(auth_error(aliyun::AuthError::NonceUsed));
+    }
     let header_value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let p = Params(params);
     let action = p.get("Action").map(str::to_owned).or_else(|| header_value("x-acs-action"));

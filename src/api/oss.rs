@@ -673,11 +673,13 @@ async fn put_status(ctx: &Context, key: &ChannelKey, status: &str) -> Result<Res
     if status == ChannelStatus::Disabled && ctx.cluster.kick(key).await? {
         info!(channel = %key, "channel disabled: the live publisher is disconnected");
         ctx.meta.mark_paused(key.bucket(), key.channel()).await?;
-        ctx.notifier.record_paused_or_resumed(key.bucket(), key.channel(), true).await;
+        if let StatusChange::Changed { change_id, .. } = change {
+            ctx.notifier.record_paused_or_resumed(key.bucket(), key.channel(), true, change_id).await;
+        }
     } else {
         info!(channel = %key, status = status.as_str(), ?change, "channel status set");
-        if change == (StatusChange::Changed { resumed: true }) {
-            ctx.notifier.record_paused_or_resumed(key.bucket(), key.channel(), false).await;
+        if let StatusChange::Changed { resumed: true, change_id } = change {
+            ctx.notifier.record_paused_or_resumed(key.bucket(), key.channel(), false, change_id).await;
         }
     }
     Ok(empty_ok(StatusCode::OK))

@@ -37,6 +37,10 @@ pub enum AuthError {
     Mismatch { string_to_sign: String },
 }
 
+/// How long a used nonce must be remembered: a request is accepted while its timestamp is within
+/// MAX_SKEW of the server's clock on either side, so one first seen early may come back that much later.
+pub const NONCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2 * MAX_SKEW.as_secs());
+
 /// Nonces seen in the last 15 minutes.
 #[derive(Debug, Default)]
 pub struct Nonces {
@@ -128,7 +132,22 @@ pub fn acs3_string_to_sign(canonical_request: &str) -> String {
 }
 
 /// Verifies either signature; returns the access key id.
-pub fn verify(req: &Request, keys: &Keys, nonces: &Nonces, now: SystemTime) -> Result<String, AuthError> {
+/// A correctly signed, fresh request: who signed it, and the nonce it used up (the caller records it
+/// where every node sees it, so a replay to another node is refused too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub key_id: String,
+    pub nonce: String,
+}
+
+impl Verified {
+    /// The nonce as the replay table keys it: per access key.
+    pub fn replay_key(&self) -> String {
+        format!("{}\n{}", self.key_id, self.nonce)
+    }
+}
+
+pub fn verify(req: &Request, keys: &Keys, nonces: &Nonces, now: SystemTime) -> Result<Verified, AuthError> {
     match req.headers.get("authorization").and_then(|v| v.to_str().ok()) {
         Some(auth) if auth.starts_with("ACS3-HMAC-SHA256 ") => verify_acs3(req, &auth[17..], keys, nonces, now),
         Some(other) if !other.is_empty() && param(req.params, "Signature").is_none() => {
@@ -151,7 +170,7 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, AuthError> {
     NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ").map(|t| t.and_utc()).map_err(|_| AuthError::TimeFormat)
 }
 
-fn verify_rpc(req: &Request, keys: &Keys, nonces: &Nonces, now: SystemTime) -> Result<String, AuthError> {
+fn verify_rpc(req: &Request, keys: &Keys, nonces: &Nonces, now: SystemTime) -> Result<Verified, AuthError> {
     let p = |name: &str| param(req.params, name);
     let missing =
         |name: &str| AuthError::Incomplete(format!("The request signature is incomplete: {name} is missing."));
@@ -172,10 +191,16 @@ fn verify_rpc(req: &Request, keys: &Keys, nonces: &Nonces, now: SystemTime) -> R
     if !nonces.fresh(id, nonce) {
         return Err(AuthError::NonceUsed);
     }
-    Ok(id.to_owned())
+    Ok(Verified { key_id: id.to_owned(), nonce: nonce.to_owned() })
 }
 
-fn verify_acs3(req: &Request, rest: &str, keys: &Keys, nonces: &Nonces, now: SystemTime) -> Result<String, AuthError> {
+fn verify_acs3(
+    req: &Request,
+    rest: &str,
+    keys: &Keys,
+    nonces: &Nonces,
+    now: SystemTime,
+) -> Result<Verified, AuthError> {
     let field = |name| super::auth_param(rest, name);
     let (Some(id), Some(signed), Some(provided)) = (field("Credential"), field("SignedHeaders"), field("Signature"))
     else {
@@ -207,7 +232,7 @@ fn verify_acs3(req: &Request, rest: &str, keys: &Keys, nonces: &Nonces, now: Sys
     if !nonces.fresh(id, nonce) {
         return Err(AuthError::NonceUsed);
     }
-    Ok(id.to_owned())
+    Ok(Verified { key_id: id.to_owned(), nonce: nonce.to_owned() })
 }
 
 #[cfg(test)]
@@ -235,7 +260,7 @@ mod tests {
         let req = Request { method: "POST", params: &params, headers: &headers, body: b"" };
         let now = DateTime::parse_from_rfc3339("2025-01-06T08:01:00Z").unwrap().into();
         let nonces = Nonces::default();
-        assert_eq!(verify(&req, &keys("testid", "testsecret"), &nonces, now), Ok("testid".into()));
+        assert_eq!(verify(&req, &keys("testid", "testsecret"), &nonces, now).map(|v| v.key_id), Ok("testid".into()));
         assert_eq!(verify(&req, &keys("testid", "testsecret"), &nonces, now), Err(AuthError::NonceUsed));
         let e = verify(&req, &keys("testid", "other"), &Nonces::default(), now).unwrap_err();
         assert!(e.to_string().contains("server string to sign is:POST&%2F&"), "{e}");
@@ -270,7 +295,10 @@ mod tests {
         headers.insert("authorization", HeaderValue::from_str(v["authorization"].as_str().unwrap()).unwrap());
         let req = Request { method: "POST", params: &params, headers: &headers, body: b"" };
         let now = DateTime::parse_from_rfc3339("2025-01-06T08:00:30Z").unwrap().into();
-        assert_eq!(verify(&req, &keys("testid", "testsecret"), &Nonces::default(), now), Ok("testid".into()));
+        assert_eq!(
+            verify(&req, &keys("testid", "testsecret"), &Nonces::default(), now).map(|v| v.key_id),
+            Ok("testid".into())
+        );
         let tampered = Request { body: b"x", ..req };
         assert_eq!(
             verify(&tampered, &keys("testid", "testsecret"), &Nonces::default(), now),
@@ -293,7 +321,7 @@ mod tests {
                 };
                 let req = Request { method: &c.method, params: &params, headers: &c.headers, body: c.body.as_bytes() };
                 assert_eq!(
-                    verify(&req, &k, &nonces, when.into()),
+                    verify(&req, &k, &nonces, when.into()).map(|v| v.key_id),
                     Ok("AKIDEXAMPLE".into()),
                     "{file}: {} {}",
                     c.method,

@@ -96,6 +96,26 @@ fn sub_from_row(r: &AnyRow) -> Result<EventSub, MetaError> {
 const SUB_COLUMNS: &str = "id, app_id, channel_id, users, events, callback_url, created_ms, modified_ms";
 
 impl Meta {
+    /// Records a signature nonce until `expires`; false if any node recorded it before (a replay).
+    /// Expired nonces are forgotten on the way.
+    pub async fn claim_nonce(&self, key: &str, expires: SystemTime) -> Result<bool, MetaError> {
+        let now = self.backend.now_ms();
+        let mut tx = self.write_tx().await.op("claim_nonce")?;
+        sqlx::query(&format!("DELETE FROM aliyun_nonces WHERE expires_ms < {now}"))
+            .execute(&mut *tx)
+            .await
+            .op("claim_nonce")?;
+        let inserted =
+            sqlx::query("INSERT INTO aliyun_nonces (nonce, expires_ms) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING")
+                .bind(key)
+                .bind(millis(expires))
+                .execute(&mut *tx)
+                .await
+                .op("claim_nonce")?;
+        tx.commit().await.op("claim_nonce")?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
     /// Creates or replaces (`replace = true`) a subscription, enforcing the quotas in one transaction.
     pub async fn save_event_sub(
         &self,
@@ -104,6 +124,8 @@ impl Meta {
         replace: bool,
     ) -> Result<Result<(), SubRefused>, MetaError> {
         let mut tx = self.write_tx().await.op("save_event_sub")?;
+        // The quota is a count, then an insert: two nodes must not both pass it.
+        self.lock_key(&mut tx, &format!("event_subs/{bucket}")).await.op("save_event_sub")?;
         let exists = sqlx::query("SELECT 1 FROM aliyun_event_subs WHERE id = $1 AND bucket = $2")
             .bind(&sub.id)
             .bind(bucket)
@@ -163,7 +185,7 @@ impl Meta {
         .await
         .op("save_event_sub")?;
         tx.commit().await.op("save_event_sub")?;
-        self.config_changed();
+        self.config_changed().await;
         Ok(Ok(()))
     }
 
@@ -185,7 +207,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("delete_event_sub")?;
-        self.config_changed();
+        self.config_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -213,7 +235,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("save_record_notify")?;
-        self.config_changed();
+        self.config_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -245,7 +267,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("delete_record_notify")?;
-        self.config_changed();
+        self.config_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -269,7 +291,7 @@ impl Meta {
         .execute(&self.pool)
         .await
         .op("set_streams_notify")?;
-        self.config_changed();
+        self.config_changed().await;
         Ok(())
     }
 
@@ -301,7 +323,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("delete_streams_notify")?;
-        self.config_changed();
+        self.config_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -378,4 +400,50 @@ impl Meta {
             .collect::<Result<Vec<_>, MetaError>>()?;
         Ok((u64::try_from(total).unwrap_or(0), records))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::meta::both::on_both;
+
+    on_both! { async fn a_nonce_is_used_once_across_handles_until_it_expires(db) {
+        // Two handles on one database stand for two nodes.
+        let (a, b) = (db.open().await, db.open().await);
+        let later = SystemTime::now() + Duration::from_secs(1800);
+        assert!(a.claim_nonce("AK\nn1", later).await.unwrap());
+        assert!(!b.claim_nonce("AK\nn1", later).await.unwrap(), "a replay to the other node is refused");
+        assert!(b.claim_nonce("AK2\nn1", later).await.unwrap(), "nonces are per access key");
+        // An expired one is forgotten (and may be used again: its request would be refused as expired).
+        assert!(a.claim_nonce("AK\nold", SystemTime::now() - Duration::from_secs(1)).await.unwrap());
+        assert!(b.claim_nonce("AK\nold", later).await.unwrap());
+    }}
+
+    on_both! { async fn the_subscription_quota_holds_when_nodes_race(db) {
+        let handles = [db.open().await, db.open().await, db.open().await];
+        let tasks: Vec<_> = (0..30).map(|i| {
+            let meta = handles[i % 3].clone();
+            tokio::spawn(async move {
+                let sub = EventSub {
+                    id: format!("sub-{i}"),
+                    app_id: "app".into(),
+                    channel_id: format!("c{i}"),
+                    users: vec![],
+                    events: vec!["PublishStart".into()],
+                    callback_url: "http://192.0.2.1/cb".into(),
+                    created: SystemTime::now(),
+                    modified: SystemTime::now(),
+                };
+                meta.save_event_sub("live", &sub, false).await.unwrap().is_ok()
+            })
+        }).collect();
+        let mut saved = 0;
+        for t in tasks {
+            saved += i64::from(t.await.unwrap());
+        }
+        assert_eq!(saved, MAX_SUBS_PER_APP, "exactly the quota, however the saves interleave");
+        assert_eq!(handles[0].event_subs("live").await.unwrap().len() as i64, MAX_SUBS_PER_APP);
+    }}
 }

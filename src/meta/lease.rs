@@ -271,7 +271,12 @@ impl Meta {
         .fetch_optional(&self.pool)
         .await
         .op("kick_lease")?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        let node: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
+        if let Some(node) = &node {
+            // The holder polls every renewal; the notification makes it act now.
+            self.notify_nodes(super::events::Topic::Kick, node).await;
+        }
+        Ok(node)
     }
 
     /// The unexpired live lease of a channel, on whichever node.

@@ -17,6 +17,7 @@
 //! sqlx runs SQLite on its own worker threads, so no query blocks the reactor.
 
 pub mod aliyun;
+pub mod events;
 pub mod lease;
 pub mod notify;
 
@@ -164,6 +165,8 @@ pub enum StatusChange {
     Unchanged,
     Changed {
         resumed: bool,
+        /// The change's row in `channel_status_changes`: names it in callbacks, on every node.
+        change_id: i64,
     },
 }
 
@@ -198,8 +201,11 @@ impl Backend {
 pub struct Meta {
     pub(crate) pool: AnyPool,
     backend: Backend,
-    /// Bumped by every write that changes callback configuration, so caches of it know to reload.
+    /// Bumped by every write that changes callback configuration, so caches of it know to reload; on
+    /// PostgreSQL also by other nodes' changes (`events::listen`).
     config_generation: Arc<AtomicU64>,
+    /// The PostgreSQL URL, for the notification listener (never logged).
+    url: Option<Arc<str>>,
 }
 
 pub fn millis(t: SystemTime) -> i64 {
@@ -280,7 +286,7 @@ impl Meta {
             .await
             .map_err(|source| MetaError::Open { url: shown.clone(), source })?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.op("open")?;
-        Ok(Meta { pool, backend: Backend::Sqlite, config_generation: Arc::default() })
+        Ok(Meta { pool, backend: Backend::Sqlite, config_generation: Arc::default(), url: None })
     }
 
     /// Connects to PostgreSQL and applies pending migrations (under the migrator's advisory lock, so
@@ -304,7 +310,7 @@ impl Meta {
             .await
             .map_err(|source| MetaError::Open { url: shown.clone(), source })?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await.op("open")?;
-        Ok(Meta { pool, backend: Backend::Postgres, config_generation: Arc::default() })
+        Ok(Meta { pool, backend: Backend::Postgres, config_generation: Arc::default(), url: Some(url.into()) })
     }
 
     /// One round trip (readiness probes).
@@ -331,9 +337,27 @@ impl Meta {
         self.config_generation.load(Ordering::SeqCst)
     }
 
-    /// Called after a committed change of callback configuration.
-    fn config_changed(&self) {
+    /// Called after a committed change of callback configuration: this node's caches reload at once,
+    /// other nodes' when the notification reaches them (or their cache's time to live runs out).
+    async fn config_changed(&self) {
         self.config_generation.fetch_add(1, Ordering::SeqCst);
+        self.notify_nodes(events::Topic::Config, "").await;
+    }
+
+    /// Another node changed callback configuration (or notifications may have been missed).
+    pub(crate) fn config_changed_elsewhere(&self) {
+        self.config_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Serializes read-then-write transactions about one key across nodes. PostgreSQL's READ COMMITTED
+    /// lets two transactions both pass a count check and both insert; a transaction-scoped advisory lock
+    /// on the key makes the second wait for the first to commit. SQLite's `BEGIN IMMEDIATE` already
+    /// admits one writer at a time.
+    pub(crate) async fn lock_key(&self, tx: &mut sqlx::AnyConnection, key: &str) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(key).execute(tx).await?;
+        }
+        Ok(())
     }
 
     /// A transaction that takes the write lock at once. A deferred one that reads first and writes later
@@ -489,34 +513,55 @@ impl Meta {
     /// [`Meta::mark_paused`] recorded.
     pub async fn set_status(&self, bucket: &str, name: &str, status: ChannelStatus) -> Result<StatusChange, MetaError> {
         let now = millis(SystemTime::now());
-        let run = |sql: &'static str| async move {
-            let done = sqlx::query(sql).bind(now).bind(bucket).bind(name).execute(&self.pool).await.op("set_status")?;
+        let mut tx = self.write_tx().await.op("set_status")?;
+        let mut run = async |sql: &'static str| {
+            let done = sqlx::query(sql).bind(now).bind(bucket).bind(name).execute(&mut *tx).await.op("set_status")?;
             Ok::<bool, MetaError>(done.rows_affected() > 0)
         };
-        if status == ChannelStatus::Enabled {
+        let change = if status == ChannelStatus::Enabled {
             if run("UPDATE channels SET status = 'enabled', record_paused = 0, last_modified_ms = $1
                     WHERE bucket = $2 AND name = $3 AND status = 'disabled' AND record_paused = 1")
             .await?
             {
-                return Ok(StatusChange::Changed { resumed: true });
-            }
-            if run("UPDATE channels SET status = 'enabled', last_modified_ms = $1
-                    WHERE bucket = $2 AND name = $3 AND status = 'disabled'")
+                Some(true)
+            } else if run("UPDATE channels SET status = 'enabled', last_modified_ms = $1
+                           WHERE bucket = $2 AND name = $3 AND status = 'disabled'")
             .await?
             {
-                return Ok(StatusChange::Changed { resumed: false });
+                Some(false)
+            } else {
+                None
             }
         } else if run("UPDATE channels SET status = 'disabled', last_modified_ms = $1
                        WHERE bucket = $2 AND name = $3 AND status = 'enabled'")
         .await?
         {
-            return Ok(StatusChange::Changed { resumed: false });
-        }
-        if run("UPDATE channels SET last_modified_ms = $1 WHERE bucket = $2 AND name = $3").await? {
-            Ok(StatusChange::Unchanged)
+            Some(false)
         } else {
-            Ok(StatusChange::NoSuchChannel)
-        }
+            None
+        };
+        let result = match change {
+            Some(resumed) => {
+                let row = sqlx::query(
+                    "INSERT INTO channel_status_changes (bucket, channel, status, time_ms) VALUES ($1, $2, $3, $4)
+                     RETURNING id",
+                )
+                .bind(bucket)
+                .bind(name)
+                .bind(status.as_str())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .op("set_status")?;
+                StatusChange::Changed { resumed, change_id: row.try_get(0)? }
+            }
+            None if run("UPDATE channels SET last_modified_ms = $1 WHERE bucket = $2 AND name = $3").await? => {
+                StatusChange::Unchanged
+            }
+            None => StatusChange::NoSuchChannel,
+        };
+        tx.commit().await.op("set_status")?;
+        Ok(result)
     }
 
     /// Disabling the channel paused its live recording (`record_paused` was sent).
@@ -856,20 +901,22 @@ mod tests {
         assert_eq!(segs.len(), 1);
         assert!(segs[0].discontinuity);
         assert!(meta.segments_between("live", "ab", from_millis(5_000), from_millis(6_000)).await.unwrap().is_empty());
-        assert_eq!(meta.set_status("live", "ab", ChannelStatus::Disabled).await.unwrap(), StatusChange::Changed {
-            resumed: false
-        });
+        let change = |c: StatusChange| match c {
+            StatusChange::Changed { resumed, change_id } => Some((resumed, change_id)),
+            _ => None,
+        };
+        let (resumed, first) = change(meta.set_status("live", "ab", ChannelStatus::Disabled).await.unwrap()).unwrap();
+        assert!(!resumed);
         assert_eq!(meta.set_status("live", "ab", ChannelStatus::Disabled).await.unwrap(), StatusChange::Unchanged);
         assert_eq!(meta.set_status("live", "zz", ChannelStatus::Enabled).await.unwrap(), StatusChange::NoSuchChannel);
         // Only an enable that ends a recorded pause says "resumed", and only once.
         meta.mark_paused("live", "ab").await.unwrap();
-        assert_eq!(meta.set_status("live", "ab", ChannelStatus::Enabled).await.unwrap(), StatusChange::Changed {
-            resumed: true
-        });
+        let (resumed, second) = change(meta.set_status("live", "ab", ChannelStatus::Enabled).await.unwrap()).unwrap();
+        assert!(resumed);
+        assert!(second > first, "every change has its own id");
         meta.set_status("live", "ab", ChannelStatus::Disabled).await.unwrap();
-        assert_eq!(meta.set_status("live", "ab", ChannelStatus::Enabled).await.unwrap(), StatusChange::Changed {
-            resumed: false
-        });
+        let (resumed, _) = change(meta.set_status("live", "ab", ChannelStatus::Enabled).await.unwrap()).unwrap();
+        assert!(!resumed);
         meta.set_status("live", "ab", ChannelStatus::Disabled).await.unwrap();
         assert_eq!(meta.get_channel("live", "ab").await.unwrap().unwrap().status, ChannelStatus::Disabled);
         assert!(meta.delete_channel("live", "ab").await.unwrap());

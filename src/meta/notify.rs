@@ -351,7 +351,7 @@ impl Meta {
         .await
         .op("put_publish_notify")?;
         tx.commit().await.op("put_publish_notify")?;
-        self.config_changed();
+        self.config_changed().await;
         Ok(existed)
     }
 
@@ -380,7 +380,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("delete_publish_notify")?;
-        self.config_changed();
+        self.config_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -404,7 +404,7 @@ impl Meta {
         .execute(&self.pool)
         .await
         .op("insert_record_callback")?;
-        self.config_changed();
+        self.config_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
@@ -434,7 +434,7 @@ impl Meta {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => false,
             Err(e) => return Err(MetaError::Query { op: "update_record_callback", source: e }),
         };
-        self.config_changed();
+        self.config_changed().await;
         Ok(updated)
     }
 
@@ -444,7 +444,7 @@ impl Meta {
             .execute(&self.pool)
             .await
             .op("delete_record_callback")?;
-        self.config_changed();
+        self.config_changed().await;
         Ok(done.rows_affected() > 0)
     }
 

@@ -95,8 +95,15 @@ struct BucketConfig {
 /// without it every stored segment cost several database round trips before its callbacks were queued.
 #[derive(Debug, Default)]
 struct ConfigCache {
-    buckets: std::sync::Mutex<std::collections::HashMap<String, (u64, Arc<BucketConfig>)>>,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
 }
+
+/// (configuration generation when loaded, when loaded, the configuration).
+type Cached = (u64, std::time::Instant, Arc<BucketConfig>);
+
+/// A cached configuration is reloaded after this long even if no change was heard of: the safety net
+/// for a change notification another node sent while this node's listener was reconnecting.
+const CONFIG_TTL: Duration = Duration::from_secs(10);
 
 /// Turns events into outbox rows and wakes the sender. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -118,15 +125,16 @@ impl Notifier {
         Notifier { meta, wake: Arc::new(Notify::new()), node_ip, node_name, cache: Arc::default() }
     }
 
-    /// The bucket's callback configuration, from the cache unless a `meta` write changed any
-    /// configuration since it was read.
+    /// The bucket's callback configuration, from the cache unless a `meta` write (on this node, or on
+    /// another one that notified) changed any configuration since it was read, or it is [`CONFIG_TTL`] old.
     async fn config(&self, bucket: &str) -> Result<Arc<BucketConfig>, crate::meta::MetaError> {
         let generation = self.meta.config_generation();
-        if let Some((seen, c)) = self.cache.buckets.lock().unwrap_or_else(|p| p.into_inner()).get(bucket) {
-            if *seen == generation {
+        if let Some((seen, at, c)) = self.cache.buckets.lock().unwrap_or_else(|p| p.into_inner()).get(bucket) {
+            if *seen == generation && at.elapsed() < CONFIG_TTL {
                 return Ok(Arc::clone(c));
             }
         }
+        let loaded_at = std::time::Instant::now();
         let config = Arc::new(BucketConfig {
             publish: self.meta.get_publish_notify(bucket).await?,
             streams: self.meta.streams_notify(bucket).await?,
@@ -140,7 +148,7 @@ impl Notifier {
             .buckets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(bucket.to_owned(), (generation, Arc::clone(&config)));
+            .insert(bucket.to_owned(), (generation, loaded_at, Arc::clone(&config)));
         Ok(config)
     }
 
@@ -409,18 +417,19 @@ impl Notifier {
         Ok(())
     }
 
-    /// Channel disabled while live (`record_paused`) or enabled again (`record_resumed`).
-    pub async fn record_paused_or_resumed(&self, bucket: &str, channel: &str, paused: bool) {
+    /// Channel disabled while live (`record_paused`) or enabled again (`record_resumed`): the status
+    /// change `change_id` (a database id) names it in the idempotency key.
+    pub async fn record_paused_or_resumed(&self, bucket: &str, channel: &str, paused: bool, change_id: i64) {
         let event = PublishEvent {
             bucket: bucket.to_owned(),
             channel: channel.to_owned(),
             remote: SocketAddr::from(([0, 0, 0, 0], 0)),
             user_args: String::new(),
             publish_started: SystemTime::now(),
-            session_id: format!("s{}", crate::wire::request_id()),
+            session_id: format!("c{change_id}"),
         };
         let status = if paused { "record_paused" } else { "record_resumed" };
-        let session = format!("{bucket}-{channel}-{}", crate::wire::request_id());
+        let session = format!("{bucket}-{channel}-c{change_id}");
         let mut out = Vec::new();
         if let Err(e) = self.record_status(&event, status, &session, &mut out).await {
             warn!(channel, error = %e, "cannot read recording callback configuration; callback lost");
