@@ -355,7 +355,8 @@ async fn ffprobe_decodes(bytes: &[u8]) -> bool {
     .await
     .unwrap()
     .expect("ffprobe runs");
-    out.status.success() && out.stderr.is_empty() && String::from_utf8_lossy(&out.stdout).lines().count() > 10
+    // A publish that ends (kicked, drained) stores its open segment however short: a few frames.
+    out.status.success() && out.stderr.is_empty() && String::from_utf8_lossy(&out.stdout).contains("packet,video")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
