@@ -22,6 +22,11 @@ pub struct Playlist {
     frag_count: usize,
     frag_duration_secs: u64,
     window: VecDeque<PlaylistSegment>,
+    /// The Media Sequence Number of the first listed segment (§4.3.3.2). It goes up by one for every
+    /// segment that scrolls out, whatever the sequence numbers in the file names: those skip a number
+    /// when an upload failed or a node took a channel over, and a segment's MSN must never change
+    /// between two playlists, or players skip or repeat segments.
+    media_sequence: u64,
     /// Number of EXT-X-DISCONTINUITY tags that have scrolled out of the window (§4.3.3.3).
     discontinuity_sequence: u64,
 }
@@ -38,6 +43,7 @@ impl Playlist {
             frag_count: frag_count.max(1) as usize,
             frag_duration_secs: u64::from(frag_duration_secs.max(1)),
             window: VecDeque::new(),
+            media_sequence: 0,
             discontinuity_sequence: 0,
         }
     }
@@ -50,6 +56,7 @@ impl Playlist {
         };
         let mut playlist = Playlist::new(frag_count, frag_duration_secs);
         playlist.discontinuity_sequence = parsed.discontinuity_sequence;
+        playlist.media_sequence = parsed.media_sequence;
         for seg in parsed.segments {
             let Some(seq) = parse_segment_file_name(&seg.uri) else {
                 continue;
@@ -79,6 +86,7 @@ impl Playlist {
 
     fn pop(&mut self) {
         if let Some(gone) = self.window.pop_front() {
+            self.media_sequence += 1;
             if gone.discontinuity {
                 self.discontinuity_sequence += 1;
             }
@@ -88,6 +96,11 @@ impl Playlist {
     }
 
     pub fn push(&mut self, segment: PlaylistSegment) {
+        if self.window.is_empty() {
+            // Nothing listed: any number not below the last one used will do, and the file's keeps
+            // the two equal where nothing was ever skipped.
+            self.media_sequence = self.media_sequence.max(segment.seq);
+        }
         self.window.push_back(segment);
         while self.window.len() > self.frag_count {
             self.pop();
@@ -107,7 +120,7 @@ impl Playlist {
     }
 
     pub fn media_sequence(&self) -> u64 {
-        self.window.front().map_or(0, |s| s.seq)
+        self.media_sequence
     }
 
     pub fn discontinuity_sequence(&self) -> u64 {
@@ -218,6 +231,26 @@ mod tests {
         assert!(!t.contains("\n1.ts") && t.contains("\n2.ts") && t.contains("\n4.ts"));
         assert!(t.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:30.000Z"), "{t}");
         assert!(!t.contains("ENDLIST"));
+    }
+
+    #[test]
+    fn a_skipped_file_number_never_changes_a_listed_segments_media_sequence_number() {
+        let mut p = Playlist::new(3, 5);
+        let mut msn_of: std::collections::HashMap<String, u64> = Default::default();
+        // 3 failed (or was skipped at a takeover): the file numbers jump, the MSNs must not.
+        for seq in [0, 1, 2, 4, 5, 6, 7, 9, 10, 11] {
+            p.push(seg(seq, 5.0, seq == 4 || seq == 9));
+            let (_, pl) = m3u8_rs::parse_media_playlist(&p.render()).unwrap();
+            for (i, s) in pl.segments.iter().enumerate() {
+                let msn = pl.media_sequence + i as u64;
+                assert_eq!(*msn_of.entry(s.uri.clone()).or_insert(msn), msn, "{} changed its MSN", s.uri);
+            }
+        }
+        assert_eq!(p.media_sequence(), 7, "ten segments, three listed: seven scrolled out");
+        // A restart picks the MSN up from the stored text, not from the first file name.
+        let again = Playlist::restore(3, 5, &p.render()).unwrap();
+        assert_eq!(again.media_sequence(), 7);
+        assert_eq!(again.segments().map(|s| s.seq).collect::<Vec<_>>(), [9, 10, 11]);
     }
 
     #[test]
