@@ -35,3 +35,8 @@ CREATE TABLE channel_status_changes (
     status   TEXT   NOT NULL CHECK (status IN ('enabled', 'disabled')),
     time_ms  BIGINT NOT NULL
 );
+
+CREATE TABLE counters (
+    name   TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    value  BIGINT NOT NULL
+);

@@ -43,3 +43,9 @@ CREATE TABLE channel_status_changes (
     status   TEXT    NOT NULL CHECK (status IN ('enabled', 'disabled')),
     time_ms  INTEGER NOT NULL
 );
+
+-- Named counters for ids that must be unique on every node (a VOD playlist's callbacks).
+CREATE TABLE counters (
+    name   TEXT    NOT NULL PRIMARY KEY,
+    value  INTEGER NOT NULL
+);

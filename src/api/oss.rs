@@ -762,6 +762,8 @@ async fn post_vod(
     }
     let (text, listed) = vod_playlist(ctx, key, window).await?;
     let etag = format!("\"{}\"", &crate::auth::sha256_hex(&text)[..32].to_ascii_uppercase());
+    // Two writes of one VOD playlist are two callbacks: a database counter names each, on any node.
+    let id = ctx.meta.next_id("vod_playlist").await?;
     ctx.store.put(&path, Bytes::from(text)).await.map_err(|e| OssError::internal("VOD playlist write failed", e))?;
     info!(channel = %key, playlist, start = window.0, end = window.1, "VOD playlist written");
     if let (Some(first), Some(last)) = (listed.first(), listed.last()) {
@@ -772,7 +774,7 @@ async fn post_vod(
             remote: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
             user_args: String::new(),
             publish_started: first.started_at,
-            session_id: format!("v{}", crate::wire::request_id()),
+            session_id: format!("v{id}"),
         };
         let file = crate::notify::StoredFile {
             object_key: path.to_string(),

@@ -313,6 +313,20 @@ impl Meta {
         Ok(Meta { pool, backend: Backend::Postgres, config_generation: Arc::default(), url: Some(url.into()) })
     }
 
+    /// The next value of the named counter: unique across nodes and restarts (idempotency keys of events
+    /// that no other row names).
+    pub async fn next_id(&self, name: &str) -> Result<i64, MetaError> {
+        let row = sqlx::query(
+            "INSERT INTO counters (name, value) VALUES ($1, 1)
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
+        )
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await
+        .op("next_id")?;
+        Ok(row.try_get(0)?)
+    }
+
     /// One round trip (readiness probes).
     pub async fn ping(&self) -> Result<(), MetaError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.op("ping")?;
@@ -962,5 +976,15 @@ mod tests {
         assert_eq!(rows.iter().map(|r| r.object_key.as_str()).collect::<Vec<_>>(), ["first", "fourth"]);
         assert_eq!(meta.max_segment_seq("live", "a").await.unwrap(), Some(4));
         assert_eq!(meta.max_segment_seq("live", "b").await.unwrap(), Some(3));
+    }}
+
+    on_both! { async fn counters_hand_out_each_value_once_across_handles(db) {
+        let (a, b) = (db.open().await, db.open().await);
+        let mut got = Vec::new();
+        for i in 0..10 {
+            got.push(if i % 2 == 0 { a.next_id("vod").await.unwrap() } else { b.next_id("vod").await.unwrap() });
+        }
+        assert_eq!(got, (1..=10).collect::<Vec<i64>>());
+        assert_eq!(a.next_id("other").await.unwrap(), 1, "each name counts on its own");
     }}
 }
