@@ -77,9 +77,20 @@ async fn wait_for_signal() {
                 return;
             }
         };
+        // SIGHUP (the terminal that ran `serve` closed) stops the server the same orderly way.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = hangup => {}
         }
     }
     #[cfg(not(unix))]

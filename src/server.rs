@@ -33,6 +33,32 @@ pub enum ServerError {
     Meta(#[from] crate::meta::MetaError),
     #[error("cannot build the HTTP client for callbacks: {0}")]
     CallbackClient(#[from] reqwest::Error),
+    /// Another server runs on this data folder: both would write the same segment names.
+    #[error(
+        "data folder {path} is in use by another livechannel server (lock {lock}); stop it, or give this one another data_dir"
+    )]
+    DataDirInUse { path: std::path::PathBuf, lock: std::path::PathBuf },
+    #[error("cannot lock the data folder {path}: {source}")]
+    DataDirLock { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// Held while the server runs: an exclusive lock on `<data_dir>/livechannel.lock` when anything lives in
+/// the data folder (SQLite metadata or local media). With PostgreSQL and S3 the leases are the guard.
+fn lock_data_dir(config: &Config) -> Result<Option<std::fs::File>, ServerError> {
+    let local_media = config.storage.as_ref().is_none_or(|s| s.kind == crate::config::StorageKind::Local);
+    if config.meta_path().is_none() && !local_media {
+        return Ok(None);
+    }
+    let dir = &config.data_dir;
+    let failed = |source| ServerError::DataDirLock { path: dir.clone(), source };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let lock = dir.join("livechannel.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::DataDirInUse { path: dir.clone(), lock }),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -46,6 +72,8 @@ pub struct Server {
     journal: WeakJournal,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// The data folder's lock, released when the server is dropped.
+    _data_dir_lock: Option<std::fs::File>,
 }
 
 /// Wraps the metadata database the journal commits to (tests make it slow or failing).
@@ -66,6 +94,7 @@ impl Server {
     }
 
     pub async fn start_with(config: Config, observers: Observers) -> Result<Server, ServerError> {
+        let data_dir_lock = lock_data_dir(&config)?;
         let store = match observers.store {
             Some(store) => store,
             None => Store::from_config(&config)?,
@@ -163,7 +192,18 @@ impl Server {
         tracker.spawn(rtmp::serve(rtmp_listener, rtmp_ctx));
         // Scripts and tests read this line to find the ports when they asked for port 0.
         info!(rtmp = %rtmp_addr, http = %http_addr, data_dir = %config.data_dir.display(), "livechannel listening");
-        Ok(Server { rtmp_addr, http_addr, channels, cluster, store, meta, journal: journal_handle, shutdown, tracker })
+        Ok(Server {
+            rtmp_addr,
+            http_addr,
+            channels,
+            cluster,
+            store,
+            meta,
+            journal: journal_handle,
+            shutdown,
+            tracker,
+            _data_dir_lock: data_dir_lock,
+        })
     }
 
     /// Waits until every index row and callback submitted so far is committed to the metadata database.

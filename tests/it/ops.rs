@@ -50,3 +50,16 @@ async fn readyz_turns_503_on_drain_which_ends_live_publishes_and_refuses_new_one
     // Playback is still served while draining.
     assert_eq!(ts.get("/live/drained/playlist.m3u8").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_data_folder_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = livechannel::server::Server::start(config(dir.path(), 1, 3)).await.unwrap();
+    let second = livechannel::server::Server::start(config(dir.path(), 1, 3)).await;
+    let err = second.err().expect("two servers must not share a data folder").to_string();
+    assert!(err.contains("in use by another livechannel server"), "{err}");
+    assert!(first.shutdown(Duration::from_secs(5)).await);
+    // Stopped, it lets the next one in (a restart).
+    let again = livechannel::server::Server::start(config(dir.path(), 1, 3)).await.unwrap();
+    again.shutdown(Duration::from_secs(5)).await;
+}
