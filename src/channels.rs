@@ -174,10 +174,10 @@ impl LiveGuard {
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         let mut entries = self.channels.lock();
-        if let Some(entry) = entries.get_mut(&self.key) {
-            if entry.live.as_ref().is_some_and(|l| l.publish_id == self.publish_id) {
-                entry.live = None;
-            }
+        if let Some(entry) = entries.get_mut(&self.key)
+            && entry.live.as_ref().is_some_and(|l| l.publish_id == self.publish_id)
+        {
+            entry.live = None;
         }
         self.flush = None;
         if entries.get(&self.key).is_some_and(Entry::idle) {

@@ -279,7 +279,7 @@ impl Cluster {
             }
             n += 1;
             self.renew().await;
-            if n % STATS_EVERY == 0 {
+            if n.is_multiple_of(STATS_EVERY) {
                 self.write_stats().await;
             }
             // A stopping node leaves dead leases to the nodes that go on (its journal is closing).

@@ -416,10 +416,10 @@ impl Config {
                 }
                 _ => {}
             }
-            if let Some(p) = &s.prefix {
-                if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-                    return Err(invalid(format!("[storage] prefix {p:?} must be folder names joined by '/'")));
-                }
+            if let Some(p) = &s.prefix
+                && p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            {
+                return Err(invalid(format!("[storage] prefix {p:?} must be folder names joined by '/'")));
             }
         }
         let limits = Limits {

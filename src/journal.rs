@@ -127,7 +127,7 @@ impl Journal {
             Err(mpsc::error::TrySendError::Full(entry)) => {
                 let dropped = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 // The first, then every 1000th: the database is behind, and every entry would say so.
-                if dropped == 1 || dropped % 1000 == 0 {
+                if dropped == 1 || dropped.is_multiple_of(1000) {
                     error!(dropped, entry = ?entry, "metadata queue full: index rows and callbacks are being dropped");
                 }
             }

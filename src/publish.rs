@@ -426,7 +426,7 @@ impl Session {
             Err(e @ IngestError::Malformed { .. }) => {
                 let malformed = self.ingest.stats().malformed;
                 // The first few, then every 100th: enough to diagnose without flooding the log.
-                if malformed <= 3 || malformed % 100 == 0 {
+                if malformed <= 3 || malformed.is_multiple_of(100) {
                     warn!(%remote, channel = %self.key(), malformed, error = %e, "tag dropped");
                 }
                 Ok(())
@@ -464,10 +464,10 @@ impl Session {
             dropped_segments = self.dropped_segments,
             "publish finished"
         );
-        if let Some(id) = self.push_id {
-            if let Err(e) = meta.close_push(id, SystemTime::now()).await {
-                warn!(channel = %self.key(), error = %e, "cannot close the push-history record (the next start will)");
-            }
+        if let Some(id) = self.push_id
+            && let Err(e) = meta.close_push(id, SystemTime::now()).await
+        {
+            warn!(channel = %self.key(), error = %e, "cannot close the push-history record (the next start will)");
         }
         self.cluster.flushing(self.key(), &self.holder).await;
         self.journal.callback(CallbackEvent::Publish { event: self.event.clone(), start: false });

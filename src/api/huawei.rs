@@ -121,10 +121,10 @@ fn authenticate(
     project: &str,
 ) -> Result<(), HwError> {
     let unauthorized = |msg: String| err(StatusCode::UNAUTHORIZED, "APIG.0301", msg);
-    if let Some(header_project) = headers.get("x-project-id").and_then(|v| v.to_str().ok()) {
-        if header_project != project {
-            return Err(unauthorized("X-Project-Id does not match the project id in the path.".into()));
-        }
+    if let Some(header_project) = headers.get("x-project-id").and_then(|v| v.to_str().ok())
+        && header_project != project
+    {
+        return Err(unauthorized("X-Project-Id does not match the project id in the path.".into()));
     }
     if let Some(token) = headers.get("x-auth-token").and_then(|v| v.to_str().ok()) {
         let ok = ctx.config.auth_tokens.iter().any(|t| same(&t.token, token) && t.project_id == project);

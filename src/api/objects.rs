@@ -43,10 +43,11 @@ pub(crate) async fn get_object(
     let path = key.object(file).map_err(|_| OssError::no_such_key())?;
     // Segment bytes straight from the object store, when configured: a presigned URL is per method, so
     // HEAD is still answered here.
-    if content_type == "video/mp2t" && req.method() == Method::GET {
-        if let Some(url) = ctx.store.redirect_url(&path).await {
-            return Ok(redirect(&url.map_err(|e| OssError::internal("presigning a segment URL failed", e))?, ctx));
-        }
+    if content_type == "video/mp2t"
+        && req.method() == Method::GET
+        && let Some(url) = ctx.store.redirect_url(&path).await
+    {
+        return Ok(redirect(&url.map_err(|e| OssError::internal("presigning a segment URL failed", e))?, ctx));
     }
     let range_header = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
     let spec = range_header.and_then(range::parse);

@@ -568,10 +568,8 @@ async fn list(
         escape(prefix),
         escape(marker)
     );
-    if truncated {
-        if let Some(last) = channels.last() {
-            xml.push_str(&format!("  <NextMarker>{}</NextMarker>\n", escape(&last.name)));
-        }
+    if truncated && let Some(last) = channels.last() {
+        xml.push_str(&format!("  <NextMarker>{}</NextMarker>\n", escape(&last.name)));
     }
     for c in &channels {
         let (publish, play) = urls(ctx, at, &c.name, &c.settings.playlist_name);

@@ -199,10 +199,10 @@ async fn publish(
                 report.first_error.get_or_insert(e.to_string());
                 break 'outer;
             }
-            if is_keyframe(tag) {
-                if let Some(log) = &keyframes {
-                    log.lock().unwrap_or_else(|p| p.into_inner()).push((media_ms, Instant::now()));
-                }
+            if is_keyframe(tag)
+                && let Some(log) = &keyframes
+            {
+                log.lock().unwrap_or_else(|p| p.into_inner()).push((media_ms, Instant::now()));
             }
         }
     }

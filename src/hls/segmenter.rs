@@ -169,12 +169,12 @@ impl Segmenter {
                 dts = last;
             }
         }
-        if frame.track == Track::Video {
-            if let Some(last) = self.last_dts[0] {
-                let step = (dts - last).ticks();
-                if step > 0 {
-                    self.video_frame_ticks = step;
-                }
+        if frame.track == Track::Video
+            && let Some(last) = self.last_dts[0]
+        {
+            let step = (dts - last).ticks();
+            if step > 0 {
+                self.video_frame_ticks = step;
             }
         }
         self.last_dts[slot] = Some(dts);

@@ -129,10 +129,11 @@ impl Notifier {
     /// another one that notified) changed any configuration since it was read, or it is [`CONFIG_TTL`] old.
     async fn config(&self, bucket: &str) -> Result<Arc<BucketConfig>, crate::meta::MetaError> {
         let generation = self.meta.config_generation();
-        if let Some((seen, at, c)) = self.cache.buckets.lock().unwrap_or_else(|p| p.into_inner()).get(bucket) {
-            if *seen == generation && at.elapsed() < CONFIG_TTL {
-                return Ok(Arc::clone(c));
-            }
+        if let Some((seen, at, c)) = self.cache.buckets.lock().unwrap_or_else(|p| p.into_inner()).get(bucket)
+            && *seen == generation
+            && at.elapsed() < CONFIG_TTL
+        {
+            return Ok(Arc::clone(c));
         }
         let loaded_at = std::time::Instant::now();
         let config = Arc::new(BucketConfig {

@@ -128,10 +128,10 @@ impl Sink {
                 recorder.completed(seq, result, out);
             }
             Effect::Abort { seq } => {
-                if let Some(mut writer) = take(uploads, seq) {
-                    if let Err(e) = writer.abort().await {
-                        debug!(channel = %self.key, error = %e, "aborting an upload failed");
-                    }
+                if let Some(mut writer) = take(uploads, seq)
+                    && let Err(e) = writer.abort().await
+                {
+                    debug!(channel = %self.key, error = %e, "aborting an upload failed");
                 }
             }
             Effect::Index(row) => {

@@ -58,12 +58,11 @@ pub fn inspect(segment: &[u8]) -> Result<Report, mpeg2ts::Error> {
             report.pcrs.push(pcr.as_u64());
         }
         let cc = packet.header.continuity_counter.as_u8();
-        if packet.payload.is_some() {
-            if let Some(prev) = last_cc.insert(pid, cc) {
-                if (prev + 1) & 0x0f != cc {
-                    report.continuity_errors += 1;
-                }
-            }
+        if packet.payload.is_some()
+            && let Some(prev) = last_cc.insert(pid, cc)
+            && (prev + 1) & 0x0f != cc
+        {
+            report.continuity_errors += 1;
         }
         match packet.payload {
             Some(TsPayload::Pmt(pmt)) => {

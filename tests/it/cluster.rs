@@ -290,10 +290,10 @@ fn watch_playlist(http: SocketAddr, stop: CancellationToken) -> tokio::task::Joi
         let mut seen = Vec::new();
         while !stop.is_cancelled() {
             let resp = http_request(http, "GET", &format!("/live/{CHANNEL}/playlist.m3u8"), &[]).await;
-            if resp.status == 200 {
-                if let Ok((_, pl)) = m3u8_rs::parse_media_playlist(&resp.body) {
-                    seen.push(pl);
-                }
+            if resp.status == 200
+                && let Ok((_, pl)) = m3u8_rs::parse_media_playlist(&resp.body)
+            {
+                seen.push(pl);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
