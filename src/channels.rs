@@ -93,7 +93,9 @@ impl NodeFence {
 impl Fence {
     /// A fence that always holds (tools that write one channel alone).
     pub fn unfenced() -> Fence {
-        NodeFence::new(std::time::Duration::from_secs(u64::MAX / 4_000)).lease()
+        let node =
+            NodeFence { base: std::time::Instant::now(), deadline_ms: std::sync::atomic::AtomicU64::new(u64::MAX) };
+        Arc::new(node).lease()
     }
 
     pub fn holds(&self) -> bool {

@@ -251,7 +251,7 @@ pub struct Session {
     dropped_segments: u64,
     started: SystemTime,
     /// The push-history record of this publish (closed when it ends).
-    push_id: Option<i64>,
+    push_id: i64,
     /// What the publish callbacks say about this session (the stop event repeats the start's fields).
     event: PublishEvent,
     journal: Journal,
@@ -334,7 +334,6 @@ impl Session {
                 return Err(Refusal::Unavailable(e));
             }
         };
-        let push_id = Some(claimed.push_id);
         let event = PublishEvent {
             bucket: key.bucket().to_owned(),
             channel: key.channel().to_owned(),
@@ -373,7 +372,7 @@ impl Session {
             lost_index: None,
             dropped_segments: 0,
             started,
-            push_id,
+            push_id: claimed.push_id,
             event,
             journal: ctx.journal.clone(),
             cluster: Arc::clone(&ctx.cluster),
@@ -464,9 +463,7 @@ impl Session {
             dropped_segments = self.dropped_segments,
             "publish finished"
         );
-        if let Some(id) = self.push_id
-            && let Err(e) = meta.close_push(id, SystemTime::now()).await
-        {
+        if let Err(e) = meta.close_push(self.push_id, SystemTime::now()).await {
             warn!(channel = %self.key(), error = %e, "cannot close the push-history record (the next start will)");
         }
         self.cluster.flushing(self.key(), &self.holder).await;
@@ -581,9 +578,9 @@ async fn resume(
         let first = state.next_seq;
         for _ in 0..ORPHAN_PROBES {
             let path = key.object(&crate::hls::segment_file_name(state.next_seq)).map_err(|e| e.to_string())?;
-            match object_store::ObjectStoreExt::head(store.objects().as_ref(), &path).await {
-                Ok(_) => state.next_seq += 1,
-                Err(object_store::Error::NotFound { .. }) => break,
+            match store.exists(&path).await {
+                Ok(true) => state.next_seq += 1,
+                Ok(false) => break,
                 Err(e) => return Err(format!("looking for segments a dead node stored: {e}")),
             }
         }

@@ -121,17 +121,10 @@ impl Backend {
 
 /// Closes a dead publish's push record at the end of its last stored segment (or its start).
 async fn close_dead_push(tx: &mut sqlx::AnyConnection, backend: Backend, push_id: i64) -> Result<(), sqlx::Error> {
-    let greatest = backend.greatest();
-    sqlx::query(&format!(
-        "UPDATE push_history SET end_ms = {greatest}(start_ms, COALESCE((
-             SELECT MAX(s.start_ms + s.duration_ms) FROM segments s
-             WHERE s.bucket = push_history.bucket AND s.channel = push_history.channel
-               AND s.start_ms >= push_history.start_ms), start_ms))
-         WHERE id = $1 AND end_ms IS NULL"
-    ))
-    .bind(push_id)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(&format!("{} WHERE id = $1 AND end_ms IS NULL", backend.close_dead_pushes()))
+        .bind(push_id)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

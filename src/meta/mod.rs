@@ -187,6 +187,18 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The UPDATE (without its WHERE) that closes pushes whose publisher died: each ends at the end of
+    /// its last stored segment, or at its start when none was stored.
+    pub(crate) fn close_dead_pushes(self) -> String {
+        format!(
+            "UPDATE push_history SET end_ms = {}(start_ms, COALESCE((
+                 SELECT MAX(s.start_ms + s.duration_ms) FROM segments s
+                 WHERE s.bucket = push_history.bucket AND s.channel = push_history.channel
+                   AND s.start_ms >= push_history.start_ms), start_ms))",
+            self.greatest()
+        )
+    }
+
     /// The two-argument maximum of two non-NULL values.
     fn greatest(self) -> &'static str {
         match self {
@@ -389,13 +401,9 @@ impl Meta {
     /// end is the end of its last stored segment (or its start when none was stored). A starting node
     /// deletes its own leases first ([`Meta::expire_leases`]). Returns how many were closed.
     pub async fn recover(&self) -> Result<u64, MetaError> {
-        let greatest = self.backend.greatest();
         let done = sqlx::query(&format!(
-            "UPDATE push_history SET end_ms = {greatest}(start_ms, COALESCE((
-                 SELECT MAX(s.start_ms + s.duration_ms) FROM segments s
-                 WHERE s.bucket = push_history.bucket AND s.channel = push_history.channel
-                   AND s.start_ms >= push_history.start_ms), start_ms))
-             WHERE end_ms IS NULL AND NOT EXISTS (SELECT 1 FROM live_leases l WHERE l.push_id = push_history.id)"
+            "{} WHERE end_ms IS NULL AND NOT EXISTS (SELECT 1 FROM live_leases l WHERE l.push_id = push_history.id)",
+            self.backend.close_dead_pushes()
         ))
         .execute(&self.pool)
         .await

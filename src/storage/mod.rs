@@ -140,12 +140,18 @@ impl Store {
         Err(StorageError::NoS3)
     }
 
-    /// Whether the store answers: a HEAD of a key nobody writes (not found is an answer).
-    pub async fn reachable(&self) -> Result<(), object_store::Error> {
-        match object_store::ObjectStoreExt::head(self.objects.as_ref(), &Path::from(".livechannel-readyz")).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+    /// Whether an object exists (one HEAD; not found is an answer, not an error).
+    pub async fn exists(&self, path: &Path) -> Result<bool, object_store::Error> {
+        match object_store::ObjectStoreExt::head(self.objects.as_ref(), path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the store answers: a HEAD of a key nobody writes.
+    pub async fn reachable(&self) -> Result<(), object_store::Error> {
+        self.exists(&Path::from(".livechannel-readyz")).await.map(drop)
     }
 
     pub fn objects(&self) -> &Arc<dyn ObjectStore> {

@@ -14,10 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use hyper::HeaderMap;
-use hyper::header::HeaderValue;
-use livechannel::auth::oss::{Request, sign_v1, string_to_sign_v1};
-use livechannel::auth::parse_query;
 use livechannel::flv::file::{Tag, TagKind};
 use livechannel::rtmp::client::{ClientError, Publisher};
 use object_store::ObjectStore;
@@ -25,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::callbacks::{Receiver, hw_with};
+use crate::oss_api::Oss;
 use crate::support::*;
 
 const AK: &str = "CLUSTERAK";
@@ -146,16 +143,9 @@ timeout_ms = 2000
     )
 }
 
-/// A signed OSS call (V1 header signature).
+/// A signed OSS call on the `live` bucket.
 async fn oss(addr: SocketAddr, method: &str, key: &str, query: &str) -> HttpResponse {
-    let date = livechannel::api::http_date(SystemTime::now());
-    let mut headers = HeaderMap::new();
-    headers.insert("date", HeaderValue::from_str(&date).unwrap());
-    let params = parse_query(query).unwrap();
-    let req = Request { method, bucket: Some("live"), key, query: &params, headers: &headers };
-    let auth = format!("OSS {AK}:{}", sign_v1(SK, &string_to_sign_v1(&req, &date)));
-    let target = format!("/live/{key}?{query}");
-    http_request_body(addr, method, &target, &[("Date", &date), ("Authorization", &auth)], b"").await
+    Oss::with_key(addr, "live", AK, SK).call(method, key, query, b"").await
 }
 
 /// Keeps publishing through `nodes` in order, as an encoder behind a TCP balancer would: on a refused

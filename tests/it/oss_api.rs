@@ -35,7 +35,7 @@ fn oss_config(dir: &Path) -> Config {
 }
 
 /// A V1-signing client for one bucket, path-style unless `vhost` is set.
-struct Oss {
+pub(crate) struct Oss {
     addr: SocketAddr,
     bucket: String,
     secret: String,
@@ -47,18 +47,23 @@ struct Oss {
 
 impl Oss {
     fn new(addr: SocketAddr, bucket: &str) -> Oss {
+        Oss::with_key(addr, bucket, AK, SK)
+    }
+
+    /// Requests signed (V1, header) with this access key.
+    pub(crate) fn with_key(addr: SocketAddr, bucket: &str, key_id: &str, secret: &str) -> Oss {
         Oss {
             addr,
             bucket: bucket.into(),
-            secret: SK.into(),
-            key_id: AK.into(),
+            secret: secret.into(),
+            key_id: key_id.into(),
             vhost: false,
             anonymous: false,
             date: None,
         }
     }
 
-    async fn call(&self, method: &str, key: &str, query: &str, body: &[u8]) -> HttpResponse {
+    pub(crate) async fn call(&self, method: &str, key: &str, query: &str, body: &[u8]) -> HttpResponse {
         let date = self.date.clone().unwrap_or_else(|| livechannel::api::http_date(SystemTime::now()));
         let mut headers = HeaderMap::new();
         headers.insert("date", HeaderValue::from_str(&date).unwrap());
