@@ -201,6 +201,8 @@ async fn a_private_channel_lives_through_every_operation(db) {
     wait_until("the kick", async || ts.server.channels.live(&key).is_none()).await;
     let _ = tokio::time::timeout(Duration::from_secs(15), pusher).await;
     assert!(ts.server.channels.wait_flushed(&key, Duration::from_secs(10)).await);
+    // The last segment's index row is committed just after the flush; the VOD checks below need it.
+    assert!(ts.server.sync_metadata().await);
     assert_eq!(
         tag(&oss.call("GET", "ch1", "live=&comp=stat", b"").await.text(), "Status").as_deref(),
         Some("Disabled")
