@@ -42,8 +42,34 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Once, on stderr, without a backtrace: an operator reads this, not a developer.
+            eprintln!("error: {}", report(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes in one line. Most of our errors already print their source in their own
+/// message, so a cause whose text is already there is not repeated.
+fn report(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(part.trim()) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(part.trim_end());
+        }
+    }
+    text
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIVECHANNEL_LOG").unwrap_or_else(|_| "info".into()),
@@ -95,4 +121,26 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on {addr}: {source}")]
+    struct Bind {
+        addr: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_and_its_causes_are_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let e = anyhow::Error::new(Bind { addr: "127.0.0.1:1935", source: io });
+        assert_eq!(report(&e), "cannot listen on 127.0.0.1:1935: address in use");
+        // A context whose message does not name the cause keeps it.
+        let e = anyhow::Error::new(std::io::Error::other("disk full")).context("starting the runtime");
+        assert_eq!(report(&e), "starting the runtime: disk full");
+    }
 }
