@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -23,6 +24,10 @@ pub type FlushLock = Arc<tokio::sync::Mutex<()>>;
 pub struct LiveStats {
     pub video: Option<VideoStats>,
     pub audio: Option<AudioStats>,
+    /// Segments stored, failed and dropped so far in this publish.
+    pub segments: SegmentCounts,
+    /// The last storage error, while segments fail.
+    pub store_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +49,132 @@ pub struct AudioStats {
 }
 
 pub type SharedStats = Arc<Mutex<LiveStats>>;
+
+/// Why the server ended a publish (rather than its publisher). The publisher is told in an `onStatus`
+/// error, so the encoder's operator sees it, and the access log says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// PutLiveChannelStatus disabled or DeleteLiveChannel, on any node.
+    Api,
+    /// The node drains or stops.
+    Draining,
+    /// A new publish of the channel took over (the bucket's `publisher_takeover`).
+    TakenOver,
+    /// No segment of this publish could be stored for `storage_failure_timeout_ms`.
+    StorageFailing,
+    /// This node lost the channel's lease (another node has it, or the database was away a lease period).
+    LeaseLost,
+}
+
+impl EndReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            EndReason::Api => "publish ended by the server (channel disabled or deleted)",
+            EndReason::Draining => "the server is stopping; reconnect to publish on another node",
+            EndReason::TakenOver => "a new publish of this channel took over",
+            EndReason::StorageFailing => "no segment could be stored; the recording is failing",
+            EndReason::LeaseLost => "this node lost the channel's lease",
+        }
+    }
+
+    /// The `onStatus` code the publisher gets.
+    pub fn rtmp_status(self) -> &'static str {
+        match self {
+            EndReason::Api | EndReason::TakenOver => "NetStream.Publish.Rejected",
+            EndReason::Draining | EndReason::StorageFailing | EndReason::LeaseLost => "NetStream.Publish.Failed",
+        }
+    }
+}
+
+/// Asks a live publish to end, saying why; the first reason given wins.
+#[derive(Debug, Clone, Default)]
+pub struct Kick {
+    token: CancellationToken,
+    reason: Arc<std::sync::OnceLock<EndReason>>,
+}
+
+impl Kick {
+    pub fn kick(&self, reason: EndReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    pub fn is_kicked(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once kicked, with the reason.
+    pub async fn kicked(&self) -> EndReason {
+        self.token.cancelled().await;
+        self.reason()
+    }
+
+    pub fn reason(&self) -> EndReason {
+        self.reason.get().copied().unwrap_or(EndReason::Api)
+    }
+}
+
+/// How a live publish is doing, beyond its media stats: when media last arrived (publisher takeover), and
+/// what its storage writer managed to store (Stat, the end-of-publish line, ending a failing publish).
+/// Atomics: the media path writes, others read, nobody waits.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Unix milliseconds of the last audio or video message.
+    last_media_ms: AtomicU64,
+    stored: AtomicU64,
+    /// Segments whose upload failed.
+    failed: AtomicU64,
+    /// Segments dropped before storage (the queue was full).
+    dropped: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A publish's counts of segments, as its health reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentCounts {
+    pub stored: u64,
+    pub failed: u64,
+    pub dropped: u64,
+}
+
+impl Health {
+    pub fn media_at(&self, at: SystemTime) {
+        let ms = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        self.last_media_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long no media arrived, as of `now` (since the claim if none ever did).
+    pub fn silent_for(&self, now: SystemTime) -> std::time::Duration {
+        let last =
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(self.last_media_ms.load(Ordering::Relaxed));
+        now.duration_since(last).unwrap_or_default()
+    }
+
+    pub fn stored(&self) {
+        self.stored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self, error: &str) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.chars().take(300).collect());
+    }
+
+    pub fn dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counts(&self) -> SegmentCounts {
+        SegmentCounts {
+            stored: self.stored.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
 
 /// Whether this node may still write a channel's objects. A node that cannot renew its leases for about
 /// a lease period, or learns that another node took the channel, stops writing at once: the other node
@@ -114,7 +245,8 @@ pub struct LiveInfo {
     pub remote: SocketAddr,
     pub since: SystemTime,
     pub stats: SharedStats,
-    kick: CancellationToken,
+    pub health: Arc<Health>,
+    pub kick: Kick,
 }
 
 impl LiveInfo {
@@ -151,8 +283,9 @@ pub struct LiveGuard {
     channels: Arc<Channels>,
     key: ChannelKey,
     publish_id: u64,
-    /// Cancelled when someone (API, shutdown) wants this publish to end.
-    pub kick: CancellationToken,
+    /// Kicked when someone (API, shutdown, a takeover, the lease) wants this publish to end.
+    pub kick: Kick,
+    pub health: Arc<Health>,
     /// The flush lock, until the publish hands it to its storage writer.
     flush: Option<FlushLock>,
     pub stats: SharedStats,
@@ -201,13 +334,17 @@ impl Channels {
             return Err(AlreadyLive(key.clone()));
         }
         let publish_id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let kick = CancellationToken::new();
+        let kick = Kick::default();
         let stats = SharedStats::default();
+        let health = Arc::new(Health::default());
+        let since = SystemTime::now();
+        health.media_at(since);
         entry.live = Some(LiveInfo {
             publish_id,
             remote,
-            since: SystemTime::now(),
+            since,
             stats: Arc::clone(&stats),
+            health: Arc::clone(&health),
             kick: kick.clone(),
         });
         Ok(LiveGuard {
@@ -215,6 +352,7 @@ impl Channels {
             key: key.clone(),
             publish_id,
             kick,
+            health,
             flush: Some(Arc::clone(&entry.flush)),
             stats,
         })
@@ -273,7 +411,7 @@ impl Channels {
         let entries = self.lock();
         let live: Vec<&LiveInfo> = entries.values().filter_map(|e| e.live.as_ref()).collect();
         for l in &live {
-            l.kick.cancel();
+            l.kick.kick(EndReason::Draining);
         }
         live.len()
     }
@@ -282,7 +420,7 @@ impl Channels {
     pub fn kick(&self, key: &ChannelKey) -> bool {
         match self.lock().get(key).and_then(|e| e.live.as_ref()) {
             Some(live) => {
-                live.kick.cancel();
+                live.kick.kick(EndReason::Api);
                 true
             }
             None => false,
@@ -317,11 +455,14 @@ mod tests {
         assert!(channels.claim(&key, addr).is_err());
         assert_eq!(channels.live(&key).unwrap().remote, addr);
         assert!(channels.kick(&key));
-        assert!(guard.kick.is_cancelled());
+        assert!(guard.kick.is_kicked());
+        assert_eq!(guard.kick.reason(), EndReason::Api);
+        guard.kick.kick(EndReason::TakenOver);
+        assert_eq!(guard.kick.reason(), EndReason::Api, "the first reason stays");
         drop(guard);
         assert!(channels.live(&key).is_none());
         let again = channels.claim(&key, addr).unwrap();
-        assert!(!again.kick.is_cancelled());
+        assert!(!again.kick.is_kicked());
         assert_eq!(channels.live_count(), 1);
     }
 
@@ -349,5 +490,19 @@ mod tests {
         drop((next, next_flush));
         channels.release(&key);
         assert!(channels.is_empty());
+    }
+
+    #[test]
+    fn health_tells_silence_and_segment_counts() {
+        let h = Health::default();
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        h.media_at(t);
+        assert_eq!(h.silent_for(t + std::time::Duration::from_millis(3500)), std::time::Duration::from_millis(3500));
+        assert_eq!(h.silent_for(t - std::time::Duration::from_secs(1)), std::time::Duration::ZERO, "a clock step back");
+        h.stored();
+        h.failed("disk full");
+        h.dropped();
+        assert_eq!(h.counts(), SegmentCounts { stored: 1, failed: 1, dropped: 1 });
+        assert_eq!(h.last_error().as_deref(), Some("disk full"));
     }
 }

@@ -22,10 +22,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::channels::{AudioStats, Channels, Fence, LiveGuard, LiveStats, NodeFence, VideoStats};
+use crate::channels::{
+    AudioStats, Channels, EndReason, Fence, Health, Kick, LiveGuard, LiveStats, NodeFence, SegmentCounts, VideoStats,
+};
 use crate::config::NodeConfig;
+use crate::config::{Takeover, TakeoverPolicy};
 use crate::journal::{Journal, WeakJournal};
 use crate::meta::lease::{Claim, Lease, LeaseRequest, LeaseState};
 use crate::meta::{Meta, MetaError};
@@ -70,7 +73,10 @@ pub struct LiveView {
 
 struct Held {
     key: ChannelKey,
-    kick: CancellationToken,
+    kick: Kick,
+    health: Arc<Health>,
+    /// The bucket's rule, applied when another node's publish asks for the channel.
+    takeover: Takeover,
     fence: Fence,
     /// When the lease row was seen committed: a renewal sent before that cannot have found it.
     confirmed: Option<Instant>,
@@ -151,13 +157,16 @@ impl Cluster {
     }
 
     /// Claims `key` for the local publish `publish_id`, waiting up to [`FLUSH_WAIT`] while another
-    /// node's writer still stores the channel's last segments.
+    /// node's writer still stores the channel's last segments. If another node's publish holds it and
+    /// the bucket's `takeover` rule may let this one in, that node is asked, and decides by when its
+    /// publisher last sent media.
     pub async fn claim(
         &self,
         local: &LiveGuard,
         remote: SocketAddr,
         user_args: &str,
         since: SystemTime,
+        takeover: Takeover,
     ) -> Result<Claimed, ClaimError> {
         let key = local.key();
         let holder = format!("{}/{}/{}", self.node.id, self.incarnation, local.publish_id());
@@ -167,6 +176,8 @@ impl Cluster {
             Held {
                 key: key.clone(),
                 kick: local.kick.clone(),
+                health: Arc::clone(&local.health),
+                takeover,
                 fence: fence.clone(),
                 confirmed: None,
                 stats: Some(Arc::clone(&local.stats)),
@@ -184,12 +195,32 @@ impl Cluster {
             lease: self.node.lease,
         };
         let started = Instant::now();
+        // The holder we asked to give way, and when: its node answers at its next renewal.
+        let mut asked: Option<(String, Instant)> = None;
+        let takeover_wait = self.node.renew * 2 + Duration::from_secs(1);
         let outcome = loop {
             let attempt = Instant::now();
             let claimed = self.meta.claim_lease(&req).await;
             metrics().database(DatabaseOp::Claim, attempt.elapsed());
             match claimed {
                 Ok(Claim::Held(lease)) if lease.state == LeaseState::Flushing && started.elapsed() < FLUSH_WAIT => {
+                    tokio::time::sleep(FLUSH_POLL).await;
+                }
+                Ok(Claim::Held(lease))
+                    if takeover.policy != TakeoverPolicy::Never && lease.node_id != self.node.id && asked.is_none() =>
+                {
+                    match self.meta.request_takeover(key.bucket(), key.channel(), &lease.holder).await {
+                        Ok(Some(node)) => {
+                            info!(channel = %key, node, "the channel is live on another node: asking it to give way");
+                            asked = Some((lease.holder, Instant::now()));
+                        }
+                        Ok(None) => asked = Some((lease.holder, Instant::now())),
+                        Err(source) => break Err(ClaimError::Meta { key: key.clone(), source }),
+                    }
+                }
+                Ok(Claim::Held(lease))
+                    if asked.as_ref().is_some_and(|(h, at)| *h == lease.holder && at.elapsed() < takeover_wait) =>
+                {
                     tokio::time::sleep(FLUSH_POLL).await;
                 }
                 Ok(Claim::Held(lease)) => break Err(ClaimError::Held { key: key.clone(), node: lease.node_id }),
@@ -247,11 +278,15 @@ impl Cluster {
     /// The live publish of `key`: from this node's registry, else from the lease row its node renews.
     pub async fn live(&self, key: &ChannelKey) -> Result<Option<LiveView>, MetaError> {
         if let Some(live) = self.channels.live(key) {
+            // Segment counts as of now, not as of the last once-a-second refresh.
+            let mut stats = live.stats();
+            stats.segments = live.health.counts();
+            stats.store_error = live.health.last_error();
             return Ok(Some(LiveView {
                 node_id: self.node.id.clone(),
                 remote: live.remote.to_string(),
                 since: live.since,
-                stats: live.stats(),
+                stats,
             }));
         }
         let Some(lease) = self.meta.live_lease(key.bucket(), key.channel()).await? else { return Ok(None) };
@@ -298,8 +333,8 @@ impl Cluster {
             Err(e) => {
                 if !self.fence.holds() {
                     let mut kicked = 0;
-                    for held in self.held().values().filter(|h| !h.kick.is_cancelled()) {
-                        held.kick.cancel();
+                    for held in self.held().values().filter(|h| !h.kick.is_kicked()) {
+                        held.kick.kick(EndReason::LeaseLost);
                         kicked += 1;
                     }
                     if kicked > 0 {
@@ -312,13 +347,26 @@ impl Cluster {
             }
         };
         let mut orphans = Vec::new();
+        // A takeover request older than this was answered already, or its publish gave up waiting.
+        let fresh = self.node.renew * 3 + Duration::from_secs(1);
+        let now = SystemTime::now();
         {
             let held = self.held();
             for r in &renewed {
                 match held.get(&r.holder) {
-                    Some(h) if r.kicked && !h.kick.is_cancelled() => {
+                    Some(h) if r.kicked && !h.kick.is_kicked() => {
                         info!(channel = %h.key, "kicked through the database: ending the publish");
-                        h.kick.cancel();
+                        h.kick.kick(EndReason::Api);
+                    }
+                    Some(h) if r.takeover_asked.is_some_and(|a| a < fresh) && !h.kick.is_kicked() => {
+                        let silent = h.health.silent_for(now);
+                        if h.takeover.allows(silent) {
+                            info!(channel = %h.key, silent_ms = silent.as_millis() as u64, "a publish on another node takes the channel over: ending this one");
+                            metrics().takeover();
+                            h.kick.kick(EndReason::TakenOver);
+                        } else {
+                            debug!(channel = %h.key, silent_ms = silent.as_millis() as u64, "a takeover was asked for, but the publisher is sending media");
+                        }
                     }
                     Some(_) => {}
                     None => orphans.push((r.bucket.clone(), r.channel.clone(), r.holder.clone())),
@@ -331,7 +379,7 @@ impl Cluster {
                         warn!(channel = %h.key, "this node lost the channel's lease: it stops writing and ends the publish");
                     }
                     h.fence.lose();
-                    h.kick.cancel();
+                    h.kick.kick(EndReason::LeaseLost);
                 }
             }
         }
@@ -401,6 +449,8 @@ fn stats_to_json(s: &LiveStats) -> String {
             "width": v.width, "height": v.height, "frame_rate": v.frame_rate, "bandwidth": v.bandwidth,
         })),
         "audio": s.audio.as_ref().map(|a| serde_json::json!({"sample_rate": a.sample_rate, "bandwidth": a.bandwidth})),
+        "segments": {"stored": s.segments.stored, "failed": s.segments.failed, "dropped": s.segments.dropped},
+        "store_error": s.store_error,
     })
     .to_string()
 }
@@ -421,6 +471,11 @@ fn stats_from_json(text: &str) -> LiveStats {
             bandwidth: n(a, "bandwidth"),
             codec: "AAC",
         }),
+        segments: v
+            .get("segments")
+            .map(|c| SegmentCounts { stored: n(c, "stored"), failed: n(c, "failed"), dropped: n(c, "dropped") })
+            .unwrap_or_default(),
+        store_error: v.get("store_error").and_then(serde_json::Value::as_str).map(str::to_owned),
     }
 }
 
@@ -433,6 +488,8 @@ mod tests {
         let stats = LiveStats {
             video: Some(VideoStats { width: 1280, height: 720, frame_rate: 30, bandwidth: 250_000, codec: "H264" }),
             audio: Some(AudioStats { sample_rate: 44_100, bandwidth: 16_000, codec: "AAC" }),
+            segments: SegmentCounts { stored: 7, failed: 2, dropped: 1 },
+            store_error: Some("disk full".into()),
         };
         assert_eq!(stats_from_json(&stats_to_json(&stats)), stats);
         let none = LiveStats::default();

@@ -162,6 +162,49 @@ pub struct BucketFile {
     pub auto_create_channels: Option<bool>,
     #[serde(default)]
     pub domains: Vec<String>,
+    /// What a new publish of a channel that is live already does (`idle`, `always`, `never`).
+    pub publisher_takeover: Option<TakeoverPolicy>,
+    /// `idle`: how long the live publisher must have sent no media before a new one takes over.
+    pub takeover_after_ms: Option<u64>,
+}
+
+/// When a new publish may replace the live publisher of its channel. An encoder that reconnects after a
+/// network blip finds its old connection still open (TCP has not noticed yet): `idle` lets it back on the
+/// air as soon as the old connection has been silent for `takeover_after_ms`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TakeoverPolicy {
+    /// The old publisher sent no media for `takeover_after_ms`.
+    #[default]
+    Idle,
+    /// Always: the newest publisher wins.
+    Always,
+    /// Never: the channel is refused while it is live (nginx-rtmp, SRS).
+    Never,
+}
+
+/// A bucket's publisher-takeover rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Takeover {
+    pub policy: TakeoverPolicy,
+    pub after: Duration,
+}
+
+impl Default for Takeover {
+    fn default() -> Self {
+        Takeover { policy: TakeoverPolicy::Idle, after: Duration::from_secs(3) }
+    }
+}
+
+impl Takeover {
+    /// Whether a publisher silent for `silent` gives way to a new one.
+    pub fn allows(&self, silent: Duration) -> bool {
+        match self.policy {
+            TakeoverPolicy::Idle => silent >= self.after,
+            TakeoverPolicy::Always => true,
+            TakeoverPolicy::Never => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -223,6 +266,11 @@ pub struct LimitsFile {
     pub storage_queue_bytes: Option<usize>,
     /// Largest RTMP audio or video message (a keyframe) accepted from a connected client.
     pub max_rtmp_message_bytes: Option<u32>,
+    /// A connection that sends nothing for this long is closed. Default 30000.
+    pub rtmp_idle_timeout_ms: Option<u64>,
+    /// A publish none of whose segments could be stored for this long is ended with an RTMP error, so
+    /// the encoder's operator sees that nothing is recorded. Default 30000.
+    pub storage_failure_timeout_ms: Option<u64>,
 }
 
 /// Delivery settings (`[notify]` in the config file).
@@ -295,6 +343,7 @@ pub struct Bucket {
     pub acl: Acl,
     pub auto_create_channels: bool,
     pub domains: Vec<String>,
+    pub takeover: Takeover,
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +353,8 @@ pub struct Limits {
     pub rtmp_send_timeout: Duration,
     pub storage_queue_bytes: usize,
     pub max_rtmp_message_bytes: u32,
+    pub rtmp_idle_timeout: Duration,
+    pub storage_failure_timeout: Duration,
 }
 
 /// The validated configuration.
@@ -370,11 +421,21 @@ impl Config {
         channel_defaults.validate().map_err(|e| invalid(format!("[channel_defaults] {e}")))?;
 
         let buckets = if file.buckets.is_empty() {
-            vec![Bucket { name: "live".into(), acl: Acl::PublicReadWrite, auto_create_channels: true, domains: vec![] }]
+            vec![Bucket {
+                name: "live".into(),
+                acl: Acl::PublicReadWrite,
+                auto_create_channels: true,
+                domains: vec![],
+                takeover: Takeover::default(),
+            }]
         } else {
             file.buckets
                 .into_iter()
                 .map(|b| Bucket {
+                    takeover: Takeover {
+                        policy: b.publisher_takeover.unwrap_or_default(),
+                        after: b.takeover_after_ms.map_or(Takeover::default().after, Duration::from_millis),
+                    },
                     name: b.name,
                     acl: b.acl.unwrap_or(Acl::Private),
                     auto_create_channels: b.auto_create_channels.unwrap_or(false),
@@ -386,6 +447,10 @@ impl Config {
             validate_bucket_name(&b.name).map_err(|e| invalid(format!("[[buckets]] {e}")))?;
             if buckets[..i].iter().any(|o| o.name == b.name) {
                 return Err(invalid(format!("[[buckets]] name {:?} appears twice", b.name)));
+            }
+            // Under half a second, a publisher's ordinary jitter (a long keyframe upload) looks idle.
+            if b.takeover.after < Duration::from_millis(500) {
+                return Err(invalid(format!("[[buckets]] {:?}: takeover_after_ms must be at least 500", b.name)));
             }
         }
         for (i, k) in file.access_keys.iter().enumerate() {
@@ -431,7 +496,16 @@ impl Config {
             rtmp_send_timeout: Duration::from_millis(file.limits.rtmp_send_timeout_ms.unwrap_or(10_000)),
             storage_queue_bytes: file.limits.storage_queue_bytes.unwrap_or(8 << 20),
             max_rtmp_message_bytes: file.limits.max_rtmp_message_bytes.unwrap_or(DEFAULT_MAX_RTMP_MESSAGE),
+            rtmp_idle_timeout: Duration::from_millis(file.limits.rtmp_idle_timeout_ms.unwrap_or(30_000)),
+            storage_failure_timeout: Duration::from_millis(file.limits.storage_failure_timeout_ms.unwrap_or(30_000)),
         };
+        // Encoders send media many times a second; below a second a paused stream's keepalive gap trips it.
+        if limits.rtmp_idle_timeout < Duration::from_secs(1) || limits.storage_failure_timeout < Duration::from_secs(1)
+        {
+            return Err(invalid(
+                "[limits] rtmp_idle_timeout_ms and storage_failure_timeout_ms must be at least 1000".into(),
+            ));
+        }
         // RTMP message lengths are 24-bit; below 64 KiB a high-bitrate keyframe would not fit.
         if !(64 << 10..=(1 << 24) - 1).contains(&limits.max_rtmp_message_bytes) {
             return Err(ConfigError::Invalid(format!(
@@ -609,14 +683,63 @@ mod tests {
     }
 
     #[test]
-    fn the_documented_example_file_parses() {
-        let c = parse(include_str!("../fixtures/config/example.toml")).unwrap();
+    fn the_example_file_runs_as_it_is_on_local_storage_and_sqlite() {
+        let example = include_str!("../fixtures/config/example.toml");
+        let c = parse(example).unwrap();
+        assert_eq!(c.storage, None, "the example must not point media at a server the user does not have");
+        assert_eq!(c.database, Database::Sqlite { path: None, max_connections: 4 });
+        // The README's oss2 example uses this key and bucket.
+        assert_eq!((c.access_keys[0].id.as_str(), c.access_keys[0].secret.as_str()), ("AKIDEXAMPLE", "SECRETEXAMPLE"));
+        assert_eq!(c.bucket("examplebucket").map(|b| b.acl), Some(Acl::Private));
+        assert_eq!(c.default_bucket().takeover, Takeover::default());
+
+        // Every optional setting it shows, uncommented, is a valid key with a valid value.
+        let all: String = example
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[') || rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse(&all).unwrap();
         assert_eq!(c.public_endpoint.as_deref(), Some("127.0.0.1:8080"));
         assert_eq!(c.buckets[0].domains, vec!["push.example.com".to_string()]);
-        assert_eq!(c.storage.as_ref().unwrap().kind, StorageKind::S3);
-        assert_eq!(c.access_keys[0].id, "AKIDEXAMPLE");
+        assert_eq!(c.storage.as_ref().unwrap().kind, StorageKind::Local);
         assert_eq!(c.auth_tokens[0].project_id, "0123456789abcdef0123456789abcdef");
         assert_eq!((c.notify.max_attempts, c.notify.retry_max.as_secs()), (12, 300));
+        assert_eq!(c.limits.rtmp_idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.storage_failure_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_production_example_names_s3_and_postgres() {
+        let c = parse(include_str!("../fixtures/config/s3-postgres.toml")).unwrap();
+        assert_eq!(c.storage.as_ref().map(|s| s.kind), Some(StorageKind::S3));
+        assert!(matches!(c.database, Database::Postgres { .. }));
+        assert_eq!(c.default_bucket().acl, Acl::PublicRead);
+    }
+
+    #[test]
+    fn publisher_takeover_is_per_bucket_and_idle_by_default() {
+        let c = parse(
+            "[[buckets]]\nname = \"aaa\"\n[[buckets]]\nname = \"bbb\"\npublisher_takeover = \"never\"\n\
+                       [[buckets]]\nname = \"ccc\"\npublisher_takeover = \"always\"\ntakeover_after_ms = 800\n",
+        )
+        .unwrap();
+        let [a, b, c] = ["aaa", "bbb", "ccc"].map(|n| c.bucket(n).unwrap().takeover);
+        assert_eq!(a, Takeover { policy: TakeoverPolicy::Idle, after: Duration::from_secs(3) });
+        assert!(!a.allows(Duration::from_millis(2999)) && a.allows(Duration::from_secs(3)));
+        assert!(!b.allows(Duration::from_secs(3600)));
+        assert!(c.allows(Duration::ZERO));
+        let short = parse("[[buckets]]\nname = \"aaa\"\ntakeover_after_ms = 100\n").unwrap_err().to_string();
+        assert!(short.contains("takeover_after_ms"), "{short}");
+        assert!(parse("[[buckets]]\nname = \"aaa\"\npublisher_takeover = \"sometimes\"\n").is_err());
+        assert!(parse("[limits]\nrtmp_idle_timeout_ms = 10\n").is_err());
     }
 
     #[test]

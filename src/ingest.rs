@@ -61,11 +61,43 @@ pub struct Ingest {
     segmenter: Segmenter,
     clock: RtmpClock,
     stats: IngestStats,
+    frag_duration: Timestamp90k,
+    /// The DTS of the last keyframe, to measure the encoder's keyframe interval.
+    last_keyframe: Option<Timestamp90k>,
+    /// A keyframe interval longer than FragDuration, once per publish: `take_long_gop` hands it out.
+    long_gop: Option<LongGop>,
+}
+
+/// The encoder's keyframe interval is longer than FragDuration: every segment is as long as the
+/// interval, and the playlist lags by about three of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LongGop {
+    Seen { gop_seconds: f64 },
+    Reported,
 }
 
 impl Ingest {
     pub fn new(config: SegmenterConfig) -> Self {
-        Ingest { segmenter: Segmenter::new(config), clock: RtmpClock::default(), stats: IngestStats::default() }
+        Ingest {
+            frag_duration: config.frag_duration,
+            segmenter: Segmenter::new(config),
+            clock: RtmpClock::default(),
+            stats: IngestStats::default(),
+            last_keyframe: None,
+            long_gop: None,
+        }
+    }
+
+    /// The keyframe interval (seconds) the first time it exceeded FragDuration; then None for the rest
+    /// of the publish (the shell logs it once).
+    pub fn take_long_gop(&mut self) -> Option<f64> {
+        match self.long_gop {
+            Some(LongGop::Seen { gop_seconds }) => {
+                self.long_gop = Some(LongGop::Reported);
+                Some(gop_seconds)
+            }
+            _ => None,
+        }
     }
 
     pub fn stats(&self) -> &IngestStats {
@@ -98,6 +130,15 @@ impl Ingest {
                 self.stats.video_bytes += body.len() as u64;
                 let span = self.stats.video_dts.get_or_insert((dts, dts));
                 span.1 = span.1.max(dts);
+                if keyframe {
+                    if let Some(last) = self.last_keyframe
+                        && self.long_gop.is_none()
+                        && dts - last > self.frag_duration
+                    {
+                        self.long_gop = Some(LongGop::Seen { gop_seconds: (dts - last).as_secs_f64() });
+                    }
+                    self.last_keyframe = Some(dts);
+                }
                 let frame = Frame { track: Track::Video, dts, pts, keyframe, payload: nalus };
                 self.push(frame, now, out)
             }
@@ -214,6 +255,25 @@ mod tests {
             out.iter().filter_map(|o| if let Output::Closed(s) = o { Some(s) } else { None }).collect();
         assert_eq!(closed.len(), 3);
         assert!(closed.iter().all(|s| !s.discontinuity), "the 32-bit wrap is not a jump");
+    }
+
+    #[test]
+    fn a_keyframe_interval_longer_than_frag_duration_is_reported_once() {
+        let mut ingest = Ingest::new(SegmenterConfig::new(2));
+        let mut out = Vec::new();
+        ingest.video(&avc_config_tag(), 0, NOW, &mut out).unwrap();
+        // Keyframes every 2 s (= FragDuration): nothing to say.
+        for i in 0..150u32 {
+            ingest.video(&video_tag(i % 50 == 0, 0), i * 40, NOW, &mut out).unwrap();
+        }
+        assert_eq!(ingest.take_long_gop(), None);
+        // Then every 8.32 s (x264's default 250 frames at 30 fps is 8.3 s).
+        for i in 150..600u32 {
+            ingest.video(&video_tag((i - 150) % 208 == 0, 0), i * 40, NOW, &mut out).unwrap();
+        }
+        let gop = ingest.take_long_gop().expect("reported");
+        assert!((gop - 8.32).abs() < 1e-9, "{gop}");
+        assert_eq!(ingest.take_long_gop(), None, "once per publish");
     }
 
     #[test]

@@ -127,6 +127,7 @@ pub struct Metrics {
     pub rtmp_refused: Family<RefusedLabels, Counter>,
     pub live_publishes: Gauge,
     pub outbox_pending: Gauge,
+    pub takeovers: Counter,
 }
 
 fn latency() -> Histogram {
@@ -145,6 +146,7 @@ impl Metrics {
             rtmp_refused: Family::default(),
             live_publishes: Gauge::default(),
             outbox_pending: Gauge::default(),
+            takeovers: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("segments", "Segments by outcome", m.segments.clone());
@@ -154,6 +156,11 @@ impl Metrics {
         registry.register("rtmp_refused", "RTMP connections and publishes refused, by reason", m.rtmp_refused.clone());
         registry.register("live_publishes", "Publishes live on this node", m.live_publishes.clone());
         registry.register("outbox_pending", "Callbacks waiting to be delivered (all nodes)", m.outbox_pending.clone());
+        registry.register(
+            "takeovers",
+            "Live publishes ended on this node for a new publish (publisher_takeover)",
+            m.takeovers.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -171,6 +178,10 @@ impl Metrics {
 
     pub fn database(&self, op: DatabaseOp, took: Duration) {
         self.database_seconds.get_or_create(&DatabaseLabels { op }).observe(took.as_secs_f64());
+    }
+
+    pub fn takeover(&self) {
+        self.takeovers.inc();
     }
 
     pub fn refused(&self, reason: RefusedReason) {

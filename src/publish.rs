@@ -17,12 +17,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::auth::{Keys, percent_decode};
-use crate::channels::{AudioStats, Channels, LiveGuard, LiveStats, VideoStats};
+use crate::channels::{AudioStats, Channels, EndReason, LiveGuard, LiveStats, VideoStats};
 use crate::cluster::{ClaimError, Cluster};
 use crate::config::{Acl, Bucket, ChannelSettings, Config, validate_playlist_name};
 use crate::hls::live::{ChannelState, Recorder};
@@ -36,6 +35,8 @@ use crate::storage::Store;
 use crate::storage::sink::{Sink, Stored};
 
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a takeover waits for the publish it ended to let go of the channel.
+const TAKEOVER_RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a publish is refused. The message (`Display`) is what the encoder is told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -248,7 +249,6 @@ pub struct Session {
     outputs: Vec<Output>,
     /// Index of a segment whose bytes could not be queued: the rest of it is dropped, not half-stored.
     lost_index: Option<u64>,
-    dropped_segments: u64,
     started: SystemTime,
     /// The push-history record of this publish (closed when it ends).
     push_id: i64,
@@ -263,6 +263,29 @@ pub struct Session {
     stats_bytes: (u64, u64),
     /// Which codec configurations the published stats already show.
     stats_configs: (bool, bool),
+    /// Segments stored and not stored when the stored count last moved, and when: a publish whose
+    /// segments keep failing for `storage_failure_timeout` is ended.
+    storage_progress: (u64, u64, Instant),
+    storage_failure_timeout: Duration,
+    frag_duration: u32,
+    /// What the storage writer's end-of-publish line says about the publisher's side.
+    summary: Option<tokio::sync::oneshot::Sender<Summary>>,
+}
+
+/// The publisher's side of a finished publish, for the one line the storage writer logs when the
+/// recording is complete (then the segment counts are final).
+#[derive(Debug)]
+struct Summary {
+    why: String,
+    remote: SocketAddr,
+    seconds: u64,
+    media_seconds: f64,
+    bytes: u64,
+    video_frames: u64,
+    audio_frames: u64,
+    malformed: u64,
+    skipped: u64,
+    forced_cuts: u64,
 }
 
 impl Session {
@@ -295,7 +318,7 @@ impl Session {
                 }
             }
         };
-        let mut guard = ctx.channels.claim(key, remote).map_err(|e| Refusal::AlreadyLive(e.0))?;
+        let mut guard = claim_here(ctx, bucket, key, remote).await?;
         // Waits while an earlier publish of this channel on this node is still flushing, then claims the
         // channel cluster-wide (waiting there while another node's writer flushes), then reads where the
         // recording goes on; if that cannot be read, the publish is refused rather than recorded nowhere.
@@ -304,7 +327,7 @@ impl Session {
             None => None,
         };
         let started = SystemTime::now();
-        let claimed = match ctx.cluster.claim(&guard, remote, &who.user_args, started).await {
+        let claimed = match ctx.cluster.claim(&guard, remote, &who.user_args, started, bucket.takeover).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 drop((flush, guard));
@@ -355,8 +378,12 @@ impl Session {
             event: event.clone(),
             base_url: ctx.base_url.clone(),
             fence: claimed.fence.clone(),
+            health: Some(Arc::clone(&guard.health)),
         };
+        let (summary_tx, summary_rx) = tokio::sync::oneshot::channel();
         let writer = Writer {
+            summary: summary_rx,
+            health: Arc::clone(&guard.health),
             flush,
             channels: Arc::clone(&ctx.channels),
             cluster: Arc::clone(&ctx.cluster),
@@ -370,7 +397,6 @@ impl Session {
             tx,
             outputs: Vec::with_capacity(8),
             lost_index: None,
-            dropped_segments: 0,
             started,
             push_id: claimed.push_id,
             event,
@@ -380,6 +406,10 @@ impl Session {
             stats_at: Instant::now(),
             stats_bytes: (0, 0),
             stats_configs: (false, false),
+            storage_progress: (0, 0, Instant::now()),
+            storage_failure_timeout: ctx.config.limits.storage_failure_timeout,
+            frag_duration: settings.frag_duration,
+            summary: Some(summary_tx),
         })
     }
 
@@ -387,8 +417,8 @@ impl Session {
         self.guard.key()
     }
 
-    /// Cancelled when the API (disable, delete) ends this publish.
-    pub fn kicked(&self) -> CancellationToken {
+    /// Kicked when the server ends this publish (API, drain, takeover, failing storage, lost lease).
+    pub fn kick(&self) -> crate::channels::Kick {
         self.guard.kick.clone()
     }
 
@@ -401,6 +431,7 @@ impl Session {
         remote: SocketAddr,
     ) -> Result<(), MediaError> {
         let now = SystemTime::now();
+        self.guard.health.media_at(now);
         let mut outputs = std::mem::take(&mut self.outputs);
         let result = if video {
             self.ingest.video(data, timestamp_ms, now, &mut outputs)
@@ -410,6 +441,17 @@ impl Session {
         self.forward(&mut outputs);
         self.outputs = outputs;
         self.refresh_stats();
+        self.check_storage();
+        if let Some(gop) = self.ingest.take_long_gop() {
+            warn!(
+                %remote,
+                channel = %self.key(),
+                keyframe_interval_s = gop,
+                frag_duration_s = self.frag_duration,
+                "the encoder's keyframe interval is longer than FragDuration: segments will be that long and \
+                 viewers that much further behind; set the encoder's keyframe interval to FragDuration (README: Publishing)"
+            );
+        }
         match result {
             Ok(()) => Ok(()),
             Err(IngestError::Unsupported(e)) => {
@@ -448,26 +490,50 @@ impl Session {
             }
         }
         let stats = self.ingest.stats();
-        info!(
-            %remote,
-            channel = %self.key(),
-            why,
-            seconds = self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
-            media_seconds = stats.media_seconds(),
-            segments = stats.segments,
-            forced_cuts = stats.forced_cuts,
-            video_frames = stats.video_frames,
-            audio_frames = stats.audio_frames,
-            malformed = stats.malformed,
-            skipped = stats.skipped,
-            dropped_segments = self.dropped_segments,
-            "publish finished"
-        );
+        if let Some(tx) = self.summary.take() {
+            let _ = tx.send(Summary {
+                why: why.to_owned(),
+                remote,
+                seconds: self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+                media_seconds: stats.media_seconds(),
+                bytes: stats.video_bytes + stats.audio_bytes,
+                video_frames: stats.video_frames,
+                audio_frames: stats.audio_frames,
+                malformed: stats.malformed,
+                skipped: stats.skipped,
+                forced_cuts: stats.forced_cuts,
+            });
+        }
         if let Err(e) = meta.close_push(self.push_id, SystemTime::now()).await {
             warn!(channel = %self.key(), error = %e, "cannot close the push-history record (the next start will)");
         }
         self.cluster.flushing(self.key(), &self.holder).await;
         self.journal.callback(CallbackEvent::Publish { event: self.event.clone(), start: false });
+    }
+
+    /// Ends the publish (with an RTMP error) once segments have kept failing to be stored for the
+    /// configured time: the encoder's operator must learn that nothing is recorded.
+    fn check_storage(&mut self) {
+        let c = self.guard.health.counts();
+        let (stored, lost, since) = self.storage_progress;
+        if c.stored != stored {
+            self.storage_progress = (c.stored, c.failed + c.dropped, Instant::now());
+            return;
+        }
+        if c.failed + c.dropped > lost
+            && since.elapsed() >= self.storage_failure_timeout
+            && !self.guard.kick.is_kicked()
+        {
+            error!(
+                channel = %self.key(),
+                failed = c.failed,
+                dropped = c.dropped,
+                seconds = since.elapsed().as_secs(),
+                last_error = self.guard.health.last_error().as_deref().unwrap_or("(storage too slow)"),
+                "ending the publish: no segment could be stored"
+            );
+            self.guard.kick.kick(EndReason::StorageFailing);
+        }
     }
 
     /// About once a second: what GetLiveChannelStat shows (sizes, rates, codecs from the live stream).
@@ -498,6 +564,8 @@ impl Session {
                 bandwidth: rate(s.audio_bytes, self.stats_bytes.1),
                 codec: "AAC",
             }),
+            segments: self.guard.health.counts(),
+            store_error: self.guard.health.last_error(),
         };
         self.stats_bytes = (s.video_bytes, s.audio_bytes);
         self.stats_at = Instant::now();
@@ -516,7 +584,7 @@ impl Session {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.lost_index = index;
-                    self.dropped_segments += 1;
+                    self.guard.health.dropped();
                     crate::metrics::metrics().segment(crate::metrics::SegmentOutcome::Dropped);
                     warn!(channel = %self.guard.key(), segment = ?index, "storage is too slow: dropping the segment being produced");
                 }
@@ -538,6 +606,8 @@ fn output_index(output: &Output) -> Option<u64> {
 /// The storage writer task of one publish: it holds the channel's flush lock until its last segment and
 /// playlist are stored.
 struct Writer {
+    summary: tokio::sync::oneshot::Receiver<Summary>,
+    health: Arc<crate::channels::Health>,
     flush: Option<tokio::sync::OwnedMutexGuard<()>>,
     channels: Arc<Channels>,
     cluster: Arc<Cluster>,
@@ -549,6 +619,31 @@ impl Writer {
     async fn run(self, sink: Sink, rx: mpsc::Receiver<Output>) {
         let key = sink.key.clone();
         sink.run(Recorder::new(self.state), rx).await;
+        // The access log's end line: the publisher's side (sent before the queue closed) and the
+        // storage side, now final.
+        let c = self.health.counts();
+        match self.summary.await {
+            Ok(s) => info!(
+                remote = %s.remote,
+                channel = %key,
+                why = s.why,
+                seconds = s.seconds,
+                media_seconds = s.media_seconds,
+                bytes = s.bytes,
+                segments = c.stored,
+                failed_segments = c.failed,
+                dropped_segments = c.dropped + c.failed,
+                forced_cuts = s.forced_cuts,
+                video_frames = s.video_frames,
+                audio_frames = s.audio_frames,
+                malformed = s.malformed,
+                skipped = s.skipped,
+                "publish ended"
+            ),
+            Err(_) => {
+                info!(channel = %key, segments = c.stored, dropped_segments = c.dropped + c.failed, "publish ended (without its summary)")
+            }
+        }
         // The lease goes before the local flush lock: a publish waiting here claims it next.
         self.cluster.release(&key, &self.holder).await;
         drop(self.flush);
@@ -592,3 +687,46 @@ async fn resume(
 
 #[cfg(test)]
 mod tests;
+
+/// Claims the channel on this node. If a publish of it is live here and the bucket's takeover rule lets
+/// the new one in (an encoder reconnecting while its old connection still looks open), the old one is
+/// ended and the new one claims the channel once it has let go.
+async fn claim_here(
+    ctx: &Context,
+    bucket: &Bucket,
+    key: &ChannelKey,
+    remote: SocketAddr,
+) -> Result<LiveGuard, Refusal> {
+    let refused = |e: crate::channels::AlreadyLive| Refusal::AlreadyLive(e.0);
+    let first = match ctx.channels.claim(key, remote) {
+        Ok(guard) => return Ok(guard),
+        Err(e) => e,
+    };
+    let Some(old) = ctx.channels.live(key) else { return ctx.channels.claim(key, remote).map_err(refused) };
+    let silent = old.health.silent_for(SystemTime::now());
+    if !bucket.takeover.allows(silent) {
+        return Err(refused(first));
+    }
+    info!(
+        channel = %key,
+        old_remote = %old.remote,
+        new_remote = %remote,
+        silent_ms = silent.as_millis() as u64,
+        policy = ?bucket.takeover.policy,
+        "publisher takeover: the new publish replaces the live one"
+    );
+    crate::metrics::metrics().takeover();
+    old.kick.kick(EndReason::TakenOver);
+    let deadline = tokio::time::Instant::now() + TAKEOVER_RELEASE_WAIT;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match ctx.channels.claim(key, remote) {
+            Ok(guard) => return Ok(guard),
+            // Still the publish we ended, finishing: wait. Anyone else (another new publish won): refused.
+            Err(_)
+                if tokio::time::Instant::now() < deadline
+                    && ctx.channels.live(key).is_some_and(|l| l.publish_id == old.publish_id) => {}
+            Err(e) => return Err(refused(e)),
+        }
+    }
+}

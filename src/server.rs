@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::auth::Keys;
 use crate::channels::Channels;
 use crate::cluster::Cluster;
-use crate::config::{Acl, Config};
+use crate::config::{Acl, Config, StorageKind};
 use crate::journal::{self, Journal, JournalStore, WeakJournal};
 use crate::meta::Meta;
 use crate::notify::Notifier;
@@ -120,6 +120,18 @@ impl Server {
             source,
         })?;
         warn_if_open(&config, rtmp_addr, http_addr);
+        if config.storage.as_ref().is_none_or(|s| s.kind == StorageKind::Local) {
+            // A server killed mid-write left staged `<name>#<n>` files; ours are all newer than this.
+            let media = config.data_dir.join("media");
+            let started = std::time::SystemTime::now();
+            tokio::task::spawn_blocking(move || match crate::storage::remove_staged_uploads(&media, started) {
+                Ok(0) => {}
+                Ok(n) => {
+                    warn!(files = n, folder = %media.display(), "removed unfinished uploads left by an unclean stop")
+                }
+                Err(e) => warn!(error = %e, folder = %media.display(), "cannot clean unfinished uploads"),
+            });
+        }
         let meta = Meta::open_config(&config).await?;
         let keys = Keys::new(config.access_keys.clone());
         let notifier = Notifier::new(meta.clone(), node_ip(&config, rtmp_addr), config.node.id.clone());

@@ -635,6 +635,16 @@ async fn stat(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssErro
                     a.bandwidth, a.sample_rate, a.codec
                 ));
             }
+            // Not in OSS: what the recording of this publish managed (SDKs ignore elements they do not know).
+            let c = stats.segments;
+            xml.push_str(&format!(
+                "  <Segments>\n    <Stored>{}</Stored>\n    <Failed>{}</Failed>\n    <Dropped>{}</Dropped>\n",
+                c.stored, c.failed, c.dropped
+            ));
+            if let Some(e) = &stats.store_error {
+                xml.push_str(&format!("    <LastError>{}</LastError>\n", escape(e)));
+            }
+            xml.push_str("  </Segments>\n");
         }
         None if c.status == ChannelStatus::Disabled => xml.push_str("  <Status>Disabled</Status>\n"),
         None => xml.push_str("  <Status>Idle</Status>\n"),

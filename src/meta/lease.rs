@@ -86,6 +86,8 @@ pub struct Renewed {
     pub channel: String,
     pub holder: String,
     pub kicked: bool,
+    /// How long ago (database clock) a publish on another node last asked to take the channel over.
+    pub takeover_asked: Option<Duration>,
 }
 
 const LEASE_COLUMNS: &str =
@@ -207,7 +209,8 @@ impl Meta {
         let now = self.backend.now_ms();
         let rows = sqlx::query(&format!(
             "UPDATE live_leases SET lease_until_ms = {now} + $2 WHERE node_id = $1 AND lease_until_ms >= {now}
-             RETURNING bucket, channel, holder, kicked"
+             RETURNING bucket, channel, holder, kicked,
+                 CASE WHEN takeover_ms > 0 THEN {now} - takeover_ms ELSE -1 END"
         ))
         .bind(node_id)
         .bind(big(lease.as_millis()))
@@ -221,6 +224,7 @@ impl Meta {
                     channel: r.try_get(1)?,
                     holder: r.try_get(2)?,
                     kicked: flag(r, 3)?,
+                    takeover_asked: u64::try_from(r.try_get::<i64, _>(4)?).ok().map(Duration::from_millis),
                 })
             })
             .collect()
@@ -267,6 +271,34 @@ impl Meta {
         let node: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
         if let Some(node) = &node {
             // The holder polls every renewal; the notification makes it act now.
+            self.notify_nodes(super::events::Topic::Kick, node).await;
+        }
+        Ok(node)
+    }
+
+    /// A new publish of the channel asks `holder` (on whichever node) to give it up; the holder's node
+    /// decides at its next renewal, by its bucket's takeover rule. Returns that node's id, or None if
+    /// `holder` no longer holds the channel live.
+    pub async fn request_takeover(
+        &self,
+        bucket: &str,
+        channel: &str,
+        holder: &str,
+    ) -> Result<Option<String>, MetaError> {
+        let now = self.backend.now_ms();
+        let row = sqlx::query(&format!(
+            "UPDATE live_leases SET takeover_ms = {now}
+             WHERE bucket = $1 AND channel = $2 AND holder = $3 AND state = 'live' AND lease_until_ms >= {now}
+             RETURNING node_id"
+        ))
+        .bind(bucket)
+        .bind(channel)
+        .bind(holder)
+        .fetch_optional(&self.pool)
+        .await
+        .op("request_takeover")?;
+        let node: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
+        if let Some(node) = &node {
             self.notify_nodes(super::events::Topic::Kick, node).await;
         }
         Ok(node)
@@ -374,8 +406,16 @@ mod tests {
         // Renewal returns only the node's unexpired leases, with their kick flags.
         assert_eq!(meta.kick_lease("live", "c").await.unwrap().as_deref(), Some("a"));
         let renewed = meta.renew_leases("a", Duration::from_secs(60)).await.unwrap();
-        assert_eq!(renewed, [Renewed { bucket: "live".into(), channel: "c".into(), holder: "a-1".into(), kicked: true }]);
+        let renewed_c = Renewed { bucket: "live".into(), channel: "c".into(), holder: "a-1".into(), kicked: true, takeover_asked: None };
+        assert_eq!(renewed, [renewed_c]);
         assert_eq!(meta.renew_leases("b", Duration::from_secs(60)).await.unwrap().len(), 1);
+
+        // A takeover request names the holder it saw; the holder's renewal learns how long ago it came.
+        assert_eq!(meta.request_takeover("live", "c", "a-0").await.unwrap(), None, "a holder that is gone");
+        assert_eq!(meta.request_takeover("live", "c", "a-1").await.unwrap().as_deref(), Some("a"));
+        let renewed = meta.renew_leases("a", Duration::from_secs(60)).await.unwrap();
+        let asked = renewed[0].takeover_asked.expect("the request is seen");
+        assert!(asked < Duration::from_secs(5), "{asked:?}");
 
         // Flushing: not live for stat or kick, still held against a new claim; released by its holder only.
         assert!(meta.lease_flushing("live", "c", "a-1").await.unwrap());

@@ -14,7 +14,13 @@ fn now() -> SystemTime {
 }
 
 fn bucket(acl: Acl, auto_create_channels: bool) -> Bucket {
-    Bucket { name: "examplebucket".into(), acl, auto_create_channels, domains: Vec::new() }
+    Bucket {
+        name: "examplebucket".into(),
+        acl,
+        auto_create_channels,
+        domains: Vec::new(),
+        takeover: Default::default(),
+    }
 }
 
 fn record(status: ChannelStatus) -> ChannelRecord {

@@ -26,14 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::channels::Kick;
 use crate::config::{Bucket, Config};
 use crate::metrics::{RefusedReason, metrics};
 use crate::publish::{self, MediaError, Refusal, Session, parse_stream_key};
 use guard::Guard;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection that sends nothing for this long is closed (publishers send media continuously).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 64 * 1024;
 
 thread_local! {
@@ -49,6 +48,9 @@ pub enum ConnError {
     Handshake(String),
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// Opened and closed without a byte: a balancer's or monitor's TCP health check.
+    #[error("closed before the handshake (a TCP health check)")]
+    ClosedBeforeHandshake,
     #[error("no data for {0:?}")]
     Idle(Duration),
     #[error("the client read nothing for {0:?} (a write did not complete)")]
@@ -138,6 +140,7 @@ pub fn accept(stream: TcpStream, remote: SocketAddr, ctx: Arc<Context>) {
         let _permit = (permit, ip_slot);
         match Connection::new(remote, ctx).run(stream).await {
             Ok(()) => debug!(%remote, "RTMP connection closed"),
+            Err(e @ ConnError::ClosedBeforeHandshake) => debug!(%remote, error = %e, "RTMP connection ended"),
             Err(e) => info!(%remote, error = %e, "RTMP connection ended"),
         }
     });
@@ -215,18 +218,23 @@ impl Connection {
                 return self.failed.take().map_or(Ok(()), Err);
             }
             let kick = match &self.state {
-                State::Publishing(p) => p.kicked(),
-                _ => CancellationToken::new(),
+                State::Publishing(p) => p.kick(),
+                _ => Kick::default(),
             };
+            // A connection that sends nothing for this long is closed (publishers send media continuously).
+            let idle = self.ctx.config.limits.rtmp_idle_timeout;
             tokio::select! {
-                r = tokio::time::timeout(IDLE_TIMEOUT, stream.readable()) => r.map_err(|_| ConnError::Idle(IDLE_TIMEOUT))??,
+                r = tokio::time::timeout(idle, stream.readable()) => r.map_err(|_| ConnError::Idle(idle))??,
                 _ = self.ctx.shutdown.cancelled() => {
                     self.finish_publish("server shutting down").await;
                     return Ok(());
                 }
-                _ = kick.cancelled() => {
-                    self.finish_publish("publish ended by the server (channel disabled or deleted)").await;
-                    return Ok(());
+                reason = kick.kicked() => {
+                    // The encoder is told why (ffmpeg prints "Server error: ..."), then the connection closes.
+                    self.out.extend_from_slice(&status::publish_error(reason.rtmp_status(), reason.describe()));
+                    self.closing = true;
+                    self.finish_publish(reason.describe()).await;
+                    continue;
                 }
             }
             // Readiness first, then a read into this thread's scratch buffer: rml_rtmp copies what it
@@ -418,11 +426,16 @@ async fn linger(stream: &mut TcpStream) {
 async fn handshake(stream: &mut TcpStream) -> Result<Vec<u8>, ConnError> {
     let mut handshake = Handshake::new(PeerType::Server);
     let mut buf = vec![0u8; 4096];
+    let mut first = true;
     loop {
         let n = stream.read(&mut buf).await?;
+        if n == 0 && first {
+            return Err(ConnError::ClosedBeforeHandshake);
+        }
         if n == 0 {
             return Err(ConnError::Handshake("peer closed during the handshake".into()));
         }
+        first = false;
         match handshake.process_bytes(&buf[..n]).map_err(|e| ConnError::Handshake(e.to_string()))? {
             HandshakeProcessResult::InProgress { response_bytes } => stream.write_all(&response_bytes).await?,
             HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {

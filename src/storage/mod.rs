@@ -188,9 +188,67 @@ impl Store {
     }
 }
 
+/// Deletes the staged files a killed server left in a local media folder: object_store writes
+/// `<name>#<n>` next to the object and renames it when the write completes, so a crash mid-write leaves
+/// one behind. Only files last modified before `older_than` go (this process's own uploads are newer;
+/// the data-folder lock keeps other servers out). Blocking: run it on a blocking thread. Returns how many.
+pub fn remove_staged_uploads(dir: &std::path::Path, older_than: std::time::SystemTime) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut folders = vec![dir.to_owned()];
+    while let Some(folder) = folders.pop() {
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                folders.push(entry.path());
+                continue;
+            }
+            let name = entry.file_name();
+            let staged = name.to_str().and_then(|n| n.rsplit_once('#')).is_some_and(|(object, n)| {
+                !object.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+            });
+            if kind.is_file() && staged && entry.metadata()?.modified()? < older_than {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staged_files_of_a_killed_server_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let channel = dir.path().join("live/demo");
+        std::fs::create_dir_all(&channel).unwrap();
+        for name in ["0.ts", "1.ts#3", "playlist.m3u8#12", "playlist.m3u8", "odd#name.ts", "#7"] {
+            std::fs::write(channel.join(name), b"x").unwrap();
+        }
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        assert_eq!(
+            remove_staged_uploads(dir.path(), std::time::SystemTime::UNIX_EPOCH).unwrap(),
+            0,
+            "newer files stay"
+        );
+        assert_eq!(remove_staged_uploads(dir.path(), later).unwrap(), 2);
+        let mut left: Vec<_> =
+            std::fs::read_dir(&channel).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["#7", "0.ts", "odd#name.ts", "playlist.m3u8"]);
+        assert_eq!(remove_staged_uploads(&dir.path().join("absent"), later).unwrap(), 0);
+    }
 
     #[cfg(feature = "s3")]
     #[test]

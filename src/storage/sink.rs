@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Store;
-use crate::channels::Fence;
+use crate::channels::{Fence, Health};
 use crate::hls::live::{Effect, RecordEvent, Recorder};
 use crate::hls::{Output, Segment, segment_file_name};
 use crate::journal::Journal;
@@ -45,6 +45,8 @@ pub struct Sink {
     /// Whether this node still holds the channel: once it does not, nothing more is written (another
     /// node may be writing the same playlist).
     pub fence: Fence,
+    /// The publish's segment counts (Stat, the end-of-publish line, ending a publish whose storage fails).
+    pub health: Option<Arc<Health>>,
 }
 
 /// Why a write was not made.
@@ -167,6 +169,9 @@ impl Sink {
         match event {
             RecordEvent::Stored { seq, segment } => {
                 metrics().segment(SegmentOutcome::Stored);
+                if let Some(h) = &self.health {
+                    h.stored();
+                }
                 if segment.forced {
                     metrics().segment(SegmentOutcome::Forced);
                     info!(channel = %self.key, seq, duration_s = segment.duration.as_secs_f64(), "segment force-cut: no keyframe within the limit");
@@ -194,6 +199,9 @@ impl Sink {
             }
             RecordEvent::Failed { seq, message } => {
                 metrics().segment(SegmentOutcome::Failed);
+                if let Some(h) = &self.health {
+                    h.failed(&message);
+                }
                 warn!(channel = %self.key, seq, error = %message, "segment not stored; left out of the playlist");
                 if let Some(journal) = &self.journal {
                     journal.callback(CallbackEvent::RecordFailed {

@@ -19,3 +19,4 @@ mod sdk_interop;
 mod slow_meta;
 mod storage;
 mod support;
+mod takeover;
