@@ -321,6 +321,20 @@ impl Drop for LiveGuard {
     }
 }
 
+/// See [`Channels::hold_idle`].
+pub struct IdleHold {
+    channels: Arc<Channels>,
+    key: ChannelKey,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for IdleHold {
+    fn drop(&mut self) {
+        self.guard = None;
+        self.channels.release(&self.key);
+    }
+}
+
 impl Channels {
     fn lock(&self) -> MutexGuard<'_, HashMap<ChannelKey, Entry>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts/removes).
@@ -356,6 +370,19 @@ impl Channels {
             flush: Some(Arc::clone(&entry.flush)),
             stats,
         })
+    }
+
+    /// Holds the channel's flush lock while nothing publishes or stores it on this node, so a publish
+    /// that starts meanwhile waits, as it waits for a previous publish's writer. None if a publish is
+    /// live or still storing.
+    pub fn hold_idle(self: &Arc<Self>, key: &ChannelKey) -> Option<IdleHold> {
+        let mut entries = self.lock();
+        let entry = entries.entry(key.clone()).or_default();
+        if entry.live.is_some() {
+            return None;
+        }
+        let Ok(guard) = Arc::clone(&entry.flush).try_lock_owned() else { return None };
+        Some(IdleHold { channels: Arc::clone(self), key: key.clone(), guard: Some(guard) })
     }
 
     /// A storage writer let go of the flush lock: forget the channel if nothing else holds it.
@@ -490,6 +517,25 @@ mod tests {
         drop((next, next_flush));
         channels.release(&key);
         assert!(channels.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_idle_hold_makes_a_new_publish_wait_and_is_refused_while_one_is_live() {
+        let channels = Arc::new(Channels::default());
+        let key = ChannelKey::new("live", "demo").unwrap();
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let hold = channels.hold_idle(&key).expect("nothing publishes");
+        let mut publish = channels.claim(&key, addr).unwrap();
+        assert!(channels.hold_idle(&key).is_none(), "a publish is live");
+        let flush = publish.take_flush().unwrap();
+        assert!(flush.try_lock().is_err(), "the publish waits for the hold");
+        drop(hold);
+        assert!(flush.try_lock().is_ok());
+        drop((publish, flush));
+        channels.release(&key);
+        assert!(channels.is_empty());
+        drop(channels.hold_idle(&key));
+        assert!(channels.is_empty(), "a hold leaves nothing behind");
     }
 
     #[test]

@@ -166,6 +166,9 @@ pub struct BucketFile {
     pub publisher_takeover: Option<TakeoverPolicy>,
     /// `idle`: how long the live publisher must have sent no media before a new one takes over.
     pub takeover_after_ms: Option<u64>,
+    /// After this long without a publisher, the live playlist is closed with `EXT-X-ENDLIST`, so players
+    /// end instead of waiting (a later publish reopens it). Default: never (OSS behaviour).
+    pub reconnect_window_ms: Option<u64>,
 }
 
 /// When a new publish may replace the live publisher of its channel. An encoder that reconnects after a
@@ -337,6 +340,7 @@ pub fn validate_playlist_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A configured bucket. `Default` is a private bucket with no name, for `..Default::default()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bucket {
     pub name: String,
@@ -344,6 +348,21 @@ pub struct Bucket {
     pub auto_create_channels: bool,
     pub domains: Vec<String>,
     pub takeover: Takeover,
+    /// How long a channel may be without a publisher before its live playlist gets `EXT-X-ENDLIST`.
+    pub reconnect_window: Option<Duration>,
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Bucket {
+            name: String::new(),
+            acl: Acl::Private,
+            auto_create_channels: false,
+            domains: Vec::new(),
+            takeover: Takeover::default(),
+            reconnect_window: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -425,8 +444,7 @@ impl Config {
                 name: "live".into(),
                 acl: Acl::PublicReadWrite,
                 auto_create_channels: true,
-                domains: vec![],
-                takeover: Takeover::default(),
+                ..Bucket::default()
             }]
         } else {
             file.buckets
@@ -436,6 +454,7 @@ impl Config {
                         policy: b.publisher_takeover.unwrap_or_default(),
                         after: b.takeover_after_ms.map_or(Takeover::default().after, Duration::from_millis),
                     },
+                    reconnect_window: b.reconnect_window_ms.map(Duration::from_millis),
                     name: b.name,
                     acl: b.acl.unwrap_or(Acl::Private),
                     auto_create_channels: b.auto_create_channels.unwrap_or(false),
@@ -447,6 +466,9 @@ impl Config {
             validate_bucket_name(&b.name).map_err(|e| invalid(format!("[[buckets]] {e}")))?;
             if buckets[..i].iter().any(|o| o.name == b.name) {
                 return Err(invalid(format!("[[buckets]] name {:?} appears twice", b.name)));
+            }
+            if b.reconnect_window.is_some_and(|w| w < Duration::from_secs(1)) {
+                return Err(invalid(format!("[[buckets]] {:?}: reconnect_window_ms must be at least 1000", b.name)));
             }
             // Under half a second, a publisher's ordinary jitter (a long keyframe upload) looks idle.
             if b.takeover.after < Duration::from_millis(500) {

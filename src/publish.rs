@@ -232,6 +232,8 @@ pub struct Context {
     pub tracker: TaskTracker,
     /// Observers of stored segments (tests, stats); None in production.
     pub on_stored: Option<mpsc::UnboundedSender<Stored>>,
+    /// The server stops: writers waiting out a reconnect window give up.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The stream could not go on.
@@ -268,6 +270,8 @@ pub struct Session {
     storage_progress: (u64, u64, Instant),
     storage_failure_timeout: Duration,
     frag_duration: u32,
+    /// The stream was refused mid-way (a codec we cannot remux): its open segment is dropped, not listed.
+    refused_mid_stream: bool,
     /// What the storage writer's end-of-publish line says about the publisher's side.
     summary: Option<tokio::sync::oneshot::Sender<Summary>>,
 }
@@ -382,6 +386,12 @@ impl Session {
         };
         let (summary_tx, summary_rx) = tokio::sync::oneshot::channel();
         let writer = Writer {
+            reconnect: bucket.reconnect_window.map(|window| Reconnect {
+                window,
+                settings: ChannelSettings { playlist_name: state.playlist_name.clone(), ..settings.clone() },
+                store: ctx.store.clone(),
+                shutdown: ctx.shutdown.clone(),
+            }),
             summary: summary_rx,
             health: Arc::clone(&guard.health),
             flush,
@@ -409,6 +419,7 @@ impl Session {
             storage_progress: (0, 0, Instant::now()),
             storage_failure_timeout: ctx.config.limits.storage_failure_timeout,
             frag_duration: settings.frag_duration,
+            refused_mid_stream: false,
             summary: Some(summary_tx),
         })
     }
@@ -456,6 +467,7 @@ impl Session {
             Ok(()) => Ok(()),
             Err(IngestError::Unsupported(e)) => {
                 error!(%remote, channel = %self.key(), error = %e, "publish ended: stream cannot be remuxed");
+                self.refused_mid_stream = true;
                 self.journal.callback(CallbackEvent::RecordFailed {
                     event: self.event.clone(),
                     failure: RecordFailure::TransformatError,
@@ -479,7 +491,11 @@ impl Session {
     /// stop callbacks. The storage writer finishes on its own; dropping the claim makes the channel idle.
     pub async fn finish(mut self, meta: &Meta, why: &str, remote: SocketAddr) {
         let mut outputs = std::mem::take(&mut self.outputs);
-        self.ingest.finish(&mut outputs);
+        // A refused stream's open segment is a fragment of what the encoder meant to send (often one
+        // frame): the storage writer aborts it instead of listing a 0.03 s segment.
+        if !self.refused_mid_stream {
+            self.ingest.finish(&mut outputs);
+        }
         for output in outputs {
             if output_index(&output) == self.lost_index {
                 continue;
@@ -606,6 +622,8 @@ fn output_index(output: &Output) -> Option<u64> {
 /// The storage writer task of one publish: it holds the channel's flush lock until its last segment and
 /// playlist are stored.
 struct Writer {
+    /// The bucket's reconnect window: after it, the playlist is closed if nobody published since.
+    reconnect: Option<Reconnect>,
     summary: tokio::sync::oneshot::Receiver<Summary>,
     health: Arc<crate::channels::Health>,
     flush: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -618,7 +636,8 @@ struct Writer {
 impl Writer {
     async fn run(self, sink: Sink, rx: mpsc::Receiver<Output>) {
         let key = sink.key.clone();
-        sink.run(Recorder::new(self.state), rx).await;
+        let recorder = sink.run(Recorder::new(self.state), rx).await;
+        let last_seq = recorder.state().playlist.last_seq();
         // The access log's end line: the publisher's side (sent before the queue closed) and the
         // storage side, now final.
         let c = self.health.counts();
@@ -648,6 +667,58 @@ impl Writer {
         self.cluster.release(&key, &self.holder).await;
         drop(self.flush);
         self.channels.release(&key);
+        if let (Some(reconnect), Some(last_seq)) = (self.reconnect, last_seq) {
+            reconnect.end_playlist(&key, last_seq, &self.channels, &self.cluster).await;
+        }
+    }
+}
+
+/// What closing an abandoned channel's playlist needs.
+struct Reconnect {
+    window: Duration,
+    settings: ChannelSettings,
+    store: Store,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Reconnect {
+    /// After the window, if no publish of the channel went live on any node and the stored playlist
+    /// still ends with this publish's last segment, rewrites it with `EXT-X-ENDLIST`: a viewer who
+    /// opens a channel that went offline gets an ended stream, not old video presented as live. The
+    /// next publish's first segment reopens it (with a discontinuity). A stop or restart within the
+    /// window leaves the playlist open, as OSS does.
+    async fn end_playlist(self, key: &ChannelKey, last_seq: u64, channels: &Arc<Channels>, cluster: &Cluster) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.window) => {}
+            _ = self.shutdown.cancelled() => return,
+        }
+        // A publish that starts here while the playlist is rewritten waits for this hold.
+        let Some(_hold) = channels.hold_idle(key) else { return };
+        match cluster.live(key).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return,
+            Err(e) => {
+                warn!(channel = %key, error = %e, "cannot tell whether the channel is live elsewhere; its playlist stays open");
+                return;
+            }
+        }
+        let mut playlist = match self.store.load_playlist(key, &self.settings).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(channel = %key, error = %e, "cannot read the playlist to close it");
+                return;
+            }
+        };
+        // Another publish (here or on another node) wrote since: its own window applies.
+        if playlist.last_seq() != Some(last_seq) || playlist.is_ended() {
+            return;
+        }
+        playlist.end();
+        let Ok(path) = key.object(&self.settings.playlist_name) else { return };
+        match self.store.put(&path, Bytes::from(playlist.render())).await {
+            Ok(()) => info!(channel = %key, window_s = self.window.as_secs(), "no publisher for the reconnect window: the playlist now ends (EXT-X-ENDLIST)"),
+            Err(e) => warn!(channel = %key, error = %e, "cannot close the playlist"),
+        }
     }
 }
 

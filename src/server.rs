@@ -171,6 +171,7 @@ impl Server {
             base_url: format!("http://{endpoint}"),
             tracker: tracker.clone(),
             on_stored: observers.on_stored,
+            shutdown: shutdown.clone(),
         });
         let rtmp_ctx = Arc::new(rtmp::Context {
             config: Arc::clone(&config),

@@ -29,6 +29,9 @@ pub struct Playlist {
     media_sequence: u64,
     /// Number of EXT-X-DISCONTINUITY tags that have scrolled out of the window (§4.3.3.3).
     discontinuity_sequence: u64,
+    /// The channel has had no publisher for its reconnect window: `EXT-X-ENDLIST`, so players end.
+    /// The next segment reopens it.
+    ended: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +48,17 @@ impl Playlist {
             window: VecDeque::new(),
             media_sequence: 0,
             discontinuity_sequence: 0,
+            ended: false,
         }
+    }
+
+    /// Closes the live playlist (`EXT-X-ENDLIST`) until the next segment.
+    pub fn end(&mut self) {
+        self.ended = true;
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
     }
 
     /// Picks up a playlist we wrote before (a restart): window, media and discontinuity sequence.
@@ -57,6 +70,7 @@ impl Playlist {
         let mut playlist = Playlist::new(frag_count, frag_duration_secs);
         playlist.discontinuity_sequence = parsed.discontinuity_sequence;
         playlist.media_sequence = parsed.media_sequence;
+        playlist.ended = parsed.end_list;
         for seg in parsed.segments {
             let Some(seq) = parse_segment_file_name(&seg.uri) else {
                 continue;
@@ -96,6 +110,7 @@ impl Playlist {
     }
 
     pub fn push(&mut self, segment: PlaylistSegment) {
+        self.ended = false;
         if self.window.is_empty() {
             // Nothing listed: any number not below the last one used will do, and the file's keeps
             // the two equal where nothing was ever skipped.
@@ -141,6 +156,7 @@ impl Playlist {
             target_duration: self.target_duration(),
             media_sequence: self.media_sequence(),
             discontinuity_sequence: self.discontinuity_sequence,
+            end_list: self.ended,
             segments: self
                 .window
                 .iter()
@@ -218,6 +234,23 @@ mod tests {
         assert!(text.trim_end().ends_with("#EXT-X-ENDLIST"), "{text}");
         assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
         assert!(text.find("5.ts").unwrap() < text.find("#EXT-X-DISCONTINUITY\n").unwrap(), "{text}");
+    }
+
+    #[test]
+    fn an_ended_playlist_says_endlist_until_the_next_segment_and_survives_a_restore() {
+        let mut p = Playlist::new(3, 5);
+        p.push(seg(0, 5.0, false));
+        p.push(seg(1, 5.0, false));
+        p.end();
+        let ended = text(&p);
+        assert!(ended.trim_end().ends_with("#EXT-X-ENDLIST"), "{ended}");
+        let restored = Playlist::restore(3, 5, ended.as_bytes()).unwrap();
+        assert!(restored.is_ended());
+        assert_eq!(text(&restored), ended, "a restore keeps the window and the end");
+        let mut reopened = restored;
+        reopened.push(seg(2, 5.0, true));
+        let t = text(&reopened);
+        assert!(!t.contains("ENDLIST") && t.contains("#EXT-X-DISCONTINUITY\n2.ts"), "{t}");
     }
 
     #[test]

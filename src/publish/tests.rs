@@ -18,8 +18,7 @@ fn bucket(acl: Acl, auto_create_channels: bool) -> Bucket {
         name: "examplebucket".into(),
         acl,
         auto_create_channels,
-        domains: Vec::new(),
-        takeover: Default::default(),
+        ..Bucket::default()
     }
 }
 

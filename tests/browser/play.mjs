@@ -1,12 +1,15 @@
 // Plays an HLS URL with hls.js in headless Chromium, from a different origin (so CORS is exercised),
 // and exits 0 only if playback advanced by the wanted seconds with a decoded picture and no fatal error.
-// Usage: node play.mjs <playlist-url> [seconds] [chromium-path]
+// With `ended` instead of seconds, it exits 0 only if the video plays to its end (the `ended` event: a
+// playlist closed with EXT-X-ENDLIST) instead of waiting for more.
+// Usage: node play.mjs <playlist-url> [seconds|ended] [chromium-path]
 import { chromium } from 'playwright-core';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:http';
 
 const [url, secondsArg, chromiumPath] = process.argv.slice(2);
-const seconds = Number(secondsArg ?? 4);
+const untilEnded = secondsArg === 'ended';
+const seconds = untilEnded ? 0 : Number(secondsArg ?? 4);
 const hlsJs = fileURLToPath(new URL('./node_modules/hls.js/dist/hls.min.js', import.meta.url));
 // The page comes from its own server on loopback: another origin than the media server (so CORS applies),
 // in the same address space (so Chromium's local-network rules do not interfere).
@@ -44,14 +47,18 @@ try {
   }, url);
   if (!supported) throw new Error('hls.js reports MSE/H.264 unsupported in this browser');
   await page.waitForFunction(
-    (s) => document.getElementById('v').currentTime >= s || window.result.fatal !== null,
-    seconds, { timeout: 60000, polling: 200 });
+    ([s, ended]) => {
+      const v = document.getElementById('v');
+      return (ended ? v.ended : v.currentTime >= s) || window.result.fatal !== null;
+    },
+    [seconds, untilEnded], { timeout: 60000, polling: 200 });
   const r = await page.evaluate(() => {
     const v = document.getElementById('v');
-    return { ...window.result, currentTime: v.currentTime, width: v.videoWidth, height: v.videoHeight };
+    return { ...window.result, currentTime: v.currentTime, ended: v.ended, width: v.videoWidth, height: v.videoHeight };
   });
   console.log(JSON.stringify(r));
-  code = r.fatal === null && r.currentTime >= seconds && r.width > 0 ? 0 : 1;
+  const advanced = untilEnded ? r.ended && r.currentTime > 0 : r.currentTime >= seconds;
+  code = r.fatal === null && advanced && r.width > 0 ? 0 : 1;
 } catch (e) {
   console.error(`browser test failed: ${e.message}`);
 } finally {

@@ -277,3 +277,33 @@ async fn hls_js_in_chromium_plays_a_live_publish_cross_origin() {
     assert!(report.contains("\"fatal\":null") && report.contains("\"width\":640"), "{report}");
     ts.server.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A channel whose publisher left longer ago than the bucket's reconnect window: hls.js plays what is
+/// listed and ends (the `ended` event) instead of spinning while it waits for segments that never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs node with tests/browser's packages (npm ci) and chromium"]
+async fn hls_js_ends_a_channel_whose_publisher_left() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(browser_dir.join("node_modules/hls.js").exists(), "run `npm ci` in tests/browser first (.ci/run does)");
+    let dir = tempfile::tempdir().unwrap();
+    let live = livechannel::config::Bucket {
+        name: "live".into(),
+        acl: livechannel::config::Acl::PublicReadWrite,
+        auto_create_channels: true,
+        reconnect_window: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let ts = TestServer::start(livechannel::config::Config { buckets: vec![live], ..config(dir.path(), 1, 4) }).await;
+    publish(ts.rtmp(), "over", &tags("media/av_no_bframes.flv")).await.unwrap();
+    ts.wait_flushed("over").await;
+    eventually(Duration::from_secs(10), "EXT-X-ENDLIST", async || {
+        playlist(&ts, "/live/over/playlist.m3u8").await.end_list.then_some(())
+    })
+    .await;
+    let playlist_url = format!("http://{}/live/over/playlist.m3u8", ts.http());
+    let out = run("node", vec![browser_dir.join("play.mjs").display().to_string(), playlist_url, "ended".into()]).await;
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "hls.js did not end: {report}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("\"ended\":true") && report.contains("\"fatal\":null"), "{report}");
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}

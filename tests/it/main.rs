@@ -11,6 +11,7 @@ mod http_e2e;
 mod ingest_e2e;
 mod interop;
 mod ops;
+mod offline;
 mod oss_api;
 mod pg_outage;
 mod s3_e2e;

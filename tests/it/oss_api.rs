@@ -25,8 +25,7 @@ fn oss_config(dir: &Path) -> Config {
         name: name.into(),
         acl,
         auto_create_channels: false,
-        domains: vec![],
-        takeover: Default::default(),
+        ..Bucket::default()
     };
     Config {
         base_domain: Some("oss.test".into()),

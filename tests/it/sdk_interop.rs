@@ -48,8 +48,7 @@ async fn oss_sdks_drive_every_live_channel_call() {
             name: "examplebucket".into(),
             acl: Acl::Private,
             auto_create_channels: false,
-            domains: vec![],
-            takeover: Default::default(),
+            ..Bucket::default()
         }],
         ..config(dir.path(), 1, 3)
     };
@@ -70,7 +69,7 @@ async fn live_and_huawei_sdks_drive_every_callback_call() {
             acl: Acl::PublicReadWrite,
             auto_create_channels: true,
             domains: vec!["push.example.com".into()],
-            takeover: Default::default(),
+            ..Bucket::default()
         }],
         ..config(dir.path(), 1, 3)
     };

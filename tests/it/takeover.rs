@@ -25,8 +25,8 @@ fn bucket(name: &str, policy: TakeoverPolicy) -> Bucket {
         name: name.into(),
         acl: Acl::PublicReadWrite,
         auto_create_channels: true,
-        domains: vec![],
         takeover: Takeover { policy, after: Duration::from_millis(500) },
+        ..Bucket::default()
     }
 }
 
