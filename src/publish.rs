@@ -716,7 +716,9 @@ impl Reconnect {
         playlist.end();
         let Ok(path) = key.object(&self.settings.playlist_name) else { return };
         match self.store.put(&path, Bytes::from(playlist.render())).await {
-            Ok(()) => info!(channel = %key, window_s = self.window.as_secs(), "no publisher for the reconnect window: the playlist now ends (EXT-X-ENDLIST)"),
+            Ok(()) => {
+                info!(channel = %key, window_s = self.window.as_secs(), "no publisher for the reconnect window: the playlist now ends (EXT-X-ENDLIST)")
+            }
             Err(e) => warn!(channel = %key, error = %e, "cannot close the playlist"),
         }
     }

@@ -14,12 +14,7 @@ fn now() -> SystemTime {
 }
 
 fn bucket(acl: Acl, auto_create_channels: bool) -> Bucket {
-    Bucket {
-        name: "examplebucket".into(),
-        acl,
-        auto_create_channels,
-        ..Bucket::default()
-    }
+    Bucket { name: "examplebucket".into(), acl, auto_create_channels, ..Bucket::default() }
 }
 
 fn record(status: ChannelStatus) -> ChannelRecord {

@@ -59,6 +59,11 @@ pub struct Tracks {
 pub struct Muxer {
     tracks: Tracks,
     cc: [u8; 4], // PAT, PMT, video, audio
+    /// No packet of this PID written yet. A muxer is made per publish, so its counters start at 0
+    /// where the previous publish's stopped anywhere: the first packet of each PID carries
+    /// discontinuity_indicator (§2.4.3.5), or readers that check counters across segments (ffmpeg)
+    /// flag the packets as corrupt. On the PCR PID it also announces the new time base.
+    fresh: [bool; 4],
     last_pcr: Option<i64>,
 }
 
@@ -69,7 +74,7 @@ const CC_AUDIO: usize = 3;
 
 impl Muxer {
     pub fn new(tracks: Tracks) -> Self {
-        Muxer { tracks, cc: [0; 4], last_pcr: None }
+        Muxer { tracks, cc: [0; 4], fresh: [true; 4], last_pcr: None }
     }
 
     pub fn tracks(&self) -> Tracks {
@@ -115,8 +120,15 @@ impl Muxer {
             program_info: vec![],
             es_info,
         });
-        self.write_structured(Pid::PAT, CC_PAT, None, pat, out)?;
-        self.write_structured(PMT_PID, CC_PMT, None, pmt, out)
+        let pat_af = self.take_fresh(CC_PAT).then(|| adaptation_field(None, false, true)).transpose()?;
+        self.write_structured(Pid::PAT, CC_PAT, pat_af, pat, out)?;
+        let pmt_af = self.take_fresh(CC_PMT).then(|| adaptation_field(None, false, true)).transpose()?;
+        self.write_structured(PMT_PID, CC_PMT, pmt_af, pmt, out)
+    }
+
+    /// Whether the next packet of this PID is its first (and so must say discontinuity).
+    fn take_fresh(&mut self, index: usize) -> bool {
+        std::mem::replace(&mut self.fresh[index], false)
     }
 
     fn write_structured(
@@ -214,7 +226,7 @@ impl Muxer {
         let cc = self.cc[CC_VIDEO].wrapping_sub(1) & 0x0f;
         let packet = TsPacket {
             header: header(VIDEO_PID, cc)?,
-            adaptation_field: Some(adaptation_field(Some(pcr), false)?),
+            adaptation_field: Some(adaptation_field(Some(pcr), false, false)?),
             payload: None,
         };
         TsPacketWriter::new(out).write_ts_packet(&packet)?;
@@ -236,7 +248,10 @@ impl Muxer {
         let total: usize = pieces.clone().map(<[u8]>::len).sum();
         let mut cursor = Pieces { iter: pieces, current: &[] };
         let header_len = 9 + 5 + if start.dts.is_some() { 5 } else { 0 };
-        let af = (pcr.is_some() || random_access).then(|| adaptation_field(pcr, random_access)).transpose()?;
+        let discontinuity = self.take_fresh(cc_index);
+        let af = (pcr.is_some() || random_access || discontinuity)
+            .then(|| adaptation_field(pcr, random_access, discontinuity))
+            .transpose()?;
         let af_len = match &af {
             Some(af) if af.pcr.is_some() => 8,
             Some(_) => 2,
@@ -346,10 +361,10 @@ fn header(pid: u16, cc: u8) -> Result<TsHeader, MuxError> {
     })
 }
 
-fn adaptation_field(pcr: Option<i64>, random_access: bool) -> Result<AdaptationField, MuxError> {
+fn adaptation_field(pcr: Option<i64>, random_access: bool, discontinuity: bool) -> Result<AdaptationField, MuxError> {
     let pcr = pcr.map(|ticks| ClockReference::new(Timestamp90k(ticks).wrap33() * 300)).transpose()?;
     Ok(AdaptationField {
-        discontinuity_indicator: false,
+        discontinuity_indicator: discontinuity,
         random_access_indicator: random_access,
         es_priority_indicator: false,
         pcr,

@@ -194,3 +194,31 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+/// The packets of `pid` in `ts`, and whether each says discontinuity_indicator (raw bytes, so the check
+/// does not depend on our own writer's reading of the field).
+fn discontinuity_flags(ts: &[u8], pid: u16) -> Vec<bool> {
+    ts.chunks(PACKET_SIZE)
+        .filter(|p| (u16::from(p[1] & 0x1f) << 8 | u16::from(p[2])) == pid)
+        .map(|p| p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x80 != 0)
+        .collect()
+}
+
+#[test]
+fn the_first_packet_of_every_pid_of_a_new_muxer_says_discontinuity_and_no_later_one_does() {
+    let (mut mux, mut out) = with_tables(BOTH);
+    let t = Timestamp90k(0);
+    mux.write_video(t, t, true, &avcc(5, 1000), &avc_config(), &mut out).unwrap();
+    mux.write_audio(t, &[0x21; 300], &aac_config(), &mut out).unwrap();
+    mux.write_tables(&mut out).unwrap(); // the next segment of the same publish
+    mux.write_video(Timestamp90k(3600), Timestamp90k(3600), true, &avcc(5, 500), &avc_config(), &mut out).unwrap();
+    mux.write_audio(Timestamp90k(3600), &[0x21; 300], &aac_config(), &mut out).unwrap();
+    for pid in [0, PMT_PID, VIDEO_PID, AUDIO_PID] {
+        let flags = discontinuity_flags(&out, pid);
+        assert!(flags.len() >= 2, "pid {pid}: {flags:?}");
+        assert!(flags[0] && !flags[1..].contains(&true), "pid {pid}: {flags:?}");
+    }
+    // Still a stream the independent reader takes whole.
+    let r = inspect(&out).unwrap();
+    assert_eq!(r.video().count(), 2);
+}

@@ -307,3 +307,28 @@ async fn hls_js_ends_a_channel_whose_publisher_left() {
     assert!(report.contains("\"ended\":true") && report.contains("\"fatal\":null"), "{report}");
     ts.server.shutdown(Duration::from_secs(5)).await;
 }
+
+/// ffmpeg reads a channel across a re-publish without "corrupt input packet": each publish's muxer starts
+/// its continuity counters afresh, and the first packet of every PID says so (discontinuity_indicator),
+/// as the EXT-X-DISCONTINUITY tag does for players.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs ffmpeg"]
+async fn ffmpeg_reads_across_a_republish_without_continuity_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(config(dir.path(), 1, 30)).await;
+    let tags = tags("media/av_no_bframes.flv");
+    for _ in 0..2 {
+        publish(ts.rtmp(), "again", &tags).await.unwrap();
+        ts.wait_flushed("again").await;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let window = format!("vod&startTime={}&endTime={}", now - 300, now + 600);
+    let posted = http_request(ts.http(), "POST", &format!("/live/again/vod.m3u8?{window}"), &[]).await;
+    assert_eq!(posted.status, 200, "{}", posted.text());
+    let vod = format!("http://{}/live/again/vod.m3u8", ts.http());
+    let out = run("ffmpeg", strings(&["-hide_banner", "-v", "warning", "-i", &vod, "-f", "null", "-"])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("corrupt") && !stderr.contains("ontinuity"), "ffmpeg said: {stderr}");
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}

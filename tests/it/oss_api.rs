@@ -21,12 +21,7 @@ const SK: &str = "SECRETEXAMPLE";
 const PRIVATE: &str = "examplebucket";
 
 fn oss_config(dir: &Path) -> Config {
-    let bucket = |name: &str, acl| Bucket {
-        name: name.into(),
-        acl,
-        auto_create_channels: false,
-        ..Bucket::default()
-    };
+    let bucket = |name: &str, acl| Bucket { name: name.into(), acl, auto_create_channels: false, ..Bucket::default() };
     Config {
         base_domain: Some("oss.test".into()),
         access_keys: vec![AccessKey { id: AK.into(), secret: SK.into() }],
