@@ -122,6 +122,10 @@ pub struct Health {
     /// Unix milliseconds of the last audio or video message.
     last_media_ms: AtomicU64,
     stored: AtomicU64,
+    /// Stored segments cut without a keyframe (the encoder's keyframe interval is too long).
+    forced: AtomicU64,
+    /// The length of the last stored segment, milliseconds.
+    last_ms: AtomicU64,
     /// Segments whose upload failed.
     failed: AtomicU64,
     /// Segments dropped before storage (the queue was full).
@@ -135,6 +139,9 @@ pub struct SegmentCounts {
     pub stored: u64,
     pub failed: u64,
     pub dropped: u64,
+    pub forced: u64,
+    /// The length of the last stored segment, milliseconds (0 before the first).
+    pub last_ms: u64,
 }
 
 impl Health {
@@ -150,8 +157,10 @@ impl Health {
         now.duration_since(last).unwrap_or_default()
     }
 
-    pub fn stored(&self) {
+    pub fn stored(&self, duration: std::time::Duration, forced: bool) {
         self.stored.fetch_add(1, Ordering::Relaxed);
+        self.forced.fetch_add(u64::from(forced), Ordering::Relaxed);
+        self.last_ms.store(duration.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn failed(&self, error: &str) {
@@ -168,6 +177,8 @@ impl Health {
             stored: self.stored.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            forced: self.forced.load(Ordering::Relaxed),
+            last_ms: self.last_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -545,10 +556,10 @@ mod tests {
         h.media_at(t);
         assert_eq!(h.silent_for(t + std::time::Duration::from_millis(3500)), std::time::Duration::from_millis(3500));
         assert_eq!(h.silent_for(t - std::time::Duration::from_secs(1)), std::time::Duration::ZERO, "a clock step back");
-        h.stored();
+        h.stored(std::time::Duration::from_millis(8320), true);
         h.failed("disk full");
         h.dropped();
-        assert_eq!(h.counts(), SegmentCounts { stored: 1, failed: 1, dropped: 1 });
+        assert_eq!(h.counts(), SegmentCounts { stored: 1, failed: 1, dropped: 1, forced: 1, last_ms: 8320 });
         assert_eq!(h.last_error().as_deref(), Some("disk full"));
     }
 }

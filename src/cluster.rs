@@ -449,7 +449,8 @@ fn stats_to_json(s: &LiveStats) -> String {
             "width": v.width, "height": v.height, "frame_rate": v.frame_rate, "bandwidth": v.bandwidth,
         })),
         "audio": s.audio.as_ref().map(|a| serde_json::json!({"sample_rate": a.sample_rate, "bandwidth": a.bandwidth})),
-        "segments": {"stored": s.segments.stored, "failed": s.segments.failed, "dropped": s.segments.dropped},
+        "segments": {"stored": s.segments.stored, "failed": s.segments.failed, "dropped": s.segments.dropped,
+                     "forced": s.segments.forced, "last_ms": s.segments.last_ms},
         "store_error": s.store_error,
     })
     .to_string()
@@ -473,7 +474,13 @@ fn stats_from_json(text: &str) -> LiveStats {
         }),
         segments: v
             .get("segments")
-            .map(|c| SegmentCounts { stored: n(c, "stored"), failed: n(c, "failed"), dropped: n(c, "dropped") })
+            .map(|c| SegmentCounts {
+                stored: n(c, "stored"),
+                failed: n(c, "failed"),
+                dropped: n(c, "dropped"),
+                forced: n(c, "forced"),
+                last_ms: n(c, "last_ms"),
+            })
             .unwrap_or_default(),
         store_error: v.get("store_error").and_then(serde_json::Value::as_str).map(str::to_owned),
     }
@@ -488,7 +495,7 @@ mod tests {
         let stats = LiveStats {
             video: Some(VideoStats { width: 1280, height: 720, frame_rate: 30, bandwidth: 250_000, codec: "H264" }),
             audio: Some(AudioStats { sample_rate: 44_100, bandwidth: 16_000, codec: "AAC" }),
-            segments: SegmentCounts { stored: 7, failed: 2, dropped: 1 },
+            segments: SegmentCounts { stored: 7, failed: 2, dropped: 1, forced: 1, last_ms: 2002 },
             store_error: Some("disk full".into()),
         };
         assert_eq!(stats_from_json(&stats_to_json(&stats)), stats);

@@ -53,6 +53,17 @@ pub struct ConfigFile {
     /// Leases that make a channel live on one node of the cluster (`[cluster]`).
     #[serde(default)]
     pub cluster: ClusterFile,
+    /// The web console's sign-in (`[console]`); without it only public buckets are shown.
+    pub console: Option<ConsoleLogin>,
+}
+
+/// The web console's one account (HTTP Basic): signed in, it shows private buckets too and may enable
+/// or disable channels. Without it the console is read-only and shows public buckets only.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleLogin {
+    pub user: String,
+    pub password: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -393,6 +404,7 @@ pub struct Config {
     pub auth_tokens: Vec<AuthToken>,
     pub database: Database,
     pub node: NodeConfig,
+    pub console: Option<ConsoleLogin>,
 }
 
 impl Default for Config {
@@ -464,6 +476,10 @@ impl Config {
         };
         for (i, b) in buckets.iter().enumerate() {
             validate_bucket_name(&b.name).map_err(|e| invalid(format!("[[buckets]] {e}")))?;
+            // `/console/...` is the web console's.
+            if b.name == "console" {
+                return Err(invalid("[[buckets]] the bucket name \"console\" is reserved for the web console".into()));
+            }
             if buckets[..i].iter().any(|o| o.name == b.name) {
                 return Err(invalid(format!("[[buckets]] name {:?} appears twice", b.name)));
             }
@@ -583,7 +599,13 @@ impl Config {
                 node.lease.as_millis()
             )));
         }
+        if let Some(c) = &file.console
+            && (c.user.is_empty() || c.user.contains(':') || c.password.chars().count() < 12)
+        {
+            return Err(invalid("[console] user must be set (no ':') and password at least 12 characters".into()));
+        }
         Ok(Config {
+            console: file.console,
             node,
             notify,
             database,

@@ -191,6 +191,7 @@ impl Server {
             nonces: Default::default(),
             notifier: notifier.clone(),
             endpoint,
+            rtmp_addr,
         });
         let sender =
             Arc::new(Sender::new(meta.clone(), config.node.id.clone(), config.notify.clone(), notifier.wake_handle())?);

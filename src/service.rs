@@ -25,4 +25,6 @@ pub struct Context {
     pub notifier: Notifier,
     /// `host[:port]` written into PublishUrls and PlayUrls.
     pub endpoint: String,
+    /// The bound RTMP address (the console's publish settings name its port).
+    pub rtmp_addr: std::net::SocketAddr,
 }

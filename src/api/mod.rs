@@ -8,6 +8,7 @@
 //! their JSON error documents).
 
 pub mod aliyun;
+pub mod console;
 pub mod huawei;
 pub mod objects;
 pub mod ops;
@@ -111,12 +112,15 @@ pub async fn route(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) ->
             warn!(%remote, host = ?req.headers().get(header::HOST), "refused: a host name this loopback server does not serve (DNS rebinding?)");
             text(StatusCode::MISDIRECTED_REQUEST, "this server does not serve that host name\n")
         }
-        _ if cross_origin_write(&method, req.headers()) => {
+        _ if cross_origin_write(&method, req.headers())
+            && !console::same_origin_console_write(&path, req.headers()) =>
+        {
             warn!(%remote, %method, path, origin = ?req.headers().get(header::ORIGIN), "refused: a cross-origin write from a web page");
             text(StatusCode::FORBIDDEN, "cross-origin writes are not accepted\n")
         }
         Method::OPTIONS => preflight(req.headers()),
         _ if ops::wants(&method, &path, req.uri().query()) => ops::handle(ctx, &path).await,
+        _ if console::wants(ctx, &req) => console::handle(ctx, req).await,
         // OSS bucket names are at least 3 characters, so `/v1/` never names a bucket.
         _ if path.starts_with("/v1/") => huawei::handle(ctx, req, &request_id).await,
         _ if aliyun::wants(&req) => aliyun::handle(ctx, req, &request_id).await,

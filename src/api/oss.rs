@@ -674,9 +674,23 @@ async fn history(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssE
 async fn put_status(ctx: &Context, key: &ChannelKey, status: &str) -> Result<Response<Body>, OssError> {
     let status = ChannelStatus::parse(status)
         .ok_or_else(|| OssError::invalid(format!("status {status:?} is not enabled or disabled."), "0017-00000255"))?;
+    if !set_channel_status(ctx, key, status).await? {
+        return Err(OssError::no_channel());
+    }
+    Ok(empty_ok(StatusCode::OK))
+}
+
+/// Enables or disables a channel (PutLiveChannelStatus, the console): disabling disconnects its live
+/// publisher on whichever node; the recording callbacks hear of the pause or resume. False if there
+/// is no such channel.
+pub(crate) async fn set_channel_status(
+    ctx: &Context,
+    key: &ChannelKey,
+    status: ChannelStatus,
+) -> Result<bool, crate::meta::MetaError> {
     let change = ctx.meta.set_status(key.bucket(), key.channel(), status).await?;
     if change == StatusChange::NoSuchChannel {
-        return Err(OssError::no_channel());
+        return Ok(false);
     }
     if status == ChannelStatus::Disabled && ctx.cluster.kick(key).await? {
         info!(channel = %key, "channel disabled: the live publisher is disconnected");
@@ -690,7 +704,7 @@ async fn put_status(ctx: &Context, key: &ChannelKey, status: &str) -> Result<Res
             ctx.notifier.record_paused_or_resumed(key.bucket(), key.channel(), false, change_id).await;
         }
     }
-    Ok(empty_ok(StatusCode::OK))
+    Ok(true)
 }
 
 async fn delete(ctx: &Context, key: &ChannelKey) -> Result<Response<Body>, OssError> {

@@ -170,7 +170,10 @@ impl Sink {
             RecordEvent::Stored { seq, segment } => {
                 metrics().segment(SegmentOutcome::Stored);
                 if let Some(h) = &self.health {
-                    h.stored();
+                    h.stored(
+                        std::time::Duration::from_secs_f64(segment.duration.as_secs_f64().max(0.0)),
+                        segment.forced,
+                    );
                 }
                 if segment.forced {
                     metrics().segment(SegmentOutcome::Forced);

@@ -5,6 +5,7 @@ mod backpressure;
 mod bench_tool;
 mod callbacks;
 mod cluster;
+mod console;
 mod garbage_in;
 mod hostile;
 mod http_e2e;
