@@ -3,6 +3,7 @@
 
 mod backpressure;
 mod bench_tool;
+mod binary;
 mod callbacks;
 mod cluster;
 mod console;

@@ -1,0 +1,99 @@
+//! The `livechannel` binary as an operator runs it: what it prints when it cannot start, and the access
+//! log it writes at the default level.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use livechannel::rtmp::client::{ClientError, Publisher};
+
+use crate::support::*;
+
+#[test]
+fn a_startup_error_is_printed_once_on_one_line_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "rtmp_listen = \"127.0.0.1:0\"\nbogus = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_livechannel"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines[0].starts_with("error: config file") && stderr.contains("unknown field `bogus`"), "{stderr}");
+    assert_eq!(stderr.matches("unknown field `bogus`").count(), 1, "printed more than once: {stderr}");
+    assert!(!stderr.contains("Caused by") && !stderr.contains("backtrace"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_a_line_per_publish_start_end_and_refusal_and_none_for_health_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "rtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n\
+             [channel_defaults]\nfrag_duration = 1\n\
+             [[buckets]]\nname = \"live\"\nacl = \"public-read-write\"\nauto_create_channels = true\n\
+             [[buckets]]\nname = \"closed\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_livechannel"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("LIVECHANNEL_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("livechannel listening") {
+                let rtmp = line.split_whitespace().find_map(|w| w.strip_prefix("rtmp=")?.parse::<SocketAddr>().ok());
+                let _ = tx.send(rtmp);
+            }
+            all.push(line);
+        }
+        all
+    });
+    let rtmp = rx.recv_timeout(Duration::from_secs(30)).expect("the server starts").expect("its RTMP address");
+
+    // A balancer's TCP health check: open, close.
+    drop(tokio::net::TcpStream::connect(rtmp).await.unwrap());
+    // A publish, and a refused one (an unsigned push to a private bucket).
+    publish(rtmp, "logged", &tags("media/av_no_bframes.flv")).await.unwrap();
+    match Publisher::connect(rtmp, "closed/live", "nope").await {
+        Err(ClientError::Refused { .. }) => {}
+        other => panic!("an unsigned push to a private bucket: {:?}", other.err()),
+    }
+    // The end line comes when the recording is complete; SIGTERM waits for it.
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+    let lines = reader.join().unwrap();
+    let text = lines.join("\n");
+    let with = |needle: &str| lines.iter().filter(|l| l.contains(needle)).collect::<Vec<_>>();
+
+    let started = with("publish started");
+    assert_eq!(started.len(), 1, "{text}");
+    assert!(started[0].contains("channel=live/logged") && started[0].contains("remote=127.0.0.1:"), "{text}");
+    let ended = with("publish ended");
+    assert_eq!(ended.len(), 1, "{text}");
+    for field in ["channel=live/logged", "remote=127.0.0.1:", "seconds=", "bytes=", "segments=10", "dropped_segments=0"]
+    {
+        assert!(ended[0].contains(field), "no {field} in: {}", ended[0]);
+    }
+    let refused = with("publish refused");
+    assert_eq!(refused.len(), 1, "{text}");
+    assert!(refused[0].contains("AccessDenied"), "{text}");
+    assert!(with("health check").is_empty() && with("before the handshake").is_empty(), "{text}");
+    assert!(!text.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
+}
