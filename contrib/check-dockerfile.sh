@@ -35,8 +35,11 @@ if ldd "$bin" | grep -v -E 'linux-vdso|ld-linux|libc\.so|libm\.so|libgcc_s\.so|l
 fi
 
 echo "== runtime stage: ENTRYPOINT + CMD with the image's ENV"
+# The ENV instruction and its continuation lines (not the comments, which show `docker run -e` examples).
+env_lines="$(awk '/^ENV /{on=1} on{print} on && !/\\$/{on=0}' "$dockerfile")"
+echo "$env_lines"
 # shellcheck disable=SC2046
-export $(grep -o 'LIVECHANNEL_[A-Z_]*=[^ \\]*' "$dockerfile")
+export $(echo "$env_lines" | grep -o 'LIVECHANNEL_[A-Z_]*=[^ \\]*')
 export LIVECHANNEL_DATA_DIR="$work/data" LIVECHANNEL_RTMP_LISTEN=127.0.0.1:0 LIVECHANNEL_HTTP_LISTEN=127.0.0.1:0
 cmd="$(sed -n 's/^CMD \["\(.*\)"\]$/\1/p' "$dockerfile")"
 "$bin" $cmd > "$work/server.log" 2>&1 &
