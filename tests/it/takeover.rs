@@ -298,3 +298,23 @@ fn tag(xml: &str, name: &str) -> Option<String> {
     let end = xml[start..].find(&format!("</{name}>"))? + start;
     Some(xml[start..end].to_owned())
 }
+
+/// The case users hit: ffmpeg pushing into storage that refuses every segment used to exit 0. Now it is
+/// told, prints the server's reason and exits with an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs ffmpeg"]
+async fn ffmpeg_pushing_into_failing_storage_is_stopped_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Store::local(&dir.path().join("media")).unwrap();
+    let store = Store::new(Arc::new(NoSegments { inner: Arc::clone(local.objects()) }), 64 * 1024);
+    let mut cfg = config(dir.path(), 1, 5);
+    cfg.limits.storage_failure_timeout = Duration::from_secs(2);
+    let ts = TestServer::start_with_store(cfg, Some(store)).await;
+    let url = format!("rtmp://{}/live/void", ts.rtmp());
+    let out =
+        crate::interop::run("ffmpeg", crate::interop::live_pattern("20", "25", &["-c:a", "aac", "-f", "flv", &url]))
+            .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ffmpeg exited 0: {stderr}");
+    assert!(stderr.contains("no segment could be stored"), "ffmpeg said: {stderr}");
+}
