@@ -57,14 +57,15 @@ async fn the_access_log_has_a_line_per_publish_start_end_and_refusal_and_none_fo
         let mut all = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("livechannel listening") {
-                let rtmp = line.split_whitespace().find_map(|w| w.strip_prefix("rtmp=")?.parse::<SocketAddr>().ok());
-                let _ = tx.send(rtmp);
+                let addr =
+                    |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)?.parse::<SocketAddr>().ok());
+                let _ = tx.send(addr("rtmp=").zip(addr("http=")));
             }
             all.push(line);
         }
         all
     });
-    let rtmp = rx.recv_timeout(Duration::from_secs(30)).expect("the server starts").expect("its RTMP address");
+    let (rtmp, http) = rx.recv_timeout(Duration::from_secs(30)).expect("the server starts").expect("its addresses");
 
     // A balancer's TCP health check: open, close.
     drop(tokio::net::TcpStream::connect(rtmp).await.unwrap());
@@ -74,6 +75,15 @@ async fn the_access_log_has_a_line_per_publish_start_end_and_refusal_and_none_fo
         Err(ClientError::Refused { .. }) => {}
         other => panic!("an unsigned push to a private bucket: {:?}", other.err()),
     }
+    // The publisher has sent everything; once the server has taken it all, the channel is idle.
+    eventually(Duration::from_secs(20), "the publish to end", async || {
+        http_request(http, "GET", "/live/logged?live&comp=stat", &[])
+            .await
+            .text()
+            .contains("<Status>Idle</Status>")
+            .then_some(())
+    })
+    .await;
     // The end line comes when the recording is complete; SIGTERM waits for it.
     let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(term.success());
