@@ -4,7 +4,8 @@
 //!
 //! Access follows the buckets' ACLs: without signing in, the console shows the public buckets, read-only.
 //! Signed in with the `[console]` account (HTTP Basic on the API calls) it shows every bucket, gives
-//! presigned publish and playback URLs for private ones, and may enable or disable a channel.
+//! presigned publish and playback URLs for private ones, and may enable or disable a channel, or drain
+//! the node (`POST /console/api/drain`, the admin call beside SIGTERM).
 
 use std::time::{Duration, SystemTime};
 
@@ -75,6 +76,19 @@ pub async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Body> {
             Ok(v) => json_response(StatusCode::OK, &v),
             Err(e) => unavailable(e),
         },
+        (Method::POST, "/console/api/drain") => {
+            if !signed_in {
+                return json_response(StatusCode::UNAUTHORIZED, &json!({"error": "sign in to drain the node"}));
+            }
+            // The admin form of SIGTERM's first half: out of the balancer (readyz 503), new publishes
+            // refused, live ones ended after their open segment; the process keeps serving playback.
+            let ended = ctx.cluster.drain();
+            info!(publishes = ended, node = %ctx.config.node.id, "draining, asked from the console API");
+            json_response(
+                StatusCode::OK,
+                &json!({"node": ctx.config.node.id, "draining": true, "publishes_ended": ended}),
+            )
+        }
         (Method::POST, p) if p.starts_with("/console/api/channels/") => {
             if !signed_in {
                 return json_response(StatusCode::UNAUTHORIZED, &json!({"error": "sign in to change a channel"}));

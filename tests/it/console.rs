@@ -186,3 +186,30 @@ async fn the_console_lists_and_plays_a_channel_pushed_by_ffmpeg_in_chromium() {
     }
     ts.server.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_drain_call_takes_the_node_out_like_sigterm_and_needs_the_console_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(console_config(dir.path())).await;
+    let tags = tags("media/av_no_bframes.flv");
+    let mut p = Publisher::connect(ts.rtmp(), "live", "busy").await.unwrap();
+    send_all(&mut p, &tags[..tags.len() / 2], 0).await.unwrap();
+    assert_eq!(http_request(ts.http(), "POST", "/console/api/drain", &[]).await.status, 401);
+    assert_eq!(ts.get("/readyz").await.status, 200, "an anonymous call changed nothing");
+
+    let auth = basic(USER, PASSWORD);
+    let drained = http_request(ts.http(), "POST", "/console/api/drain", &[("Authorization", &auth)]).await;
+    assert_eq!(drained.status, 200, "{}", drained.text());
+    let body: serde_json::Value = serde_json::from_slice(&drained.body).unwrap();
+    assert_eq!((body["draining"].as_bool(), body["publishes_ended"].as_u64()), (Some(true), Some(1)));
+    assert_eq!(ts.get("/readyz").await.status, 503);
+    match p.closed_by_server(Duration::from_secs(10)).await {
+        Ok(Some(livechannel::rtmp::client::ClientError::Refused { code, .. })) => {
+            assert_eq!(code, "NetStream.Publish.Failed")
+        }
+        other => panic!("the live publisher was not told: {other:?}"),
+    }
+    assert!(Publisher::connect(ts.rtmp(), "live", "next").await.is_err(), "a draining node takes no publish");
+    ts.wait_flushed("busy").await;
+    assert_eq!(ts.get("/live/busy/playlist.m3u8").await.status, 200, "playback goes on");
+}
