@@ -41,6 +41,8 @@ pub enum Entry {
         record: SegmentRecord,
     },
     Callback(CallbackEvent),
+    /// An ended publish gives back the sequence numbers it did not use.
+    ReturnSeqs(crate::meta::lease::SeqReturn),
     /// Answered once everything submitted before it is committed.
     Sync(oneshot::Sender<()>),
 }
@@ -50,6 +52,7 @@ pub enum Entry {
 pub struct Batch {
     pub segments: Vec<(String, String, SegmentRecord)>,
     pub callbacks: Vec<NewCallback>,
+    pub seq_returns: Vec<crate::meta::lease::SeqReturn>,
 }
 
 /// Where batches are committed: the metadata database (tests wrap it to make it slow or fail).
@@ -59,7 +62,7 @@ pub trait JournalStore: Send + Sync + 'static {
 
 impl JournalStore for Meta {
     fn commit<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Committed, MetaError>> {
-        Box::pin(self.commit_batch(&batch.segments, &batch.callbacks))
+        Box::pin(self.commit_journal(&batch.segments, &batch.callbacks, &batch.seq_returns))
     }
 }
 
@@ -108,6 +111,10 @@ impl Journal {
 
     pub fn callback(&self, event: CallbackEvent) {
         self.submit(Entry::Callback(event));
+    }
+
+    pub fn return_seqs(&self, r: crate::meta::lease::SeqReturn) {
+        self.submit(Entry::ReturnSeqs(r));
     }
 
     /// Waits until every entry submitted before this call is committed (shutdown, tests). Returns false
@@ -199,6 +206,7 @@ async fn build(
         match entry {
             Entry::Segment { bucket, channel, record } => batch.segments.push((bucket, channel, record)),
             Entry::Callback(event) => notifier.callbacks(&event, &mut batch.callbacks).await,
+            Entry::ReturnSeqs(r) => batch.seq_returns.push(r),
             Entry::Sync(tx) => waiting.push(tx),
         }
     }
@@ -208,7 +216,7 @@ async fn build(
 /// Commits until it succeeds: the entries behind it wait in the queue (bounded), so a database outage
 /// costs the newest entries, never ingest.
 async fn commit(store: &dyn JournalStore, batch: &Batch, counters: &JournalCounters) {
-    if batch.segments.is_empty() && batch.callbacks.is_empty() {
+    if batch.segments.is_empty() && batch.callbacks.is_empty() && batch.seq_returns.is_empty() {
         return;
     }
     let mut delay = RETRY_FIRST;

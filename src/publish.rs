@@ -348,7 +348,7 @@ impl Session {
                 });
             }
         };
-        let state = match resume(&ctx.store, &ctx.meta, key, &settings, claimed.took_over).await {
+        let state = match resume(&ctx.meta, &ctx.store, key, &settings, claimed.took_over).await {
             Ok(state) => state,
             Err(e) => {
                 error!(channel = %key, error = %e, "publish refused: cannot resume the channel's recording");
@@ -383,9 +383,11 @@ impl Session {
             base_url: ctx.base_url.clone(),
             fence: claimed.fence.clone(),
             health: Some(Arc::clone(&guard.health)),
+            seqs: Some(crate::storage::sink::SeqReservation::new(ctx.meta.clone(), SEQ_BLOCK)),
         };
         let (summary_tx, summary_rx) = tokio::sync::oneshot::channel();
         let writer = Writer {
+            journal: ctx.journal.clone(),
             reconnect: bucket.reconnect_window.map(|window| Reconnect {
                 window,
                 settings: ChannelSettings { playlist_name: state.playlist_name.clone(), ..settings.clone() },
@@ -622,6 +624,7 @@ fn output_index(output: &Output) -> Option<u64> {
 /// The storage writer task of one publish: it holds the channel's flush lock until its last segment and
 /// playlist are stored.
 struct Writer {
+    journal: Journal,
     /// The bucket's reconnect window: after it, the playlist is closed if nobody published since.
     reconnect: Option<Reconnect>,
     summary: tokio::sync::oneshot::Receiver<Summary>,
@@ -638,6 +641,18 @@ impl Writer {
         let key = sink.key.clone();
         let recorder = sink.run(Recorder::new(self.state), rx).await;
         let last_seq = recorder.state().playlist.last_seq();
+        // The numbers this publish reserved and did not use go back, after its last index rows (the
+        // journal keeps the order, and holds them while the database is away), so the next publish
+        // continues without a jump.
+        self.journal.return_seqs(crate::meta::lease::SeqReturn {
+            bucket: key.bucket().to_owned(),
+            channel: key.channel().to_owned(),
+            end: recorder.seq_limit(),
+            next: recorder.next_seq(),
+        });
+        // A re-publish waiting for this writer should find them back; a database that is away only
+        // delays that (the next publish then skips the numbers), never the release of the channel.
+        let _ = tokio::time::timeout(RETURN_WAIT, self.journal.sync()).await;
         // The access log's end line: the publisher's side (sent before the queue closed) and the
         // storage side, now final.
         let c = self.health.counts();
@@ -724,17 +739,20 @@ impl Reconnect {
     }
 }
 
-/// How many `<seq>.ts` objects past the index a takeover looks for: a dead node stored at most its
-/// storage queue's worth of segments that it had not indexed yet.
-const ORPHAN_PROBES: u64 = 64;
+/// Sequence numbers a publish reserves at a time (and again when half are used): minutes of segments,
+/// more than a lease lasts, so a database outage ends the publish through its lease long before the
+/// block runs out.
+const SEQ_BLOCK: u64 = 100;
+/// How long an ended publish waits for its unused sequence numbers to be given back.
+const RETURN_WAIT: Duration = Duration::from_secs(2);
 
-/// The stored playlist's window, and sequence numbers after the highest the segment index (or that
-/// playlist) knows. After taking over a dead node's lease, also after any segment object that node
-/// stored without indexing it, and one more: its last upload may still be in flight, and no `<seq>.ts`
-/// is ever written twice.
+/// The stored playlist's window, and a block of sequence numbers reserved in the database after every
+/// number any earlier publish of the channel reserved, on any node. After taking over a dead node's
+/// lease, that is after anything the dead node may have stored, indexed or not, or still be uploading:
+/// no `<seq>.ts` is ever written twice.
 async fn resume(
-    store: &Store,
     meta: &Meta,
+    store: &Store,
     key: &ChannelKey,
     settings: &ChannelSettings,
     took_over: bool,
@@ -742,18 +760,14 @@ async fn resume(
     let playlist = store.load_playlist(key, settings).await.map_err(|e| format!("stored playlist: {e}"))?;
     let max_seq = meta.max_segment_seq(key.bucket(), key.channel()).await.map_err(|e| e.to_string())?;
     let mut state = ChannelState::resume(playlist, max_seq, settings.playlist_name.clone());
+    let known = state.next_seq;
+    let seqs = meta
+        .reserve_seqs(key.bucket(), key.channel(), known, SEQ_BLOCK)
+        .await
+        .map_err(|e| format!("reserving sequence numbers: {e}"))?;
+    (state.next_seq, state.seq_limit) = (seqs.start, seqs.end);
     if took_over {
-        let first = state.next_seq;
-        for _ in 0..ORPHAN_PROBES {
-            let path = key.object(&crate::hls::segment_file_name(state.next_seq)).map_err(|e| e.to_string())?;
-            match store.exists(&path).await {
-                Ok(true) => state.next_seq += 1,
-                Ok(false) => break,
-                Err(e) => return Err(format!("looking for segments a dead node stored: {e}")),
-            }
-        }
-        state.next_seq += 1;
-        info!(channel = %key, from = first, next_seq = state.next_seq, "took over a dead node's channel: its recording continues after what it may have stored");
+        info!(channel = %key, indexed_up_to = known, next_seq = state.next_seq, "took over a dead node's channel: its recording continues after every number that node reserved");
     }
     Ok(state)
 }

@@ -23,6 +23,10 @@ use super::{Output, Playlist, PlaylistSegment, Segment};
 pub struct ChannelState {
     pub playlist: Playlist,
     pub next_seq: u64,
+    /// The first sequence number this publish has not reserved (`meta::reserve_seqs`): a segment that
+    /// would need it is not stored until the reservation is extended. `u64::MAX` for tools that write
+    /// one channel alone.
+    pub seq_limit: u64,
     /// The playlist object this publish writes (a publish may name another with playlistName).
     pub playlist_name: String,
 }
@@ -32,7 +36,7 @@ impl ChannelState {
     /// truth) or the stored playlist (which may name a segment whose index row a crash lost).
     pub fn resume(playlist: Playlist, index_max_seq: Option<u64>, playlist_name: String) -> Self {
         let next_seq = index_max_seq.max(playlist.last_seq()).map_or(0, |s| s + 1);
-        ChannelState { playlist, next_seq, playlist_name }
+        ChannelState { playlist, next_seq, seq_limit: u64::MAX, playlist_name }
     }
 }
 
@@ -146,6 +150,19 @@ impl Recorder {
         self.counters
     }
 
+    pub fn next_seq(&self) -> u64 {
+        self.state.next_seq
+    }
+
+    pub fn seq_limit(&self) -> u64 {
+        self.state.seq_limit
+    }
+
+    /// The reservation now ends at `end` (never moves back).
+    pub fn extend_seq_limit(&mut self, end: u64) {
+        self.state.seq_limit = self.state.seq_limit.max(end);
+    }
+
     pub fn playlist_name(&self) -> &str {
         &self.state.playlist_name
     }
@@ -160,6 +177,16 @@ impl Recorder {
                 if self.open.is_none() {
                     self.note_skipped(index, out);
                     let seq = self.state.next_seq;
+                    if seq >= self.state.seq_limit {
+                        // No number is ours to give it (the reservation could not be extended): the
+                        // segment is dropped whole rather than risk a name another node may use.
+                        self.open = Some(Open { index, seq, failed: true });
+                        self.counters.store_errors += 1;
+                        self.counters.lost += 1;
+                        let message = format!("no sequence number reserved for this segment (limit {seq})");
+                        out.push(Effect::Event(RecordEvent::Failed { seq, message }));
+                        return;
+                    }
                     self.state.next_seq += 1;
                     self.open = Some(Open { index, seq, failed: false });
                     out.push(Effect::Begin { seq });

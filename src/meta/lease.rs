@@ -130,6 +130,34 @@ async fn close_dead_push(tx: &mut sqlx::AnyConnection, backend: Backend, push_id
     Ok(())
 }
 
+fn seq_counter(bucket: &str, channel: &str) -> String {
+    format!("seq/{bucket}/{channel}")
+}
+
+/// A publish that ended cleanly gives back the numbers it reserved and did not use (`next..end`), so
+/// the next publish continues without a jump. Through the journal, so it lands when the database is
+/// back if it is away; it changes nothing once the counter moved (someone reserved after it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqReturn {
+    pub bucket: String,
+    pub channel: String,
+    pub end: u64,
+    pub next: u64,
+}
+
+pub(crate) async fn return_seqs(tx: &mut sqlx::AnyConnection, r: &SeqReturn) -> Result<bool, sqlx::Error> {
+    if r.next > r.end {
+        return Ok(false);
+    }
+    let done = sqlx::query("UPDATE counters SET value = $3 WHERE name = $1 AND value = $2")
+        .bind(seq_counter(&r.bucket, &r.channel))
+        .bind(big(r.end))
+        .bind(big(r.next))
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 impl Meta {
     /// Claims the channel for this publish unless a live lease holds it. A lapsed lease is deleted (its
     /// push closed) and replaced. On success the push record is open, in the same transaction.
@@ -341,6 +369,58 @@ impl Meta {
         Ok(leases)
     }
 
+    /// Reserves `count` segment sequence numbers for the channel's new holder, from the first that no
+    /// publish on any node reserved before and not below `at_least` (what the index and the stored
+    /// playlist know). Called under the channel's lease, so no other node reserves meanwhile. A dead
+    /// node may have stored segments it never indexed, but only inside its reservation: numbers from
+    /// here on were never anyone's. The counter row is `seq/<bucket>/<channel>` in `counters`.
+    pub async fn reserve_seqs(
+        &self,
+        bucket: &str,
+        channel: &str,
+        at_least: u64,
+        count: u64,
+    ) -> Result<std::ops::Range<u64>, MetaError> {
+        let name = seq_counter(bucket, channel);
+        let mut tx = self.write_tx().await.op("reserve_seqs")?;
+        let current: Option<i64> = sqlx::query("SELECT value FROM counters WHERE name = $1")
+            .bind(&name)
+            .fetch_optional(&mut *tx)
+            .await
+            .op("reserve_seqs")?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        let start = current.map_or(0, |v| v.max(0) as u64).max(at_least);
+        let end = start.saturating_add(count);
+        sqlx::query("INSERT INTO counters (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = $2")
+            .bind(&name)
+            .bind(big(end))
+            .execute(&mut *tx)
+            .await
+            .op("reserve_seqs")?;
+        tx.commit().await.op("reserve_seqs")?;
+        Ok(start..end)
+    }
+
+    /// Extends this holder's reservation that ends at `end` by `count`; None if the counter moved
+    /// (another node took the channel and reserved after it).
+    pub async fn extend_seqs(
+        &self,
+        bucket: &str,
+        channel: &str,
+        end: u64,
+        count: u64,
+    ) -> Result<Option<u64>, MetaError> {
+        let row = sqlx::query("UPDATE counters SET value = value + $3 WHERE name = $1 AND value = $2 RETURNING value")
+            .bind(seq_counter(bucket, channel))
+            .bind(big(end))
+            .bind(big(count))
+            .fetch_optional(&self.pool)
+            .await
+            .op("extend_seqs")?;
+        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.map(|v| v.max(0) as u64))
+    }
+
     /// Writes the live stats of this node's publishes into their lease rows, in one transaction.
     pub async fn write_lease_stats(&self, rows: &[(String, String, String, String)]) -> Result<(), MetaError> {
         if rows.is_empty() {
@@ -435,6 +515,26 @@ mod tests {
         assert_eq!(gone.iter().map(|l| l.holder.as_str()).collect::<Vec<_>>(), ["a-3"]);
         assert_eq!(meta.expire_leases(None).await.unwrap(), []);
         assert_eq!(meta.renew_leases("b", Duration::from_secs(60)).await.unwrap().len(), 2);
+    }}
+
+    on_both! { async fn sequence_numbers_are_reserved_in_blocks_that_never_overlap(db) {
+        let meta = db.open().await;
+        // The first holder: from what the index knows (here, segments up to 4 exist).
+        let a = meta.reserve_seqs("live", "c", 5, 100).await.unwrap();
+        assert_eq!(a, 5..105);
+        assert_eq!(meta.extend_seqs("live", "c", 105, 100).await.unwrap(), Some(205));
+        // It dies: the next holder starts after everything the dead one may have written.
+        let b = meta.reserve_seqs("live", "c", 40, 100).await.unwrap();
+        assert_eq!(b, 205..305);
+        assert_eq!(meta.extend_seqs("live", "c", 205, 100).await.unwrap(), None, "the dead holder cannot extend");
+        // A clean end gives the unused numbers back, so the next publish goes on without a jump.
+        let back = SeqReturn { bucket: "live".into(), channel: "c".into(), end: 305, next: 212 };
+        meta.commit_journal(&[], &[], std::slice::from_ref(&back)).await.unwrap();
+        let mut conn = meta.pool.acquire().await.unwrap();
+        assert!(!return_seqs(&mut conn, &back).await.unwrap(), "only the reservation's own end");
+        drop(conn);
+        assert_eq!(meta.reserve_seqs("live", "c", 0, 100).await.unwrap(), 212..312);
+        assert_eq!(meta.reserve_seqs("live", "other", 0, 100).await.unwrap(), 0..100, "per channel");
     }}
 
     on_both! { async fn recovery_closes_only_pushes_no_lease_covers(db) {

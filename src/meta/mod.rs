@@ -674,6 +674,17 @@ impl Meta {
         segments: &[(String, String, SegmentRecord)],
         callbacks: &[notify::NewCallback],
     ) -> Result<Committed, MetaError> {
+        self.commit_journal(segments, callbacks, &[]).await
+    }
+
+    /// [`Meta::commit_batch`], plus the sequence numbers ended publishes give back (after their last
+    /// index rows, which come earlier in the same or an earlier batch).
+    pub async fn commit_journal(
+        &self,
+        segments: &[(String, String, SegmentRecord)],
+        callbacks: &[notify::NewCallback],
+        seq_returns: &[lease::SeqReturn],
+    ) -> Result<Committed, MetaError> {
         let mut tx = self.write_tx().await.op("commit_batch")?;
         let mut done = Committed::default();
         for (bucket, channel, s) in segments {
@@ -682,6 +693,9 @@ impl Meta {
             }
         }
         done.callback_conflicts = notify::insert_callbacks(&mut tx, callbacks).await.op("commit_batch")?;
+        for r in seq_returns {
+            lease::return_seqs(&mut tx, r).await.op("commit_batch")?;
+        }
         tx.commit().await.op("commit_batch")?;
         Ok(done)
     }

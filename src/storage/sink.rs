@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use object_store::buffered::BufWriter;
 use tokio::io::AsyncWriteExt;
@@ -47,6 +48,53 @@ pub struct Sink {
     pub fence: Fence,
     /// The publish's segment counts (Stat, the end-of-publish line, ending a publish whose storage fails).
     pub health: Option<Arc<Health>>,
+    /// Keeps the publish's reserved sequence numbers ahead of its segments; None in tools.
+    pub seqs: Option<SeqReservation>,
+}
+
+/// Extends a publish's block of reserved sequence numbers (`meta::reserve_seqs`) in the background when
+/// half of it is used, so the media path never waits on the database: a block lasts minutes, and a
+/// database away for longer than a lease ends the publish anyway.
+pub struct SeqReservation {
+    meta: crate::meta::Meta,
+    block: u64,
+    /// The reservation's end as the last extension left it.
+    extended: Arc<AtomicU64>,
+    /// An extension is under way (or the reservation was lost: no more tries).
+    asking: Arc<AtomicBool>,
+}
+
+impl SeqReservation {
+    pub fn new(meta: crate::meta::Meta, block: u64) -> Self {
+        SeqReservation { meta, block, extended: Arc::default(), asking: Arc::default() }
+    }
+
+    fn top_up(&self, key: &ChannelKey, recorder: &mut Recorder) {
+        recorder.extend_seq_limit(self.extended.load(Ordering::Acquire));
+        let end = recorder.seq_limit();
+        if recorder.next_seq().saturating_add(self.block / 2) < end || self.asking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (meta, key, block) = (self.meta.clone(), key.clone(), self.block);
+        let (extended, asking) = (Arc::clone(&self.extended), Arc::clone(&self.asking));
+        tokio::spawn(async move {
+            match meta.extend_seqs(key.bucket(), key.channel(), end, block).await {
+                Ok(Some(new_end)) => {
+                    extended.fetch_max(new_end, Ordering::AcqRel);
+                    asking.store(false, Ordering::Release);
+                }
+                // Another node reserved after us: it holds the channel now. No more numbers here.
+                Ok(None) => {
+                    warn!(channel = %key, end, "the channel's sequence numbers moved on elsewhere; this publish stores no segment past {end}")
+                }
+                Err(e) => {
+                    warn!(channel = %key, error = %e, "cannot extend the reserved sequence numbers; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    asking.store(false, Ordering::Release);
+                }
+            }
+        });
+    }
 }
 
 /// Why a write was not made.
@@ -62,6 +110,9 @@ impl Sink {
         loop {
             let ended = match rx.recv().await {
                 Some(output) => {
+                    if let Some(seqs) = &self.seqs {
+                        seqs.top_up(&self.key, &mut recorder);
+                    }
                     recorder.on_output(output, &mut effects);
                     false
                 }

@@ -26,7 +26,7 @@ impl JournalStore for SlowCommits {
     fn commit<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Committed, MetaError>> {
         Box::pin(async move {
             tokio::time::sleep(COMMIT_DELAY).await;
-            let done = self.inner.commit_batch(&batch.segments, &batch.callbacks).await?;
+            let done = self.inner.commit_journal(&batch.segments, &batch.callbacks, &batch.seq_returns).await?;
             self.commits.fetch_add(1, Ordering::Relaxed);
             self.rows.fetch_add((batch.segments.len() + batch.callbacks.len()) as u64, Ordering::Relaxed);
             Ok(done)

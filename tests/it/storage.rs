@@ -226,6 +226,7 @@ async fn record_three_segments(b: &Backend) -> Vec<(u64, usize)> {
         base_url: "http://127.0.0.1:1".into(),
         fence: livechannel::channels::Fence::unfenced(),
         health: None,
+        seqs: None,
     };
     let state = ChannelState::resume(Playlist::new(3, 2), None, "playlist.m3u8".into());
     let writer = tokio::spawn(sink.run(Recorder::new(state), rx));

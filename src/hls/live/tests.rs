@@ -193,3 +193,22 @@ fn the_window_scrolls_and_counts_discontinuities_that_left_it() {
     let started: SystemTime = UNIX_EPOCH + Duration::from_secs(1_700_000_008);
     assert_eq!(r.state().playlist.segments().last().map(|s| s.started_at), Some(started));
 }
+
+#[test]
+fn a_segment_past_the_reserved_numbers_is_dropped_whole_and_an_extension_lets_the_next_one_in() {
+    let mut state = ChannelState::resume(Playlist::new(5, 2), None, "playlist.m3u8".into());
+    state.next_seq = 10;
+    state.seq_limit = 12;
+    let mut r = Recorder::new(state);
+    assert_eq!(indexed(&record(&mut r, 0, Ok(()))), [(10, false)]);
+    assert_eq!(indexed(&record(&mut r, 1, Ok(()))), [(11, false)]);
+    // 12 is not ours: no upload starts, the failure is announced, no number is used up.
+    let out = record(&mut r, 2, Ok(()));
+    assert!(!out.iter().any(|e| matches!(e, Effect::Begin { .. })), "{out:?}");
+    assert!(out.iter().any(|e| matches!(e, Effect::Event(RecordEvent::Failed { .. }))), "{out:?}");
+    assert_eq!(r.next_seq(), 12);
+    r.extend_seq_limit(112);
+    r.extend_seq_limit(50);
+    assert_eq!(r.seq_limit(), 112, "a reservation never shrinks");
+    assert_eq!(indexed(&record(&mut r, 3, Ok(()))), [(12, true)], "the gap is marked");
+}
