@@ -285,6 +285,12 @@ pub struct LimitsFile {
     /// A publish none of whose segments could be stored for this long is ended with an RTMP error, so
     /// the encoder's operator sees that nothing is recorded. Default 30000.
     pub storage_failure_timeout_ms: Option<u64>,
+    /// Most concurrent HTTP connections (players, API calls, RTMP sniffed on the HTTP port). Default 4096.
+    pub max_http_connections: Option<usize>,
+    /// Most concurrent HTTP connections from one IP address. Default: a quarter of max_http_connections.
+    pub max_http_connections_per_ip: Option<usize>,
+    /// A request body (API documents are a few hundred bytes) must arrive within this. Default 10000.
+    pub http_body_timeout_ms: Option<u64>,
 }
 
 /// Delivery settings (`[notify]` in the config file).
@@ -385,6 +391,9 @@ pub struct Limits {
     pub max_rtmp_message_bytes: u32,
     pub rtmp_idle_timeout: Duration,
     pub storage_failure_timeout: Duration,
+    pub max_http_connections: usize,
+    pub max_http_connections_per_ip: usize,
+    pub http_body_timeout: Duration,
 }
 
 /// The validated configuration.
@@ -536,7 +545,22 @@ impl Config {
             max_rtmp_message_bytes: file.limits.max_rtmp_message_bytes.unwrap_or(DEFAULT_MAX_RTMP_MESSAGE),
             rtmp_idle_timeout: Duration::from_millis(file.limits.rtmp_idle_timeout_ms.unwrap_or(30_000)),
             storage_failure_timeout: Duration::from_millis(file.limits.storage_failure_timeout_ms.unwrap_or(30_000)),
+            max_http_connections: file.limits.max_http_connections.unwrap_or(4096),
+            max_http_connections_per_ip: file
+                .limits
+                .max_http_connections_per_ip
+                .unwrap_or_else(|| (file.limits.max_http_connections.unwrap_or(4096) / 4).max(1)),
+            http_body_timeout: Duration::from_millis(file.limits.http_body_timeout_ms.unwrap_or(10_000)),
         };
+        if limits.max_http_connections == 0
+            || limits.max_http_connections_per_ip == 0
+            || limits.http_body_timeout < Duration::from_millis(100)
+        {
+            return Err(invalid(
+                "[limits] max_http_connections and max_http_connections_per_ip must be > 0, http_body_timeout_ms >= 100"
+                    .into(),
+            ));
+        }
         // Encoders send media many times a second; below a second a paused stream's keepalive gap trips it.
         if limits.rtmp_idle_timeout < Duration::from_secs(1) || limits.storage_failure_timeout < Duration::from_secs(1)
         {

@@ -63,6 +63,7 @@ pub mod reply;
 pub mod rtmp;
 pub mod server;
 pub mod service;
+pub mod slots;
 pub mod storage;
 pub mod ts;
 pub mod wire;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -178,8 +178,10 @@ impl Server {
             publish: publish_ctx,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
-            connection_slots: Arc::new(Semaphore::new(config.limits.max_rtmp_connections)),
-            per_ip: Arc::default(),
+            slots: crate::slots::Slots::new(
+                config.limits.max_rtmp_connections,
+                config.limits.max_rtmp_connections_per_ip,
+            ),
         });
         let http_ctx = Arc::new(service::Context {
             config: Arc::clone(&config),

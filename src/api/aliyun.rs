@@ -134,7 +134,7 @@ async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Value, RpcError>
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let body = read_body(&headers, body).await?;
+    let body = read_body(&headers, body, ctx.config.limits.http_body_timeout).await?;
     if form && !body.is_empty() {
         let text =
             std::str::from_utf8(&body).map_err(|_| err(400, "InvalidParameter", "The form body is not UTF-8."))?;

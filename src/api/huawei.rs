@@ -95,7 +95,7 @@ async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Response<Body>, 
     }
     let (parts, body) = req.into_parts();
     let (method, headers) = (parts.method, parts.headers);
-    let body = read_body(&headers, body).await?;
+    let body = read_body(&headers, body, ctx.config.limits.http_body_timeout).await?;
     authenticate(ctx, &method, &raw_path, &query, &headers, &body, project)?;
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     match (method, rest.as_slice()) {

@@ -20,7 +20,7 @@ pub use crate::wire::{http_date, oss_time, request_id, utc_seconds};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
@@ -82,17 +82,34 @@ pub fn domain_bucket<'c>(
 }
 
 /// Reads a request body, refusing one over [`MAX_BODY`]: from Content-Length before reading anything,
-/// else as soon as the limit is crossed. Each dialect maps the error to its own wire format.
-pub async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Failure> {
+/// else as soon as the limit is crossed; and one that takes longer than `timeout` to arrive (a client
+/// trickling a byte at a time holds a connection and memory). Each frame is copied out, so a body sent in
+/// one-byte packets costs its size, not a read buffer per byte. Each dialect maps the error to its own
+/// wire format.
+pub async fn read_body(headers: &HeaderMap, body: Incoming, timeout: std::time::Duration) -> Result<Bytes, Failure> {
     let declared =
         headers.get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(Failure::BodyTooLarge);
     }
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Failure::BodyTooLarge),
-        Err(e) => Err(Failure::BodyUnreadable(e.to_string())),
+    let capacity = declared.map_or(0, |n| n as usize);
+    let read = async move {
+        let mut body = body;
+        let mut out = bytes::BytesMut::with_capacity(capacity);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Failure::BodyUnreadable(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                if out.len() + data.len() > MAX_BODY {
+                    return Err(Failure::BodyTooLarge);
+                }
+                out.extend_from_slice(data);
+            }
+        }
+        Ok(out.freeze())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::BodyUnreadable(format!("the body did not arrive within {} s", timeout.as_secs_f64()))),
     }
 }
 

@@ -501,9 +501,9 @@ pub fn parse_configuration(
 }
 
 /// Reads a request body, refusing one larger than [`MAX_BODY`] before it is read whole.
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, OssError> {
+async fn read_body(ctx: &Context, req: Request<Incoming>) -> Result<Bytes, OssError> {
     let (parts, body) = req.into_parts();
-    Ok(super::read_body(&parts.headers, body).await?)
+    Ok(super::read_body(&parts.headers, body, ctx.config.limits.http_body_timeout).await?)
 }
 
 async fn put_channel(
@@ -512,7 +512,7 @@ async fn put_channel(
     key: &ChannelKey,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, OssError> {
-    let body = read_body(req).await?;
+    let body = read_body(ctx, req).await?;
     let record = parse_configuration(&body, key.channel(), &ctx.config.channel_defaults, SystemTime::now())?;
     // The check and the write are one claim: while the configuration is written, the channel is held as
     // a publish would hold it, so no publish can start with the old settings in between.

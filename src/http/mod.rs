@@ -30,6 +30,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let slots =
+        crate::slots::Slots::new(ctx.config.limits.max_http_connections, ctx.config.limits.max_http_connections_per_ip);
+    let mut refused = 0u64;
     loop {
         let (stream, remote) = tokio::select! {
             a = listener.accept() => match a {
@@ -42,6 +45,19 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => return,
         };
+        // Over the limit the socket is closed at once: idle or trickling connections (each one costs a
+        // file descriptor and a task) must not starve players and publishers.
+        let slot = match slots.take(remote.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                refused += 1;
+                // The first, then every 1000th: a flood would otherwise flood the log too.
+                if refused == 1 || refused.is_multiple_of(1000) {
+                    warn!(%remote, refused, ?full, limit = slots.max, per_address = slots.per_ip_max(), "HTTP connection refused: connection limit reached");
+                }
+                continue;
+            }
+        };
         let ctx2 = Arc::clone(&ctx);
         let rtmp = rtmp.clone();
         let shutdown = shutdown.clone();
@@ -52,6 +68,8 @@ pub async fn serve(
                 let peeked = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await;
                 match peeked {
                     Ok(Ok(1)) if first[0] == RTMP_C0 => {
+                        // RTMP's own limits apply from here.
+                        drop(slot);
                         crate::rtmp::accept(stream, remote, rtmp);
                         return;
                     }
@@ -68,6 +86,7 @@ pub async fn serve(
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(TokioIo::new(stream), service);
+            let _slot = slot;
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => if let Err(e) = r { debug!(%remote, error = %e, "HTTP connection error") },

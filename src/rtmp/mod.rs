@@ -21,7 +21,6 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -69,39 +68,8 @@ pub struct Context {
     pub publish: Arc<publish::Context>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
-    pub connection_slots: Arc<Semaphore>,
-    /// Open connections per remote IP, so that one address cannot take every slot.
-    pub per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-}
-
-/// One connection's share of its address's limit, given back on drop.
-struct IpSlot {
-    ip: std::net::IpAddr,
-    per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-}
-
-impl IpSlot {
-    fn take(ctx: &Context, ip: std::net::IpAddr) -> Option<IpSlot> {
-        let mut map = ctx.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= ctx.config.limits.max_rtmp_connections_per_ip {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot { ip, per_ip: Arc::clone(&ctx.per_ip) })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
+    /// Open connections, in all and per remote IP.
+    pub slots: Arc<crate::slots::Slots>,
 }
 
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
@@ -125,19 +93,22 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
 
 /// Takes over an accepted connection (from our listener, or sniffed on the HTTP port) within the limit.
 pub fn accept(stream: TcpStream, remote: SocketAddr, ctx: Arc<Context>) {
-    let Ok(permit) = Arc::clone(&ctx.connection_slots).try_acquire_owned() else {
-        warn!(%remote, limit = ctx.config.limits.max_rtmp_connections, "RTMP connection refused: connection limit reached");
-        metrics().refused(RefusedReason::ConnectionLimit);
-        return;
-    };
-    let Some(ip_slot) = IpSlot::take(&ctx, remote.ip()) else {
-        warn!(%remote, limit = ctx.config.limits.max_rtmp_connections_per_ip, "RTMP connection refused: per-address limit reached");
-        metrics().refused(RefusedReason::PerAddressLimit);
-        return;
+    let slot = match ctx.slots.take(remote.ip()) {
+        Ok(slot) => slot,
+        Err(crate::slots::Full::All) => {
+            warn!(%remote, limit = ctx.slots.max, "RTMP connection refused: connection limit reached");
+            metrics().refused(RefusedReason::ConnectionLimit);
+            return;
+        }
+        Err(crate::slots::Full::Address) => {
+            warn!(%remote, limit = ctx.slots.per_ip_max(), "RTMP connection refused: per-address limit reached");
+            metrics().refused(RefusedReason::PerAddressLimit);
+            return;
+        }
     };
     let tracker = ctx.tracker.clone();
     tracker.spawn(async move {
-        let _permit = (permit, ip_slot);
+        let _slot = slot;
         match Connection::new(remote, ctx).run(stream).await {
             Ok(()) => debug!(%remote, "RTMP connection closed"),
             Err(e @ ConnError::ClosedBeforeHandshake) => debug!(%remote, error = %e, "RTMP connection ended"),

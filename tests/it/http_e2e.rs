@@ -164,3 +164,70 @@ async fn the_playlist_is_always_whole_while_it_is_being_replaced() {
     assert!(reads > 50, "only {reads} reads");
     ts.server.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A client that trickles its request body holds a connection and memory: the body must arrive within
+/// `http_body_timeout_ms`, and the server answers the OSS error and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_request_body_is_cut_off_after_the_body_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1, 3);
+    cfg.limits.http_body_timeout = Duration::from_millis(500);
+    let ts = TestServer::start(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(ts.http()).await.unwrap();
+    let head = format!("PUT /live/slow?live HTTP/1.1\r\nHost: {}\r\nContent-Length: 200\r\n\r\n<", ts.http());
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(900), trickle).await;
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer)).await.unwrap().unwrap_or(0);
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("IncompleteBody"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Everyone else is served as before.
+    assert_eq!(ts.get("/live?live").await.status, 200);
+}
+
+/// Idle sockets from one address (a flood, or a broken client pool) cannot take every HTTP slot: that
+/// address gets closed connections, and everybody else is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_are_capped_in_all_and_per_address() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1, 3);
+    cfg.limits.max_http_connections = 8;
+    cfg.limits.max_http_connections_per_ip = 3;
+    let ts = TestServer::start(cfg).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(ts.http()).await.unwrap());
+    }
+    // The fourth from this address is closed at once, without an answer.
+    let mut over = tokio::net::TcpStream::connect(ts.http()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), over.read(&mut buf)).await.expect("closed at once");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    // Another address still gets in (127.0.0.2 is loopback too).
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = other.connect(ts.http()).await.unwrap();
+    let request = format!("GET /live?live HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", ts.http());
+    tokio::io::AsyncWriteExt::write_all(&mut other, request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    // Once the idle ones go, this address is served again.
+    drop(idle);
+    eventually(Duration::from_secs(5), "a slot for this address", async || {
+        (ts.get("/live?live").await.status == 200).then_some(())
+    })
+    .await;
+}
