@@ -4,7 +4,8 @@
 //! `[[access_keys]]`) or a static `X-Auth-Token` from `[[auth_tokens]]` bound to the project id.
 //!
 //! Domains map onto buckets (`Config::bucket_for_domain`); the app is always `live` (or `*` for record
-//! callbacks); the project id is accepted as given.
+//! callbacks); every resource belongs to the project whose path created it, and other projects neither
+//! see nor change it.
 
 use std::time::SystemTime;
 
@@ -42,6 +43,10 @@ fn invalid(message: impl Into<String>) -> HwError {
 
 fn not_found(message: impl Into<String>) -> HwError {
     err(StatusCode::NOT_FOUND, "LIVE.103011019", message)
+}
+
+fn forbidden(message: impl Into<String>) -> HwError {
+    err(StatusCode::FORBIDDEN, "LIVE.100011003", message)
 }
 
 super::dialect_error!(HwError);
@@ -99,14 +104,15 @@ async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Response<Body>, 
     authenticate(ctx, &method, &raw_path, &query, &headers, &body, project)?;
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     match (method, rest.as_slice()) {
-        (Method::PUT, ["notifications", "publish"]) => put_publish(ctx, param("domain"), &body).await,
-        (Method::GET, ["notifications", "publish"]) => get_publish(ctx, param("domain")).await,
-        (Method::DELETE, ["notifications", "publish"]) => delete_publish(ctx, param("domain")).await,
-        (Method::POST, ["record", "callbacks"]) => create_record(ctx, &body).await,
-        (Method::GET, ["record", "callbacks"]) => list_records(ctx, &query).await,
-        (Method::GET, ["record", "callbacks", id]) => show_record(ctx, id).await,
-        (Method::PUT, ["record", "callbacks", id]) => update_record(ctx, id, &body).await,
-        (Method::DELETE, ["record", "callbacks", id]) => delete_record(ctx, id).await,
+        // Every resource belongs to the project of the path that made it (authenticate checked it).
+        (Method::PUT, ["notifications", "publish"]) => put_publish(ctx, project, param("domain"), &body).await,
+        (Method::GET, ["notifications", "publish"]) => get_publish(ctx, project, param("domain")).await,
+        (Method::DELETE, ["notifications", "publish"]) => delete_publish(ctx, project, param("domain")).await,
+        (Method::POST, ["record", "callbacks"]) => create_record(ctx, project, &body).await,
+        (Method::GET, ["record", "callbacks"]) => list_records(ctx, project, &query).await,
+        (Method::GET, ["record", "callbacks", id]) => show_record(ctx, project, id).await,
+        (Method::PUT, ["record", "callbacks", id]) => update_record(ctx, project, id, &body).await,
+        (Method::DELETE, ["record", "callbacks", id]) => delete_record(ctx, project, id).await,
         _ => Err(not_found("No such API.")),
     }
 }
@@ -167,7 +173,12 @@ struct CallbackUrl {
     call_back_area: Option<String>,
 }
 
-async fn put_publish(ctx: &Context, domain: Option<&str>, body: &[u8]) -> Result<Response<Body>, HwError> {
+async fn put_publish(
+    ctx: &Context,
+    project: &str,
+    domain: Option<&str>,
+    body: &[u8],
+) -> Result<Response<Body>, HwError> {
     let (bucket, domain) = bucket_of(ctx, domain)?;
     let c: CallbackUrl =
         serde_json::from_slice(body).map_err(|e| invalid(format!("The body is not a CallbackUrl: {e}")))?;
@@ -184,27 +195,32 @@ async fn put_publish(ctx: &Context, domain: Option<&str>, body: &[u8]) -> Result
     let replaced = ctx
         .meta
         .put_publish_notify(
+            project,
             &bucket.name,
             &PublishNotify { domain: domain.clone(), url, auth_sign_key: key, call_back_area: area },
         )
-        .await?;
-    info!(bucket = %bucket.name, domain, replaced, "stream notification configured");
+        .await?
+        .ok_or_else(|| forbidden("The domain's stream notification belongs to another project."))?;
+    info!(bucket = %bucket.name, domain, project, replaced, "stream notification configured");
     Ok(json_response(if replaced { StatusCode::OK } else { StatusCode::CREATED }, None))
 }
 
-async fn get_publish(ctx: &Context, domain: Option<&str>) -> Result<Response<Body>, HwError> {
+async fn get_publish(ctx: &Context, project: &str, domain: Option<&str>) -> Result<Response<Body>, HwError> {
     let (bucket, _) = bucket_of(ctx, domain)?;
-    let n =
-        ctx.meta.get_publish_notify(&bucket.name).await?.ok_or_else(|| not_found("The resource does not exist."))?;
+    let n = ctx
+        .meta
+        .get_publish_notify(Some(project), &bucket.name)
+        .await?
+        .ok_or_else(|| not_found("The resource does not exist."))?;
     Ok(json_response(
         StatusCode::OK,
         Some(json!({"url": n.url, "auth_sign_key": n.auth_sign_key, "call_back_area": n.call_back_area})),
     ))
 }
 
-async fn delete_publish(ctx: &Context, domain: Option<&str>) -> Result<Response<Body>, HwError> {
+async fn delete_publish(ctx: &Context, project: &str, domain: Option<&str>) -> Result<Response<Body>, HwError> {
     let (bucket, _) = bucket_of(ctx, domain)?;
-    if !ctx.meta.delete_publish_notify(&bucket.name).await? {
+    if !ctx.meta.delete_publish_notify(project, &bucket.name).await? {
         return Err(not_found("The resource does not exist."));
     }
     Ok(json_response(StatusCode::NO_CONTENT, None))
@@ -264,11 +280,11 @@ async fn parse_record(
     ))
 }
 
-async fn create_record(ctx: &Context, body: &[u8]) -> Result<Response<Body>, HwError> {
+async fn create_record(ctx: &Context, project: &str, body: &[u8]) -> Result<Response<Body>, HwError> {
     let now = SystemTime::now();
     let id = crate::api::request_id().to_ascii_lowercase();
     let (bucket, record) = parse_record(ctx, body, id, now).await?;
-    if !ctx.meta.insert_record_callback(&bucket, &record).await? {
+    if !ctx.meta.insert_record_callback(project, &bucket, &record).await? {
         return Err(invalid("The resource already exists.").with_code("LIVE.103011018"));
     }
     info!(bucket, id = %record.id, domain = %record.domain, app = %record.app, "recording callback created");
@@ -282,7 +298,7 @@ impl HwError {
     }
 }
 
-async fn list_records(ctx: &Context, query: &[(String, String)]) -> Result<Response<Body>, HwError> {
+async fn list_records(ctx: &Context, project: &str, query: &[(String, String)]) -> Result<Response<Body>, HwError> {
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let number = |name: &str, default: usize, range: std::ops::RangeInclusive<usize>| -> Result<usize, HwError> {
         match param(name) {
@@ -297,6 +313,7 @@ async fn list_records(ctx: &Context, query: &[(String, String)]) -> Result<Respo
     let all = ctx
         .meta
         .list_record_callbacks(
+            Some(project),
             param("publish_domain").filter(|d| !d.is_empty()),
             param("app").filter(|a| !a.is_empty()),
             None,
@@ -306,23 +323,25 @@ async fn list_records(ctx: &Context, query: &[(String, String)]) -> Result<Respo
     Ok(json_response(StatusCode::OK, Some(json!({"total": all.len(), "callback_config": page}))))
 }
 
-async fn show_record(ctx: &Context, id: &str) -> Result<Response<Body>, HwError> {
-    let c = ctx.meta.get_record_callback(id).await?.ok_or_else(|| not_found("The resource does not exist."))?;
+async fn show_record(ctx: &Context, project: &str, id: &str) -> Result<Response<Body>, HwError> {
+    let c =
+        ctx.meta.get_record_callback(project, id).await?.ok_or_else(|| not_found("The resource does not exist."))?;
     Ok(json_response(StatusCode::OK, Some(record_json(&c))))
 }
 
-async fn update_record(ctx: &Context, id: &str, body: &[u8]) -> Result<Response<Body>, HwError> {
-    let existing = ctx.meta.get_record_callback(id).await?.ok_or_else(|| not_found("The resource does not exist."))?;
+async fn update_record(ctx: &Context, project: &str, id: &str, body: &[u8]) -> Result<Response<Body>, HwError> {
+    let existing =
+        ctx.meta.get_record_callback(project, id).await?.ok_or_else(|| not_found("The resource does not exist."))?;
     let (bucket, mut record) = parse_record(ctx, body, id.to_owned(), SystemTime::now()).await?;
     record.created = existing.created;
-    if !ctx.meta.update_record_callback(&bucket, &record).await? {
+    if !ctx.meta.update_record_callback(project, &bucket, &record).await? {
         return Err(invalid("The resource already exists.").with_code("LIVE.103011018"));
     }
     Ok(json_response(StatusCode::OK, Some(record_json(&record))))
 }
 
-async fn delete_record(ctx: &Context, id: &str) -> Result<Response<Body>, HwError> {
-    if !ctx.meta.delete_record_callback(id).await? {
+async fn delete_record(ctx: &Context, project: &str, id: &str) -> Result<Response<Body>, HwError> {
+    if !ctx.meta.delete_record_callback(project, id).await? {
         return Err(not_found("The resource does not exist."));
     }
     Ok(json_response(StatusCode::NO_CONTENT, None))

@@ -131,7 +131,7 @@ mod tests {
             auth_sign_key: String::new(),
             call_back_area: String::new(),
         };
-        there.put_publish_notify("live", &n).await.unwrap();
+        there.put_publish_notify("p1", "live", &n).await.unwrap();
         eventually("the change reached the other handle", || here.config_generation() > before).await;
 
         let req = LeaseRequest {

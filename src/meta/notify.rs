@@ -325,21 +325,32 @@ pub(crate) async fn insert_callbacks(
 }
 
 impl Meta {
-    /// Sets the bucket's stream-notification URL; returns true when one existed (replaced).
-    pub async fn put_publish_notify(&self, bucket: &str, n: &PublishNotify) -> Result<bool, MetaError> {
+    /// Sets the bucket's stream-notification URL for `project`; Some(true) when one existed (replaced),
+    /// None when another project's is there (left alone).
+    pub async fn put_publish_notify(
+        &self,
+        project: &str,
+        bucket: &str,
+        n: &PublishNotify,
+    ) -> Result<Option<bool>, MetaError> {
         let mut tx = self.write_tx().await.op("put_publish_notify")?;
-        let existed = sqlx::query("SELECT 1 FROM huawei_publish_notify WHERE bucket = $1")
+        let owner: Option<String> = sqlx::query("SELECT project_id FROM huawei_publish_notify WHERE bucket = $1")
             .bind(bucket)
             .fetch_optional(&mut *tx)
             .await
             .op("put_publish_notify")?
-            .is_some();
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        if owner.as_deref().is_some_and(|o| !o.is_empty() && o != project) {
+            return Ok(None);
+        }
         sqlx::query(
-            "INSERT INTO huawei_publish_notify (bucket, domain, url, auth_sign_key, call_back_area, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO huawei_publish_notify (bucket, domain, url, auth_sign_key, call_back_area, updated_ms,
+                 project_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (bucket) DO UPDATE SET domain = excluded.domain, url = excluded.url,
                  auth_sign_key = excluded.auth_sign_key, call_back_area = excluded.call_back_area,
-                 updated_ms = excluded.updated_ms",
+                 updated_ms = excluded.updated_ms, project_id = excluded.project_id",
         )
         .bind(bucket)
         .bind(&n.domain)
@@ -347,19 +358,28 @@ impl Meta {
         .bind(&n.auth_sign_key)
         .bind(&n.call_back_area)
         .bind(millis(SystemTime::now()))
+        .bind(project)
         .execute(&mut *tx)
         .await
         .op("put_publish_notify")?;
         tx.commit().await.op("put_publish_notify")?;
         self.config_changed().await;
-        Ok(existed)
+        Ok(Some(owner.is_some()))
     }
 
-    pub async fn get_publish_notify(&self, bucket: &str) -> Result<Option<PublishNotify>, MetaError> {
+    /// The bucket's stream-notification URL, as `project` may see it (None: any project, for delivery).
+    pub async fn get_publish_notify(
+        &self,
+        project: Option<&str>,
+        bucket: &str,
+    ) -> Result<Option<PublishNotify>, MetaError> {
         let row = sqlx::query(
-            "SELECT domain, url, auth_sign_key, call_back_area FROM huawei_publish_notify WHERE bucket = $1",
+            "SELECT domain, url, auth_sign_key, call_back_area FROM huawei_publish_notify
+             WHERE bucket = $1 AND ($2 IS NULL OR project_id = $3 OR project_id = '')",
         )
         .bind(bucket)
+        .bind(project)
+        .bind(project)
         .fetch_optional(&self.pool)
         .await
         .op("get_publish_notify")?;
@@ -374,22 +394,29 @@ impl Meta {
         .transpose()
     }
 
-    pub async fn delete_publish_notify(&self, bucket: &str) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM huawei_publish_notify WHERE bucket = $1")
-            .bind(bucket)
-            .execute(&self.pool)
-            .await
-            .op("delete_publish_notify")?;
+    pub async fn delete_publish_notify(&self, project: &str, bucket: &str) -> Result<bool, MetaError> {
+        let done =
+            sqlx::query("DELETE FROM huawei_publish_notify WHERE bucket = $1 AND (project_id = $2 OR project_id = '')")
+                .bind(bucket)
+                .bind(project)
+                .execute(&self.pool)
+                .await
+                .op("delete_publish_notify")?;
         self.config_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
     /// Inserts a recording callback; `Ok(false)` when (domain, app) already has one.
-    pub async fn insert_record_callback(&self, bucket: &str, c: &RecordCallback) -> Result<bool, MetaError> {
+    pub async fn insert_record_callback(
+        &self,
+        project: &str,
+        bucket: &str,
+        c: &RecordCallback,
+    ) -> Result<bool, MetaError> {
         let done = sqlx::query(
             "INSERT INTO huawei_record_callbacks (id, bucket, domain, app, url, events, sign_type, sign_key,
-                 created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                 created_ms, updated_ms, project_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
         )
         .bind(&c.id)
         .bind(bucket)
@@ -401,6 +428,7 @@ impl Meta {
         .bind(&c.sign_key)
         .bind(millis(c.created))
         .bind(millis(c.updated))
+        .bind(project)
         .execute(&self.pool)
         .await
         .op("insert_record_callback")?;
@@ -409,13 +437,18 @@ impl Meta {
     }
 
     /// Replaces a recording callback by id; `Ok(false)` when there is none (or (domain, app) is taken).
-    pub async fn update_record_callback(&self, bucket: &str, c: &RecordCallback) -> Result<bool, MetaError> {
+    pub async fn update_record_callback(
+        &self,
+        project: &str,
+        bucket: &str,
+        c: &RecordCallback,
+    ) -> Result<bool, MetaError> {
         // The NOT EXISTS answers the common case in the statement; a concurrent writer that takes (domain,
         // app) between its check and the update is the unique-violation arm.
         let done = sqlx::query(
             "UPDATE huawei_record_callbacks SET bucket = $1, domain = $2, app = $3, url = $4, events = $5,
-                 sign_type = $6, sign_key = $7, updated_ms = $8
-             WHERE id = $9 AND NOT EXISTS (
+                 sign_type = $6, sign_key = $7, updated_ms = $8, project_id = $10
+             WHERE id = $9 AND (project_id = $10 OR project_id = '') AND NOT EXISTS (
                  SELECT 1 FROM huawei_record_callbacks o WHERE o.domain = $2 AND o.app = $3 AND o.id <> $9)",
         )
         .bind(bucket)
@@ -427,6 +460,7 @@ impl Meta {
         .bind(&c.sign_key)
         .bind(millis(c.updated))
         .bind(&c.id)
+        .bind(project)
         .execute(&self.pool)
         .await;
         let updated = match done {
@@ -438,32 +472,37 @@ impl Meta {
         Ok(updated)
     }
 
-    pub async fn delete_record_callback(&self, id: &str) -> Result<bool, MetaError> {
-        let done = sqlx::query("DELETE FROM huawei_record_callbacks WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .op("delete_record_callback")?;
+    pub async fn delete_record_callback(&self, project: &str, id: &str) -> Result<bool, MetaError> {
+        let done =
+            sqlx::query("DELETE FROM huawei_record_callbacks WHERE id = $1 AND (project_id = $2 OR project_id = '')")
+                .bind(id)
+                .bind(project)
+                .execute(&self.pool)
+                .await
+                .op("delete_record_callback")?;
         self.config_changed().await;
         Ok(done.rows_affected() > 0)
     }
 
-    /// Recording callbacks, filtered by domain and app when given, ordered by creation.
+    /// Recording callbacks `project` may see (None: every project's, for delivery), filtered by domain
+    /// and app when given, ordered by creation.
     pub async fn list_record_callbacks(
         &self,
+        project: Option<&str>,
         domain: Option<&str>,
         app: Option<&str>,
         bucket: Option<&str>,
     ) -> Result<Vec<RecordCallback>, MetaError> {
-        self.record_callbacks(None, domain, app, bucket).await
+        self.record_callbacks(project, None, domain, app, bucket).await
     }
 
-    pub async fn get_record_callback(&self, id: &str) -> Result<Option<RecordCallback>, MetaError> {
-        Ok(self.record_callbacks(Some(id), None, None, None).await.op("get_record_callback")?.pop())
+    pub async fn get_record_callback(&self, project: &str, id: &str) -> Result<Option<RecordCallback>, MetaError> {
+        Ok(self.record_callbacks(Some(project), Some(id), None, None, None).await.op("get_record_callback")?.pop())
     }
 
     async fn record_callbacks(
         &self,
+        project: Option<&str>,
         id: Option<&str>,
         domain: Option<&str>,
         app: Option<&str>,
@@ -473,7 +512,7 @@ impl Meta {
             "SELECT id, domain, app, url, events, sign_type, sign_key, created_ms, updated_ms
              FROM huawei_record_callbacks
              WHERE ($1 IS NULL OR id = $2) AND ($3 IS NULL OR domain = $4) AND ($5 IS NULL OR app = $6)
-               AND ($7 IS NULL OR bucket = $8)
+               AND ($7 IS NULL OR bucket = $8) AND ($9 IS NULL OR project_id = $10 OR project_id = '')
              ORDER BY created_ms, id",
         )
         .bind(id)
@@ -484,6 +523,8 @@ impl Meta {
         .bind(app)
         .bind(bucket)
         .bind(bucket)
+        .bind(project)
+        .bind(project)
         .fetch_all(&self.pool)
         .await
         .op("record_callbacks")?;

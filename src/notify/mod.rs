@@ -137,11 +137,11 @@ impl Notifier {
         }
         let loaded_at = std::time::Instant::now();
         let config = Arc::new(BucketConfig {
-            publish: self.meta.get_publish_notify(bucket).await?,
+            publish: self.meta.get_publish_notify(None, bucket).await?,
             streams: self.meta.streams_notify(bucket).await?,
             subs: self.meta.event_subs(bucket).await?,
             record: self.meta.record_notify(bucket).await?,
-            huawei_records: self.meta.list_record_callbacks(None, None, Some(bucket)).await?,
+            huawei_records: self.meta.list_record_callbacks(None, None, None, Some(bucket)).await?,
         });
         // Stamped with the generation read before loading: a change that raced with the load makes the
         // next lookup reload.
@@ -784,13 +784,13 @@ mod tests {
             auth_sign_key: String::new(),
             call_back_area: String::new(),
         };
-        meta.put_publish_notify("live", &config).await.unwrap();
+        meta.put_publish_notify("p1", "live", &config).await.unwrap();
         assert_eq!(count().await, 1, "the write made the cached (empty) configuration stale");
         let generation = meta.config_generation();
-        meta.get_publish_notify("live").await.unwrap();
-        meta.list_record_callbacks(None, None, None).await.unwrap();
+        meta.get_publish_notify(None, "live").await.unwrap();
+        meta.list_record_callbacks(None, None, None, None).await.unwrap();
         assert_eq!(meta.config_generation(), generation, "reads do not invalidate");
-        assert!(meta.delete_publish_notify("live").await.unwrap());
+        assert!(meta.delete_publish_notify("p1", "live").await.unwrap());
         assert_eq!(count().await, 0);
     }}
 }

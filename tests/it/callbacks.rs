@@ -906,3 +906,51 @@ async fn a_vod_playlist_written_twice_is_two_callbacks() {
     let vod = meta.outbox(None).await.unwrap().into_iter().filter(|(e, _)| e.payload.contains("vod.m3u8")).count();
     assert_eq!(vod, 2);
 }
+
+/// A Huawei request with a static token, as project `project`.
+async fn hw_token(addr: SocketAddr, token: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let headers = [("X-Auth-Token", token), ("Content-Type", "application/json")];
+    let resp = http_request_body(addr, method, path, &headers, body.as_bytes()).await;
+    (resp.status, serde_json::from_slice(&resp.body).unwrap_or(Value::Null))
+}
+
+on_both! { #[tokio::test] async fn huawei_resources_belong_to_the_project_that_made_them(db) {
+    const OTHER: &str = "fedcba9876543210fedcba9876543210";
+    let (a, b) = ("static-token-0123456789", "static-token-other-project");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = cb_config(dir.path());
+    cfg.auth_tokens.push(AuthToken { token: b.into(), project_id: OTHER.into() });
+    let ts = TestServer::start(db.on(cfg)).await;
+    let addr = ts.http();
+
+    // A recording callback made by project A.
+    let body = json!({"publish_domain": "live", "app": "live", "notify_callback_url": "http://127.0.0.1:9/a"}).to_string();
+    let (status, made) = hw_token(addr, a, "POST", &format!("/v1/{PROJECT}/record/callbacks"), &body).await;
+    assert_eq!(status, 201, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+
+    // Project B neither sees nor changes it.
+    let (status, listed) = hw_token(addr, b, "GET", &format!("/v1/{OTHER}/record/callbacks"), "").await;
+    assert_eq!((status, listed["total"].as_u64()), (200, Some(0)), "{listed}");
+    for (method, body) in [("GET", ""), ("PUT", body.as_str()), ("DELETE", "")] {
+        let (status, answer) = hw_token(addr, b, method, &format!("/v1/{OTHER}/record/callbacks/{id}"), body).await;
+        assert_eq!(status, 404, "{method} by another project: {answer}");
+    }
+    // A token may not name another project's path.
+    assert_eq!(hw_token(addr, b, "GET", &format!("/v1/{PROJECT}/record/callbacks/{id}"), "").await.0, 401);
+    // Project A still has it, unchanged.
+    let (status, shown) = hw_token(addr, a, "GET", &format!("/v1/{PROJECT}/record/callbacks/{id}"), "").await;
+    assert_eq!((status, shown["notify_callback_url"].as_str()), (200, Some("http://127.0.0.1:9/a")));
+
+    // The same for a domain's stream notification.
+    let notify = json!({"url": "http://127.0.0.1:9/n"}).to_string();
+    let path = |p: &str| format!("/v1/{p}/notifications/publish?domain=live");
+    assert_eq!(hw_token(addr, a, "PUT", &path(PROJECT), &notify).await.0, 201);
+    assert_eq!(hw_token(addr, b, "GET", &path(OTHER), "").await.0, 404);
+    assert_eq!(hw_token(addr, b, "PUT", &path(OTHER), &notify).await.0, 403, "another project's is not replaced");
+    assert_eq!(hw_token(addr, b, "DELETE", &path(OTHER), "").await.0, 404);
+    let (status, got) = hw_token(addr, a, "GET", &path(PROJECT), "").await;
+    assert_eq!((status, got["url"].as_str()), (200, Some("http://127.0.0.1:9/n")));
+    assert_eq!(hw_token(addr, a, "DELETE", &path(PROJECT), "").await.0, 204);
+    assert_eq!(hw_token(addr, a, "DELETE", &format!("/v1/{PROJECT}/record/callbacks/{id}"), "").await.0, 204);
+}}
