@@ -501,9 +501,35 @@ pub fn parse_configuration(
 }
 
 /// Reads a request body, refusing one larger than [`MAX_BODY`] before it is read whole.
+/// The body must also be the one the signature covers: V1 signs `Content-MD5` and V4 signs
+/// `x-oss-content-sha256`, so when a client sends either, the body must match it.
 async fn read_body(ctx: &Context, req: Request<Incoming>) -> Result<Bytes, OssError> {
     let (parts, body) = req.into_parts();
-    Ok(super::read_body(&parts.headers, body, ctx.config.limits.http_body_timeout).await?)
+    let body = super::read_body(&parts.headers, body, ctx.config.limits.http_body_timeout).await?;
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(md5) = header("content-md5") {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let actual = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
+        if md5 != actual {
+            return Err(OssError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidDigest",
+                "The Content-MD5 you specified did not match what we received.",
+            ));
+        }
+    }
+    if let Some(sha) = header("x-oss-content-sha256").filter(|v| *v != "UNSIGNED-PAYLOAD") {
+        use sha2::Digest as _;
+        if !sha.eq_ignore_ascii_case(&hex::encode(sha2::Sha256::digest(&body))) {
+            return Err(OssError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidDigest",
+                "The x-oss-content-sha256 you specified did not match what we received.",
+            ));
+        }
+    }
+    Ok(body)
 }
 
 async fn put_channel(

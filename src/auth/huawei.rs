@@ -36,6 +36,8 @@ pub enum AuthError {
     Skewed,
     #[error("signature mismatch; string to sign was {string_to_sign:?}")]
     Mismatch { string_to_sign: String },
+    #[error("X-Sdk-Content-Sha256 does not match the request body")]
+    BodyMismatch,
 }
 
 pub fn canonical_request(req: &Request, signed_headers: &[String]) -> Option<String> {
@@ -82,6 +84,15 @@ pub fn verify(req: &Request, keys: &Keys, now: SystemTime) -> Result<String, Aut
     else {
         return Err(AuthError::Malformed("Access, SignedHeaders and Signature are required".into()));
     };
+    // The signature covers the body through its hash: a hash header the client sends must be the
+    // body's, or any body could be replayed under a captured signature.
+    if let Some(claimed) = req.headers.get("x-sdk-content-sha256").and_then(|v| v.to_str().ok())
+        && !req.body.is_empty()
+        && claimed != "UNSIGNED-PAYLOAD"
+        && !claimed.eq_ignore_ascii_case(&sha256_hex(req.body))
+    {
+        return Err(AuthError::BodyMismatch);
+    }
     let signed: Vec<String> = signed.split(';').map(|h| h.trim().to_ascii_lowercase()).collect();
     if !signed.iter().any(|h| h == "host") || !signed.iter().any(|h| h == "x-sdk-date") {
         return Err(AuthError::Malformed("SignedHeaders must include host and x-sdk-date".into()));
@@ -157,6 +168,13 @@ mod tests {
         assert_eq!(verify(&req, &k, now), Ok("HWAKEXAMPLE0000".into()));
         let tampered = Request { body: b"{}", ..req };
         assert!(matches!(verify(&tampered, &k, now), Err(AuthError::Mismatch { .. })));
+        // A replay with another body and the original body's hash in the hash header: the signature still
+        // matches that hash, so the header must match the body (it once replaced the hash unchecked).
+        let mut forged = headers.clone();
+        forged.insert("x-sdk-content-sha256", HeaderValue::from_str(&sha256_hex(body)).unwrap());
+        assert_eq!(verify(&Request { headers: &forged, ..req }, &k, now), Ok("HWAKEXAMPLE0000".into()));
+        let other = Request { headers: &forged, body: b"{\"url\":\"http://evil.example/\"}", ..req };
+        assert_eq!(verify(&other, &k, now), Err(AuthError::BodyMismatch));
         let later = DateTime::parse_from_rfc3339("2025-01-06T09:00:00Z").unwrap().into();
         assert_eq!(verify(&req, &k, later), Err(AuthError::Skewed));
         assert_eq!(verify(&req, &keys("other", "x"), now), Err(AuthError::UnknownKey("HWAKEXAMPLE0000".into())));

@@ -477,3 +477,25 @@ fn percent_decoding_is_strict() {
     assert_eq!(percent_decode("%zz"), None);
     assert_eq!(percent_decode("%ff"), None);
 }
+
+/// V1 signs Content-MD5 and V4 signs x-oss-content-sha256: a body that does not match the one a client
+/// declared (a replayed signature with another body) is refused, not stored.
+#[tokio::test]
+async fn a_body_that_does_not_match_its_declared_digest_is_refused() {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(oss_config(dir.path())).await;
+    let body = channel_xml(2, 3, "playlist.m3u8");
+    let md5_of = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b));
+    let put = async |headers: &[(&str, &str)]| {
+        http_request_body(ts.http(), "PUT", "/live/digest?live", headers, body.as_bytes()).await
+    };
+    let wrong = md5_of(b"another body");
+    assert_error(&put(&[("Content-MD5", &wrong)]).await, 400, "InvalidDigest");
+    let sha_wrong = "0".repeat(64);
+    assert_error(&put(&[("x-oss-content-sha256", &sha_wrong)]).await, 400, "InvalidDigest");
+    assert_eq!(ts.get("/live/digest?live").await.status, 404, "nothing was stored");
+    let right = md5_of(body.as_bytes());
+    assert_eq!(put(&[("Content-MD5", &right), ("x-oss-content-sha256", "UNSIGNED-PAYLOAD")]).await.status, 200);
+}
