@@ -107,7 +107,10 @@ pub fn rpc_sign(secret: &str, string_to_sign: &str) -> String {
 }
 
 pub fn acs3_canonical_request(req: &Request, signed_headers: &[String], hashed_payload: &str) -> Option<String> {
-    let mut query: Vec<(&str, String)> = req.params.iter().map(|(k, v)| (k.as_str(), uri_encode(v, false))).collect();
+    // Names are encoded as well as values: with raw names, `A=1&B` = `2` and `A` = `1`, `B` = `2` gave one
+    // canonical query, so a signature for one parameter set verified for another.
+    let mut query: Vec<(String, String)> =
+        req.params.iter().map(|(k, v)| (uri_encode(k, false), uri_encode(v, false))).collect();
     query.sort();
     let query = query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
     let mut headers = String::new();
@@ -304,6 +307,13 @@ mod tests {
             verify(&tampered, &keys("testid", "testsecret"), &Nonces::default(), now),
             Err(AuthError::ContentHash)
         );
+        // Another parameter set whose raw names and values join into the same text does not verify.
+        let smuggled = vec![("AppId=app1&SubscribeId".to_owned(), "sub-0001".to_owned())];
+        let other = Request { params: &smuggled, ..req };
+        assert!(matches!(
+            verify(&other, &keys("testid", "testsecret"), &Nonces::default(), now),
+            Err(AuthError::Mismatch { .. })
+        ));
     }
 
     /// All 30 captured requests of the three SDK modes verify (legacy RPC, new SDK v2 RPC, new SDK ACS3).
