@@ -100,14 +100,6 @@ fn channel_xml(frag_duration: u32, frag_count: u32, playlist: &str) -> String {
     )
 }
 
-/// The text of the first `<name>` element.
-fn tag(xml: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{name}>"))? + start;
-    Some(xml[start..end].to_owned())
-}
-
 #[track_caller]
 fn assert_error(resp: &HttpResponse, status: u16, code: &str) {
     let body = resp.text();

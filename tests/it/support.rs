@@ -336,3 +336,16 @@ pub async fn send_paced(p: &mut Publisher, tags: &[Tag], offset_ms: u32) -> Resu
     }
     p.flush_queued().await
 }
+
+/// The codec configuration tags (AVC and AAC sequence headers) an encoder sends first on every connection.
+pub fn config_tags(tags: &[Tag]) -> Vec<Tag> {
+    tags.iter().filter(|t| t.kind != TagKind::Script && t.body.get(1) == Some(&0)).cloned().collect()
+}
+
+/// The text of the first `<name>` element.
+pub fn tag(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(xml[start..end].to_owned())
+}

@@ -62,14 +62,6 @@ async fn reconnect(rtmp: SocketAddr, app: &str, channel: &str) -> Publisher {
     .await
 }
 
-/// The codec configuration tags an encoder sends first on every connection.
-fn configs(tags: &[Tag]) -> Vec<Tag> {
-    tags.iter()
-        .filter(|t| t.kind != livechannel::flv::file::TagKind::Script && t.body.get(1) == Some(&0))
-        .cloned()
-        .collect()
-}
-
 /// The old publisher learns why it was cut off.
 async fn told_taken_over(old: Publisher) {
     match old.closed_by_server(Duration::from_secs(10)).await {
@@ -101,7 +93,7 @@ async fn a_silent_publisher_is_taken_over_and_a_live_one_or_a_never_bucket_is_no
     let mut second = reconnect(ts.rtmp(), "live", "obs").await;
     assert!(silent_since.elapsed() >= Duration::from_millis(500), "taken over after {:?}", silent_since.elapsed());
     told_taken_over(first).await;
-    send_all(&mut second, &configs(&tags), 0).await.unwrap();
+    send_all(&mut second, &config_tags(&tags), 0).await.unwrap();
     send_all(&mut second, &tags[half..], 0).await.unwrap();
     second.finish().await.unwrap();
     ts.wait_flushed("obs").await;
@@ -160,7 +152,7 @@ async fn a_reconnect_to_another_node_takes_over_there() {
     let mut second = reconnect(b.rtmp(), "live", "hop").await;
     told_taken_over(first).await;
     assert!(a.server.channels.live(&livechannel::names::ChannelKey::new("live", "hop").unwrap()).is_none());
-    send_all(&mut second, &configs(&tags), 0).await.unwrap();
+    send_all(&mut second, &config_tags(&tags), 0).await.unwrap();
     send_all(&mut second, &tags[half..], 0).await.unwrap();
     second.finish().await.unwrap();
     b.wait_flushed("hop").await;
@@ -290,14 +282,6 @@ async fn a_publish_whose_segments_cannot_be_stored_is_ended_with_an_rtmp_error()
 
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "static-token-0123456789";
-
-/// The text of the first `<name>` element.
-fn tag(xml: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{name}>"))? + start;
-    Some(xml[start..end].to_owned())
-}
 
 /// The case users hit: ffmpeg pushing into storage that refuses every segment used to exit 0. Now it is
 /// told, prints the server's reason and exits with an error.
