@@ -3,12 +3,17 @@
 //!
 //! Not here: sockets, sessions, storage (the `rtmp` shell feeds us and forwards what we return).
 
+mod retime;
+
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use retime::{DEFAULT_AUDIO_STEP, DEFAULT_VIDEO_STEP, Retimer};
+
 use crate::flv::{self, AudioTag, FlvError, VideoTag};
-use crate::hls::{Output, Segmenter, SegmenterConfig, segmenter::Skip};
+use crate::hls::segmenter::{JUMP_FORWARD, Skip};
+use crate::hls::{Output, Segmenter, SegmenterConfig};
 use crate::media::{AacConfig, AvcConfig, Frame, RtmpClock, Timestamp90k, Track};
 use crate::ts::MuxError;
 
@@ -36,6 +41,8 @@ pub struct IngestStats {
     pub skipped: u64,
     pub segments: u64,
     pub forced_cuts: u64,
+    /// Frames whose timestamp was repaired because the encoder's clock jumped about or stood still.
+    pub retimed: u64,
     /// First and last DTS seen, for bitrates and frame rate.
     pub first_dts: Option<Timestamp90k>,
     pub last_dts: Option<Timestamp90k>,
@@ -60,6 +67,13 @@ impl IngestStats {
 pub struct Ingest {
     segmenter: Segmenter,
     clock: RtmpClock,
+    /// Video, audio.
+    retimers: [Retimer; 2],
+    /// Tracks whose retiming was reported to the shell (once per publish).
+    retiming_reported: [bool; 2],
+    /// While video is retimed: audio ticks and video frames since then. Audio frames have a known length,
+    /// so they pace video whose own clock cannot be trusted.
+    video_pace: Option<(i64, i64)>,
     stats: IngestStats,
     frag_duration: Timestamp90k,
     /// The DTS of the last keyframe, to measure the encoder's keyframe interval.
@@ -82,6 +96,9 @@ impl Ingest {
             frag_duration: config.frag_duration,
             segmenter: Segmenter::new(config),
             clock: RtmpClock::default(),
+            retimers: [Retimer::learning(DEFAULT_VIDEO_STEP), Retimer::fixed(DEFAULT_AUDIO_STEP)],
+            retiming_reported: [false; 2],
+            video_pace: None,
             stats: IngestStats::default(),
             last_keyframe: None,
             long_gop: None,
@@ -98,6 +115,50 @@ impl Ingest {
             }
             _ => None,
         }
+    }
+
+    /// A track whose timestamps started being repaired, once per track and publish (the shell logs it).
+    pub fn take_retiming(&mut self) -> Option<Track> {
+        let slot = (0..2).find(|&i| self.retimers[i].is_retiming() && !self.retiming_reported[i])?;
+        self.retiming_reported[slot] = true;
+        Some(if slot == 0 { Track::Video } else { Track::Audio })
+    }
+
+    fn timestamp(&mut self, track: Track, timestamp_ms: u32) -> Timestamp90k {
+        let raw = self.clock.unwrap(timestamp_ms);
+        let (mine, other) = match track {
+            Track::Video => (0, 1),
+            Track::Audio => (1, 0),
+        };
+        let before = (self.retimers[mine].last_out(), self.retimers[mine].repaired());
+        let mut dts = self.retimers[mine].map(raw);
+        // The two tracks stay on one timeline: a track that lands far from the other follows it, unless it
+        // is the first of the two to jump (an encoder restart; the other follows it the same way).
+        if let Some(theirs) = self.retimers[other].last_out() {
+            let near = |a: Timestamp90k| (a - theirs).ticks().abs() <= JUMP_FORWARD.ticks();
+            let first_to_jump = self.retimers[mine].passed_jump() && before.0.is_some_and(near);
+            if !near(dts) && !first_to_jump {
+                dts = self.retimers[mine].snap(raw, theirs);
+            }
+        }
+        self.stats.retimed += self.retimers[mine].repaired() - before.1;
+        match (track, &self.stats.audio) {
+            (Track::Video, _) if self.retimers[0].is_retiming() => {
+                let (audio_ticks, video_frames) = self.video_pace.get_or_insert((0, 0));
+                *video_frames += 1;
+                if *audio_ticks >= Timestamp90k::from_secs(1).ticks() {
+                    self.retimers[0].set_step(retime::standard_step(*audio_ticks / *video_frames));
+                }
+            }
+            (Track::Video, _) => self.video_pace = None,
+            (Track::Audio, Some(aac)) => {
+                if let Some((audio_ticks, _)) = &mut self.video_pace {
+                    *audio_ticks += aac.frame_ticks();
+                }
+            }
+            (Track::Audio, None) => {}
+        }
+        dts
     }
 
     pub fn stats(&self) -> &IngestStats {
@@ -124,7 +185,7 @@ impl Ingest {
                 Ok(())
             }
             VideoTag::Frame { keyframe, composition_ms, nalus } => {
-                let dts = self.clock.unwrap(timestamp_ms);
+                let dts = self.timestamp(Track::Video, timestamp_ms);
                 let pts = dts + Timestamp90k::from_millis(i64::from(composition_ms));
                 self.stats.video_frames += 1;
                 self.stats.video_bytes += body.len() as u64;
@@ -164,12 +225,13 @@ impl Ingest {
         };
         match tag {
             AudioTag::Config(config) => {
+                self.retimers[slot(Track::Audio)].set_step(config.frame_ticks());
                 self.segmenter.set_audio_config(config.clone());
                 self.stats.audio = Some(config);
                 Ok(())
             }
             AudioTag::Frame(raw) => {
-                let dts = self.clock.unwrap(timestamp_ms);
+                let dts = self.timestamp(Track::Audio, timestamp_ms);
                 self.stats.audio_frames += 1;
                 self.stats.audio_bytes += body.len() as u64;
                 let frame = Frame { track: Track::Audio, dts, pts: dts, keyframe: true, payload: raw };
@@ -216,9 +278,17 @@ impl Ingest {
     }
 }
 
+fn slot(track: Track) -> usize {
+    match track {
+        Track::Video => 0,
+        Track::Audio => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hls::Segment;
 
     const NOW: SystemTime = SystemTime::UNIX_EPOCH;
 
@@ -274,6 +344,72 @@ mod tests {
         let gop = ingest.take_long_gop().expect("reported");
         assert!((gop - 8.32).abs() < 1e-9, "{gop}");
         assert_eq!(ingest.take_long_gop(), None, "once per publish");
+    }
+
+    /// 60 s of 25 fps video with a 1 s GOP and 44.1 kHz AAC, stamped by `stamp(track, media ms)`.
+    fn broken_clock_run(mut stamp: impl FnMut(Track, u32) -> u32) -> (IngestStats, Vec<Segment>) {
+        let mut ingest = Ingest::new(SegmenterConfig::new(2));
+        let mut out = Vec::new();
+        ingest.video(&avc_config_tag(), 0, NOW, &mut out).unwrap();
+        ingest.audio(&Bytes::from_static(&[0xaf, 0, 0x12, 0x10]), 0, NOW, &mut out).unwrap();
+        let aac = Bytes::from_static(&[0xaf, 1, 0x21, 0x10, 0x05]);
+        let (mut audio_ms, mut reported) = (0.0f64, Vec::new());
+        for i in 0..1500u32 {
+            let t = stamp(Track::Video, i * 40);
+            ingest.video(&video_tag(i % 25 == 0, 0), t, NOW, &mut out).unwrap();
+            while audio_ms < f64::from(i * 40 + 40) {
+                let t = stamp(Track::Audio, audio_ms as u32);
+                ingest.audio(&aac, t, NOW, &mut out).unwrap();
+                audio_ms += 1024.0 * 1000.0 / 44100.0;
+            }
+            reported.extend(ingest.take_retiming());
+        }
+        ingest.finish(&mut out);
+        reported.sort_by_key(|t| *t == Track::Audio);
+        assert_eq!(reported, [Track::Video, Track::Audio], "each track is reported once");
+        let segments = out.into_iter().filter_map(|o| if let Output::Closed(s) = o { Some(s) } else { None });
+        (ingest.stats().clone(), segments.collect())
+    }
+
+    /// Nearly every frame is kept, in 2 s segments but for `odd` of them (the first, cut by the first
+    /// "jump"), and media time stays within a few seconds of real time.
+    fn assert_kept_in_two_second_segments(stats: &IngestStats, segments: &[Segment], odd: usize) {
+        let frames = stats.video_frames + stats.audio_frames;
+        assert!(stats.skipped * 100 <= frames * 3, "{} of {frames} frames skipped", stats.skipped);
+        assert!(stats.retimed * 2 > frames, "{} of {frames} frames retimed", stats.retimed);
+        let off = segments[..segments.len() - 1]
+            .iter()
+            .filter(|s| !(1.9..=2.1).contains(&s.duration.as_secs_f64()) || s.forced)
+            .count();
+        assert!(off <= odd, "{off} segments are not 2 s long: {segments:?}");
+        assert!(segments.iter().filter(|s| s.discontinuity).count() <= odd);
+        let total: f64 = segments.iter().map(|s| s.duration.as_secs_f64()).sum();
+        assert!((56.0..=61.0).contains(&total), "60 s of media became {total} s");
+    }
+
+    #[test]
+    fn garbage_timestamps_are_repaired_instead_of_dropping_the_stream() {
+        let mut x: u64 = 7;
+        let (stats, segments) = broken_clock_run(|_, _| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 32) as u32
+        });
+        assert_kept_in_two_second_segments(&stats, &segments, 2);
+    }
+
+    #[test]
+    fn constant_timestamps_are_cut_by_frame_time_instead_of_one_endless_segment() {
+        let (stats, segments) = broken_clock_run(|_, _| 1234);
+        assert_kept_in_two_second_segments(&stats, &segments, 1);
+    }
+
+    #[test]
+    fn a_coarse_clock_keeps_real_time() {
+        let (stats, segments) = broken_clock_run(|_, ms| ms / 1000 * 1000);
+        let total: f64 = segments.iter().map(|s| s.duration.as_secs_f64()).sum();
+        assert!((59.0..=61.0).contains(&total), "60 s of media became {total} s");
+        assert_eq!(stats.skipped, 0);
+        assert!(segments.iter().all(|s| !s.discontinuity));
     }
 
     #[test]

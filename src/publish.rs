@@ -290,6 +290,7 @@ struct Summary {
     malformed: u64,
     skipped: u64,
     forced_cuts: u64,
+    retimed: u64,
 }
 
 impl Session {
@@ -465,6 +466,15 @@ impl Session {
                  viewers that much further behind; set the encoder's keyframe interval to FragDuration (README: Publishing)"
             );
         }
+        if let Some(track) = self.ingest.take_retiming() {
+            warn!(
+                %remote,
+                channel = %self.key(),
+                ?track,
+                "the encoder's timestamps jump about or stand still: this track's timestamps are repaired from \
+                 its frame rate, and audio/video sync follows the encoder's order of frames"
+            );
+        }
         match result {
             Ok(()) => Ok(()),
             Err(IngestError::Unsupported(e)) => {
@@ -520,6 +530,7 @@ impl Session {
                 malformed: stats.malformed,
                 skipped: stats.skipped,
                 forced_cuts: stats.forced_cuts,
+                retimed: stats.retimed,
             });
         }
         if let Err(e) = meta.close_push(self.push_id, SystemTime::now()).await {
@@ -672,6 +683,7 @@ impl Writer {
                 audio_frames = s.audio_frames,
                 malformed = s.malformed,
                 skipped = s.skipped,
+                retimed_frames = s.retimed,
                 "publish ended"
             ),
             Err(_) => {

@@ -14,8 +14,8 @@ use crate::ts::{MuxError, Muxer, Tracks};
 /// Within one track, a DTS step backwards by more than this, or forwards by more than [`JUMP_FORWARD`],
 /// is a timestamp jump (encoder restart, splice): the segment is closed and the next one is marked
 /// discontinuous.
-const JUMP_BACKWARD: Timestamp90k = Timestamp90k::from_secs(1);
-const JUMP_FORWARD: Timestamp90k = Timestamp90k::from_secs(10);
+pub const JUMP_BACKWARD: Timestamp90k = Timestamp90k::from_secs(1);
+pub const JUMP_FORWARD: Timestamp90k = Timestamp90k::from_secs(10);
 const MIN_FORCED_CUT: Timestamp90k = Timestamp90k::from_secs(60);
 
 #[derive(Clone, Debug)]
