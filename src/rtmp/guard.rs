@@ -14,7 +14,9 @@
 //!   type of a message in progress, and a chunk of another chunk stream inside a message;
 //! - it remembers the last header of every chunk stream id it has seen (up to 65,599): the guard allows
 //!   [`MAX_CHUNK_STREAMS`];
-//! - it indexes a command's first three values: the guard refuses commands with fewer.
+//! - it indexes a command's first three values: the guard refuses commands with fewer;
+//! - it keeps an entry per `createStream` until a `deleteStream` of that id: the guard numbers the streams
+//!   as rml_rtmp does (1, 2, ...) and allows [`MAX_OPEN_STREAMS`] at a time.
 //!
 //! The guard follows rml_rtmp's own chunk state machine (chunk size changes, fmt 3 extended timestamps),
 //! so both read the same message boundaries. It buffers command payloads only (small, capped); media bytes
@@ -28,6 +30,9 @@ pub const MAX_AMF_DEPTH: usize = 32;
 pub const MAX_COMMAND_BYTES: u32 = 64 * 1024;
 /// Encoders use a handful of chunk stream ids (2 to about 10).
 pub const MAX_CHUNK_STREAMS: usize = 64;
+/// A publisher creates one message stream; a few more leave room for clients that retry on one
+/// connection.
+pub const MAX_OPEN_STREAMS: usize = 8;
 
 const INITIAL_CHUNK_SIZE: u32 = 128;
 /// rml_rtmp refuses larger chunk sizes (and so does the RTMP specification).
@@ -53,6 +58,7 @@ pub enum Refusal {
     TooFewValues { values: usize },
     TooLarge { type_id: u8, length: u32, limit: u32 },
     TooManyChunkStreams,
+    TooManyStreams,
     NoPreviousHeader { csid: u32 },
     Interleaved { csid: u32, in_progress: u32 },
     HeaderChangedMessage { csid: u32 },
@@ -71,6 +77,9 @@ impl fmt::Display for Refusal {
                 write!(f, "type {type_id} message of {length} bytes exceeds the limit of {limit} bytes")
             }
             Refusal::TooManyChunkStreams => write!(f, "more than {MAX_CHUNK_STREAMS} chunk stream ids"),
+            Refusal::TooManyStreams => {
+                write!(f, "more than {MAX_OPEN_STREAMS} message streams open (createStream without deleteStream)")
+            }
             Refusal::NoPreviousHeader { csid } => {
                 write!(f, "compressed chunk header on chunk stream {csid}, which has no previous header")
             }
@@ -129,6 +138,9 @@ pub struct Guard {
     message: Option<Message>,
     /// Payload of the message in progress if it is a command, data or SetChunkSize message.
     payload: Vec<u8>,
+    /// The id rml_rtmp gives the next `createStream`, and the ids it holds.
+    next_stream: u32,
+    open_streams: Vec<u32>,
 }
 
 impl Guard {
@@ -143,6 +155,8 @@ impl Guard {
             chunk: None,
             message: None,
             payload: Vec::new(),
+            next_stream: 1,
+            open_streams: Vec::new(),
         }
     }
 
@@ -309,11 +323,49 @@ impl Guard {
                 {
                     return Err(Refusal::TooFewValues { values });
                 }
+                self.count_streams(body)?;
             }
             _ => {}
         }
         Ok(())
     }
+}
+
+impl Guard {
+    /// Mirrors rml_rtmp's table of message streams. `body` has passed the depth check, so rml_amf0 may
+    /// read it.
+    fn count_streams(&mut self, body: &[u8]) -> Result<(), Refusal> {
+        match command_name(body) {
+            Some(b"createStream") => {
+                if self.open_streams.len() >= MAX_OPEN_STREAMS {
+                    return Err(Refusal::TooManyStreams);
+                }
+                self.open_streams.push(self.next_stream);
+                self.next_stream = self.next_stream.wrapping_add(1);
+            }
+            // rml_rtmp ignores a deleteStream before the connection is accepted.
+            Some(b"deleteStream") if self.connected => {
+                // The same decoding rml_rtmp is about to run on these bytes; a panic in it is caught there
+                // too, and here it only means "not a delete".
+                let values = std::panic::catch_unwind(|| rml_rtmp::rml_amf0::deserialize(&mut &body[..]));
+                if let Ok(Ok(values)) = values
+                    && let Some(rml_rtmp::rml_amf0::Amf0Value::Number(id)) = values.get(3)
+                {
+                    // rml_rtmp's own conversion: `as` saturates and maps NaN to 0.
+                    let id = *id as u32;
+                    self.open_streams.retain(|&open| open != id);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The name of an AMF0 command: its first value, a string.
+fn command_name(body: &[u8]) -> Option<&[u8]> {
+    let [0x02, hi, lo, rest @ ..] = body else { return None };
+    rest.get(..usize::from(u16::from_be_bytes([*hi, *lo])))
 }
 
 fn is_command(type_id: u8) -> bool {

@@ -125,10 +125,21 @@ async fn a_client_that_never_reads_is_dropped() {
     let stream = socket.connect(ts.rtmp()).await.unwrap();
     let (mut stream, _) = livechannel::rtmp::client::handshake_on(stream).await.unwrap();
     stream.write_all(&connect_command()).await.unwrap();
+    // Each createStream is answered; deleting the stream again keeps within the open-stream bound.
     let create = command(vec![Amf0Value::Utf8String("createStream".into()), Amf0Value::Number(2.0), Amf0Value::Null]);
-    let batch: Vec<u8> = create.iter().copied().cycle().take(create.len() * 500).collect();
+    let delete = |id: u32| {
+        let name = Amf0Value::Utf8String("deleteStream".into());
+        command(vec![name, Amf0Value::Number(3.0), Amf0Value::Null, Amf0Value::Number(f64::from(id))])
+    };
+    let mut next_id = 1;
     let dropped = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
+            let mut batch = Vec::new();
+            for _ in 0..250 {
+                batch.extend_from_slice(&create);
+                batch.extend_from_slice(&delete(next_id));
+                next_id += 1;
+            }
             if stream.write_all(&batch).await.is_err() {
                 return;
             }
@@ -138,6 +149,21 @@ async fn a_client_that_never_reads_is_dropped() {
     assert!(dropped.is_ok(), "the server kept a client that reads nothing");
     // Its slot is free: a real publish goes through.
     publish(ts.rtmp(), "after-flood", &tags("media/av_no_bframes.flv")).await.unwrap();
+}
+
+/// A client that keeps creating message streams is cut off: rml_rtmp keeps an entry for each.
+#[tokio::test]
+async fn a_create_stream_flood_ends_its_connection() {
+    use rml_rtmp::rml_amf0::Amf0Value;
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(config(dir.path(), 1, 3)).await;
+    let create = command(vec![Amf0Value::Utf8String("createStream".into()), Amf0Value::Number(2.0), Amf0Value::Null]);
+    let mut flood = connect_command();
+    for _ in 0..100 {
+        flood.extend_from_slice(&create);
+    }
+    closed_after(ts.rtmp(), &flood).await.unwrap();
+    publish(ts.rtmp(), "after-create-flood", &tags("media/av_no_bframes.flv")).await.unwrap();
 }
 
 /// One address cannot take every connection slot.

@@ -146,6 +146,37 @@ fn commands_with_fewer_than_three_values_are_refused() {
 }
 
 #[test]
+fn open_message_streams_are_bounded_as_rml_rtmp_numbers_them() {
+    let create = chunks(3, 20, &command("createStream", Amf0Value::Null), 128);
+    let delete = |id: f64| {
+        let values = [Amf0Value::Utf8String("deleteStream".into()), Amf0Value::Number(3.0), Amf0Value::Null];
+        let mut body = amf0(&values);
+        body.extend_from_slice(&amf0(&[Amf0Value::Number(id)]));
+        chunks(3, 20, &body, 128)
+    };
+    // Before connect, rml_rtmp creates streams but ignores deletes: they free nothing.
+    let mut guard = Guard::new(LIMITS);
+    for id in 1..=MAX_OPEN_STREAMS {
+        inspect_all(&mut guard, &create).unwrap();
+        inspect_all(&mut guard, &delete(id as f64)).unwrap();
+    }
+    assert_eq!(inspect_all(&mut guard, &create).unwrap_err().refusal, Refusal::TooManyStreams);
+    // Connected: a create and a delete of its id, a thousand times over, hold one stream at a time; a
+    // delete of an id never given out frees nothing.
+    let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    for id in 1..=1000 {
+        inspect_all(&mut guard, &create).unwrap();
+        inspect_all(&mut guard, &delete(f64::from(id))).unwrap();
+    }
+    for _ in 0..MAX_OPEN_STREAMS {
+        inspect_all(&mut guard, &create).unwrap();
+        inspect_all(&mut guard, &delete(5000.0)).unwrap();
+    }
+    assert_eq!(inspect_all(&mut guard, &create).unwrap_err().refusal, Refusal::TooManyStreams);
+}
+
+#[test]
 fn message_sizes_are_bounded_before_and_after_connect() {
     let header = |len: u32, type_id: u8| {
         let mut h = vec![4, 0, 0, 0];
