@@ -278,6 +278,10 @@ pub struct LimitsFile {
     pub rtmp_send_timeout_ms: Option<u64>,
     /// Per channel: TS bytes that may wait for storage before the segment being produced is dropped.
     pub storage_queue_bytes: Option<usize>,
+    /// All channels together: media bytes queued for storage or in uploads not yet complete. Past three
+    /// quarters of it new publishes are refused; past it the channels holding the most lose their newest
+    /// segment. Default: a sixteenth of the machine's memory, at least 64 MiB.
+    pub media_memory_bytes: Option<usize>,
     /// Largest RTMP audio or video message (a keyframe) accepted from a connected client.
     pub max_rtmp_message_bytes: Option<u32>,
     /// A connection that sends nothing for this long is closed. Default 30000.
@@ -388,12 +392,24 @@ pub struct Limits {
     pub max_rtmp_connections_per_ip: usize,
     pub rtmp_send_timeout: Duration,
     pub storage_queue_bytes: usize,
+    pub media_memory_bytes: usize,
     pub max_rtmp_message_bytes: u32,
     pub rtmp_idle_timeout: Duration,
     pub storage_failure_timeout: Duration,
     pub max_http_connections: usize,
     pub max_http_connections_per_ip: usize,
     pub http_body_timeout: Duration,
+}
+
+/// `[limits] media_memory_bytes` when the config does not say: a sixteenth of the machine's memory,
+/// at least 64 MiB (1 GiB where the machine's memory cannot be read).
+fn default_media_memory() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    });
+    total.map_or(1 << 30, |bytes| (bytes / 16).max(64 << 20))
 }
 
 /// The validated configuration.
@@ -542,6 +558,7 @@ impl Config {
                 .unwrap_or_else(|| (file.limits.max_rtmp_connections.unwrap_or(4096) / 4).max(1)),
             rtmp_send_timeout: Duration::from_millis(file.limits.rtmp_send_timeout_ms.unwrap_or(10_000)),
             storage_queue_bytes: file.limits.storage_queue_bytes.unwrap_or(8 << 20),
+            media_memory_bytes: file.limits.media_memory_bytes.unwrap_or_else(default_media_memory),
             max_rtmp_message_bytes: file.limits.max_rtmp_message_bytes.unwrap_or(DEFAULT_MAX_RTMP_MESSAGE),
             rtmp_idle_timeout: Duration::from_millis(file.limits.rtmp_idle_timeout_ms.unwrap_or(30_000)),
             storage_failure_timeout: Duration::from_millis(file.limits.storage_failure_timeout_ms.unwrap_or(30_000)),
@@ -579,6 +596,12 @@ impl Config {
             return Err(invalid(
                 "[limits] max_rtmp_connections_per_ip must be > 0 and rtmp_send_timeout_ms >= 100".into(),
             ));
+        }
+        if limits.media_memory_bytes < limits.storage_queue_bytes {
+            return Err(invalid(format!(
+                "[limits] media_memory_bytes = {} is below storage_queue_bytes = {}: one channel could not queue a segment",
+                limits.media_memory_bytes, limits.storage_queue_bytes
+            )));
         }
         if limits.max_rtmp_connections == 0 || limits.storage_queue_bytes < 256 * 1024 {
             return Err(invalid("[limits] max_rtmp_connections must be > 0 and storage_queue_bytes >= 262144".into()));

@@ -11,7 +11,8 @@
 //!    Video/AudioDataReceived { data: Bytes (FLV tag body), timestamp ms } -> publish::Session::media
 //! -> ingest::Ingest (sync): flv tag -> media::Frame { dts, pts: Timestamp90k, payload: Bytes slice }
 //! -> hls::Segmenter (owns ts::Muxer): TS bytes in ~64 KiB chunks, segment boundaries with 90 kHz durations
-//! -> bounded queue per publish (the only queue on the media path; full => the segment being made is dropped whole)
+//! -> bounded queue per publish (the only queue on the media path; full => the segment being made is dropped whole);
+//!    budget::MediaBudget bounds the bytes of all publishes' queues and uploads together (sheds the biggest)
 //! -> storage::sink::Sink (task per publish) asks hls::live::Recorder (sans-I/O: seq, gaps, discontinuities,
 //!    window) for effects and carries them out in order: segment upload -> index row -> playlist -> event,
 //!    each write only while the channel's lease fence holds
@@ -28,12 +29,13 @@
 //!
 //! ```text
 //! leaves:   egress  config(-> egress)  names  wire  reply  media  flv  ts  auth(-> config)  metrics
+//!           budget(-> metrics)
 //! core:     hls(-> media, ts)  ingest(-> flv, hls, media, ts)
 //! state:    meta(-> config)  channels(-> names)  storage(-> config, names, hls)
 //! events:   notify(-> meta, auth, config, wire)  journal(-> meta, notify)
 //! cluster:  cluster(-> channels, config, journal, meta, notify)
-//! shells:   storage::sink(-> channels, hls, journal, meta, notify)  publish(-> auth, channels, cluster, hls,
-//!           ingest, journal, meta, storage)  rtmp(-> publish)  service(-> meta, channels, cluster, storage,
+//! shells:   storage::sink(-> budget, channels, hls, journal, meta, notify)  publish(-> auth, channels, cluster, hls,
+//!           ingest, journal, meta, storage, budget)  rtmp(-> publish)  service(-> meta, channels, cluster, storage,
 //!           notify)  api(-> service, reply, meta, channels, cluster, storage, notify)  http(-> api, rtmp,
 //!           service)  server(-> everything)
 //! ```
@@ -44,6 +46,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod channels;
 pub mod cluster;
 pub mod config;

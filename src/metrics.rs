@@ -35,7 +35,7 @@ label_values! {
         ConnectionLimit => "connection_limit", PerAddressLimit => "per_address_limit", Protocol => "protocol",
         BadRequest => "bad_request", AccessDenied => "access_denied", NoSuchChannel => "no_such_channel",
         Disabled => "disabled", AlreadyLive => "already_live", Unavailable => "unavailable",
-        Draining => "draining", Internal => "internal",
+        Draining => "draining", Internal => "internal", Overloaded => "overloaded",
     }
 }
 
@@ -111,6 +111,8 @@ pub enum RefusedReason {
     Unavailable,
     Draining,
     Internal,
+    /// The node's media memory budget is too full to take another publish.
+    Overloaded,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -128,6 +130,8 @@ pub struct Metrics {
     pub live_publishes: Gauge,
     pub outbox_pending: Gauge,
     pub takeovers: Counter,
+    /// Media bytes queued for storage or held by uploads in progress (`budget`).
+    pub media_bytes_waiting: Gauge,
 }
 
 fn latency() -> Histogram {
@@ -147,6 +151,7 @@ impl Metrics {
             live_publishes: Gauge::default(),
             outbox_pending: Gauge::default(),
             takeovers: Counter::default(),
+            media_bytes_waiting: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("segments", "Segments by outcome", m.segments.clone());
@@ -160,6 +165,11 @@ impl Metrics {
             "takeovers",
             "Live publishes ended on this node for a new publish (publisher_takeover)",
             m.takeovers.clone(),
+        );
+        registry.register(
+            "media_bytes_waiting",
+            "Media bytes queued for storage or in uploads not yet complete ([limits] media_memory_bytes)",
+            m.media_bytes_waiting.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -66,6 +66,10 @@ pub enum Refusal {
     /// This node is draining (shutting down, or taken out of the balancer): publish to another node.
     #[error("ServiceUnavailable: this node is draining; publish again (the balancer sends you to another node)")]
     Draining,
+    /// Storage is not keeping up with this node's publishers: taking one more would cost the live ones
+    /// segments.
+    #[error("ServiceUnavailable: this node is overloaded, {0}; publish again later or to another node")]
+    Overloaded(crate::budget::Overloaded),
 }
 
 impl Refusal {
@@ -80,7 +84,7 @@ impl Refusal {
             Refusal::Disabled => "LiveChannelDisabled",
             Refusal::AlreadyLive(_) => "ChannelStillLive",
             Refusal::Internal(_) => "InternalError",
-            Refusal::Unavailable(_) | Refusal::Draining => "ServiceUnavailable",
+            Refusal::Unavailable(_) | Refusal::Draining | Refusal::Overloaded(_) => "ServiceUnavailable",
         }
     }
 
@@ -98,6 +102,7 @@ impl Refusal {
             Refusal::Internal(_) => R::Internal,
             Refusal::Unavailable(_) => R::Unavailable,
             Refusal::Draining => R::Draining,
+            Refusal::Overloaded(_) => R::Overloaded,
         }
     }
 
@@ -111,7 +116,7 @@ impl Refusal {
             Refusal::AccessDenied(_) | Refusal::NoSuchLiveChannel(_) | Refusal::Disabled | Refusal::Internal(_) => {
                 "NetStream.Publish.Rejected"
             }
-            Refusal::Unavailable(_) | Refusal::Draining => "NetStream.Publish.Failed",
+            Refusal::Unavailable(_) | Refusal::Draining | Refusal::Overloaded(_) => "NetStream.Publish.Failed",
         }
     }
 }
@@ -234,6 +239,8 @@ pub struct Context {
     pub on_stored: Option<mpsc::UnboundedSender<Stored>>,
     /// The server stops: writers waiting out a reconnect window give up.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Media bytes waiting for storage, all publishes together.
+    pub budget: Arc<crate::budget::MediaBudget>,
 }
 
 /// The stream could not go on.
@@ -251,6 +258,8 @@ pub struct Session {
     outputs: Vec<Output>,
     /// Index of a segment whose bytes could not be queued: the rest of it is dropped, not half-stored.
     lost_index: Option<u64>,
+    /// This publish's bytes in the node's media budget.
+    holding: Arc<crate::budget::Holding>,
     started: SystemTime,
     /// The push-history record of this publish (closed when it ends).
     push_id: i64,
@@ -307,6 +316,7 @@ impl Session {
         let policy = Policy { keys: &ctx.keys };
         let who = policy.authorize(bucket, stream_key, SystemTime::now())?;
         let key = &who.key;
+        let holding = ctx.budget.open().map_err(Refusal::Overloaded)?;
         let internal = |e: crate::meta::MetaError| Refusal::Internal(e.to_string());
         let record = ctx.meta.get_channel(key.bucket(), key.channel()).await.map_err(internal)?;
         let settings = match policy.admit(&who, record.as_ref())? {
@@ -385,6 +395,7 @@ impl Session {
             fence: claimed.fence.clone(),
             health: Some(Arc::clone(&guard.health)),
             seqs: Some(crate::storage::sink::SeqReservation::new(ctx.meta.clone(), SEQ_BLOCK)),
+            budget: Some(Arc::clone(&holding)),
         };
         let (summary_tx, summary_rx) = tokio::sync::oneshot::channel();
         let writer = Writer {
@@ -410,6 +421,7 @@ impl Session {
             tx,
             outputs: Vec::with_capacity(8),
             lost_index: None,
+            holding,
             started,
             push_id: claimed.push_id,
             event,
@@ -601,27 +613,50 @@ impl Session {
         *self.guard.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
     }
 
-    /// Queues outputs for storage without ever waiting: if the queue is full, the segment being produced is
-    /// dropped whole (and reported), so ingest keeps flowing and nothing half-written is ever listed.
+    /// Queues outputs for storage without ever waiting: if the queue is full, or the node's media budget
+    /// says this publish holds more than its share, the segment being produced is dropped whole (and
+    /// reported), so ingest keeps flowing and nothing half-written is ever listed.
     fn forward(&mut self, outputs: &mut Vec<Output>) {
         for output in outputs.drain(..) {
             let index = output_index(&output);
             if index == self.lost_index {
                 continue;
             }
+            let bytes = match &output {
+                Output::Chunk { data, .. } => data.len(),
+                Output::Closed(_) => 0,
+            };
+            if !self.holding.try_charge(bytes) {
+                self.drop_segment(
+                    index,
+                    "the node's media memory budget is full and this channel holds more than its share",
+                );
+                continue;
+            }
             match self.tx.try_send(output) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.lost_index = index;
-                    self.guard.health.dropped();
-                    crate::metrics::metrics().segment(crate::metrics::SegmentOutcome::Dropped);
-                    warn!(channel = %self.guard.key(), segment = ?index, "storage is too slow: dropping the segment being produced");
+                    self.holding.release(bytes);
+                    self.drop_segment(index, "storage is too slow");
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.holding.release(bytes);
                     self.lost_index = index;
                 }
             }
         }
+    }
+
+    fn drop_segment(&mut self, index: Option<u64>, why: &str) {
+        self.lost_index = index;
+        self.guard.health.dropped();
+        crate::metrics::metrics().segment(crate::metrics::SegmentOutcome::Dropped);
+        warn!(
+            channel = %self.guard.key(),
+            segment = ?index,
+            queued_bytes = self.holding.held(),
+            "{why}: dropping the segment being produced"
+        );
     }
 }
 

@@ -172,6 +172,7 @@ impl Server {
             tracker: tracker.clone(),
             on_stored: observers.on_stored,
             shutdown: shutdown.clone(),
+            budget: crate::budget::MediaBudget::new(config.limits.media_memory_bytes),
         });
         let rtmp_ctx = Arc::new(rtmp::Context {
             config: Arc::clone(&config),

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Store;
+use crate::budget::Holding;
 use crate::channels::{Fence, Health};
 use crate::hls::live::{Effect, RecordEvent, Recorder};
 use crate::hls::{Output, Segment, segment_file_name};
@@ -50,6 +51,16 @@ pub struct Sink {
     pub health: Option<Arc<Health>>,
     /// Keeps the publish's reserved sequence numbers ahead of its segments; None in tools.
     pub seqs: Option<SeqReservation>,
+    /// The publish's bytes in the node's media budget: the publish charges what it queues, the writer
+    /// releases it once the upload holding it is done. None in tools.
+    pub budget: Option<Arc<Holding>>,
+}
+
+/// A segment upload in progress, and the bytes handed to it (held until it completes or is abandoned).
+struct Upload {
+    seq: u64,
+    writer: BufWriter,
+    bytes: usize,
 }
 
 /// Extends a publish's block of reserved sequence numbers (`meta::reserve_seqs`) in the background when
@@ -104,12 +115,17 @@ impl Sink {
     /// Runs until the queue closes (the publish ended and its last output was taken); returns the
     /// recorder, whose state the channel's next publish continues from.
     pub async fn run(self, mut recorder: Recorder, mut rx: mpsc::Receiver<Output>) -> Recorder {
-        let mut uploads: VecDeque<(u64, BufWriter)> = VecDeque::new();
+        let mut uploads: VecDeque<Upload> = VecDeque::new();
         let mut effects = Vec::with_capacity(8);
         let mut work = VecDeque::with_capacity(8);
+        // Bytes taken from the queue and not yet given back to the budget.
+        let mut owned = 0usize;
         loop {
             let ended = match rx.recv().await {
                 Some(output) => {
+                    if let Output::Chunk { data, .. } = &output {
+                        owned += data.len();
+                    }
                     if let Some(seqs) = &self.seqs {
                         seqs.top_up(&self.key, &mut recorder);
                     }
@@ -129,6 +145,12 @@ impl Sink {
                     work.push_front(e);
                 }
             }
+            // What no upload holds any more (completed, abandoned, or never appended) goes back.
+            let held: usize = uploads.iter().map(|u| u.bytes).sum();
+            if let Some(budget) = &self.budget {
+                budget.release(owned.saturating_sub(held));
+            }
+            owned = held;
             if ended {
                 break;
             }
@@ -142,21 +164,22 @@ impl Sink {
         &self,
         effect: Effect,
         recorder: &mut Recorder,
-        uploads: &mut VecDeque<(u64, BufWriter)>,
+        uploads: &mut VecDeque<Upload>,
         out: &mut Vec<Effect>,
     ) {
         match effect {
             Effect::Begin { seq } if !self.fence.holds() => recorder.upload_failed(seq, FENCED.to_owned(), out),
             Effect::Begin { seq } => match self.begin(seq).await {
-                Ok(writer) => uploads.push_back((seq, writer)),
+                Ok(writer) => uploads.push_back(Upload { seq, writer, bytes: 0 }),
                 Err(e) => {
                     warn!(channel = %self.key, seq, error = %e, "cannot start segment upload");
                     recorder.upload_failed(seq, e, out);
                 }
             },
             Effect::Append { seq, data } => {
-                let Some((_, writer)) = uploads.iter_mut().find(|(s, _)| *s == seq) else { return };
-                if let Err(e) = writer.put(data).await {
+                let Some(upload) = uploads.iter_mut().find(|u| u.seq == seq) else { return };
+                upload.bytes += data.len();
+                if let Err(e) = upload.writer.put(data).await {
                     warn!(channel = %self.key, seq, error = %e, "segment upload failed");
                     recorder.upload_failed(seq, e.to_string(), out);
                 }
@@ -289,7 +312,7 @@ impl Sink {
 /// Parts of one segment uploading at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
-fn take(uploads: &mut VecDeque<(u64, BufWriter)>, seq: u64) -> Option<BufWriter> {
-    let at = uploads.iter().position(|(s, _)| *s == seq)?;
-    uploads.remove(at).map(|(_, w)| w)
+fn take(uploads: &mut VecDeque<Upload>, seq: u64) -> Option<BufWriter> {
+    let at = uploads.iter().position(|u| u.seq == seq)?;
+    uploads.remove(at).map(|u| u.writer)
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use livechannel::rtmp::client::ClientError;
 use livechannel::storage::Store;
 use livechannel::ts::inspect::inspect;
 use object_store::path::Path;
@@ -18,14 +19,26 @@ use object_store::{
     PutOptions, PutPayload, PutResult, UploadPart,
 };
 
-/// A local store whose segment writes (parts, or single PUTs) take `DELAY` each while `slow` is set.
-#[derive(Debug)]
+/// A local store whose segment writes (parts, or single PUTs) take `DELAY` each while `slow` is set, and
+/// wait for as long as `blocked` is.
+#[derive(Debug, Clone)]
 struct Throttled {
     inner: Arc<dyn ObjectStore>,
     slow: Arc<AtomicBool>,
+    blocked: Arc<AtomicBool>,
 }
 
 const DELAY: Duration = Duration::from_millis(400);
+
+/// Waits as a segment write on `Throttled` does.
+async fn hold(slow: bool, blocked: &AtomicBool) {
+    while blocked.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if slow {
+        tokio::time::sleep(DELAY).await;
+    }
+}
 
 impl fmt::Display for Throttled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,17 +50,16 @@ impl fmt::Display for Throttled {
 struct SlowUpload {
     inner: Box<dyn MultipartUpload>,
     slow: Arc<AtomicBool>,
+    blocked: Arc<AtomicBool>,
 }
 
 #[async_trait]
 impl MultipartUpload for SlowUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let part = self.inner.put_part(data);
-        let slow = self.slow.load(Ordering::Relaxed);
+        let (slow, blocked) = (self.slow.load(Ordering::Relaxed), Arc::clone(&self.blocked));
         Box::pin(async move {
-            if slow {
-                tokio::time::sleep(DELAY).await;
-            }
+            hold(slow, &blocked).await;
             part.await
         })
     }
@@ -70,8 +82,8 @@ impl ObjectStore for Throttled {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         // A segment smaller than a part is one PUT: it is as slow as a part would be.
-        if self.slow.load(Ordering::Relaxed) && location.as_ref().ends_with(".ts") {
-            tokio::time::sleep(DELAY).await;
+        if location.as_ref().ends_with(".ts") {
+            hold(self.slow.load(Ordering::Relaxed), &self.blocked).await;
         }
         self.inner.put_opts(location, payload, opts).await
     }
@@ -82,7 +94,7 @@ impl ObjectStore for Throttled {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let inner = self.inner.put_multipart_opts(location, opts).await?;
-        Ok(Box::new(SlowUpload { inner, slow: Arc::clone(&self.slow) }))
+        Ok(Box::new(SlowUpload { inner, slow: Arc::clone(&self.slow), blocked: Arc::clone(&self.blocked) }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
@@ -114,7 +126,7 @@ async fn slow_storage_drops_whole_segments_without_stalling_ingest_or_listing_pa
     let dir = tempfile::tempdir().unwrap();
     let local = Store::local(&dir.path().join("media")).unwrap();
     let slow = Arc::new(AtomicBool::new(true));
-    let throttled = Throttled { inner: Arc::clone(local.objects()), slow: Arc::clone(&slow) };
+    let throttled = Throttled { inner: Arc::clone(local.objects()), slow: Arc::clone(&slow), blocked: Arc::default() };
     let store = Store::new(Arc::new(throttled), 64 * 1024);
     let mut cfg = config(dir.path(), 1, 20);
     cfg.limits.storage_queue_bytes = 256 * 1024; // 4 chunks of 64 KiB
@@ -154,5 +166,61 @@ async fn slow_storage_drops_whole_segments_without_stalling_ingest_or_listing_pa
     p.finish().await.unwrap();
     ts.wait_flushed("slow").await;
     assert_eq!(ts.drain_stored().len(), 10);
+    ts.server.shutdown(Duration::from_secs(10)).await;
+}
+
+/// The node-wide budget for media waiting for storage: with storage stalled, a publisher bursting into it
+/// fills the budget; past three quarters a new publish is refused with the reason, past the whole budget
+/// the publisher holding it loses its newest segments instead of growing. Once storage moves again every
+/// byte is given back and publishes are taken again.
+#[tokio::test]
+async fn a_stalled_store_fills_the_node_budget_then_new_publishes_are_refused_and_the_biggest_sheds() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Store::local(&dir.path().join("media")).unwrap();
+    let blocked = Arc::new(AtomicBool::new(true));
+    let throttled =
+        Throttled { inner: Arc::clone(local.objects()), slow: Arc::default(), blocked: Arc::clone(&blocked) };
+    let store = Store::new(Arc::new(throttled), 64 * 1024);
+    // 10 s segments of ~390 KB: six 64 KiB chunks each.
+    let mut cfg = config(dir.path(), 10, 20);
+    const BUDGET: usize = 512 * 1024;
+    cfg.limits.storage_queue_bytes = BUDGET;
+    cfg.limits.media_memory_bytes = BUDGET;
+    let mut ts = TestServer::start_with_store(cfg, Some(store)).await;
+
+    // 40 s of media in a burst, against storage that takes nothing.
+    let tags = tags("media/av_no_bframes.flv");
+    let mut big = livechannel::rtmp::client::Publisher::connect(ts.rtmp(), "live", "big").await.unwrap();
+    for round in 0..4 {
+        send_all(&mut big, &tags, round * 10_000).await.unwrap();
+    }
+    let refusal = eventually(Duration::from_secs(10), "a refusal for budget", async || {
+        match livechannel::rtmp::client::Publisher::connect(ts.rtmp(), "live", "small").await {
+            Err(ClientError::Refused { code, description }) => Some((code, description)),
+            Ok(p) => {
+                drop(p);
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    })
+    .await;
+    assert_eq!(refusal.0, "NetStream.Publish.Failed");
+    assert!(refusal.1.contains("overloaded") && refusal.1.contains("media_memory_bytes"), "{}", refusal.1);
+    let used: usize = refusal.1.split(" at ").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap();
+    assert!((BUDGET * 3 / 4..=BUDGET * 5 / 4).contains(&used), "{used} bytes counted");
+    let stat = ts.get("/live/big?live&comp=stat").await.text();
+    let dropped: u64 = tag(&stat, "Dropped").and_then(|d| d.parse().ok()).unwrap_or(0);
+    assert!(dropped >= 1, "the biggest holder shed its newest segments: {stat}");
+    big.finish().await.unwrap();
+
+    // Storage moves again: everything is given back, and publishes are taken.
+    blocked.store(false, Ordering::Relaxed);
+    ts.wait_flushed("big").await;
+    let stored = ts.drain_stored();
+    assert!(!stored.is_empty() && stored.len() < 4, "{} of 4 segments stored", stored.len());
+    publish(ts.rtmp(), "small", &tags).await.unwrap();
+    ts.wait_flushed("small").await;
+    assert_eq!(ts.drain_stored().len(), 1);
     ts.server.shutdown(Duration::from_secs(10)).await;
 }

@@ -210,6 +210,8 @@ async fn record_three_segments(b: &Backend) -> Vec<(u64, usize)> {
     let part = b.store.part_size();
     let sizes = [188 * 100, part + 188 * 1000, 188 * 50];
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let budget = livechannel::budget::MediaBudget::new(64 << 20);
+    let holding = budget.open().unwrap();
     let sink = Sink {
         store: b.store.clone(),
         key: key.clone(),
@@ -227,6 +229,7 @@ async fn record_three_segments(b: &Backend) -> Vec<(u64, usize)> {
         fence: livechannel::channels::Fence::unfenced(),
         health: None,
         seqs: None,
+        budget: Some(std::sync::Arc::clone(&holding)),
     };
     let state = ChannelState::resume(Playlist::new(3, 2), None, "playlist.m3u8".into());
     let writer = tokio::spawn(sink.run(Recorder::new(state), rx));
@@ -234,6 +237,7 @@ async fn record_three_segments(b: &Backend) -> Vec<(u64, usize)> {
         let mut left = *size;
         while left > 0 {
             let n = left.min(64 * 1024);
+            assert!(holding.try_charge(n));
             tx.send(Output::Chunk { index: index as u64, data: Bytes::from(vec![0x47u8; n]) }).await.unwrap();
             left -= n;
         }
@@ -242,6 +246,7 @@ async fn record_three_segments(b: &Backend) -> Vec<(u64, usize)> {
     drop(tx);
     let recorder = writer.await.unwrap();
     assert_eq!(recorder.counters().stored, 3, "{}: every segment stored", b.name);
+    assert_eq!(budget.used(), 0, "{}: the writer gave back every byte once its upload was done", b.name);
     sizes.iter().enumerate().map(|(i, s)| (i as u64, *s)).collect()
 }
 
