@@ -52,6 +52,8 @@ pub mod cluster;
 pub mod config;
 pub mod egress;
 pub mod flv;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hls;
 pub mod http;
 pub mod ingest;

@@ -125,6 +125,21 @@ impl Params {
     }
 }
 
+/// For `fuzzing`: the parameter decoding every RPC call goes through.
+#[doc(hidden)]
+pub fn fuzz_params(text: &str) {
+    let Some(params) = parse_form(text) else { return };
+    let p = Params(params);
+    for name in ["DomainName", "AppName", "StreamName", "Action", "NotifyUrl", "StartTime"] {
+        let _ = p.get(name);
+        let _ = p.bool(name);
+        let _ = p.list(name);
+    }
+    if let Some(t) = p.get("StartTime") {
+        let _ = NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%SZ").map(|t| SystemTime::from(t.and_utc()));
+    }
+}
+
 async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Value, RpcError> {
     let mut params = parse_form(req.uri().query().unwrap_or(""))
         .ok_or_else(|| err(400, "InvalidParameter", "The query string is not valid percent-encoding."))?;

@@ -238,6 +238,13 @@ struct RecordCallbackRequest {
     key: Option<String>,
 }
 
+/// For `fuzzing`: the request bodies' JSON.
+#[doc(hidden)]
+pub fn fuzz_bodies(body: &[u8]) {
+    let _ = serde_json::from_slice::<CallbackUrl>(body);
+    let _ = serde_json::from_slice::<RecordCallbackRequest>(body);
+}
+
 fn record_json(c: &RecordCallback) -> Value {
     // The key is never returned (the SDK's response model has no field for it).
     json!({

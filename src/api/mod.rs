@@ -13,7 +13,7 @@ pub mod huawei;
 pub mod objects;
 pub mod ops;
 pub mod oss;
-mod range;
+pub mod range;
 
 pub use crate::wire::{http_date, oss_time, request_id, utc_seconds};
 
