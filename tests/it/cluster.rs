@@ -7,9 +7,8 @@
 //! of the killed publish included; `/metrics` parses as OpenMetrics and its counters move.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,69 +30,6 @@ const TOKEN: &str = "static-token-0123456789";
 const SIGN_KEY: &str = "0123456789abcdef0123456789abcdef";
 const LEASE_MS: u64 = 3_000;
 const CHANNEL: &str = "story";
-
-/// One node: a `livechannel serve` process with its own config file; its log goes to `<dir>/<id>.log`.
-struct Node {
-    child: Child,
-    rtmp: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Node {
-    fn start(dir: &std::path::Path, id: &'static str, config: &str) -> Node {
-        let path = dir.join(format!("{id}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_livechannel"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .args(["--node-id", id])
-            .env("LIVECHANNEL_LOG", "info,livechannel=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log_path = dir.join(format!("{id}.log"));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut log = std::fs::File::create(log_path).unwrap();
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                use std::io::Write;
-                let _ = writeln!(log, "{line}");
-                if !sent && line.contains("livechannel listening") {
-                    let field = |name: &str| {
-                        line.split_whitespace()
-                            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                            .and_then(|v| v.parse::<SocketAddr>().ok())
-                    };
-                    let _ = tx.send((field("rtmp"), field("http")));
-                    sent = true;
-                }
-            }
-        });
-        let (rtmp, http) =
-            rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("node {id} did not start"));
-        Node { child, rtmp: rtmp.unwrap(), http: http.unwrap() }
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn node_config(dir: &std::path::Path, id: &str, pg: &str, prefix: &str) -> String {
     let s3 = test_s3_storage(None);

@@ -7,6 +7,7 @@ mod binary;
 mod callbacks;
 mod cluster;
 mod console;
+mod crash;
 mod garbage_in;
 mod hostile;
 mod http_e2e;

@@ -2,8 +2,10 @@
 //! and a minimal HTTP/1.1 client, so tests see exactly what players and encoders see.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -348,4 +350,67 @@ pub fn tag(xml: &str, name: &str) -> Option<String> {
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{name}>"))? + start;
     Some(xml[start..end].to_owned())
+}
+
+/// One node: a `livechannel serve` process with its own config file; its log goes to `<dir>/<id>.log`.
+pub struct Node {
+    pub child: Child,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Node {
+    pub fn start(dir: &std::path::Path, id: &'static str, config: &str) -> Node {
+        let path = dir.join(format!("{id}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_livechannel"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--node-id", id])
+            .env("LIVECHANNEL_LOG", "info,livechannel=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log_path = dir.join(format!("{id}.log"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut log = std::fs::File::create(log_path).unwrap();
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                use std::io::Write;
+                let _ = writeln!(log, "{line}");
+                if !sent && line.contains("livechannel listening") {
+                    let field = |name: &str| {
+                        line.split_whitespace()
+                            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                            .and_then(|v| v.parse::<SocketAddr>().ok())
+                    };
+                    let _ = tx.send((field("rtmp"), field("http")));
+                    sent = true;
+                }
+            }
+        });
+        let (rtmp, http) =
+            rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("node {id} did not start"));
+        Node { child, rtmp: rtmp.unwrap(), http: http.unwrap() }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
