@@ -149,6 +149,10 @@ async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Value, RpcError>
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    aliyun::precheck(&params, &headers, &ctx.keys, SystemTime::now()).map_err(|e| {
+        info!(error = %e, "aliyun api request refused before its body");
+        auth_error(e)
+    })?;
     let body = read_body(&headers, body, ctx.config.limits.http_body_timeout).await?;
     if form && !body.is_empty() {
         let text =

@@ -150,6 +150,39 @@ impl Verified {
     }
 }
 
+/// What can be checked before the body is read, from the query parameters and headers: a known access
+/// key and a fresh timestamp, for ACS3 (Authorization header) and for RPC signatures in the query. RPC
+/// parameters sent as a form body can only be checked once it is in (`Ok` here). A request that fails
+/// this is refused without waiting for its body.
+pub fn precheck(
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    keys: &Keys,
+    now: SystemTime,
+) -> Result<(), AuthError> {
+    let known = |id: &str| keys.secret(id).map(|_| ()).ok_or_else(|| AuthError::UnknownKey(id.to_owned()));
+    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        Some(auth) if auth.starts_with("ACS3-HMAC-SHA256 ") => {
+            let id = super::auth_param(&auth[17..], "Credential").ok_or_else(|| {
+                AuthError::Incomplete("Authorization needs Credential, SignedHeaders and Signature.".into())
+            })?;
+            known(id)?;
+            let date = headers
+                .get("x-acs-date")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| AuthError::Incomplete("x-acs-date is missing.".into()))?;
+            check_time(parse_time(date)?, now)
+        }
+        _ => match (param(query, "AccessKeyId"), param(query, "Timestamp")) {
+            (Some(id), Some(at)) => {
+                known(id)?;
+                check_time(parse_time(at)?, now)
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
 pub fn verify(req: &Request, keys: &Keys, nonces: &Nonces, now: SystemTime) -> Result<Verified, AuthError> {
     match req.headers.get("authorization").and_then(|v| v.to_str().ok()) {
         Some(auth) if auth.starts_with("ACS3-HMAC-SHA256 ") => verify_acs3(req, &auth[17..], keys, nonces, now),

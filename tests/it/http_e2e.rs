@@ -196,6 +196,41 @@ async fn a_trickling_request_body_is_cut_off_after_the_body_timeout() {
     assert_eq!(ts.get("/live?live").await.status, 200);
 }
 
+/// The Aliyun and Huawei dialects check what credentials they can before reading a body: a request
+/// without valid ones is answered at once, whatever body it promises, instead of holding the
+/// connection for the body timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_api_requests_without_credentials_are_refused_before_their_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1, 3);
+    cfg.limits.http_body_timeout = Duration::from_secs(30);
+    let ts = TestServer::start(cfg).await;
+    let promised = [("Content-Length", "60000"), ("Content-Type", "application/json")];
+    let now = chrono::Utc::now();
+    let sdk_date = now.format("%Y%m%dT%H%M%SZ").to_string();
+    let unknown = "SDK-HMAC-SHA256 Access=NOSUCHKEY, SignedHeaders=host;x-sdk-date, Signature=00";
+    let project = "/v1/0123456789abcdef0123456789abcdef/notifications/publish?domain=live";
+    let stale = (now - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let rpc = |key: &str, at: &str| {
+        format!(
+            "/?Action=DescribeLiveStreamsNotifyUrlConfig&DomainName=live&AccessKeyId={key}&Timestamp={at}&SignatureNonce=1&SignatureMethod=HMAC-SHA1&Signature=x"
+        )
+    };
+    let cases = [
+        ("PUT", project.to_owned(), Vec::<(&str, &str)>::new(), "401"),
+        ("PUT", project.to_owned(), vec![("Authorization", unknown), ("X-Sdk-Date", &sdk_date)], "401"),
+        ("POST", rpc("NOSUCHKEY", &now.format("%Y-%m-%dT%H:%M:%SZ").to_string()), vec![], "404"),
+        ("POST", rpc("NOSUCHKEY", &stale), vec![], "40"),
+    ];
+    for (method, path, extra, status) in cases {
+        let headers: Vec<(&str, &str)> = promised.iter().copied().chain(extra).collect();
+        let answer = tokio::time::timeout(Duration::from_secs(5), http_request(ts.http(), method, &path, &headers))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: no answer before the body"));
+        assert!(answer.status.to_string().starts_with(status), "{method} {path}: {} {}", answer.status, answer.text());
+    }
+}
+
 /// Idle sockets from one address (a flood, or a broken client pool) cannot take every HTTP slot: that
 /// address gets closed connections, and everybody else is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
