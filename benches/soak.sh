@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Soak: N real-time publishers (livechannel-bench) for DURATION seconds against one release build, with
+# every publish's callbacks (Huawei stream notification and recording callback) delivered to a receiver
+# on loopback. Every SAMPLE seconds it records the server's RSS, open fds, threads, outbox depth (callbacks
+# not yet delivered) and media bytes waiting for storage; at the end it says whether each stayed flat.
+# Segments older than 5 minutes are deleted as it goes (an operator's retention job), so an hour of
+# 100 streams does not fill the disk. Loopback only; bounded by DURATION.
+#
+#   benches/soak.sh                      N=100, DURATION=3600, SAMPLE=60
+#   N=20 DURATION=300 SAMPLE=10 benches/soak.sh
+#
+# Output: $OUT/soak.tsv (one line per sample) and the verdict on stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-100}; DURATION=${DURATION:-3600}; SAMPLE=${SAMPLE:-60}
+OUT=${OUT:-target/soak}
+INPUT=${INPUT:-fixtures/media/av_bframes.flv}
+mkdir -p "$OUT"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# shellcheck source=benches/common.sh
+source benches/common.sh
+cargo build --release --quiet --bin livechannel --bin livechannel-bench
+
+# The callback receiver: answers 200 to everything, counts what it got.
+HOOK=$(free_port)
+python3 - "$HOOK" "$work/hook.count" <<'PY' &
+import http.server, sys
+port, count_file = int(sys.argv[1]), sys.argv[2]
+seen = 0
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        global seen
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+        seen += 1
+        if seen % 100 == 0:
+            open(count_file, "w").write(str(seen))
+    do_GET = do_POST
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+PY
+wait_port "$HOOK"
+
+RTMP=$(free_port); HTTP=$(free_port)
+cat > "$work/config.toml" <<CONF
+rtmp_listen = "127.0.0.1:$RTMP"
+http_listen = "127.0.0.1:$HTTP"
+data_dir = "$work/data"
+[channel_defaults]
+frag_duration = 2
+frag_count = 3
+[[auth_tokens]]
+token = "soak-token-0123456789"
+project_id = "0123456789abcdef0123456789abcdef"
+[[buckets]]
+name = "live"
+acl = "public-read-write"
+auto_create_channels = true
+[limits]
+max_rtmp_connections = 10000
+[notify]
+allowed_destinations = ["127.0.0.0/8"]
+CONF
+LIVECHANNEL_LOG=warn target/release/livechannel serve --config "$work/config.toml" > /dev/null 2> "$work/log" &
+PID=$!
+wait_port "$HTTP"
+api="http://127.0.0.1:$HTTP/v1/0123456789abcdef0123456789abcdef"
+auth=(-H "X-Auth-Token: soak-token-0123456789" -H "Content-Type: application/json")
+curl -sf -X PUT "${auth[@]}" "$api/notifications/publish?domain=live" \
+  -d "{\"url\": \"http://127.0.0.1:$HOOK/hw\", \"auth_sign_key\": \"0123456789abcdef0123456789abcdef\"}" > /dev/null
+curl -sf -X POST "${auth[@]}" "$api/record/callbacks" \
+  -d "{\"publish_domain\": \"live\", \"app\": \"live\", \"notify_callback_url\": \"http://127.0.0.1:$HOOK/rec\",
+       \"notify_event_subscription\": [\"RECORD_NEW_FILE_START\", \"RECORD_FILE_COMPLETE\"]}" > /dev/null
+
+ulimit -n 20000 || true
+target/release/livechannel-bench --rtmp "127.0.0.1:$RTMP" --file "$INPUT" --streams "$N" --ramp 5 --warmup 0 \
+  --window "$DURATION" --latency-window 5 --hls "http://127.0.0.1:$HTTP/live/{name}/playlist.m3u8" \
+  --pids "$PID" --label soak --json "$OUT/soak.json" > "$OUT/bench.txt" 2>&1 &
+BENCH=$!
+
+metric() { curl -sf "http://127.0.0.1:$HTTP/metrics" | awk -v m="$1" '$1 == m { print $2; exit }'; }
+printf 'seconds\trss_kib\tfds\tthreads\toutbox_pending\tmedia_bytes_waiting\tsegments_stored\tcallbacks_received\n' > "$OUT/soak.tsv"
+started=$(date +%s)
+while kill -0 "$BENCH" 2>/dev/null; do
+  sleep "$SAMPLE"
+  kill -0 "$PID" || { echo "the server died: see $work/log"; tail -n 20 "$work/log"; exit 1; }
+  find "$work/data/media" -name '*.ts' -mmin +5 -delete 2>/dev/null || true
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(( $(date +%s) - started ))" \
+    "$(awk '/^VmRSS/ { print $2 }' /proc/$PID/status)" "$(ls /proc/$PID/fd | wc -l)" \
+    "$(awk '/^Threads/ { print $2 }' /proc/$PID/status)" "$(metric livechannel_outbox_pending)" \
+    "$(metric livechannel_media_bytes_waiting)" "$(metric 'livechannel_segments_total{outcome="stored"}')" \
+    "$(cat "$work/hook.count" 2>/dev/null || echo 0)" | tee -a "$OUT/soak.tsv"
+done
+wait "$BENCH" || true
+sed 's/^/  /' "$OUT/bench.txt"
+
+python3 - "$OUT/soak.tsv" "$N" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+n = int(sys.argv[2])
+if len(rows) < 4:
+    sys.exit(f"only {len(rows)} samples: run longer than 4 x SAMPLE")
+num = lambda r, k: float(r[k] or 0)
+# The first quarter is warm-up (buffers and caches reach their working size); compare the second
+# quarter with the last.
+q = len(rows) // 4
+early, late = rows[q:2 * q] or rows[q:q + 1], rows[-q:]
+def mean(rs, k): return sum(num(r, k) for r in rs) / len(rs)
+checks = [
+    ("rss_kib", mean(late, "rss_kib") <= mean(early, "rss_kib") * 1.10 + 2048, "within 10 % + 2 MiB"),
+    ("fds", max(num(r, "fds") for r in late) <= max(num(r, "fds") for r in early) + 10, "within 10"),
+    ("threads", max(num(r, "threads") for r in late) <= max(num(r, "threads") for r in early) + 4, "within 4"),
+    ("outbox_pending", max(num(r, "outbox_pending") for r in late) <= 4 * n, f"at most {4 * n}"),
+    ("media_bytes_waiting", max(num(r, "media_bytes_waiting") for r in late) <= n * 1 << 20, "at most 1 MiB a stream"),
+]
+stored = [num(r, "segments_stored") for r in rows]
+checks.append(("segments_stored", all(b > a for a, b in zip(stored, stored[1:])), "rises every sample"))
+for name, ok, rule in checks:
+    print(f"{name:22} early {mean(early, name):12.0f}  late {mean(late, name):12.0f}  {'flat' if ok else 'NOT FLAT'} ({rule})")
+print("verdict:", "flat" if all(ok for _, ok, _ in checks) else "not flat")
+PY
