@@ -165,7 +165,7 @@ pub fn sps_picture_size(sps: &[u8]) -> Option<(u32, u32)> {
                     let (mut last, mut next) = (8i32, 8i32);
                     for _ in 0..size {
                         if next != 0 {
-                            next = (last + r.se()? + 256) % 256;
+                            next = (i64::from(last) + i64::from(r.se()?)).rem_euclid(256) as i32;
                         }
                         last = if next == 0 { last } else { next };
                     }
@@ -187,8 +187,10 @@ pub fn sps_picture_size(sps: &[u8]) -> Option<(u32, u32)> {
     }
     r.ue()?; // max_num_ref_frames
     r.bit()?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = r.ue()? + 1;
-    let height_map_units = r.ue()? + 1;
+    // Checked: the sizes are 32-bit codes from outside, and an absurd one must fail the parse, not the
+    // arithmetic.
+    let width_mbs = r.ue()?.checked_add(1)?;
+    let height_map_units = r.ue()?.checked_add(1)?;
     let frame_mbs_only = r.bit()?;
     if frame_mbs_only == 0 {
         r.bit()?;
@@ -208,14 +210,37 @@ pub fn sps_picture_size(sps: &[u8]) -> Option<(u32, u32)> {
     };
     let crop_x = sub_w;
     let crop_y = sub_h * (2 - frame_mbs_only);
-    let width = (width_mbs * 16).checked_sub((cl + cr) * crop_x)?;
-    let height = (height_map_units * 16 * (2 - frame_mbs_only)).checked_sub((ct + cb) * crop_y)?;
+    let crop = |a: u32, b: u32, unit: u32| a.checked_add(b)?.checked_mul(unit);
+    let width = width_mbs.checked_mul(16)?.checked_sub(crop(cl, cr, crop_x)?)?;
+    let height =
+        height_map_units.checked_mul(16)?.checked_mul(2 - frame_mbs_only)?.checked_sub(crop(ct, cb, crop_y)?)?;
     Some((width, height))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bits into bytes, for hand-made SPSs.
+    fn pack(bits: &str) -> Vec<u8> {
+        let bits: Vec<u8> = bits.bytes().filter(|b| *b == b'0' || *b == b'1').map(|b| b - b'0').collect();
+        bits.chunks(8).map(|c| c.iter().enumerate().fold(0u8, |acc, (i, b)| acc | (b << (7 - i)))).collect()
+    }
+
+    /// Found by the rtmp_session fuzz target: a width or height near 2^32 macroblocks overflowed.
+    #[test]
+    fn an_sps_with_an_absurd_picture_size_is_refused_not_overflowed() {
+        let ue_max = format!("{}1{}", "0".repeat(31), "1".repeat(30) + "0");
+        for (width, height) in [(ue_max.as_str(), "1"), ("1", ue_max.as_str())] {
+            // Baseline profile, level 3.0, ids and orders 0, then the picture size, frame_mbs_only, no crop.
+            let sps = pack(&format!("01100111 01000010 00000000 00011110 1 1 1 1 1 0 {width} {height} 1 1 0 1"));
+            assert_eq!(sps_picture_size(&sps), None);
+        }
+        // Scaling-list deltas at the ends of their range (High profile) do not overflow either.
+        let big_se = format!("{}1{}", "0".repeat(31), "1".repeat(31));
+        let sps = pack(&format!("01100111 01100100 00000000 00011111 1 010 1 1 0 1 1 {big_se} {big_se}"));
+        let _ = sps_picture_size(&sps);
+    }
 
     // SPS/PPS of a 1280x720 High-profile stream made by ffmpeg's libx264 (ffmpeg -f lavfi -i testsrc=size=1280x720).
     const SPS_720P: &[u8] = &[
