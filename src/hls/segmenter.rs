@@ -300,10 +300,16 @@ impl Segmenter {
     fn finish_open(&mut self, at: Option<Timestamp90k>, forced: bool, out: &mut Vec<Output>) {
         let Some(open) = self.open.take() else { return };
         self.emit_chunk(open.index, out);
+        // Up to the next segment's start, unless a hole in the media (a step under the jump threshold)
+        // would carry it past the force-cut bound: then it ends with its last frame, which is within it.
+        let mut duration = at.unwrap_or(open.end) - open.start;
+        if duration > self.config.forced_cut() {
+            duration = open.end - open.start;
+        }
         out.push(Output::Closed(Segment {
             index: open.index,
             start: open.start,
-            duration: at.unwrap_or(open.end) - open.start,
+            duration,
             started_at: open.started_at,
             starts_with_keyframe: open.starts_with_keyframe,
             forced,

@@ -145,6 +145,21 @@ fn without_keyframes_a_segment_is_force_cut_at_sixty_seconds_and_the_next_is_mar
     assert!(!segs[1].starts_with_keyframe);
 }
 
+/// Found by the segmenter fuzz target: a hole of a few seconds in the media (under the jump threshold)
+/// just before the force-cut bound made a 62 s segment.
+#[test]
+fn a_hole_in_the_media_does_not_carry_a_segment_past_the_forced_bound() {
+    let mut frames: Vec<Frame> = (0..1400).map(|i| video(i * 40, i == 0)).collect();
+    frames.extend((0..100).map(|i| video(64_000 + i * 40, false)));
+    let r = run(SegmenterConfig::new(2), &frames, false, true);
+    let segs = r.segments();
+    assert!(segs.len() >= 2);
+    for s in &segs {
+        assert!(s.duration <= Timestamp90k::from_secs(60), "segment {} lasts {} s", s.index, secs(s.duration));
+    }
+    assert!(secs(segs[0].duration) > 55.9, "it still ends with its last frame");
+}
+
 #[test]
 fn the_forced_bound_is_twice_frag_duration_when_that_is_longer() {
     assert_eq!(SegmenterConfig::new(40).forced_cut(), Timestamp90k::from_secs(80));
