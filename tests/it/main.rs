@@ -8,6 +8,7 @@ mod callbacks;
 mod cluster;
 mod console;
 mod crash;
+mod disk_full;
 mod garbage_in;
 mod hostile;
 mod http_e2e;
