@@ -181,3 +181,42 @@ async fn connections_per_address_are_limited() {
         eventually(Duration::from_secs(5), "a slot after one closed", async || handshake(ts.rtmp()).await.ok()).await;
     drop((second, third));
 }
+
+/// 5,000 idle connections (half on the RTMP port, half on the HTTP port, from four loopback addresses so
+/// the per-address limits are not what holds them off) do not stop a real publish or its playback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an open-file limit of at least 12000 (ulimit -n)"]
+async fn five_thousand_idle_connections_do_not_stop_a_publish_or_playback() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1, 20);
+    cfg.limits.max_rtmp_connections = 8192;
+    cfg.limits.max_http_connections = 8192;
+    let mut ts = TestServer::start(cfg).await;
+    let mut idle = Vec::with_capacity(5000);
+    for i in 0..5000u32 {
+        let source: SocketAddr = format!("127.0.0.{}:0", 2 + (i / 2) % 4).parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(source).unwrap();
+        let target = if i % 2 == 0 { ts.rtmp() } else { ts.http() };
+        match socket.connect(target).await {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("idle connection {i}: {e} (raise ulimit -n to 12000 or more)"),
+        }
+    }
+    publish(ts.rtmp(), "busy", &tags("media/av_no_bframes.flv")).await.unwrap();
+    ts.wait_flushed("busy").await;
+    assert_eq!(ts.drain_stored().len(), 10, "every segment stored");
+    let pl = playlist(&ts, "/live/busy/playlist.m3u8").await;
+    assert!(!pl.segments.is_empty());
+    let segment = ts.get(&format!("/live/busy/{}", pl.segments[0].uri)).await;
+    assert_eq!(segment.status, 200);
+    // The idle ones are still held open by the server (none was dropped to make room).
+    let mut closed = [0, 0];
+    for (i, s) in idle.iter().enumerate() {
+        let mut probe = [0u8; 1];
+        if !matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+            closed[i % 2] += 1;
+        }
+    }
+    assert_eq!(closed, [0, 0], "idle connections closed (RTMP, HTTP)");
+}
