@@ -14,7 +14,8 @@
 //!   type of a message in progress, and a chunk of another chunk stream inside a message;
 //! - it remembers the last header of every chunk stream id it has seen (up to 65,599): the guard allows
 //!   [`MAX_CHUNK_STREAMS`];
-//! - it indexes a command's first three values: the guard refuses commands with fewer;
+//! - it indexes a command's first three values, and those of a `@setDataFrame`: the guard refuses
+//!   commands and `@setDataFrame`s with fewer;
 //! - it keeps an entry per `createStream` until a `deleteStream` of that id: the guard numbers the streams
 //!   as rml_rtmp does (1, 2, ...) and allows [`MAX_OPEN_STREAMS`] at a time.
 //!
@@ -309,7 +310,15 @@ impl Guard {
                 self.chunk_size = size;
             }
             AMF0_DATA | AMF3_DATA => {
-                amf0_values(payload).map_err(|TooDeep| Refusal::TooDeep { type_id })?;
+                let values = amf0_values(payload).map_err(|TooDeep| Refusal::TooDeep { type_id })?;
+                // rml_rtmp takes the third value of `@setDataFrame` ("onMetaData", then the object) without
+                // checking that it is there.
+                if let Some(values) = values
+                    && values < 3
+                    && command_name(payload) == Some(b"@setDataFrame")
+                {
+                    return Err(Refusal::TooFewValues { values });
+                }
             }
             AMF0_COMMAND | AMF3_COMMAND => {
                 // rml_rtmp drops one leading zero byte of an "AMF3" command: Flash sends AMF0 in them.

@@ -50,7 +50,15 @@ fn client_bytes() -> Vec<u8> {
     let publish = command("publish", Amf0Value::Null);
     for (ts, type_id, data) in [
         (0u32, 20u8, publish),
-        (0, 18, amf0(&[Amf0Value::Utf8String("@setDataFrame".into()), Amf0Value::Utf8String("onMetaData".into())])),
+        (
+            0,
+            18,
+            amf0(&[
+                Amf0Value::Utf8String("@setDataFrame".into()),
+                Amf0Value::Utf8String("onMetaData".into()),
+                Amf0Value::Object([("width".to_string(), Amf0Value::Number(320.0))].into()),
+            ]),
+        ),
         (0, 9, vec![0x17; 300_000]),
         (40, 8, vec![0xAF; 400]),
         (0x0100_0000, 9, vec![0x27; 9000]),
@@ -143,6 +151,16 @@ fn commands_with_fewer_than_three_values_are_refused() {
     );
     let mut guard = Guard::new(LIMITS);
     inspect_all(&mut guard, &chunks(3, 20, &command("connect", Amf0Value::Null), 128)).unwrap();
+    // Found by the rtmp_session fuzz target: rml_rtmp panics on a @setDataFrame without its object.
+    let bare = amf0(&[Amf0Value::Utf8String("@setDataFrame".into()), Amf0Value::Utf8String("onMetaData".into())]);
+    let mut guard = Guard::new(LIMITS);
+    assert_eq!(
+        inspect_all(&mut guard, &chunks(4, 18, &bare, 128)).unwrap_err().refusal,
+        Refusal::TooFewValues { values: 2 }
+    );
+    let mut full = bare.clone();
+    full.extend_from_slice(&amf0(&[Amf0Value::Object(Default::default())]));
+    inspect_all(&mut Guard::new(LIMITS), &chunks(4, 18, &full, 128)).unwrap();
 }
 
 #[test]
