@@ -16,6 +16,8 @@
 //!   [`MAX_CHUNK_STREAMS`];
 //! - it indexes a command's first three values, and those of a `@setDataFrame`: the guard refuses
 //!   commands and `@setDataFrame`s with fewer;
+//! - it ignores commands before `connect`, leaving such a client connected until it times out: the guard
+//!   refuses any command before a `connect`;
 //! - it keeps an entry per `createStream` until a `deleteStream` of that id: the guard numbers the streams
 //!   as rml_rtmp does (1, 2, ...) and allows [`MAX_OPEN_STREAMS`] at a time.
 //!
@@ -55,15 +57,35 @@ pub struct Limits {
 /// Why the guard closed the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    TooDeep { type_id: u8 },
-    TooFewValues { values: usize },
-    TooLarge { type_id: u8, length: u32, limit: u32 },
+    TooDeep {
+        type_id: u8,
+    },
+    TooFewValues {
+        values: usize,
+    },
+    TooLarge {
+        type_id: u8,
+        length: u32,
+        limit: u32,
+    },
     TooManyChunkStreams,
     TooManyStreams,
-    NoPreviousHeader { csid: u32 },
-    Interleaved { csid: u32, in_progress: u32 },
-    HeaderChangedMessage { csid: u32 },
-    ChunkOverrun { csid: u32 },
+    /// A command other than `connect` before any `connect` (rml_rtmp would ignore it and leave the
+    /// connection hanging).
+    BeforeConnect,
+    NoPreviousHeader {
+        csid: u32,
+    },
+    Interleaved {
+        csid: u32,
+        in_progress: u32,
+    },
+    HeaderChangedMessage {
+        csid: u32,
+    },
+    ChunkOverrun {
+        csid: u32,
+    },
     BadChunkSize(Option<u32>),
 }
 
@@ -78,6 +100,7 @@ impl fmt::Display for Refusal {
                 write!(f, "type {type_id} message of {length} bytes exceeds the limit of {limit} bytes")
             }
             Refusal::TooManyChunkStreams => write!(f, "more than {MAX_CHUNK_STREAMS} chunk stream ids"),
+            Refusal::BeforeConnect => write!(f, "a command before connect"),
             Refusal::TooManyStreams => {
                 write!(f, "more than {MAX_OPEN_STREAMS} message streams open (createStream without deleteStream)")
             }
@@ -142,6 +165,8 @@ pub struct Guard {
     /// The id rml_rtmp gives the next `createStream`, and the ids it holds.
     next_stream: u32,
     open_streams: Vec<u32>,
+    /// A `connect` command has come (accepted or not yet).
+    connect_seen: bool,
 }
 
 impl Guard {
@@ -158,12 +183,14 @@ impl Guard {
             payload: Vec::new(),
             next_stream: 1,
             open_streams: Vec::new(),
+            connect_seen: false,
         }
     }
 
     /// The client's `connect` was accepted: media messages may now be as large as the limit allows.
     pub fn connected(&mut self) {
         self.connected = true;
+        self.connect_seen = true;
     }
 
     /// Inspects the next bytes from the client, in order. After a refusal the connection must close.
@@ -345,6 +372,8 @@ impl Guard {
     /// read it.
     fn count_streams(&mut self, body: &[u8]) -> Result<(), Refusal> {
         match command_name(body) {
+            Some(b"connect") => self.connect_seen = true,
+            _ if !self.connect_seen => return Err(Refusal::BeforeConnect),
             Some(b"createStream") => {
                 if self.open_streams.len() >= MAX_OPEN_STREAMS {
                     return Err(Refusal::TooManyStreams);

@@ -220,3 +220,62 @@ async fn five_thousand_idle_connections_do_not_stop_a_publish_or_playback() {
     }
     assert_eq!(closed, [0, 0], "idle connections closed (RTMP, HTTP)");
 }
+
+/// RTMP abuse, each on its own connection while a real publish goes on: chunk size 2^31-1 with a 16 MiB
+/// message, thousands of chunk stream ids, a publish without a connect, and a second publish on a
+/// publishing connection. Each connection is closed; the real publish loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_abuse_ends_only_the_abusers_connection() {
+    use livechannel::rtmp::client::Publisher;
+    use rml_rtmp::rml_amf0::Amf0Value;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ts = TestServer::start(config(dir.path(), 1, 20)).await;
+    let tags = tags("media/av_no_bframes.flv");
+    let mut real = Publisher::connect(ts.rtmp(), "live", "steady").await.unwrap();
+    let (first, second) = tags.split_at(tags.len() / 2);
+    send_all(&mut real, first, 0).await.unwrap();
+
+    let publish_cmd = |name: &str| {
+        let values = vec![
+            Amf0Value::Utf8String("publish".into()),
+            Amf0Value::Number(5.0),
+            Amf0Value::Null,
+            Amf0Value::Utf8String(name.into()),
+            Amf0Value::Utf8String("live".into()),
+        ];
+        let mut bytes = chunks(4, 20, &rml_rtmp::rml_amf0::serialize(&values).unwrap(), 128);
+        bytes[8] = 1; // message stream 1, the one createStream gives
+        bytes
+    };
+    // Chunk size 2^31-1 is legal; a 16 MiB message is not, before or after connect.
+    let mut huge = chunks(2, 1, &0x7FFF_FFFFu32.to_be_bytes(), 128);
+    huge.extend_from_slice(&connect_command());
+    huge.extend_from_slice(&[6, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0]);
+    huge.extend_from_slice(&vec![0x17; 64 * 1024]);
+    closed_after(ts.rtmp(), &huge).await.unwrap();
+    // Thousands of chunk stream ids (three-byte basic headers).
+    let mut ids = Vec::new();
+    for csid in 0..3000u16 {
+        let [lo, hi] = csid.to_le_bytes();
+        ids.extend_from_slice(&[1, lo, hi, 0, 0, 0, 0, 0, 1, 8, 1, 0, 0, 0, 0xAF]);
+    }
+    closed_after(ts.rtmp(), &ids).await.unwrap();
+    // A publish without a connect.
+    closed_after(ts.rtmp(), &publish_cmd("sneaky")).await.unwrap();
+    // A second publish on a publishing connection.
+    let mut twice = Publisher::connect(ts.rtmp(), "live", "first").await.unwrap();
+    send_all(&mut twice, &tags[..40], 0).await.unwrap();
+    twice.send_raw(&publish_cmd("second")).await.unwrap();
+    let _ = twice.closed_by_server(Duration::from_secs(10)).await.expect("the server closes the connection");
+    let second_channel = ts.get("/live/second?live&comp=stat").await;
+    assert_ne!(second_channel.status, 200, "no second channel went live: {}", second_channel.text());
+
+    // The real publish went on untouched.
+    send_all(&mut real, second, 0).await.unwrap();
+    real.finish().await.unwrap();
+    ts.wait_flushed("steady").await;
+    let stored: Vec<_> = ts.drain_stored().into_iter().filter(|s| s.segment.bytes > 0).collect();
+    assert!(stored.len() >= 10, "{} segments of the real publish stored", stored.len());
+    let pl = playlist(&ts, "/live/steady/playlist.m3u8").await;
+    assert_eq!(pl.segments.len(), 10, "the real publish lost nothing");
+}

@@ -172,8 +172,12 @@ fn open_message_streams_are_bounded_as_rml_rtmp_numbers_them() {
         body.extend_from_slice(&amf0(&[Amf0Value::Number(id)]));
         chunks(3, 20, &body, 128)
     };
-    // Before connect, rml_rtmp creates streams but ignores deletes: they free nothing.
+    // No command but connect comes first.
     let mut guard = Guard::new(LIMITS);
+    assert_eq!(inspect_all(&mut guard, &create).unwrap_err().refusal, Refusal::BeforeConnect);
+    // Before the connect is accepted, rml_rtmp creates streams but ignores deletes: they free nothing.
+    let mut guard = Guard::new(LIMITS);
+    inspect_all(&mut guard, &chunks(3, 20, &command("connect", Amf0Value::Null), 128)).unwrap();
     for id in 1..=MAX_OPEN_STREAMS {
         inspect_all(&mut guard, &create).unwrap();
         inspect_all(&mut guard, &delete(id as f64)).unwrap();
