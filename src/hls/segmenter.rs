@@ -301,11 +301,13 @@ impl Segmenter {
         let Some(open) = self.open.take() else { return };
         self.emit_chunk(open.index, out);
         // Up to the next segment's start, unless a hole in the media (a step under the jump threshold)
-        // would carry it past the force-cut bound: then it ends with its last frame, which is within it.
-        let mut duration = at.unwrap_or(open.end) - open.start;
-        if duration > self.config.forced_cut() {
-            duration = open.end - open.start;
-        }
+        // would carry it past the force-cut bound, or the next one starts before this one did (a track
+        // whose configuration came late, stamped a little behind the other): then it ends with its last
+        // frame, which is within the bound and after its start.
+        let duration = match at.map(|at| at - open.start) {
+            Some(to_next) if to_next.ticks() >= 0 && to_next <= self.config.forced_cut() => to_next,
+            _ => open.end - open.start,
+        };
         out.push(Output::Closed(Segment {
             index: open.index,
             start: open.start,

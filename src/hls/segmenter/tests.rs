@@ -160,6 +160,25 @@ fn a_hole_in_the_media_does_not_carry_a_segment_past_the_forced_bound() {
     assert!(secs(segs[0].duration) > 55.9, "it still ends with its last frame");
 }
 
+/// Found by the flv_tags fuzz target: audio opened a segment, then the video configuration came and a
+/// keyframe stamped 46 ms before that segment's start cut it: a negative duration.
+#[test]
+fn a_cut_stamped_before_the_open_segment_started_leaves_no_negative_duration() {
+    let mut s = Segmenter::new(SegmenterConfig::new(1));
+    let mut out = Vec::new();
+    s.set_audio_config(aac());
+    for t in [46, 69] {
+        s.push(&audio(Timestamp90k::from_millis(t).ticks()), SystemTime::UNIX_EPOCH, &mut out).unwrap();
+    }
+    s.set_video_config(avc());
+    s.push(&video(0, true), SystemTime::UNIX_EPOCH, &mut out).unwrap();
+    s.close(&mut out);
+    let closed: Vec<_> = out.iter().filter_map(|o| if let Output::Closed(s) = o { Some(s) } else { None }).collect();
+    assert_eq!(closed.len(), 2);
+    assert!(closed.iter().all(|s| s.duration.ticks() >= 0), "{closed:?}");
+    assert!(closed[0].duration.ticks() > 0, "the audio segment lasts as long as its frames");
+}
+
 #[test]
 fn the_forced_bound_is_twice_frag_duration_when_that_is_longer() {
     assert_eq!(SegmenterConfig::new(40).forced_cut(), Timestamp90k::from_secs(80));
