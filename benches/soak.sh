@@ -8,6 +8,7 @@
 #
 #   benches/soak.sh                      N=100, DURATION=3600, SAMPLE=60
 #   N=20 DURATION=300 SAMPLE=10 benches/soak.sh
+#   SKIP_BUILD=1 ...                     use target/release as it is
 #
 # Output: $OUT/soak.tsv (one line per sample) and the verdict on stdout.
 set -euo pipefail
@@ -20,7 +21,7 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 # shellcheck source=benches/common.sh
 source benches/common.sh
-cargo build --release --quiet --bin livechannel --bin livechannel-bench
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin livechannel --bin livechannel-bench
 
 # The callback receiver: answers 200 to everything, counts what it got.
 HOOK=$(free_port)
@@ -61,6 +62,7 @@ auto_create_channels = true
 max_rtmp_connections = 10000
 [notify]
 allowed_destinations = ["127.0.0.0/8"]
+concurrency_per_destination = 16   # the default since the first soak; explicit for older builds
 CONF
 LIVECHANNEL_LOG=warn target/release/livechannel serve --config "$work/config.toml" > /dev/null 2> "$work/log" &
 PID=$!

@@ -316,7 +316,7 @@ impl Default for NotifyConfig {
             max_attempts: 12,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
-            concurrency_per_destination: 4,
+            concurrency_per_destination: 16,
             destinations: crate::egress::Destinations::default(),
         }
     }
