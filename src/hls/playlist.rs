@@ -34,6 +34,9 @@ pub struct Playlist {
     ended: bool,
 }
 
+/// The longest EXTINF a restored entry may have: a day (ours are at most max(2 x 100 s, 60 s)).
+const MAX_RESTORED_SECONDS: f64 = 86_400.0;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlaylistError {
     #[error("stored playlist does not parse as a media playlist")]
@@ -75,10 +78,16 @@ impl Playlist {
             let Some(seq) = parse_segment_file_name(&seg.uri) else {
                 continue;
             };
+            // Our segments last at most a few minutes; an EXTINF that is not a sane duration is a damaged
+            // entry, left out (its arithmetic would overflow later).
+            let seconds = f64::from(seg.duration);
+            if !(0.0..=MAX_RESTORED_SECONDS).contains(&seconds) {
+                continue;
+            }
             let started_at = seg.program_date_time.map_or(SystemTime::UNIX_EPOCH, SystemTime::from);
             playlist.window.push_back(PlaylistSegment {
                 seq,
-                duration_90k: (f64::from(seg.duration) * CLOCK_90K as f64).round() as i64,
+                duration_90k: (seconds * CLOCK_90K as f64).round() as i64,
                 discontinuity: seg.discontinuity,
                 started_at,
             });
@@ -100,9 +109,10 @@ impl Playlist {
 
     fn pop(&mut self) {
         if let Some(gone) = self.window.pop_front() {
-            self.media_sequence += 1;
+            // Saturating: a restored playlist's counters come from a file.
+            self.media_sequence = self.media_sequence.saturating_add(1);
             if gone.discontinuity {
-                self.discontinuity_sequence += 1;
+                self.discontinuity_sequence = self.discontinuity_sequence.saturating_add(1);
             }
         }
         // The first listed segment needs no EXT-X-DISCONTINUITY of its own: the sequence number says it.
@@ -223,6 +233,18 @@ mod tests {
 
     fn text(p: &Playlist) -> String {
         String::from_utf8(p.render()).unwrap()
+    }
+
+    /// Found by the playlist_restore fuzz target: an EXTINF of 2e28 s overflowed the target duration.
+    #[test]
+    fn a_damaged_stored_entry_is_left_out_instead_of_overflowing() {
+        let stored = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n\
+            #EXTINF:22222222222222222222222222223,\n0.ts\n#EXTINF:-5,\n1.ts\n#EXTINF:2.000,\n2.ts\n\
+            #EXTINF:2.000,\n3.ts\n#EXTINF:2.000,\n4.ts\n#EXTINF:2.000,\n5.ts\n";
+        let p = Playlist::restore(3, 2, stored).unwrap();
+        assert_eq!(p.segments().map(|s| s.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(p.target_duration(), 2);
+        assert!(String::from_utf8(p.render()).unwrap().contains("3.ts"));
     }
 
     #[test]
