@@ -239,12 +239,20 @@ mod tests {
     #[test]
     fn a_damaged_stored_entry_is_left_out_instead_of_overflowing() {
         let stored = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n\
-            #EXTINF:22222222222222222222222222223,\n0.ts\n#EXTINF:-5,\n1.ts\n#EXTINF:2.000,\n2.ts\n\
-            #EXTINF:2.000,\n3.ts\n#EXTINF:2.000,\n4.ts\n#EXTINF:2.000,\n5.ts\n";
-        let p = Playlist::restore(3, 2, stored).unwrap();
-        assert_eq!(p.segments().map(|s| s.seq).collect::<Vec<_>>(), [3, 4, 5]);
+            #EXTINF:22222222222222222222222222223,\n0.ts\n#EXTINF:2.000,\n2.ts\n#EXTINF:2.000,\n3.ts\n";
+        let mut p = Playlist::restore(3, 2, stored).unwrap();
+        assert_eq!(p.segments().map(|s| s.seq).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(p.target_duration(), 2);
-        assert!(String::from_utf8(p.render()).unwrap().contains("3.ts"));
+        for seq in 4..8 {
+            p.push(PlaylistSegment {
+                seq,
+                duration_90k: 180_000,
+                discontinuity: false,
+                started_at: SystemTime::UNIX_EPOCH,
+            });
+        }
+        assert_eq!(p.media_sequence(), u64::MAX, "the counter saturates");
+        assert!(String::from_utf8(p.render()).unwrap().contains("7.ts"));
     }
 
     #[test]
