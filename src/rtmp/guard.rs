@@ -87,6 +87,9 @@ pub enum Refusal {
         csid: u32,
     },
     BadChunkSize(Option<u32>),
+    BadExtendedTimestamp {
+        csid: u32,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -117,6 +120,9 @@ impl fmt::Display for Refusal {
             Refusal::ChunkOverrun { csid } => write!(f, "chunk on chunk stream {csid} overruns its message"),
             Refusal::BadChunkSize(Some(size)) => write!(f, "invalid chunk size {size}"),
             Refusal::BadChunkSize(None) => write!(f, "SetChunkSize message shorter than 4 bytes"),
+            Refusal::BadExtendedTimestamp { csid } => {
+                write!(f, "extended timestamp below 0xFFFFFF on chunk stream {csid}")
+            }
         }
     }
 }
@@ -265,7 +271,14 @@ impl Guard {
         if h.len() < basic + message_header + extended {
             return Ok(false);
         }
+        let at = basic + message_header;
+        let extended_value = (extended == 4).then(|| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
         self.header.clear();
+        // rml_rtmp subtracts 0xFFFFFF from the extended timestamp of a compressed header that starts a
+        // message: a smaller one (invalid: the field only extends values that do not fit) underflows.
+        if fmt != 0 && self.message.is_none() && extended_value.is_some_and(|v| v < EXTENDED_TIMESTAMP) {
+            return Err(Refusal::BadExtendedTimestamp { csid });
+        }
         if previous.is_none() && self.previous.len() >= MAX_CHUNK_STREAMS {
             return Err(Refusal::TooManyChunkStreams);
         }

@@ -292,3 +292,23 @@ fn the_walker_reads_what_rml_amf0_reads() {
     assert_eq!(amf0_values(&[0x00, 1, 2]), Ok(None));
     assert_eq!(amf0_values(&[0x11]), Ok(None));
 }
+
+/// Found by the rtmp_session fuzz target in CI: a compressed header starting a message with an extended
+/// timestamp below 0xFFFFFF makes rml_rtmp's subtraction underflow.
+#[test]
+fn an_extended_timestamp_below_the_marker_is_refused() {
+    let mut first = vec![4, 0xFF, 0xFF, 0xFF, 0, 0, 1, 8, 1, 0, 0, 0, 1, 0, 0, 0];
+    first.push(0xAF);
+    let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    guard.inspect(&first).unwrap();
+    // The next message, type 3 header: the extended field is repeated, and this one is too small.
+    assert_eq!(
+        guard.inspect(&[0xC4, 0, 0, 0, 5, 0xAF]).unwrap_err().refusal,
+        Refusal::BadExtendedTimestamp { csid: 4 }
+    );
+    let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    guard.inspect(&first).unwrap();
+    guard.inspect(&[0xC4, 1, 0, 0, 40, 0xAF]).expect("a proper extended delta passes");
+}
