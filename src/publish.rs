@@ -626,7 +626,8 @@ impl Session {
                 Output::Chunk { data, .. } => data.len(),
                 Output::Closed(_) => 0,
             };
-            if !self.holding.try_charge(bytes) {
+            // A segment's end marker holds no bytes: it always goes, so queued chunks are never orphaned.
+            if bytes > 0 && !self.holding.try_charge(bytes) {
                 self.drop_segment(
                     index,
                     "the node's media memory budget is full and this channel holds more than its share",
