@@ -72,17 +72,41 @@ def chunks(csid, type_id, msid, timestamp, payload, chunk_size):
     return out
 
 
-def rtmp_client(tags, chunk_size=4096):
-    """What an encoder sends after the handshake: chunk size, connect, createStream, publish, metadata, media."""
+def interleaved(messages, chunk_size, window):
+    """(csid, type, msid, timestamp, payload) messages cut into chunks with up to `window` of them (on distinct
+    chunk streams) in flight, one chunk of each in turn: an encoder that interleaves chunk streams."""
+    out, pending, flight = b"", list(messages), []
+    while pending or flight:
+        while pending and len(flight) < window and all(m[0] != pending[0][0] for m, _ in flight):
+            flight.append((pending.pop(0), 0))
+        for i, ((csid, type_id, msid, ts, payload), sent) in enumerate(flight):
+            ext = struct.pack(">I", ts) if ts >= 0xFFFFFF else b""
+            if sent == 0:
+                field = min(ts, 0xFFFFFF)
+                out += bytes([csid]) + field.to_bytes(3, "big") + len(payload).to_bytes(3, "big") + bytes([type_id])
+                out += struct.pack("<I", msid)
+            else:
+                out += bytes([0xC0 | csid])
+            out += ext + payload[sent : sent + chunk_size]
+            flight[i] = ((csid, type_id, msid, ts, payload), sent + chunk_size)
+        flight = [(m, sent) for m, sent in flight if sent < len(m[4])]
+    return out
+
+
+def rtmp_client(tags, chunk_size=4096, window=1):
+    """What an encoder sends after the handshake: chunk size, connect, createStream, publish, metadata, media
+    (interleaved if `window` > 1)."""
     out = chunks(2, 1, 0, 0, struct.pack(">I", chunk_size), 128)
     connect = amf0("connect", 1, {"app": "live", "type": "nonprivate", "tcUrl": "rtmp://127.0.0.1/live"})
     out += chunks(3, 20, 0, 0, connect, chunk_size)
     out += chunks(3, 20, 0, 0, amf0("createStream", 2, None), chunk_size)
     out += chunks(4, 20, 1, 0, amf0("publish", 3, None, "fuzz", "live"), chunk_size)
     out += chunks(4, 18, 1, 0, amf0("@setDataFrame", "onMetaData", {"width": 320, "height": 180}), chunk_size)
-    for kind, ts, body in tags:
-        if kind in (8, 9):
-            out += chunks(6 if kind == 9 else 5, kind, 1, ts, body, chunk_size)
+    media = [(6 if kind == 9 else 5, kind, 1, ts, body) for kind, ts, body in tags if kind in (8, 9)]
+    if window > 1:
+        return out + interleaved(media, chunk_size, window)
+    for csid, kind, msid, ts, body in media:
+        out += chunks(csid, kind, msid, ts, body, chunk_size)
     return out
 
 
@@ -96,6 +120,10 @@ def rtmp_seeds():
         for kind, ts, body in tags:
             records += bytes([0 if kind == 9 else 1]) + struct.pack(">IH", ts, len(body)) + body
         write("flv_tags", name, records)
+    # An encoder that interleaves audio chunks with the chunks of video frames, and the same media without.
+    tags = flv_tags(ROOT / "fixtures/media/av_no_bframes.flv", 60)
+    write("rtmp_session", "plain-128", b"\x03" + rtmp_client(tags, chunk_size=128))
+    write("rtmp_session", "interleaved-128", b"\x03" + rtmp_client(tags, chunk_size=128, window=2))
     # Timestamps past the 24-bit field.
     tags = flv_tags(ROOT / "fixtures/media/av_no_bframes.flv", 30)
     write("rtmp_session", "extended-timestamps", b"\x40" + rtmp_client([(k, t + 0x1000000, b) for k, t, b in tags]))

@@ -315,3 +315,97 @@ pub fn nested_connect(kind: u8, depth: usize) -> Vec<u8> {
     payload.extend_from_slice(&nested_amf0(kind, depth));
     payload
 }
+
+/// One RTMP message for [`interleaved`].
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    /// 2 to 63.
+    pub csid: u8,
+    pub type_id: u8,
+    pub timestamp: u32,
+    pub stream_id: u32,
+    pub payload: Bytes,
+}
+
+/// Cuts `messages` into chunks of `chunk_size` the way an encoder that interleaves chunk streams does:
+/// up to `window` messages on distinct chunk streams in flight, one chunk of each in turn, so that audio
+/// goes on while a large keyframe is sent. Messages on one chunk stream stay in order. Every message
+/// starts with a full header; timestamps past the 24-bit field use the extended field, repeated in the
+/// continuation headers as rml_rtmp and librtmp expect.
+pub fn interleaved(messages: &[RawMessage], chunk_size: usize, window: usize) -> Vec<u8> {
+    let chunk_size = chunk_size.max(1);
+    let mut out = Vec::new();
+    let mut pending = messages.iter().peekable();
+    // Each message in flight, and how much of it is sent.
+    let mut flight: Vec<(&RawMessage, usize)> = Vec::new();
+    loop {
+        while flight.len() < window.max(1)
+            && let Some(next) = pending.peek()
+            && !flight.iter().any(|(m, _)| m.csid == next.csid)
+        {
+            flight.push((next, 0));
+            pending.next();
+        }
+        if flight.is_empty() {
+            return out;
+        }
+        for (m, sent) in flight.iter_mut() {
+            let csid = m.csid & 0x3F;
+            let extended = m.timestamp >= 0xFF_FFFF;
+            if *sent == 0 {
+                out.push(csid);
+                out.extend_from_slice(&m.timestamp.min(0xFF_FFFF).to_be_bytes()[1..]);
+                let len = u32::try_from(m.payload.len()).unwrap_or(u32::MAX).min(0xFF_FFFF);
+                out.extend_from_slice(&len.to_be_bytes()[1..]);
+                out.push(m.type_id);
+                out.extend_from_slice(&m.stream_id.to_le_bytes());
+            } else {
+                out.push(0xC0 | csid);
+            }
+            if extended {
+                out.extend_from_slice(&m.timestamp.to_be_bytes());
+            }
+            let end = (*sent + chunk_size).min(m.payload.len());
+            out.extend_from_slice(&m.payload[*sent..end]);
+            *sent = end;
+        }
+        flight.retain(|(m, sent)| *sent < m.payload.len());
+    }
+}
+
+impl Publisher {
+    /// Sends FLV tags as an interleaving encoder does (see [`interleaved`]): video on chunk stream 6,
+    /// audio on 4, two messages in flight, in chunks of `chunk_size`. Bypasses the session's serializer,
+    /// which never interleaves; the session's chunk size (4096) is set again afterwards.
+    pub async fn send_interleaved(&mut self, tags: &[Tag], offset_ms: u32, chunk_size: u32) -> Result<(), ClientError> {
+        // The same header rml_rtmp's serializer gives its own SetChunkSize, so that the header it
+        // compresses its next chunk stream 2 message against is the one the server saw last.
+        let set_chunk_size = |size: u32| RawMessage {
+            csid: 2,
+            type_id: 1,
+            timestamp: 0,
+            stream_id: 0,
+            payload: Bytes::copy_from_slice(&size.to_be_bytes()),
+        };
+        let mut messages = vec![set_chunk_size(chunk_size)];
+        messages.extend(tags.iter().filter_map(|t| {
+            let (csid, type_id) = match t.kind {
+                TagKind::Video => (6, 9),
+                TagKind::Audio => (4, 8),
+                TagKind::Script => return None,
+            };
+            let timestamp = t.timestamp_ms.wrapping_add(offset_ms);
+            // rml_rtmp's server gives the first createStream id 1: the publish is on it.
+            Some(RawMessage { csid, type_id, timestamp, stream_id: 1, payload: t.body.clone() })
+        }));
+        let mut bytes = interleaved(&messages, chunk_size as usize, 2);
+        bytes.extend(interleaved(&[set_chunk_size(ClientSessionConfig::new().chunk_size)], chunk_size as usize, 1));
+        self.poll_incoming()?;
+        for part in bytes.chunks(64 * 1024) {
+            self.stream.write_all(part).await?;
+            self.bytes_sent += part.len() as u64;
+            self.poll_incoming()?;
+        }
+        Ok(())
+    }
+}

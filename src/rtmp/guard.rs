@@ -9,9 +9,14 @@
 //! - it reserves a message's declared length at its first chunk: the guard caps command messages at
 //!   [`MAX_COMMAND_BYTES`] always, and every message at that size until the client's `connect` is
 //!   accepted, then at [`Limits::max_message_bytes`];
-//! - it subtracts the bytes received from the declared length, and keeps one reassembly buffer for all
-//!   chunk streams: the guard refuses a chunk that overruns its message, a header that changes the length or
-//!   type of a message in progress, and a chunk of another chunk stream inside a message;
+//! - it subtracts the bytes received from the declared length: the guard refuses a chunk that overruns its
+//!   message, and a header that changes the length or type of a message in progress;
+//! - it keeps one reassembly buffer for all chunk streams, so chunk streams that interleave (legal, and
+//!   what some encoders do: audio between the chunks of a keyframe) would mix their messages. The guard
+//!   holds back the chunks of other chunk streams while a message is in progress, and hands each message's
+//!   chunks over together, in the order the messages complete, within [`Limits::max_message_bytes`] held.
+//!   Input that does not interleave passes as it came, without a copy. A SetChunkSize inside another
+//!   message is refused (the chunks around it would be cut differently once reordered);
 //! - it remembers the last header of every chunk stream id it has seen (up to 65,599): the guard allows
 //!   [`MAX_CHUNK_STREAMS`];
 //! - it indexes a command's first three values, and those of a `@setDataFrame`: the guard refuses
@@ -22,8 +27,8 @@
 //!   as rml_rtmp does (1, 2, ...) and allows [`MAX_OPEN_STREAMS`] at a time.
 //!
 //! The guard follows rml_rtmp's own chunk state machine (chunk size changes, fmt 3 extended timestamps),
-//! so both read the same message boundaries. It buffers command payloads only (small, capped); media bytes
-//! are counted and skipped. Other panics inside rml_rtmp's handlers are caught per connection by the caller.
+//! so both read the same message boundaries. It buffers command payloads (small, capped) and interleaved
+//! chunks only; other media bytes are counted and passed. Other panics inside rml_rtmp's handlers are caught per connection by the caller.
 
 use std::fmt;
 
@@ -50,7 +55,8 @@ const AMF0_COMMAND: u8 = 20;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest message (audio or video) once the client is connected.
+    /// Largest message (audio or video) once the client is connected. Also the most the guard holds back
+    /// for messages interleaved with the one rml_rtmp is reading.
     pub max_message_bytes: u32,
 }
 
@@ -76,10 +82,13 @@ pub enum Refusal {
     NoPreviousHeader {
         csid: u32,
     },
-    Interleaved {
-        csid: u32,
-        in_progress: u32,
+    /// Interleaved messages waiting for the one in progress hold more than the limit.
+    HeldTooMuch {
+        limit: u32,
     },
+    /// A SetChunkSize that ends while another message is in progress or waiting: the chunks around it were
+    /// cut with two sizes, and rml_rtmp, reading the messages one after another, would cut them with one.
+    ChunkSizeInsideMessage,
     HeaderChangedMessage {
         csid: u32,
     },
@@ -110,10 +119,12 @@ impl fmt::Display for Refusal {
             Refusal::NoPreviousHeader { csid } => {
                 write!(f, "compressed chunk header on chunk stream {csid}, which has no previous header")
             }
-            Refusal::Interleaved { csid, in_progress } => write!(
-                f,
-                "chunk on chunk stream {csid} inside a message on chunk stream {in_progress} (interleaving is not supported)"
-            ),
+            Refusal::HeldTooMuch { limit } => {
+                write!(f, "interleaved messages waiting for the message in progress exceed {limit} bytes")
+            }
+            Refusal::ChunkSizeInsideMessage => {
+                write!(f, "SetChunkSize while a message on another chunk stream is in progress")
+            }
             Refusal::HeaderChangedMessage { csid } => {
                 write!(f, "chunk header on chunk stream {csid} changes the length or type of a message in progress")
             }
@@ -129,14 +140,6 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// A refusal, and how many bytes of the inspected input come before the chunk that caused it: those are
-/// still safe to hand to rml_rtmp (media in them is kept).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    pub refusal: Refusal,
-    pub safe_len: usize,
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Previous {
     csid: u32,
@@ -145,12 +148,43 @@ struct Previous {
     timestamp_field: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Message {
+/// A message being received on one chunk stream.
+#[derive(Debug)]
+struct InProgress {
     csid: u32,
     length: u32,
     type_id: u8,
     received: u32,
+    /// The payload, for commands, data and SetChunkSize messages only (small, capped).
+    payload: Vec<u8>,
+}
+
+/// Chunks held back from rml_rtmp while it reads a message on another chunk stream.
+#[derive(Debug)]
+struct Held {
+    csid: u32,
+    /// The chunks as they came, headers included: rml_rtmp reads them later with the same per-stream
+    /// header state, since nothing else on their chunk stream comes between.
+    bytes: Vec<u8>,
+    started: u64,
+    completed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// To rml_rtmp now: the chunk belongs to the message it is reading, or starts one.
+    Pass,
+    /// Into `held[index]`.
+    Hold(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    header: Previous,
+    len: u32,
+    /// Index of its message in `messages` (stable until the chunk ends).
+    message: usize,
+    route: Route,
 }
 
 pub struct Guard {
@@ -162,17 +196,62 @@ pub struct Guard {
     header: Vec<u8>,
     /// Payload bytes left in the current chunk; 0 while reading a header.
     in_chunk: u32,
-    /// The header of the chunk being read, once parsed, and its payload length.
-    chunk: Option<(Previous, u32)>,
-    /// The message being reassembled, as rml_rtmp sees it (one for all chunk streams).
-    message: Option<Message>,
-    /// Payload of the message in progress if it is a command, data or SetChunkSize message.
-    payload: Vec<u8>,
+    chunk: Option<Chunk>,
+    /// Messages in progress, at most one per chunk stream.
+    messages: Vec<InProgress>,
+    /// The chunk stream of the message rml_rtmp is in the middle of: rml_rtmp keeps one reassembly
+    /// buffer for all chunk streams, so it must see each message's chunks together.
+    current: Option<u32>,
+    /// Interleaved chunks of other messages, in the order their messages started.
+    held: Vec<Held>,
+    /// Bytes in `held` and in command payloads.
+    buffered: usize,
+    sequence: u64,
     /// The id rml_rtmp gives the next `createStream`, and the ids it holds.
     next_stream: u32,
     open_streams: Vec<u32>,
     /// A `connect` command has come (accepted or not yet).
     connect_seen: bool,
+}
+
+/// The bytes of one `inspect` call on their way to rml_rtmp: runs of the input passed as they are, and held
+/// chunks in between.
+struct Out<'a, 'e> {
+    input: &'a [u8],
+    /// A chunk header that began in an earlier input, for a chunk that passes: it goes before the run.
+    header: Option<([u8; 18], usize)>,
+    run: Option<usize>,
+    emit: &'e mut dyn FnMut(&[u8]),
+}
+
+impl Out<'_, '_> {
+    fn start(&mut self, at: usize) {
+        self.run.get_or_insert(at);
+    }
+
+    fn pend_header(&mut self, header: &[u8]) {
+        let mut copy = [0; 18];
+        copy[..header.len()].copy_from_slice(header);
+        self.header = Some((copy, header.len()));
+    }
+
+    /// Passes the pending header and the run up to `end` (exclusive).
+    fn flush(&mut self, end: usize) {
+        if let Some((header, len)) = self.header.take() {
+            (self.emit)(&header[..len]);
+        }
+        if let Some(start) = self.run.take()
+            && end > start
+        {
+            (self.emit)(&self.input[start..end]);
+        }
+    }
+
+    fn piece(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            (self.emit)(bytes);
+        }
+    }
 }
 
 impl Guard {
@@ -185,8 +264,11 @@ impl Guard {
             header: Vec::with_capacity(18),
             in_chunk: 0,
             chunk: None,
-            message: None,
-            payload: Vec::new(),
+            messages: Vec::new(),
+            current: None,
+            held: Vec::new(),
+            buffered: 0,
+            sequence: 0,
             next_stream: 1,
             open_streams: Vec::new(),
             connect_seen: false,
@@ -199,53 +281,122 @@ impl Guard {
         self.connect_seen = true;
     }
 
-    /// Inspects the next bytes from the client, in order. After a refusal the connection must close.
-    pub fn inspect(&mut self, input: &[u8]) -> Result<(), Refused> {
+    /// Inspects the next bytes from the client, in order, and hands what rml_rtmp may read to `emit`: the
+    /// input itself while chunk streams do not interleave (no copy), otherwise each message's chunks
+    /// together, in the order the messages complete. On a refusal, everything before the refused chunk
+    /// has been emitted (media in it is kept), and the connection must close.
+    pub fn inspect(&mut self, input: &[u8], emit: &mut dyn FnMut(&[u8])) -> Result<(), Refusal> {
+        // The payload of a chunk that passes goes on from where the last input ended.
+        let passing = self.in_chunk > 0 && self.chunk.is_some_and(|c| c.route == Route::Pass);
+        let mut out = Out { input, header: None, run: passing.then_some(0), emit };
         let mut at = 0;
         let mut chunk_start = 0;
-        while at < input.len() {
-            if self.in_chunk > 0 {
-                let take = (self.in_chunk as usize).min(input.len() - at);
-                if self.buffering() {
-                    self.payload.extend_from_slice(&input[at..at + take]);
+        // Whether the header being read began in this input (its bytes are then in `input` too).
+        let mut header_here = false;
+        let result = (|| {
+            while at < input.len() {
+                if self.in_chunk > 0 {
+                    let take = (self.in_chunk as usize).min(input.len() - at);
+                    self.payload(&input[at..at + take])?;
+                    at += take;
+                    // `take` fits in u32: it is at most `in_chunk`.
+                    self.in_chunk -= take as u32;
+                    if self.in_chunk == 0 {
+                        self.end_of_chunk(at, &mut out)?;
+                    }
+                    continue;
                 }
-                at += take;
-                // `take` fits in u32: it is at most `in_chunk`.
-                self.in_chunk -= take as u32;
+                if self.header.is_empty() {
+                    chunk_start = at;
+                    header_here = true;
+                }
+                self.header.push(input[at]);
+                at += 1;
+                let Some(route) = self.parse_header()? else { continue };
+                match route {
+                    Route::Pass if header_here => out.start(chunk_start),
+                    Route::Pass => {
+                        out.pend_header(&self.header);
+                        out.start(at);
+                    }
+                    Route::Hold(index) => {
+                        out.flush(chunk_start);
+                        let header = std::mem::take(&mut self.header);
+                        let held = self.hold(index, &header);
+                        self.header = header;
+                        held?;
+                    }
+                }
+                self.header.clear();
                 if self.in_chunk == 0 {
-                    self.end_of_chunk().map_err(|refusal| Refused { refusal, safe_len: chunk_start })?;
+                    self.end_of_chunk(at, &mut out)?;
                 }
-                continue;
             }
-            if self.header.is_empty() {
-                chunk_start = at;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                // A header still incomplete waits for its chunk stream to be known.
+                let end = if self.header.is_empty() || !header_here { input.len() } else { chunk_start };
+                out.flush(end);
+                Ok(())
             }
-            self.header.push(input[at]);
-            at += 1;
-            let parsed = self.parse_header().map_err(|refusal| Refused { refusal, safe_len: chunk_start })?;
-            if parsed && self.in_chunk == 0 {
-                self.end_of_chunk().map_err(|refusal| Refused { refusal, safe_len: chunk_start })?;
+            Err(refusal) => {
+                // The refused chunk's header came in an earlier input: none of it may go on.
+                if !header_here {
+                    out.header = None;
+                }
+                out.flush(chunk_start);
+                Err(refusal)
             }
+        }
+    }
+
+    fn hold_limit(&self) -> usize {
+        let limit = if self.connected { self.limits.max_message_bytes } else { MAX_COMMAND_BYTES };
+        limit as usize
+    }
+
+    fn count(&mut self, bytes: usize) -> Result<(), Refusal> {
+        self.buffered += bytes;
+        if self.buffered > self.hold_limit() {
+            return Err(Refusal::HeldTooMuch { limit: self.hold_limit() as u32 });
         }
         Ok(())
     }
 
-    fn buffering(&self) -> bool {
-        self.message.is_some_and(|m| is_command(m.type_id) || m.type_id == SET_CHUNK_SIZE)
+    fn hold(&mut self, index: usize, bytes: &[u8]) -> Result<(), Refusal> {
+        self.held[index].bytes.extend_from_slice(bytes);
+        self.count(bytes.len())
+    }
+
+    /// Payload bytes of the current chunk.
+    fn payload(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        let Some(chunk) = self.chunk else { return Ok(()) };
+        let message = &mut self.messages[chunk.message];
+        if buffered(message.type_id) {
+            message.payload.extend_from_slice(bytes);
+            self.count(bytes.len())?;
+        }
+        if let Route::Hold(index) = chunk.route {
+            self.hold(index, bytes)?;
+        }
+        Ok(())
     }
 
     fn previous(&self, csid: u32) -> Option<Previous> {
         self.previous.iter().find(|p| p.csid == csid).copied()
     }
 
-    /// Parses the header in `self.header` once it is complete; `Ok(false)` while more bytes are needed.
-    fn parse_header(&mut self) -> Result<bool, Refusal> {
+    /// Parses the header in `self.header` once it is complete, and says where its chunk goes; `Ok(None)`
+    /// while more bytes are needed.
+    fn parse_header(&mut self) -> Result<Option<Route>, Refusal> {
         let h = &self.header;
         let fmt = h[0] >> 6;
         let (csid, basic) = match h[0] & 0x3F {
-            0 if h.len() < 2 => return Ok(false),
+            0 if h.len() < 2 => return Ok(None),
             0 => (u32::from(h[1]) + 64, 2),
-            1 if h.len() < 3 => return Ok(false),
+            1 if h.len() < 3 => return Ok(None),
             1 => (u32::from(h[2]) * 256 + u32::from(h[1]) + 64, 3),
             n => (u32::from(n), 1),
         };
@@ -255,7 +406,7 @@ impl Guard {
         }
         let message_header = [11, 7, 3, 0][usize::from(fmt)];
         if h.len() < basic + message_header {
-            return Ok(false);
+            return Ok(None);
         }
         let m = &h[basic..basic + message_header];
         let u24 = |b: &[u8]| u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
@@ -269,72 +420,130 @@ impl Guard {
         }
         let extended = if header.timestamp_field >= EXTENDED_TIMESTAMP { 4 } else { 0 };
         if h.len() < basic + message_header + extended {
-            return Ok(false);
+            return Ok(None);
         }
         let at = basic + message_header;
         let extended_value = (extended == 4).then(|| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
-        self.header.clear();
+        let in_progress = self.messages.iter().position(|m| m.csid == csid);
         // rml_rtmp subtracts 0xFFFFFF from the extended timestamp of a compressed header that starts a
         // message: a smaller one (invalid: the field only extends values that do not fit) underflows.
-        if fmt != 0 && self.message.is_none() && extended_value.is_some_and(|v| v < EXTENDED_TIMESTAMP) {
+        if fmt != 0 && in_progress.is_none() && extended_value.is_some_and(|v| v < EXTENDED_TIMESTAMP) {
             return Err(Refusal::BadExtendedTimestamp { csid });
         }
         if previous.is_none() && self.previous.len() >= MAX_CHUNK_STREAMS {
             return Err(Refusal::TooManyChunkStreams);
         }
-        let received = match self.message {
-            Some(m) if m.csid != csid => return Err(Refusal::Interleaved { csid, in_progress: m.csid }),
-            Some(m) if m.length != header.length || m.type_id != header.type_id => {
-                return Err(Refusal::HeaderChangedMessage { csid });
+        let (message, received) = match in_progress {
+            Some(i) => {
+                let m = &self.messages[i];
+                if m.length != header.length || m.type_id != header.type_id {
+                    return Err(Refusal::HeaderChangedMessage { csid });
+                }
+                (i, m.received)
             }
-            Some(m) => m.received,
             None => {
                 let limit = self.limit(header.type_id);
                 if header.length > limit {
                     return Err(Refusal::TooLarge { type_id: header.type_id, length: header.length, limit });
                 }
-                0
+                let m = InProgress {
+                    csid,
+                    length: header.length,
+                    type_id: header.type_id,
+                    received: 0,
+                    payload: Vec::new(),
+                };
+                self.messages.push(m);
+                (self.messages.len() - 1, 0)
             }
         };
         // rml_rtmp reads the whole declared length as one chunk when it fits the chunk size, whatever it
         // has received already; a chunk that would take it past the length breaks its arithmetic.
-        let chunk = if header.length > self.chunk_size {
+        let len = if header.length > self.chunk_size {
             (header.length - received).min(self.chunk_size)
         } else {
             header.length
         };
-        if received.checked_add(chunk).is_none_or(|end| end > header.length) {
+        if received.checked_add(len).is_none_or(|end| end > header.length) {
             return Err(Refusal::ChunkOverrun { csid });
         }
-        self.message = Some(Message { csid, length: header.length, type_id: header.type_id, received });
-        self.in_chunk = chunk;
-        self.chunk = Some((header, chunk));
-        Ok(true)
+        let route = match self.current {
+            None => {
+                self.current = Some(csid);
+                Route::Pass
+            }
+            Some(current) if current == csid => Route::Pass,
+            Some(_) => Route::Hold(self.held_for(csid)),
+        };
+        self.in_chunk = len;
+        self.chunk = Some(Chunk { header, len, message, route });
+        Ok(Some(route))
+    }
+
+    /// The held entry that `csid`'s next chunk joins: its message's, or a new one.
+    fn held_for(&mut self, csid: u32) -> usize {
+        if let Some(i) = self.held.iter().rposition(|h| h.csid == csid && h.completed.is_none()) {
+            return i;
+        }
+        self.sequence += 1;
+        self.held.push(Held { csid, bytes: Vec::new(), started: self.sequence, completed: None });
+        self.held.len() - 1
     }
 
     fn limit(&self, type_id: u8) -> u32 {
         if is_command(type_id) || !self.connected { MAX_COMMAND_BYTES } else { self.limits.max_message_bytes }
     }
 
-    fn end_of_chunk(&mut self) -> Result<(), Refusal> {
-        let (Some((header, len)), Some(mut message)) = (self.chunk.take(), self.message) else {
+    /// The chunk ending at `at` in this input is complete.
+    fn end_of_chunk(&mut self, at: usize, out: &mut Out<'_, '_>) -> Result<(), Refusal> {
+        let Some(chunk) = self.chunk.take() else {
             return Ok(());
         };
-        match self.previous.iter_mut().find(|p| p.csid == header.csid) {
-            Some(p) => *p = header,
-            None => self.previous.push(header),
+        match self.previous.iter_mut().find(|p| p.csid == chunk.header.csid) {
+            Some(p) => *p = chunk.header,
+            None => self.previous.push(chunk.header),
         }
-        message.received += len;
+        let message = &mut self.messages[chunk.message];
+        message.received += chunk.len;
         if message.received < message.length {
-            self.message = Some(message);
             return Ok(());
         }
-        self.message = None;
-        let payload = std::mem::take(&mut self.payload);
-        let verdict = self.complete(message.type_id, &payload);
-        self.payload = payload;
-        self.payload.clear();
-        verdict
+        let message = self.messages.swap_remove(chunk.message);
+        self.buffered -= message.payload.len();
+        match chunk.route {
+            Route::Pass => self.current = None,
+            Route::Hold(index) => {
+                self.sequence += 1;
+                self.held[index].completed = Some(self.sequence);
+            }
+        }
+        if message.type_id == SET_CHUNK_SIZE && (!self.messages.is_empty() || !self.held.is_empty()) {
+            return Err(Refusal::ChunkSizeInsideMessage);
+        }
+        self.complete(message.type_id, &message.payload)?;
+        if chunk.route == Route::Pass {
+            out.flush(at);
+            self.release(out);
+        }
+        Ok(())
+    }
+
+    /// rml_rtmp has read a whole message: the held messages that completed meanwhile follow, in the
+    /// order they completed, then the oldest one still in progress, which becomes the current one.
+    fn release(&mut self, out: &mut Out<'_, '_>) {
+        while let Some(i) =
+            (0..self.held.len()).filter(|&i| self.held[i].completed.is_some()).min_by_key(|&i| self.held[i].completed)
+        {
+            let held = self.held.remove(i);
+            self.buffered -= held.bytes.len();
+            out.piece(&held.bytes);
+        }
+        if let Some(i) = (0..self.held.len()).min_by_key(|&i| self.held[i].started) {
+            let held = self.held.remove(i);
+            self.buffered -= held.bytes.len();
+            out.piece(&held.bytes);
+            self.current = Some(held.csid);
+        }
     }
 
     fn complete(&mut self, type_id: u8, payload: &[u8]) -> Result<(), Refusal> {
@@ -417,6 +626,11 @@ impl Guard {
 fn command_name(body: &[u8]) -> Option<&[u8]> {
     let [0x02, hi, lo, rest @ ..] = body else { return None };
     rest.get(..usize::from(u16::from_be_bytes([*hi, *lo])))
+}
+
+/// Messages whose payload the guard reads.
+fn buffered(type_id: u8) -> bool {
+    is_command(type_id) || type_id == SET_CHUNK_SIZE
 }
 
 fn is_command(type_id: u8) -> bool {

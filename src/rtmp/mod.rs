@@ -304,16 +304,22 @@ impl Connection {
     /// Hands bytes from the client to the session once the guard has read them. Bytes before a refused
     /// chunk still go in (they may end a media message); then the connection closes.
     fn feed(&mut self, session: &mut ServerSession, bytes: &[u8]) -> Result<Vec<ServerSessionResult>, ConnError> {
-        let (safe, refused) = match self.guard.inspect(bytes) {
-            Ok(()) => (bytes, None),
-            Err(r) => (&bytes[..r.safe_len], Some(r.refusal)),
-        };
-        let results = if safe.is_empty() {
-            Vec::new()
-        } else {
-            unwound("handle_input", || session.handle_input(safe))?.map_err(|e| ConnError::Session(e.to_string()))?
-        };
-        if let Some(refusal) = refused {
+        let mut results = Vec::new();
+        let mut failed = None;
+        let verdict = self.guard.inspect(bytes, &mut |piece| {
+            if failed.is_some() {
+                return;
+            }
+            match unwound("handle_input", || session.handle_input(piece)) {
+                Ok(Ok(more)) => results.extend(more),
+                Ok(Err(e)) => failed = Some(ConnError::Session(e.to_string())),
+                Err(e) => failed = Some(e),
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Err(refusal) = verdict {
             warn!(remote = %self.remote, "RTMP connection closed: {refusal}");
             metrics().refused(RefusedReason::Protocol);
             self.closing = true;

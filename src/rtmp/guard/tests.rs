@@ -6,7 +6,7 @@ use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionResult
 use rml_rtmp::time::RtmpTimestamp;
 
 use super::*;
-use crate::rtmp::client::{chunks, nested_amf0, nested_connect};
+use crate::rtmp::client::{RawMessage, chunks, interleaved, nested_amf0, nested_connect};
 
 const LIMITS: Limits = Limits { max_message_bytes: 4 << 20 };
 
@@ -18,15 +18,33 @@ fn command(name: &str, object: Amf0Value) -> Vec<u8> {
     amf0(&[Amf0Value::Utf8String(name.into()), Amf0Value::Number(1.0), object])
 }
 
-fn inspect_all(guard: &mut Guard, bytes: &[u8]) -> Result<(), Refused> {
-    guard.inspect(bytes)
+/// A refusal, and what the guard had passed on before it.
+#[derive(Debug)]
+struct Refused {
+    refusal: Refusal,
+    passed: Vec<u8>,
 }
 
-fn inspect_bytewise(guard: &mut Guard, bytes: &[u8]) -> Result<(), Refusal> {
-    for b in bytes {
-        guard.inspect(std::slice::from_ref(b)).map_err(|r| r.refusal)?;
+/// What the guard passes to rml_rtmp for `bytes` read at once.
+fn check(guard: &mut Guard, bytes: &[u8]) -> Result<Vec<u8>, Refused> {
+    let mut passed = Vec::new();
+    match guard.inspect(bytes, &mut |piece| passed.extend_from_slice(piece)) {
+        Ok(()) => Ok(passed),
+        Err(refusal) => Err(Refused { refusal, passed }),
     }
-    Ok(())
+}
+
+fn inspect_all(guard: &mut Guard, bytes: &[u8]) -> Result<Vec<u8>, Refused> {
+    check(guard, bytes)
+}
+
+/// The same, one byte per read.
+fn inspect_bytewise(guard: &mut Guard, bytes: &[u8]) -> Result<Vec<u8>, Refusal> {
+    let mut passed = Vec::new();
+    for b in bytes {
+        guard.inspect(std::slice::from_ref(b), &mut |piece| passed.extend_from_slice(piece))?;
+    }
+    Ok(passed)
 }
 
 /// What a real client sends: rml_rtmp's ClientSession for connect/publish/metadata, its serializer for
@@ -81,10 +99,10 @@ fn what_real_clients_send_passes_whole_and_byte_by_byte() {
     let bytes = client_bytes();
     let mut guard = Guard::new(LIMITS);
     guard.connected();
-    inspect_all(&mut guard, &bytes).unwrap();
+    assert!(inspect_all(&mut guard, &bytes).unwrap() == bytes, "passed through as it came");
     let mut guard = Guard::new(LIMITS);
     guard.connected();
-    inspect_bytewise(&mut guard, &bytes).unwrap();
+    assert!(inspect_bytewise(&mut guard, &bytes).unwrap() == bytes);
     // And rml_rtmp reads the same stream without error (the guard follows its state machine).
     let mut de = ChunkDeserializer::new();
     let mut messages = 0;
@@ -118,7 +136,7 @@ fn a_deep_connect_is_refused_before_rml_rtmp_sees_its_last_chunk() {
         assert_eq!(refused.refusal, Refusal::TooDeep { type_id: 20 }, "kind {kind:#x}");
         // Everything before the message's last chunk is harmless to hand over (rml_rtmp only buffers it).
         let last_chunk = bytes.len() - (nested_connect(kind, 5_000).len() % 128 + 1);
-        assert_eq!(refused.safe_len, last_chunk);
+        assert_eq!(refused.passed[..], bytes[..last_chunk]);
 
         let mut guard = Guard::new(LIMITS);
         assert_eq!(inspect_bytewise(&mut guard, &bytes), Err(Refusal::TooDeep { type_id: 20 }));
@@ -208,17 +226,17 @@ fn message_sizes_are_bounded_before_and_after_connect() {
         h
     };
     let mut guard = Guard::new(LIMITS);
-    let refused = guard.inspect(&header((16 << 20) - 1, 9)).unwrap_err();
+    let refused = check(&mut guard, &header((16 << 20) - 1, 9)).unwrap_err();
     assert_eq!(refused.refusal, Refusal::TooLarge { type_id: 9, length: (16 << 20) - 1, limit: MAX_COMMAND_BYTES });
     let mut guard = Guard::new(LIMITS);
     guard.connected();
-    guard.inspect(&header(1 << 20, 9)).unwrap();
+    check(&mut guard, &header(1 << 20, 9)).unwrap();
     let mut guard = Guard::new(LIMITS);
     guard.connected();
-    assert!(guard.inspect(&header(5 << 20, 9)).is_err());
+    assert!(check(&mut guard, &header(5 << 20, 9)).is_err());
     let mut guard = Guard::new(LIMITS);
     guard.connected();
-    assert!(matches!(guard.inspect(&header(100_000, 20)).unwrap_err().refusal, Refusal::TooLarge { .. }));
+    assert!(matches!(check(&mut guard, &header(100_000, 20)).unwrap_err().refusal, Refusal::TooLarge { .. }));
 }
 
 #[test]
@@ -228,31 +246,115 @@ fn chunk_stream_ids_are_bounded() {
         // Two-byte basic headers: ids 64 and up.
         let mut one = vec![0, csid, 0, 0, 0, 0, 0, 1, 8, 1, 0, 0, 0];
         one.push(0xAF);
-        guard.inspect(&one).unwrap();
+        check(&mut guard, &one).unwrap();
     }
-    let refused = guard.inspect(&[0, 200, 0, 0, 0, 0, 0, 1, 8, 1, 0, 0, 0, 0xAF]).unwrap_err();
+    let refused = check(&mut guard, &[0, 200, 0, 0, 0, 0, 0, 1, 8, 1, 0, 0, 0, 0xAF]).unwrap_err();
     assert_eq!(refused.refusal, Refusal::TooManyChunkStreams);
 }
 
+fn raw(csid: u8, type_id: u8, timestamp: u32, len: usize) -> RawMessage {
+    // A payload that says which message it is, so that a mix-up shows.
+    let payload: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_add(csid).wrapping_mul(timestamp as u8 | 1)).collect();
+    RawMessage { csid, type_id, timestamp, stream_id: 1, payload: Bytes::from(payload) }
+}
+
+/// What rml_rtmp's own deserializer makes of `bytes`: (csid-free) type, timestamp, payload per message.
+fn deserialized(bytes: &[u8]) -> Vec<(u8, u32, Bytes)> {
+    let mut de = ChunkDeserializer::new();
+    let mut out = Vec::new();
+    let mut next = de.get_next_message(bytes).unwrap();
+    while let Some(m) = next {
+        out.push((m.type_id, m.timestamp.value, m.data));
+        next = de.get_next_message(&[]).unwrap();
+    }
+    out
+}
+
 #[test]
-fn interleaved_and_inconsistent_chunks_are_refused_with_a_reason() {
+fn interleaved_chunk_streams_reach_rml_rtmp_one_message_at_a_time() {
+    // A keyframe on 6 with audio on 4 between its chunks; then two multi-chunk messages (6 and 7) in
+    // flight with audio: when the first ends, the second is still incomplete and becomes the current one.
+    let mut messages = vec![raw(6, 9, 0, 1000)];
+    messages.extend((0..5).map(|i| raw(4, 8, 23 * i, 40)));
+    messages.extend([raw(6, 9, 40, 700), raw(7, 9, 41, 900), raw(4, 8, 115, 300), raw(4, 8, 138, 20)]);
+    messages.push(raw(6, 9, 0x0100_0000, 600));
+    messages.push(raw(4, 8, 0x0100_0005, 50));
+    for window in [2, 3] {
+        let bytes = interleaved(&messages, 128, window);
+        let mut guard = Guard::new(LIMITS);
+        guard.connected();
+        let passed = check(&mut guard, &bytes).unwrap();
+        assert_ne!(passed, bytes, "the chunks were reordered");
+        let mut guard = Guard::new(LIMITS);
+        guard.connected();
+        assert!(inspect_bytewise(&mut guard, &bytes).unwrap() == passed, "however the input is split");
+        let got = deserialized(&passed);
+        assert_eq!(got.len(), messages.len(), "window {window}");
+        // Each chunk stream's messages arrive whole, in order, with their timestamps.
+        for csid in [4, 6, 7] {
+            let sent: Vec<_> = messages.iter().filter(|m| m.csid == csid).map(|m| (m.timestamp, &m.payload)).collect();
+            let types: Vec<u8> = messages.iter().filter(|m| m.csid == csid).map(|m| m.type_id).collect();
+            let received: Vec<_> = got
+                .iter()
+                .filter(|(t, ts, data)| types.contains(t) && sent.iter().any(|(s, p)| s == ts && *p == data))
+                .collect();
+            assert_eq!(received.len(), sent.len(), "csid {csid}, window {window}");
+        }
+        let mut want: Vec<_> = messages.iter().map(|m| (m.type_id, m.timestamp, m.payload.clone())).collect();
+        let mut got = got;
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn what_the_guard_holds_back_is_bounded() {
+    let limits = Limits { max_message_bytes: 100_000 };
+    let mut guard = Guard::new(limits);
+    guard.connected();
+    // One chunk of a large message, then another large message interleaved with it.
+    let bytes = interleaved(&[raw(6, 9, 0, 100_000), raw(7, 9, 0, 100_000)], 128, 2);
+    let refused = check(&mut guard, &bytes).unwrap_err();
+    assert_eq!(refused.refusal, Refusal::HeldTooMuch { limit: 100_000 });
+    // Before connect, the hold is as small as a command.
+    let messages = [raw(6, 9, 0, 60_000), raw(7, 9, 0, 40_000), raw(8, 9, 0, 40_000)];
+    let refused = check(&mut Guard::new(limits), &interleaved(&messages, 128, 3)).unwrap_err();
+    assert_eq!(refused.refusal, Refusal::HeldTooMuch { limit: MAX_COMMAND_BYTES });
     let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    check(&mut guard, &interleaved(&messages, 128, 3)).expect("within the limit once connected");
+}
+
+#[test]
+fn a_chunk_size_change_inside_another_message_is_refused() {
+    let size =
+        RawMessage { csid: 2, type_id: 1, timestamp: 0, stream_id: 0, payload: Bytes::from_static(&[0, 0, 16, 0]) };
+    let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    let refused = check(&mut guard, &interleaved(&[raw(6, 9, 0, 1000), size.clone()], 128, 2)).unwrap_err();
+    assert_eq!(refused.refusal, Refusal::ChunkSizeInsideMessage);
+    // Between messages it is what every encoder does.
+    let mut guard = Guard::new(LIMITS);
+    guard.connected();
+    let bytes = interleaved(&[size], 128, 2);
+    assert_eq!(check(&mut guard, &bytes).unwrap(), bytes);
+}
+
+#[test]
+fn inconsistent_chunks_are_refused_with_a_reason() {
     let video = chunks(4, 9, &[0x17; 300], 128);
-    guard.inspect(&video[..12 + 128]).unwrap();
-    let audio = chunks(5, 8, &[0xAF; 10], 128);
-    assert_eq!(guard.inspect(&audio).unwrap_err().refusal, Refusal::Interleaved { csid: 5, in_progress: 4 });
-
     let mut guard = Guard::new(LIMITS);
-    guard.inspect(&video[..12 + 128]).unwrap();
+    check(&mut guard, &video[..12 + 128]).unwrap();
     let shorter = chunks(4, 9, &[0x17; 100], 128);
-    assert_eq!(guard.inspect(&shorter).unwrap_err().refusal, Refusal::HeaderChangedMessage { csid: 4 });
+    assert_eq!(check(&mut guard, &shorter).unwrap_err().refusal, Refusal::HeaderChangedMessage { csid: 4 });
 
     let mut guard = Guard::new(LIMITS);
-    assert_eq!(guard.inspect(&[0x44, 0, 0, 0]).unwrap_err().refusal, Refusal::NoPreviousHeader { csid: 4 });
+    assert_eq!(check(&mut guard, &[0x44, 0, 0, 0]).unwrap_err().refusal, Refusal::NoPreviousHeader { csid: 4 });
 
     for size in [0u32, 0x8000_0000] {
         let mut guard = Guard::new(LIMITS);
-        let refused = guard.inspect(&chunks(2, 1, &size.to_be_bytes(), 128)).unwrap_err();
+        let refused = check(&mut guard, &chunks(2, 1, &size.to_be_bytes(), 128)).unwrap_err();
         assert_eq!(refused.refusal, Refusal::BadChunkSize(Some(size)));
     }
 }
@@ -264,12 +366,14 @@ fn a_refusal_keeps_the_complete_media_before_it() {
     let mut bytes = chunks(6, 9, &[0x17; 1000], 128);
     let media = bytes.len();
     bytes.extend_from_slice(&chunks(3, 20, &nested_connect(0x03, 40), 128));
-    let refused = guard.inspect(&bytes).unwrap_err();
+    let refused = check(&mut guard, &bytes).unwrap_err();
     assert_eq!(refused.refusal, Refusal::TooDeep { type_id: 20 });
-    // The safe prefix ends where the command's last chunk starts: it holds the whole media message.
-    assert!(refused.safe_len > media && refused.safe_len < bytes.len());
+    // What passed ends where the command's last chunk starts: it holds the whole media message.
+    let safe = refused.passed.len();
+    assert!(safe > media && safe < bytes.len());
+    assert_eq!(refused.passed[..], bytes[..safe]);
     let mut de = ChunkDeserializer::new();
-    let first = de.get_next_message(&bytes[..refused.safe_len]).unwrap().unwrap();
+    let first = de.get_next_message(&refused.passed).unwrap().unwrap();
     assert_eq!((first.type_id, first.data.len()), (9, 1000));
     assert_eq!(de.get_next_message(&[]).unwrap(), None);
 }
@@ -301,14 +405,14 @@ fn an_extended_timestamp_below_the_marker_is_refused() {
     first.push(0xAF);
     let mut guard = Guard::new(LIMITS);
     guard.connected();
-    guard.inspect(&first).unwrap();
+    check(&mut guard, &first).unwrap();
     // The next message, type 3 header: the extended field is repeated, and this one is too small.
     assert_eq!(
-        guard.inspect(&[0xC4, 0, 0, 0, 5, 0xAF]).unwrap_err().refusal,
+        check(&mut guard, &[0xC4, 0, 0, 0, 5, 0xAF]).unwrap_err().refusal,
         Refusal::BadExtendedTimestamp { csid: 4 }
     );
     let mut guard = Guard::new(LIMITS);
     guard.connected();
-    guard.inspect(&first).unwrap();
-    guard.inspect(&[0xC4, 1, 0, 0, 40, 0xAF]).expect("a proper extended delta passes");
+    check(&mut guard, &first).unwrap();
+    check(&mut guard, &[0xC4, 1, 0, 0, 40, 0xAF]).expect("a proper extended delta passes");
 }
