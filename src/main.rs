@@ -9,6 +9,18 @@ use clap::{Parser, Subcommand};
 use livechannel::config::{Config, Overrides};
 use livechannel::server::Server;
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's compiled-in options (`_RJEM_MALLOC_CONF` in the environment still overrides them). By
+/// default jemalloc purges freed pages only as later allocations pass by, so after a storage stall the
+/// RSS stays near the peak; a background thread that purges dirty pages after 1 s and skips the lazy
+/// "muzzy" stage brings it back near idle within seconds (BENCHMARKS.md, "Overload").
+#[cfg(feature = "jemalloc")]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[derive(Parser)]
 #[command(name = "livechannel", version, about = "A live media server: RTMP in, keyframe-aligned HLS out")]
 struct Cli {
