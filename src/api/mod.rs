@@ -8,6 +8,7 @@
 //! their JSON error documents).
 
 pub mod aliyun;
+pub mod conditional;
 pub mod console;
 pub mod huawei;
 pub mod objects;

@@ -1,5 +1,6 @@
-//! Object reads for players (the API has addressed and authorized them): playlists and segments from the
-//! object store with GET/HEAD, byte ranges, and the cache rules each kind of object allows; plus the
+//! Object reads (the API has addressed and authorized them): playlists, segments, snapshots and any other
+//! object of a channel folder, with GET/HEAD, byte ranges, conditional 304s and the cache rules each kind of
+//! object allows; plus the
 //! virtual-host addressing every dialect uses.
 
 use futures::TryStreamExt;
@@ -31,19 +32,21 @@ pub(crate) async fn get_object(
     key: &ChannelKey,
     file: &str,
 ) -> Result<Response<Body>, OssError> {
-    let (content_type, cache_control) = if file.ends_with(".m3u8") {
-        // Players poll the live playlist; it must not be cached for longer than a fraction of a segment.
-        ("application/vnd.apple.mpegurl", "max-age=1")
-    } else if crate::hls::parse_segment_file_name(file).is_some() {
-        // A segment name is never reused (sequence numbers only grow), so its bytes never change.
-        ("video/mp2t", "max-age=86400, immutable")
-    } else {
-        return Err(OssError::no_such_key());
-    };
+    let kind = ObjectKind::of(file);
     let path = key.object(file).map_err(|_| OssError::no_such_key())?;
+    if super::conditional::is_conditional(req.headers()) {
+        // Validators first: a current copy costs a metadata read and no bytes (and no redirect).
+        let meta = ctx.store.objects().head(&path).await.map_err(store_error)?;
+        if super::conditional::not_modified(req.headers(), meta.e_tag.as_deref(), meta.last_modified.into()) {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            validators(resp.headers_mut(), kind, meta.e_tag.as_deref(), meta.last_modified.into());
+            return Ok(resp);
+        }
+    }
     // Segment bytes straight from the object store, when configured: a presigned URL is per method, so
     // HEAD is still answered here.
-    if content_type == "video/mp2t"
+    if kind == ObjectKind::Segment
         && req.method() == Method::GET
         && let Some(url) = ctx.store.redirect_url(&path).await
     {
@@ -91,18 +94,66 @@ pub(crate) async fn get_object(
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind.content_type()));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::LAST_MODIFIED, header_value(&modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string()));
-    if let Some(etag) = etag {
-        h.insert(header::ETAG, header_value(&format!("\"{}\"", etag.trim_matches('"'))));
-    }
+    validators(h, kind, etag.as_deref(), modified.into());
     if let Some(cr) = content_range {
         h.insert(header::CONTENT_RANGE, header_value(&cr));
     }
     Ok(resp)
+}
+
+/// What a channel folder holds, by file name: it decides the content type and how long caches may keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ObjectKind {
+    Playlist,
+    Segment,
+    Image,
+    Other,
+}
+
+impl ObjectKind {
+    pub(crate) fn of(file: &str) -> Self {
+        if file.ends_with(".m3u8") {
+            ObjectKind::Playlist
+        } else if crate::hls::parse_segment_file_name(file).is_some() {
+            ObjectKind::Segment
+        } else if file.ends_with(".jpg") || file.ends_with(".jpeg") {
+            ObjectKind::Image
+        } else {
+            ObjectKind::Other
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            ObjectKind::Playlist => "application/vnd.apple.mpegurl",
+            ObjectKind::Segment => "video/mp2t",
+            ObjectKind::Image => "image/jpeg",
+            ObjectKind::Other => "application/octet-stream",
+        }
+    }
+
+    fn cache_control(self) -> &'static str {
+        match self {
+            // Players poll the live playlist; it must not be cached for longer than a fraction of a segment.
+            ObjectKind::Playlist => "max-age=1",
+            // A segment name is never reused (sequence numbers only grow), so its bytes never change.
+            ObjectKind::Segment => "max-age=86400, immutable",
+            // Snapshots include an overwritten "latest"; anything else may be replaced too: revalidate.
+            ObjectKind::Image | ObjectKind::Other => "no-cache",
+        }
+    }
+}
+
+/// The headers a 200, 206 and 304 all carry (RFC 9110 §15.4.5: a 304 repeats the validators and caching).
+fn validators(h: &mut hyper::HeaderMap, kind: ObjectKind, etag: Option<&str>, modified: std::time::SystemTime) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(kind.cache_control()));
+    h.insert(header::LAST_MODIFIED, header_value(&httpdate::fmt_http_date(modified)));
+    if let Some(etag) = etag {
+        h.insert(header::ETAG, header_value(&format!("\"{}\"", etag.trim_matches('"'))));
+    }
 }
 
 /// `302 Found` to a presigned URL. Caches may keep the redirect for half the URL's life, so no cached

@@ -273,3 +273,52 @@ async fn http_connections_are_capped_in_all_and_per_address() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn conditional_reads_answer_304_with_the_validators_and_any_object_is_served_by_its_type() {
+    let (_dir, ts, last) = server_with_one_channel().await;
+    let path = format!("/live/demo/{last}.ts");
+    let full = ts.get(&path).await;
+    let etag = full.header("etag").expect("an ETag").to_owned();
+    let modified = full.header("last-modified").expect("a Last-Modified").to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    assert!(httpdate::parse_http_date(&modified).is_ok(), "{modified}");
+
+    for (method, headers) in [
+        ("GET", vec![("If-None-Match", etag.clone())]),
+        ("HEAD", vec![("If-None-Match", format!("\"other\", W/{etag}"))]),
+        ("GET", vec![("If-None-Match", "*".to_owned())]),
+        ("GET", vec![("If-Modified-Since", modified.clone())]),
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = http_request(ts.http(), method, &path, &h).await;
+        assert_eq!(r.status, 304, "{method} {headers:?}");
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("etag"), Some(etag.as_str()));
+        assert_eq!(r.header("last-modified"), Some(modified.as_str()));
+        assert!(r.header("cache-control").unwrap().contains("immutable"));
+    }
+    // A stale validator gets the bytes; If-None-Match wins over a current If-Modified-Since.
+    let stale =
+        http_request(ts.http(), "GET", &path, &[("If-None-Match", "\"stale\""), ("If-Modified-Since", &modified)])
+            .await;
+    assert_eq!((stale.status, stale.body.len()), (200, full.body.len()));
+    let old = http_request(ts.http(), "GET", &path, &[("If-Modified-Since", "Thu, 01 Jan 2015 00:00:00 GMT")]).await;
+    assert_eq!(old.status, 200);
+    let gone = http_request(ts.http(), "GET", "/live/demo/999999.ts", &[("If-None-Match", "*")]).await;
+    assert_eq!(gone.status, 404);
+
+    // Objects other than playlists and segments (snapshots, files put in the folder) are served too.
+    let key = livechannel::names::ChannelKey::new("live", "demo").unwrap();
+    let jpeg = bytes::Bytes::from_static(b"\xff\xd8\xff\xe0 not really a jpeg \xff\xd9");
+    let objects = ts.server.store.objects();
+    object_store::ObjectStoreExt::put(objects.as_ref(), &key.object("latest.jpg").unwrap(), jpeg.clone().into())
+        .await
+        .unwrap();
+    let img = ts.get("/live/demo/latest.jpg").await;
+    assert_eq!(img.status, 200);
+    assert_eq!(img.header("content-type"), Some("image/jpeg"));
+    assert_eq!(img.header("cache-control"), Some("no-cache"));
+    assert_eq!(img.body, jpeg.as_ref());
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}
