@@ -11,6 +11,7 @@ pub mod aliyun;
 pub mod conditional;
 pub mod console;
 pub mod huawei;
+pub mod listing;
 pub mod objects;
 pub mod ops;
 pub mod oss;

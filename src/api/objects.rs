@@ -1,7 +1,6 @@
 //! Object reads (the API has addressed and authorized them): playlists, segments, snapshots and any other
 //! object of a channel folder, with GET/HEAD, byte ranges, conditional 304s and the cache rules each kind of
-//! object allows; plus the
-//! virtual-host addressing every dialect uses.
+//! object allows; plus the virtual-host addressing every dialect uses.
 
 use futures::TryStreamExt;
 use http_body_util::{BodyExt, StreamBody};
@@ -10,6 +9,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use object_store::{GetOptions, ObjectStoreExt};
 
+use super::listing;
 use super::oss::OssError;
 use super::range;
 use crate::config::Config;
@@ -102,6 +102,105 @@ pub(crate) async fn get_object(
         h.insert(header::CONTENT_RANGE, header_value(&cr));
     }
     Ok(resp)
+}
+
+/// ListObjects (V1) or ListObjectsV2 (`list-type=2`) of a bucket: every object of its channel folders.
+/// The store lists under the longest folder the prefix names (a channel's folder for `demo/`, the whole
+/// bucket for `de`); the pager keeps only the page in memory, so a bucket of a million segments costs one
+/// scan and max-keys rows. OSS's limits: max-keys 1..=1000 (default 100), a prefix or marker of at most
+/// 1024 bytes.
+pub(crate) async fn list_objects(
+    ctx: &Context,
+    bucket: &str,
+    query: &[(String, String)],
+) -> Result<Response<Body>, OssError> {
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let v2 = param("list-type") == Some("2");
+    let prefix = param("prefix").unwrap_or("");
+    let delimiter = param("delimiter").unwrap_or("");
+    let max_keys = match param("max-keys").filter(|s| !s.is_empty()) {
+        None => 100,
+        Some(s) => super::int_in(s, 1..=1000).ok_or_else(|| {
+            OssError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!("max-keys {s:?} must be an integer in [1, 1000]."),
+            )
+        })?,
+    };
+    let encoding = match param("encoding-type") {
+        None | Some("") => false,
+        Some("url") => true,
+        Some(other) => {
+            return Err(OssError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!("encoding-type {other:?} is not supported; use url."),
+            ));
+        }
+    };
+    let version = if v2 {
+        listing::Version::V2 {
+            continuation_token: param("continuation-token"),
+            start_after: param("start-after"),
+            fetch_owner: param("fetch-owner") == Some("true"),
+        }
+    } else {
+        listing::Version::V1 { marker: param("marker").unwrap_or("") }
+    };
+    // V2 resumes after the token (our tokens are plain keys), else after start-after.
+    let after = match &version {
+        listing::Version::V1 { marker } => *marker,
+        listing::Version::V2 { continuation_token, start_after, .. } => {
+            continuation_token.or(*start_after).unwrap_or("")
+        }
+    };
+    for (name, value) in [("prefix", prefix), ("marker", after), ("delimiter", delimiter)] {
+        if value.len() > 1024 {
+            return Err(OssError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!("{name} is {} bytes; at most 1024 are allowed.", value.len()),
+            ));
+        }
+    }
+    let query = listing::Query { prefix, delimiter, after, max_keys: max_keys as usize };
+    let folder = prefix.rsplit_once('/').map_or("", |(folder, _)| folder);
+    let mut root = object_store::path::Path::from(bucket);
+    for part in folder.split('/').filter(|p| !p.is_empty()) {
+        // A folder no channel can have (`..`, `#`, ...) holds no objects.
+        if crate::names::validate_component(part, 1024).is_err() {
+            return Ok(super::oss::xml_ok(listing::to_xml(
+                bucket,
+                &query,
+                &version,
+                encoding,
+                &listing::Page::default(),
+            )));
+        }
+        root = root.clone().join(part);
+    }
+    let mut pager = listing::Pager::new(query.clone());
+    let mut listed = ctx.store.objects().list(Some(&root));
+    while let Some(meta) = listed.try_next().await.map_err(|e| OssError::internal("listing objects failed", e))? {
+        let Some(key) = bucket_key(bucket, &meta.location) else { continue };
+        pager.push(listing::Entry { key, size: meta.size, modified: meta.last_modified.into(), etag: meta.e_tag });
+    }
+    Ok(super::oss::xml_ok(listing::to_xml(bucket, &query, &version, encoding, &pager.finish())))
+}
+
+/// The key a stored location has inside its bucket, its parts decoded (object_store percent-encodes what
+/// a path part may not hold; `%` is never in a name, so decoding is exact).
+fn bucket_key(bucket: &str, location: &object_store::path::Path) -> Option<String> {
+    let mut parts = location.parts();
+    let first = parts.next()?;
+    if first.as_ref() != object_store::path::PathPart::from(bucket).as_ref() {
+        return None;
+    }
+    let decoded: Option<Vec<String>> = parts
+        .map(|p| percent_encoding::percent_decode_str(p.as_ref()).decode_utf8().ok().map(|s| s.into_owned()))
+        .collect();
+    decoded.map(|d| d.join("/")).filter(|k| !k.is_empty())
 }
 
 /// What a channel folder holds, by file name: it decides the content type and how long caches may keep it.

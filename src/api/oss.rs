@@ -241,6 +241,12 @@ async fn route(ctx: &Context, req: Request<Incoming>, host: &str) -> Result<Resp
             _ => Err(method_not_allowed()),
         };
     }
+    if at.key.is_empty() {
+        return match method {
+            Method::GET => super::objects::list_objects(ctx, &at.bucket.name, &query).await,
+            _ => Err(method_not_allowed()),
+        };
+    }
     match method {
         Method::GET | Method::HEAD => {
             let (channel, file) = at.key.split_once('/').ok_or_else(OssError::no_such_key)?;
@@ -927,7 +933,7 @@ fn xml_response(status: StatusCode, xml: String) -> Response<Body> {
     resp
 }
 
-fn xml_ok(xml: String) -> Response<Body> {
+pub(crate) fn xml_ok(xml: String) -> Response<Body> {
     xml_response(StatusCode::OK, xml)
 }
 

@@ -20,8 +20,8 @@ pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 /// The longest lifetime of a V4 presigned URL, as OSS sets it: 7 days.
 pub const MAX_V4_EXPIRES: i64 = 7 * 24 * 3600;
 
-/// Query parameters that are part of the V1 canonical resource. Our operations use the first seven; the
-/// rest are the documented list, kept so a request for another OSS feature is still verified correctly.
+/// Query parameters that are part of the V1 canonical resource. Our operations use the first seven (and
+/// `continuation-token`); the rest are the documented list, kept so a request for another OSS feature is still verified correctly.
 const SUB_RESOURCES: &[&str] = &[
     "live",
     "comp",
@@ -56,6 +56,15 @@ const SUB_RESOURCES: &[&str] = &[
     "qos",
     "symlink",
     "x-oss-process",
+    // ListObjectsV2 pages and GetObject's response overrides, signed by oss2 and alibabacloud-oss-v2.
+    "continuation-token",
+    "response-content-type",
+    "response-content-language",
+    "response-cache-control",
+    "response-content-encoding",
+    "response-expires",
+    "response-content-disposition",
+    "versionId",
 ];
 
 /// The parts of an HTTP request a signature covers. `key` and `query` are already percent-decoded.

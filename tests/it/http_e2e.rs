@@ -322,3 +322,37 @@ async fn conditional_reads_answer_304_with_the_validators_and_any_object_is_serv
     assert_eq!(img.body, jpeg.as_ref());
     ts.server.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn list_objects_pages_a_channel_folder_and_rolls_up_folders() {
+    let (_dir, ts, last) = server_with_one_channel().await;
+    let mut keys = Vec::new();
+    let mut marker = String::new();
+    loop {
+        let r = ts.get(&format!("/live/?prefix=demo/&max-keys=2&marker={marker}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let xml = r.text();
+        let page: Vec<String> = xml.split("<Key>").skip(1).map(|s| s.split('<').next().unwrap().to_owned()).collect();
+        assert!(page.len() <= 2);
+        keys.extend(page);
+        match xml.split("<NextMarker>").nth(1) {
+            Some(rest) => marker = rest.split('<').next().unwrap().to_owned(),
+            None => break,
+        }
+    }
+    let mut want: Vec<String> = (0..=last).map(|s| format!("demo/{s}.ts")).collect();
+    want.push("demo/playlist.m3u8".into());
+    want.sort();
+    assert_eq!(keys, want);
+
+    let v2 = ts.get("/live/?list-type=2&delimiter=/&encoding-type=url").await.text();
+    assert!(v2.contains("<CommonPrefixes><Prefix>demo/</Prefix></CommonPrefixes>"), "{v2}");
+    assert!(v2.contains("<KeyCount>1</KeyCount>") && !v2.contains("<Contents>"), "{v2}");
+    let bad = ts.get("/live/?max-keys=1001").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("InvalidArgument"));
+    let escape = ts.get("/live/?prefix=../").await;
+    assert_eq!(escape.status, 200);
+    assert!(!escape.text().contains("<Contents>"));
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}

@@ -128,6 +128,28 @@ def run_oss2(endpoint, version):
     except oss2.exceptions.InvalidArgument:
         check(True, "post_vod_playlist without a range: InvalidArgument")
 
+    # The stored objects as an OSS bucket: both iterators walk the channel's folder in pages of 2.
+    keys = [o.key for o in oss2.ObjectIterator(bucket, prefix=f"{ch}/", max_keys=2)]
+    segments = [k for k in keys if k.endswith(".ts")]
+    check({f"{ch}/playlist.m3u8", f"{ch}/vod.m3u8"} <= set(keys) and len(segments) >= 3
+          and keys == sorted(set(keys)), f"ObjectIterator: {len(keys)} keys")
+    check([o.key for o in oss2.ObjectIteratorV2(bucket, prefix=f"{ch}/", max_keys=2)] == keys,
+          "ObjectIteratorV2 walks the same keys")
+    tops = list(oss2.ObjectIterator(bucket, prefix="oss2-", delimiter="/"))
+    check(any(o.is_prefix() and o.key == f"{ch}/" for o in tops), f"delimiter: {[o.key for o in tops]}")
+    listed = bucket.list_objects_v2(prefix=f"{ch}/", max_keys=1000).object_list
+    seg = next(o for o in listed if o.key == segments[0])
+    meta = bucket.head_object(seg.key)
+    check(meta.content_length == seg.size and meta.etag == seg.etag and meta.last_modified == seg.last_modified,
+          f"head_object agrees with the listing: {meta.content_length} {meta.etag}")
+    check(bucket.get_object(seg.key, byte_range=(188, 375)).read()
+          == bucket.get_object(seg.key).read()[188:376], "get_object with a range")
+    try:
+        bucket.get_object(seg.key, headers={"If-None-Match": f'"{meta.etag}"'})
+        raise AssertionError("a current If-None-Match got the bytes")
+    except oss2.exceptions.NotModified as e:
+        check(e.status == 304, "get_object If-None-Match: 304 NotModified")
+
     bucket.delete_live_channel(ch)
     try:
         bucket.get_live_channel(ch)
