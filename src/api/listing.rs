@@ -224,6 +224,68 @@ pub fn to_xml(bucket: &str, query: &Query, version: &Version, url_encoded: bool,
     format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}")
 }
 
+/// The body of DeleteMultipleObjects.
+#[derive(Debug, serde::Deserialize)]
+pub struct DeleteRequest {
+    #[serde(rename = "Quiet", default)]
+    pub quiet: bool,
+    #[serde(rename = "Object", default)]
+    pub objects: Vec<DeleteKey>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct DeleteKey {
+    #[serde(rename = "Key")]
+    pub key: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "DeleteResult")]
+struct DeleteXml {
+    #[serde(rename = "EncodingType", skip_serializing_if = "Option::is_none")]
+    encoding_type: Option<&'static str>,
+    #[serde(rename = "Deleted")]
+    deleted: Vec<DeletedKey>,
+    #[serde(rename = "Error")]
+    errors: Vec<DeleteError>,
+}
+
+#[derive(Serialize)]
+struct DeletedKey {
+    #[serde(rename = "Key")]
+    key: String,
+}
+
+#[derive(Serialize)]
+struct DeleteError {
+    #[serde(rename = "Key")]
+    key: String,
+    #[serde(rename = "Code")]
+    code: String,
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+/// One key of a DeleteMultipleObjects request and how it went: deleted, or an OSS error code and message.
+pub type DeleteOutcome<'a> = (&'a str, Result<(), (&'static str, String)>);
+
+/// DeleteMultipleObjects' reply: deleted keys (left out when quiet) and the keys that failed, with why.
+pub fn delete_result_xml(results: &[DeleteOutcome], quiet: bool, url_encoded: bool) -> String {
+    let enc = |s: &str| if url_encoded { utf8_percent_encode(s, URL_ENCODE).to_string() } else { s.to_owned() };
+    let mut xml = DeleteXml { encoding_type: url_encoded.then_some("url"), deleted: Vec::new(), errors: Vec::new() };
+    for (key, outcome) in results {
+        match outcome {
+            Ok(()) if quiet => {}
+            Ok(()) => xml.deleted.push(DeletedKey { key: enc(key) }),
+            Err((code, message)) => {
+                xml.errors.push(DeleteError { key: enc(key), code: (*code).to_owned(), message: message.clone() })
+            }
+        }
+    }
+    let body = quick_xml::se::to_string(&xml).unwrap_or_default();
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,6 +189,78 @@ pub(crate) async fn list_objects(
     Ok(super::oss::xml_ok(listing::to_xml(bucket, &query, &version, encoding, &pager.finish())))
 }
 
+/// DeleteObject of one object of a channel folder. The index row goes first, so a crash between the two
+/// leaves an unlisted object, never a VOD playlist naming a missing one. Deleting what does not exist
+/// succeeds, as on OSS; the live playlist of a live channel is refused (409), since players need it.
+pub(crate) async fn delete_object(ctx: &Context, bucket: &str, key: &str) -> Result<(), OssError> {
+    let Some((channel, file)) = key.split_once('/') else { return Ok(()) };
+    let (Ok(channel_key), false) = (ChannelKey::new(bucket, channel), file.contains('/')) else { return Ok(()) };
+    let Ok(path) = channel_key.object(file) else { return Ok(()) };
+    match ObjectKind::of(file) {
+        ObjectKind::Playlist => {
+            let live = ctx.cluster.live(&channel_key).await?.is_some();
+            let record = if live { ctx.meta.get_channel(bucket, channel).await? } else { None };
+            if record.is_some_and(|c| c.settings.playlist_name == file) {
+                return Err(OssError::new(
+                    StatusCode::CONFLICT,
+                    "ChannelStillLive",
+                    format!("{file} is the live playlist of {channel_key}, which is live; end the publish first."),
+                ));
+            }
+        }
+        ObjectKind::Segment => {
+            if let Some(seq) = crate::hls::parse_segment_file_name(file) {
+                ctx.meta.delete_segment(bucket, channel, seq).await?;
+            }
+        }
+        ObjectKind::Image | ObjectKind::Other => {}
+    }
+    match ctx.store.objects().delete(&path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+            tracing::info!(channel = %channel_key, file, "object deleted");
+            Ok(())
+        }
+        Err(e) => Err(OssError::internal(&format!("deleting {channel_key}/{file} failed"), e)),
+    }
+}
+
+/// DeleteMultipleObjects (`POST /<bucket>?delete`): up to 1000 keys, each deleted as DeleteObject does;
+/// the reply lists the deleted keys unless `Quiet`. A key that fails is reported in the reply (OSS's
+/// `Error` rows) and does not stop the others.
+pub(crate) async fn delete_objects(
+    ctx: &Context,
+    bucket: &str,
+    body: &[u8],
+    url_encoded: bool,
+    content_md5: Option<&str>,
+) -> Result<Response<Body>, OssError> {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let bad = |why: String| OssError::new(StatusCode::BAD_REQUEST, "MalformedXML", why);
+    if let Some(sent) = content_md5 {
+        let ours = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body));
+        if sent.trim() != ours {
+            return Err(OssError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidDigest",
+                "Content-MD5 does not match the body.",
+            ));
+        }
+    }
+    let text = std::str::from_utf8(body).map_err(|_| bad("The body is not UTF-8.".into()))?;
+    let request: listing::DeleteRequest =
+        quick_xml::de::from_str(text).map_err(|e| bad(format!("The Delete body does not parse: {e}.")))?;
+    if request.objects.is_empty() || request.objects.len() > 1000 {
+        return Err(bad(format!("A Delete body names 1 to 1000 objects, not {}.", request.objects.len())));
+    }
+    let mut results = Vec::with_capacity(request.objects.len());
+    for object in &request.objects {
+        let outcome = delete_object(ctx, bucket, &object.key).await.map_err(|e| (e.code, e.message));
+        results.push((object.key.as_str(), outcome));
+    }
+    Ok(super::oss::xml_ok(listing::delete_result_xml(&results, request.quiet, url_encoded)))
+}
+
 /// The key a stored location has inside its bucket, its parts decoded (object_store percent-encodes what
 /// a path part may not hold; `%` is never in a name, so decoding is exact).
 fn bucket_key(bucket: &str, location: &object_store::path::Path) -> Option<String> {

@@ -244,6 +244,12 @@ async fn route(ctx: &Context, req: Request<Incoming>, host: &str) -> Result<Resp
     if at.key.is_empty() {
         return match method {
             Method::GET => super::objects::list_objects(ctx, &at.bucket.name, &query).await,
+            Method::POST if has("delete") => {
+                let md5 = req.headers().get("content-md5").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let url_encoded = param("encoding-type") == Some("url");
+                let body = read_body(ctx, req).await?;
+                super::objects::delete_objects(ctx, &at.bucket.name, &body, url_encoded, md5.as_deref()).await
+            }
             _ => Err(method_not_allowed()),
         };
     }
@@ -263,6 +269,10 @@ async fn route(ctx: &Context, req: Request<Incoming>, host: &str) -> Result<Resp
                 return signed_playlist(ctx, &key, file, id, expires, at.vhost).await;
             }
             super::objects::get_object(ctx, &req, &key, file).await
+        }
+        Method::DELETE => {
+            super::objects::delete_object(ctx, &at.bucket.name, &at.key).await?;
+            Ok(empty_ok(StatusCode::NO_CONTENT))
         }
         _ => Err(method_not_allowed()),
     }

@@ -700,6 +700,21 @@ impl Meta {
         Ok(done)
     }
 
+    /// Removes one segment's index row (its object is being deleted), so no VOD playlist names it again.
+    /// Sequence numbers are not reused after this: reservations outlive the rows (see `lease`). True when
+    /// a row was removed.
+    pub async fn delete_segment(&self, bucket: &str, channel: &str, seq: u64) -> Result<bool, MetaError> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let done = sqlx::query("DELETE FROM segments WHERE bucket = $1 AND channel = $2 AND seq = $3")
+            .bind(bucket)
+            .bind(channel)
+            .bind(seq)
+            .execute(&self.pool)
+            .await
+            .op("delete_segment")?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// The highest indexed sequence number of a channel: where its next publish continues.
     pub async fn max_segment_seq(&self, bucket: &str, channel: &str) -> Result<Option<u64>, MetaError> {
         let row = sqlx::query("SELECT MAX(seq) FROM segments WHERE bucket = $1 AND channel = $2")

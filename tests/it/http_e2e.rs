@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::support::*;
+use livechannel::rtmp::client::Publisher;
 
 async fn server_with_one_channel() -> (tempfile::TempDir, TestServer, u64) {
     let dir = tempfile::tempdir().unwrap();
@@ -354,5 +355,49 @@ async fn list_objects_pages_a_channel_folder_and_rolls_up_folders() {
     let escape = ts.get("/live/?prefix=../").await;
     assert_eq!(escape.status, 200);
     assert!(!escape.text().contains("<Contents>"));
+    ts.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn deleting_objects_removes_index_rows_and_spares_a_live_playlist() {
+    let (_dir, ts, last) = server_with_one_channel().await;
+    assert!(last >= 2);
+    assert!(ts.server.sync_metadata().await);
+    let del = http_request(ts.http(), "DELETE", "/live/demo/0.ts", &[]).await;
+    assert_eq!(del.status, 204, "{}", del.text());
+    assert_eq!(ts.get("/live/demo/0.ts").await.status, 404);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let vod = ts.get(&format!("/live/demo?vod&startTime={}&endTime={}", now - 600, now + 600)).await.text();
+    assert!(vod.contains("\n1.ts") && !vod.contains("\n0.ts"), "{vod}");
+    // Deleting what is not there succeeds, as on OSS.
+    assert_eq!(http_request(ts.http(), "DELETE", "/live/demo/0.ts", &[]).await.status, 204);
+
+    let mut p = Publisher::connect(ts.rtmp(), "live", "on-air").await.unwrap();
+    send_all(&mut p, &tags("media/av_bframes.flv"), 0).await.unwrap();
+    let key = livechannel::names::ChannelKey::new("live", "on-air").unwrap();
+    eventually(Duration::from_secs(20), "on-air is live", async || ts.server.channels.live(&key).map(|_| ())).await;
+    let refused = http_request(ts.http(), "DELETE", "/live/on-air/playlist.m3u8", &[]).await;
+    assert_eq!(refused.status, 409);
+    assert!(refused.text().contains("<Code>ChannelStillLive</Code>"), "{}", refused.text());
+
+    let body = b"<Delete><Quiet>false</Quiet><Object><Key>demo/1.ts</Key></Object>\
+        <Object><Key>demo/none.ts</Key></Object><Object><Key>on-air/playlist.m3u8</Key></Object></Delete>";
+    let multi = http_request_body(ts.http(), "POST", "/live/?delete", &[], body).await;
+    assert_eq!(multi.status, 200, "{}", multi.text());
+    let xml = multi.text();
+    assert!(xml.contains("<Deleted><Key>demo/1.ts</Key></Deleted><Deleted><Key>demo/none.ts</Key></Deleted>"), "{xml}");
+    assert!(xml.contains("<Error><Key>on-air/playlist.m3u8</Key><Code>ChannelStillLive</Code>"), "{xml}");
+    assert_eq!(ts.get("/live/demo/1.ts").await.status, 404);
+    assert_eq!(ts.get("/live/on-air/playlist.m3u8").await.status, 200);
+    let quiet = b"<Delete><Quiet>true</Quiet><Object><Key>demo/2.ts</Key></Object></Delete>";
+    let multi = http_request_body(ts.http(), "POST", "/live/?delete", &[], quiet).await;
+    assert!(!multi.text().contains("<Deleted>"), "{}", multi.text());
+    let broken = http_request_body(ts.http(), "POST", "/live/?delete", &[], b"<Delete><Object>").await;
+    assert_eq!(broken.status, 400);
+    let md5 =
+        http_request_body(ts.http(), "POST", "/live/?delete", &[("Content-MD5", "AAAAAAAAAAAAAAAAAAAAAA==")], quiet)
+            .await;
+    assert!(md5.text().contains("InvalidDigest"), "{}", md5.text());
+    drop(p);
     ts.server.shutdown(Duration::from_secs(5)).await;
 }

@@ -149,6 +149,16 @@ def run_oss2(endpoint, version):
         raise AssertionError("a current If-None-Match got the bytes")
     except oss2.exceptions.NotModified as e:
         check(e.status == 304, "get_object If-None-Match: 304 NotModified")
+    bucket.delete_object(segments[0])
+    r = bucket.batch_delete_objects([segments[1], f"{ch}/none.ts"])
+    check(sorted(r.deleted_keys) == sorted([segments[1], f"{ch}/none.ts"]), f"batch_delete_objects: {r.deleted_keys}")
+    left = [o.key for o in oss2.ObjectIterator(bucket, prefix=f"{ch}/")]
+    check(segments[0] not in left and segments[1] not in left and segments[2] in left, "deleted objects are gone")
+    vod = bucket.get_vod_playlist(ch, push_start - 1, end).playlist
+    vod = vod.decode() if isinstance(vod, bytes) else vod
+    names = [line for line in vod.splitlines() if line.endswith(".ts")]
+    check(not {segments[0].split("/")[-1], segments[1].split("/")[-1]} & {n.split("/")[-1].split("?")[0] for n in names},
+          "the VOD playlist no longer names the deleted segments")
 
     bucket.delete_live_channel(ch)
     try:
