@@ -180,6 +180,8 @@ pub struct BucketFile {
     /// After this long without a publisher, the live playlist is closed with `EXT-X-ENDLIST`, so players
     /// end instead of waiting (a later publish reopens it). Default: never (OSS behaviour).
     pub reconnect_window_ms: Option<u64>,
+    /// Segments older than this many days are deleted (objects and index rows); absent: kept forever.
+    pub retention_days: Option<u32>,
 }
 
 /// When a new publish may replace the live publisher of its channel. An encoder that reconnects after a
@@ -371,6 +373,8 @@ pub struct Bucket {
     pub takeover: Takeover,
     /// How long a channel may be without a publisher before its live playlist gets `EXT-X-ENDLIST`.
     pub reconnect_window: Option<Duration>,
+    /// How long stored segments are kept (`retention_days`); None keeps them forever.
+    pub retention: Option<Duration>,
 }
 
 impl Default for Bucket {
@@ -382,6 +386,7 @@ impl Default for Bucket {
             domains: Vec::new(),
             takeover: Takeover::default(),
             reconnect_window: None,
+            retention: None,
         }
     }
 }
@@ -492,6 +497,7 @@ impl Config {
                         after: b.takeover_after_ms.map_or(Takeover::default().after, Duration::from_millis),
                     },
                     reconnect_window: b.reconnect_window_ms.map(Duration::from_millis),
+                    retention: b.retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400)),
                     name: b.name,
                     acl: b.acl.unwrap_or(Acl::Private),
                     auto_create_channels: b.auto_create_channels.unwrap_or(false),
@@ -507,6 +513,9 @@ impl Config {
             }
             if buckets[..i].iter().any(|o| o.name == b.name) {
                 return Err(invalid(format!("[[buckets]] name {:?} appears twice", b.name)));
+            }
+            if b.retention.is_some_and(|r| r.is_zero()) {
+                return Err(invalid(format!("[[buckets]] {:?}: retention_days must be at least 1", b.name)));
             }
             if b.reconnect_window.is_some_and(|w| w < Duration::from_secs(1)) {
                 return Err(invalid(format!("[[buckets]] {:?}: reconnect_window_ms must be at least 1000", b.name)));

@@ -65,6 +65,7 @@ pub mod names;
 pub mod notify;
 pub mod publish;
 pub mod reply;
+pub mod retention;
 pub mod rtmp;
 pub mod server;
 pub mod service;

@@ -158,6 +158,7 @@ impl Server {
             warn!(leases = dead, pushes = recovered, node = %config.node.id, "closed publishes left open by an unclean stop");
         }
         tracker.spawn(Arc::clone(&cluster).run(shutdown.clone()));
+        tracker.spawn(crate::retention::run(Arc::clone(&config), meta.clone(), store.clone(), shutdown.clone()));
         let kicked = Arc::clone(&cluster);
         tracker.spawn(meta.clone().listen(move |node| kicked.on_kick(node), shutdown.clone()));
         let publish_ctx = Arc::new(publish::Context {

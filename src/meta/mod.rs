@@ -715,6 +715,44 @@ impl Meta {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Up to `limit` segments of a bucket that ended before `before`, oldest first, leaving out each
+    /// channel's last `keep` indexed segments (the live window is among them): what retention deletes next.
+    pub async fn expired_segments(
+        &self,
+        bucket: &str,
+        before: SystemTime,
+        keep: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, SegmentRecord)>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT s.channel, s.seq, s.start_ms, s.duration_ms, s.object_key, s.discontinuity FROM segments s
+             WHERE s.bucket = $1 AND s.start_ms + s.duration_ms < $2
+               AND s.seq + $3 <= (SELECT MAX(t.seq) FROM segments t WHERE t.bucket = s.bucket AND t.channel = s.channel)
+             ORDER BY s.start_ms LIMIT $4",
+        )
+        .bind(bucket)
+        .bind(millis(before))
+        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .op("expired_segments")?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    SegmentRecord {
+                        seq: int(r, 1)?,
+                        start: from_millis(r.try_get(2)?),
+                        duration_ms: int(r, 3)?,
+                        object_key: r.try_get(4)?,
+                        discontinuity: flag(r, 5)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// The highest indexed sequence number of a channel: where its next publish continues.
     pub async fn max_segment_seq(&self, bucket: &str, channel: &str) -> Result<Option<u64>, MetaError> {
         let row = sqlx::query("SELECT MAX(seq) FROM segments WHERE bucket = $1 AND channel = $2")
@@ -975,6 +1013,32 @@ mod tests {
         assert!(meta.get_channel("live", "ab").await.unwrap().is_none());
         let created = meta.get_or_create_channel("live", "new", &ChannelSettings::default()).await.unwrap();
         assert_eq!(created.status, ChannelStatus::Enabled);
+    }}
+
+    on_both! { async fn expired_segments_leave_each_channels_newest_and_deleted_rows_are_gone(db) {
+        let meta = db.open().await;
+        for (channel, count) in [("a", 5u64), ("b", 2)] {
+            for seq in 0..count {
+                let s = SegmentRecord {
+                    seq,
+                    start: from_millis(1_000 * seq as i64),
+                    duration_ms: 1_000,
+                    object_key: format!("live/{channel}/{seq}.ts"),
+                    discontinuity: false,
+                };
+                meta.add_segment("live", channel, &s).await.unwrap();
+            }
+        }
+        let seqs = |v: Vec<(String, SegmentRecord)>| v.into_iter().map(|(c, s)| (c, s.seq)).collect::<Vec<_>>();
+        // Keep the last 2 of each: a loses 0..=2, b nothing; ended before 3.5 s: a's 0, 1 and 2.
+        let old = meta.expired_segments("live", from_millis(3_500), 2, 10).await.unwrap();
+        assert_eq!(seqs(old), [("a".to_owned(), 0), ("a".to_owned(), 1), ("a".to_owned(), 2)]);
+        assert_eq!(seqs(meta.expired_segments("live", from_millis(3_500), 2, 1).await.unwrap()), [("a".to_owned(), 0)]);
+        assert!(meta.expired_segments("other", from_millis(9_000), 0, 10).await.unwrap().is_empty());
+        assert!(meta.delete_segment("live", "a", 0).await.unwrap());
+        assert!(!meta.delete_segment("live", "a", 0).await.unwrap());
+        let old = meta.expired_segments("live", from_millis(3_500), 2, 10).await.unwrap();
+        assert_eq!(seqs(old), [("a".to_owned(), 1), ("a".to_owned(), 2)]);
     }}
 
     on_both! { async fn history_keeps_the_ten_most_recent_oldest_first(db) {
