@@ -55,6 +55,18 @@ pub struct ConfigFile {
     pub cluster: ClusterFile,
     /// The web console's sign-in (`[console]`); without it only public buckets are shown.
     pub console: Option<ConsoleLogin>,
+    /// `[[notify_topics]]`: where a PutLiveChannel Snapshot `NotifyTopic` delivers (OSS sends to MNS;
+    /// here a topic name maps to a callback URL).
+    #[serde(default)]
+    pub notify_topics: Vec<NotifyTopic>,
+}
+
+/// One `[[notify_topics]]` entry: snapshot results for `name` are POSTed to `url` through the outbox.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTopic {
+    pub name: String,
+    pub url: String,
 }
 
 /// The web console's one account (HTTP Basic): signed in, it shows private buckets too and may enable
@@ -435,6 +447,14 @@ pub struct Config {
     pub database: Database,
     pub node: NodeConfig,
     pub console: Option<ConsoleLogin>,
+    pub notify_topics: Vec<NotifyTopic>,
+}
+
+impl Config {
+    /// The `[[notify_topics]]` entry of that name.
+    pub fn notify_topic(&self, name: &str) -> Option<&NotifyTopic> {
+        self.notify_topics.iter().find(|t| t.name == name)
+    }
 }
 
 impl Default for Config {
@@ -660,7 +680,23 @@ impl Config {
         {
             return Err(invalid("[console] user must be set (no ':') and password at least 12 characters".into()));
         }
+        for (i, t) in file.notify_topics.iter().enumerate() {
+            let uri: Option<hyper::Uri> = t.url.parse().ok();
+            let web = uri.as_ref().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+            });
+            if t.name.is_empty() || t.name.len() > 256 || !web {
+                return Err(invalid(format!(
+                    "[[notify_topics]] {:?}: name must be 1-256 bytes and url an http(s) URL (got {:?})",
+                    t.name, t.url
+                )));
+            }
+            if file.notify_topics[..i].iter().any(|o| o.name == t.name) {
+                return Err(invalid(format!("[[notify_topics]] name {:?} appears twice", t.name)));
+            }
+        }
         Ok(Config {
+            notify_topics: file.notify_topics,
             console: file.console,
             node,
             notify,

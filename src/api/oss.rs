@@ -556,6 +556,9 @@ async fn put_channel(
 ) -> Result<Response<Body>, OssError> {
     let body = read_body(ctx, req).await?;
     let record = parse_configuration(&body, key.channel(), &ctx.config.channel_defaults, SystemTime::now())?;
+    if let Some(s) = &record.snapshot {
+        check_snapshot(&ctx.config, s)?;
+    }
     // The check and the write are one claim: while the configuration is written, the channel is held as
     // a publish would hold it, so no publish can start with the old settings in between.
     let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
@@ -582,6 +585,30 @@ async fn put_channel(
 }
 
 // ------------------------------------------------------------------------------------------ reads
+
+/// A Snapshot configuration must name what this server can deliver: a configured DestBucket (snapshots
+/// are stored there, on the same storage) and a `[[notify_topics]]` NotifyTopic (OSS's MNS topic); RoleName
+/// is required as on OSS, though this server has no RAM roles to check it against.
+pub(crate) fn check_snapshot(config: &crate::config::Config, s: &Snapshot) -> Result<(), OssError> {
+    let bad = |message: String| OssError::new(StatusCode::BAD_REQUEST, "InvalidArgument", message);
+    if s.role_name.as_deref().is_none_or(str::is_empty) {
+        return Err(bad("Snapshot RoleName must not be empty.".into()));
+    }
+    match s.dest_bucket.as_deref() {
+        None | Some("") => return Err(bad("Snapshot DestBucket must not be empty.".into())),
+        Some(b) if config.bucket(b).is_none() => {
+            return Err(bad(format!("Snapshot DestBucket {b:?} is not a bucket of this server.")));
+        }
+        Some(_) => {}
+    }
+    match s.notify_topic.as_deref() {
+        None | Some("") => Err(bad("Snapshot NotifyTopic must not be empty.".into())),
+        Some(t) if config.notify_topic(t).is_none() => {
+            Err(bad(format!("Snapshot NotifyTopic {t:?} is not configured ([[notify_topics]]).")))
+        }
+        Some(_) => Ok(()),
+    }
+}
 
 async fn existing(ctx: &Context, key: &ChannelKey) -> Result<ChannelRecord, OssError> {
     ctx.meta.get_channel(key.bucket(), key.channel()).await?.ok_or_else(OssError::no_channel)
@@ -1076,6 +1103,38 @@ mod tests {
         let resp = OssError::no_channel().into_response("h", "RID");
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
         assert_eq!(resp.headers()["x-oss-ec"], "0026-00000021");
+    }
+
+    #[test]
+    fn a_snapshot_must_name_a_configured_bucket_and_topic() {
+        let file: crate::config::ConfigFile = toml::from_str(
+            "[[buckets]]\nname = \"live\"\n[[buckets]]\nname = \"shots\"\n\
+             [[notify_topics]]\nname = \"snapshotnotify\"\nurl = \"http://127.0.0.1:9000/snapshots\"\n",
+        )
+        .unwrap();
+        let config = crate::config::Config::from_file(file).unwrap();
+        let snap = |role: &str, bucket: &str, topic: &str| Snapshot {
+            role_name: Some(role.into()),
+            dest_bucket: Some(bucket.into()),
+            notify_topic: Some(topic.into()),
+            interval: 5,
+        };
+        assert!(check_snapshot(&config, &snap("r", "shots", "snapshotnotify")).is_ok());
+        for (s, why) in [
+            (snap("", "shots", "snapshotnotify"), "RoleName"),
+            (snap("r", "", "snapshotnotify"), "DestBucket must not be empty"),
+            (snap("r", "elsewhere", "snapshotnotify"), "not a bucket"),
+            (snap("r", "shots", ""), "NotifyTopic must not be empty"),
+            (snap("r", "shots", "mns-topic"), "not configured"),
+        ] {
+            let e = check_snapshot(&config, &s).unwrap_err();
+            assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "InvalidArgument"));
+            assert!(e.message.contains(why), "{why}: {}", e.message);
+        }
+        let twice = "[[notify_topics]]\nname = \"t\"\nurl = \"http://a/\"\n[[notify_topics]]\nname = \"t\"\nurl = \"http://b/\"\n";
+        assert!(crate::config::Config::from_file(toml::from_str(twice).unwrap()).is_err());
+        let ftp = "[[notify_topics]]\nname = \"t\"\nurl = \"ftp://a/\"\n";
+        assert!(crate::config::Config::from_file(toml::from_str(ftp).unwrap()).is_err());
     }
 
     #[test]

@@ -120,7 +120,8 @@ async fn missing_things_and_escaping_paths_are_404_and_other_methods_405() {
         assert_eq!(r.status, 404, "{path}");
         assert!(!r.body.windows(12).any(|w| w == b"do not serve"));
     }
-    let r = http_request(ts.http(), "DELETE", &format!("/live/demo/{last}.ts"), &[]).await;
+    // Objects are written by publishes only: PutObject is not an operation here.
+    let r = http_request(ts.http(), "PUT", &format!("/live/demo/{last}.ts"), &[]).await;
     assert_eq!(r.status, 405);
     assert_eq!(ts.get(&format!("/live/demo/{last}.ts")).await.status, 200, "still there");
     ts.server.shutdown(Duration::from_secs(5)).await;

@@ -289,6 +289,10 @@ async fn credentials_and_acls_are_enforced(db) {
     assert_eq!(Oss::new(ts.http(), "readonly").put_channel("c", &xml).await.status, 200);
     assert_eq!(ro_anon.call("GET", "c", "live=", b"").await.status, 200);
     assert_eq!(ro_anon.call("GET", "", "live=", b"").await.status, 200);
+    // Object calls follow the same ACL: a public-read bucket lists and reads, never deletes.
+    assert_eq!(ro_anon.call("GET", "", "prefix=c/", b"").await.status, 200);
+    assert_error(&ro_anon.call("DELETE", "c/0.ts", "", b"").await, 403, "AccessDenied");
+    assert_error(&ro_anon.call("POST", "", "delete=", b"<Delete/>").await, 403, "AccessDenied");
 
     // public-read-write: anonymous everything; a bad signature is still refused.
     let open = Oss { anonymous: true, ..Oss::new(ts.http(), "live") };
@@ -299,7 +303,9 @@ async fn credentials_and_acls_are_enforced(db) {
         "SignatureDoesNotMatch",
     );
 
-    assert_error(&oss.call("GET", "", "", b"").await, 404, "NoSuchKey");
+    let listed = oss.call("GET", "", "", b"").await;
+    assert_eq!(listed.status, 200);
+    assert!(listed.text().contains("<ListBucketResult>"), "{}", listed.text());
     assert_error(&oss.call("GET", "c/999.ts", "", b"").await, 404, "NoSuchKey");
     assert_error(&oss.call("GET", "c/notes.txt", "", b"").await, 404, "NoSuchKey");
     let nobucket = Oss::new(ts.http(), "nosuchbucket");
