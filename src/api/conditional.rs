@@ -37,6 +37,12 @@ pub fn not_modified(headers: &HeaderMap, etag: Option<&str>, modified: SystemTim
     modified <= since
 }
 
+/// A stored ETag as HTTP and OSS's XML carry it: quoted once, whatever quotes the store kept. GET, HEAD,
+/// 304s and listings all use this, so oss2 sees one ETag per object.
+pub fn quoted(etag: &str) -> String {
+    format!("\"{}\"", etag.trim_matches('"'))
+}
+
 fn opaque(tag: &str) -> &str {
     tag.trim().strip_prefix("W/").unwrap_or(tag.trim()).trim_matches('"')
 }

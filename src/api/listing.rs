@@ -188,7 +188,7 @@ pub fn to_xml(bucket: &str, query: &Query, version: &Version, url_encoded: bool,
             Row::Object(e) => contents.push(Contents {
                 key: enc(&e.key),
                 last_modified: crate::wire::oss_time(e.modified),
-                etag: format!("\"{}\"", e.etag.as_deref().unwrap_or("").trim_matches('"')),
+                etag: super::conditional::quoted(e.etag.as_deref().unwrap_or("")),
                 kind: "Normal",
                 size: e.size,
                 storage_class: "Standard",

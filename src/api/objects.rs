@@ -323,7 +323,7 @@ fn validators(h: &mut hyper::HeaderMap, kind: ObjectKind, etag: Option<&str>, mo
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(kind.cache_control()));
     h.insert(header::LAST_MODIFIED, header_value(&httpdate::fmt_http_date(modified)));
     if let Some(etag) = etag {
-        h.insert(header::ETAG, header_value(&format!("\"{}\"", etag.trim_matches('"'))));
+        h.insert(header::ETAG, header_value(&super::conditional::quoted(etag)));
     }
 }
 
