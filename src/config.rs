@@ -59,6 +59,48 @@ pub struct ConfigFile {
     /// here a topic name maps to a callback URL).
     #[serde(default)]
     pub notify_topics: Vec<NotifyTopic>,
+    /// How snapshots are taken (`[snapshots]`).
+    #[serde(default)]
+    pub snapshots: SnapshotsFile,
+}
+
+/// `[snapshots]`: the decoder pool that turns keyframes into PutLiveChannel Snapshot JPEGs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsFile {
+    /// The ffmpeg that decodes keyframes. Default: `ffmpeg` on the PATH.
+    pub ffmpeg: Option<PathBuf>,
+    /// Keyframes decoded at once. Default: half the CPUs, at least 1.
+    pub workers: Option<usize>,
+    /// Keyframes waiting for a worker; past that, snapshots are skipped (and counted). Default: 2 per worker.
+    pub queue: Option<usize>,
+    /// One decode that takes longer is killed and counts as failed. Default 10000.
+    pub timeout_ms: Option<u64>,
+    /// JPEG quality, 1-100. Default 85.
+    pub jpeg_quality: Option<u8>,
+}
+
+/// The validated `[snapshots]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    pub ffmpeg: PathBuf,
+    pub workers: usize,
+    pub queue: usize,
+    pub timeout: Duration,
+    pub jpeg_quality: u8,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        let workers = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        SnapshotSettings {
+            ffmpeg: PathBuf::from("ffmpeg"),
+            workers,
+            queue: 2 * workers,
+            timeout: Duration::from_secs(10),
+            jpeg_quality: 85,
+        }
+    }
 }
 
 /// One `[[notify_topics]]` entry: snapshot results for `name` are POSTed to `url` through the outbox.
@@ -67,6 +109,10 @@ pub struct ConfigFile {
 pub struct NotifyTopic {
     pub name: String,
     pub url: String,
+    /// When set, each message carries `ALI-LIVE-TIMESTAMP` and `ALI-LIVE-SIGNATURE` made with this key,
+    /// as Aliyun-style recording callbacks do (`md5(host|timestamp|key)`).
+    #[serde(default)]
+    pub sign_key: Option<String>,
 }
 
 /// The web console's one account (HTTP Basic): signed in, it shows private buckets too and may enable
@@ -448,6 +494,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub console: Option<ConsoleLogin>,
     pub notify_topics: Vec<NotifyTopic>,
+    pub snapshots: SnapshotSettings,
 }
 
 impl Config {
@@ -695,7 +742,27 @@ impl Config {
                 return Err(invalid(format!("[[notify_topics]] name {:?} appears twice", t.name)));
             }
         }
+        let defaults = SnapshotSettings::default();
+        let f = &file.snapshots;
+        let workers = f.workers.unwrap_or(defaults.workers);
+        let snapshots = SnapshotSettings {
+            ffmpeg: f.ffmpeg.clone().unwrap_or(defaults.ffmpeg),
+            workers,
+            queue: f.queue.unwrap_or(2 * workers),
+            timeout: f.timeout_ms.map_or(defaults.timeout, Duration::from_millis),
+            jpeg_quality: f.jpeg_quality.unwrap_or(defaults.jpeg_quality),
+        };
+        if !(1..=64).contains(&snapshots.workers)
+            || !(1..=4096).contains(&snapshots.queue)
+            || snapshots.timeout < Duration::from_millis(100)
+            || !(1..=100).contains(&snapshots.jpeg_quality)
+        {
+            return Err(invalid(
+                "[snapshots] workers must be 1-64, queue 1-4096, timeout_ms >= 100, jpeg_quality 1-100".into(),
+            ));
+        }
         Ok(Config {
+            snapshots,
             notify_topics: file.notify_topics,
             console: file.console,
             node,

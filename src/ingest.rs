@@ -80,6 +80,9 @@ pub struct Ingest {
     last_keyframe: Option<Timestamp90k>,
     /// A keyframe interval longer than FragDuration, once per publish: `take_long_gop` hands it out.
     long_gop: Option<LongGop>,
+    /// Keep the last keyframe for `take_keyframe` (the channel takes snapshots).
+    tap_keyframes: bool,
+    keyframe: Option<(Bytes, Timestamp90k)>,
 }
 
 /// The encoder's keyframe interval is longer than FragDuration: every segment is as long as the
@@ -102,7 +105,25 @@ impl Ingest {
             stats: IngestStats::default(),
             last_keyframe: None,
             long_gop: None,
+            tap_keyframes: false,
+            keyframe: None,
         }
+    }
+
+    /// From now on, [`Ingest::take_keyframe`] hands out each keyframe (snapshots).
+    pub fn tap_keyframes(&mut self) {
+        self.tap_keyframes = true;
+    }
+
+    /// The keyframe the last `video` call carried (its AVCC NAL units, a slice of the message) and its
+    /// presentation time, once.
+    pub fn take_keyframe(&mut self) -> Option<(Bytes, Timestamp90k)> {
+        self.keyframe.take()
+    }
+
+    /// The stream's H.264 configuration, once its sequence header arrived.
+    pub fn video_config(&self) -> Option<&AvcConfig> {
+        self.stats.video.as_ref()
     }
 
     /// The keyframe interval (seconds) the first time it exceeded FragDuration; then None for the rest
@@ -199,6 +220,9 @@ impl Ingest {
                         self.long_gop = Some(LongGop::Seen { gop_seconds: (dts - last).as_secs_f64() });
                     }
                     self.last_keyframe = Some(dts);
+                }
+                if keyframe && self.tap_keyframes {
+                    self.keyframe = Some((nalus.clone(), pts));
                 }
                 let frame = Frame { track: Track::Video, dts, pts, keyframe, payload: nalus };
                 self.push(frame, now, out)

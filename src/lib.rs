@@ -19,6 +19,9 @@
 //! -> journal (one task for every channel): index rows and callback events, batched into one metadata
 //!    transaction every few ms; the media path hands rows over and never waits for a commit
 //! -> notify::sender delivers the outbox rows the journal committed (only to destinations egress allows)
+//! publish::Session::media, keyframes of a channel with a Snapshot configuration -> snapshot::Schedule
+//!    -> snapshot::pool (bounded queue, never waited on; ffmpeg child processes, JPEG, DestBucket objects,
+//!    the index row and its NotifyTopic message in one meta transaction)
 //! -> http (transport) -> api::route -> api::{oss, aliyun, huawei, objects} serve players and control calls;
 //!    api::ops serves /healthz, /readyz and /metrics
 //! cluster::Cluster::run (one task per node): renews this node's leases, kicks, writes live stats, sweeps
@@ -34,8 +37,9 @@
 //! state:    meta(-> config)  channels(-> names)  storage(-> config, names, hls)
 //! events:   notify(-> meta, auth, config, wire)  journal(-> meta, notify)
 //! cluster:  cluster(-> channels, config, journal, meta, notify)
+//! snapshot: snapshot(-> flv, media, meta, config, names, notify, storage)
 //! shells:   storage::sink(-> budget, channels, hls, journal, meta, notify)  publish(-> auth, channels, cluster, hls,
-//!           ingest, journal, meta, storage, budget)  rtmp(-> publish)  service(-> meta, channels, cluster, storage,
+//!           ingest, journal, meta, storage, budget, snapshot)  rtmp(-> publish)  service(-> meta, channels, cluster, storage,
 //!           notify)  api(-> service, reply, meta, channels, cluster, storage, notify)  http(-> api, rtmp,
 //!           service)  server(-> everything)
 //! ```
@@ -70,6 +74,7 @@ pub mod rtmp;
 pub mod server;
 pub mod service;
 pub mod slots;
+pub mod snapshot;
 pub mod storage;
 pub mod ts;
 pub mod wire;

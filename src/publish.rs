@@ -241,6 +241,8 @@ pub struct Context {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Media bytes waiting for storage, all publishes together.
     pub budget: Arc<crate::budget::MediaBudget>,
+    /// The node's snapshot decoders (channels with a PutLiveChannel Snapshot configuration).
+    pub snapshots: crate::snapshot::pool::Snapshots,
 }
 
 /// The stream could not go on.
@@ -283,6 +285,8 @@ pub struct Session {
     refused_mid_stream: bool,
     /// What the storage writer's end-of-publish line says about the publisher's side.
     summary: Option<tokio::sync::oneshot::Sender<Summary>>,
+    /// Where the keyframes go when the channel takes snapshots.
+    snapshots: Option<crate::snapshot::pool::Feed>,
 }
 
 /// The publisher's side of a finished publish, for the one line the storage writer logs when the
@@ -415,9 +419,18 @@ impl Session {
             state,
         };
         ctx.tracker.spawn(writer.run(sink, rx));
+        let snapshots = record
+            .as_ref()
+            .and_then(|r| r.snapshot.as_ref())
+            .and_then(|s| ctx.snapshots.feed(&ctx.config, key, s, &event.session()));
+        let mut ingest = Ingest::new(segmenter);
+        if snapshots.is_some() {
+            ingest.tap_keyframes();
+        }
         Ok(Session {
+            snapshots,
             guard,
-            ingest: Ingest::new(segmenter),
+            ingest,
             tx,
             outputs: Vec::with_capacity(8),
             lost_index: None,
@@ -466,6 +479,11 @@ impl Session {
         };
         self.forward(&mut outputs);
         self.outputs = outputs;
+        if let Some(feed) = &mut self.snapshots
+            && let Some((access_unit, pts)) = self.ingest.take_keyframe()
+        {
+            feed.offer(self.ingest.video_config(), &access_unit, pts);
+        }
         self.refresh_stats();
         self.check_storage();
         if let Some(gop) = self.ingest.take_long_gop() {

@@ -174,6 +174,14 @@ impl Server {
             on_stored: observers.on_stored,
             shutdown: shutdown.clone(),
             budget: crate::budget::MediaBudget::new(config.limits.media_memory_bytes),
+            snapshots: crate::snapshot::pool::Snapshots::start(
+                config.snapshots.clone(),
+                store.clone(),
+                meta.clone(),
+                notifier.clone(),
+                &tracker,
+                shutdown.clone(),
+            ),
         });
         let rtmp_ctx = Arc::new(rtmp::Context {
             config: Arc::clone(&config),

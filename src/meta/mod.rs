@@ -20,6 +20,7 @@ pub mod aliyun;
 pub mod events;
 pub mod lease;
 pub mod notify;
+pub mod snapshots;
 
 use std::path::Path;
 use std::sync::Arc;

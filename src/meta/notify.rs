@@ -20,6 +20,8 @@ pub enum CallbackKind {
     AliyunEventsub,
     /// Aliyun recording callback.
     AliyunRecord,
+    /// A snapshot taken (or failed), to the PutLiveChannel Snapshot NotifyTopic's `[[notify_topics]]` URL.
+    Snapshot,
 }
 
 impl CallbackKind {
@@ -31,6 +33,7 @@ impl CallbackKind {
             CallbackKind::AliyunIngest => "aliyun_ingest",
             CallbackKind::AliyunEventsub => "aliyun_eventsub",
             CallbackKind::AliyunRecord => "aliyun_record",
+            CallbackKind::Snapshot => "snapshot",
         }
     }
 
@@ -41,6 +44,7 @@ impl CallbackKind {
             CallbackKind::AliyunIngest,
             CallbackKind::AliyunEventsub,
             CallbackKind::AliyunRecord,
+            CallbackKind::Snapshot,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -69,6 +73,8 @@ pub enum Payload {
     AliyunEventsub(serde_json::Value),
     /// Aliyun recording-callback body, sent as is.
     AliyunRecord(serde_json::Value),
+    /// Snapshot message body, sent as is (signed like an Aliyun recording callback).
+    Snapshot(serde_json::Value),
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -91,13 +97,17 @@ impl Payload {
             Payload::AliyunIngest { .. } => CallbackKind::AliyunIngest,
             Payload::AliyunEventsub(_) => CallbackKind::AliyunEventsub,
             Payload::AliyunRecord(_) => CallbackKind::AliyunRecord,
+            Payload::Snapshot(_) => CallbackKind::Snapshot,
         }
     }
 
     /// The payload column.
     pub fn to_stored(&self) -> String {
         let text = match self {
-            Payload::HuaweiPublish(v) | Payload::AliyunEventsub(v) | Payload::AliyunRecord(v) => Ok(v.to_string()),
+            Payload::HuaweiPublish(v)
+            | Payload::AliyunEventsub(v)
+            | Payload::AliyunRecord(v)
+            | Payload::Snapshot(v) => Ok(v.to_string()),
             Payload::HuaweiRecord { body, sign_type } => {
                 serde_json::to_string(&StoredHuaweiRecord { body: body.clone(), sign_type: *sign_type })
             }
@@ -116,6 +126,7 @@ impl Payload {
             CallbackKind::HuaweiPublish => Payload::HuaweiPublish(serde_json::from_str(text).map_err(bad)?),
             CallbackKind::AliyunEventsub => Payload::AliyunEventsub(serde_json::from_str(text).map_err(bad)?),
             CallbackKind::AliyunRecord => Payload::AliyunRecord(serde_json::from_str(text).map_err(bad)?),
+            CallbackKind::Snapshot => Payload::Snapshot(serde_json::from_str(text).map_err(bad)?),
             CallbackKind::HuaweiRecord => {
                 let s: StoredHuaweiRecord = serde_json::from_str(text).map_err(bad)?;
                 Payload::HuaweiRecord { body: s.body, sign_type: s.sign_type }

@@ -76,7 +76,7 @@ pub struct PublishEvent {
 
 impl PublishEvent {
     /// Names this publish session in idempotency keys: the same in its start and stop callbacks.
-    fn session(&self) -> String {
+    pub fn session(&self) -> String {
         format!("{}-{}-{}", self.bucket, self.channel, self.session_id)
     }
 }
@@ -438,7 +438,9 @@ impl Notifier {
         self.enqueue(&out).await;
     }
 
-    async fn enqueue(&self, callbacks: &[NewCallback]) {
+    /// Writes callbacks to the outbox now and wakes the sender (control plane and snapshot workers; the
+    /// media path goes through the journal). Failures are logged: the callbacks are lost.
+    pub async fn enqueue(&self, callbacks: &[NewCallback]) {
         match self.meta.enqueue(callbacks).await {
             Ok(conflicts) => {
                 for key in &conflicts {
@@ -586,7 +588,7 @@ pub fn render(entry: &OutboxEntry, now: SystemTime) -> Result<Rendered, String> 
             body["MsgTimestamp"] = json!(unix(now));
             Ok(Rendered { method: "POST", url: entry.url.clone(), headers, body: body.to_string() })
         }
-        Payload::AliyunRecord(body) => {
+        Payload::AliyunRecord(body) | Payload::Snapshot(body) => {
             let mut headers = headers;
             if !entry.sign_key.is_empty() {
                 let ts = unix(now);
