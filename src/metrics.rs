@@ -31,6 +31,7 @@ label_values! {
     AttemptResult { Delivered => "delivered", Retry => "retry", Failed => "failed" }
     StorageOp { Segment => "segment", Playlist => "playlist" }
     DatabaseOp { Commit => "commit", Renew => "renew", Claim => "claim" }
+    SnapshotResult { Taken => "taken", Skipped => "skipped", Failed => "failed" }
     RefusedReason {
         ConnectionLimit => "connection_limit", PerAddressLimit => "per_address_limit", Protocol => "protocol",
         BadRequest => "bad_request", AccessDenied => "access_denied", NoSuchChannel => "no_such_channel",
@@ -96,6 +97,22 @@ pub struct DatabaseLabels {
     pub op: DatabaseOp,
 }
 
+/// What became of a keyframe due for a snapshot.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum SnapshotResult {
+    /// Stored, indexed and announced.
+    Taken,
+    /// The decoders were behind: not attempted.
+    Skipped,
+    /// Decoding, storing or indexing failed.
+    Failed,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SnapshotLabels {
+    pub result: SnapshotResult,
+}
+
 /// Why an RTMP connection or publish was refused.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RefusedReason {
@@ -132,6 +149,9 @@ pub struct Metrics {
     pub takeovers: Counter,
     /// Media bytes queued for storage or held by uploads in progress (`budget`).
     pub media_bytes_waiting: Gauge,
+    pub snapshots: Family<SnapshotLabels, Counter>,
+    /// Decoding and encoding one snapshot (the ffmpeg child and the JPEG), without storing it.
+    pub snapshot_seconds: Histogram,
 }
 
 fn latency() -> Histogram {
@@ -152,6 +172,8 @@ impl Metrics {
             outbox_pending: Gauge::default(),
             takeovers: Counter::default(),
             media_bytes_waiting: Gauge::default(),
+            snapshots: Family::default(),
+            snapshot_seconds: latency(),
             registry: Registry::default(),
         };
         registry.register("segments", "Segments by outcome", m.segments.clone());
@@ -171,7 +193,17 @@ impl Metrics {
             "Media bytes queued for storage or in uploads not yet complete ([limits] media_memory_bytes)",
             m.media_bytes_waiting.clone(),
         );
+        registry.register("snapshots", "Keyframes due for a snapshot, by result", m.snapshots.clone());
+        registry.register(
+            "snapshot_seconds",
+            "Decoding one keyframe and encoding its JPEG ([snapshots] workers at a time)",
+            m.snapshot_seconds.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    pub fn snapshot(&self, result: SnapshotResult) {
+        self.snapshots.get_or_create(&SnapshotLabels { result }).inc();
     }
 
     pub fn segment(&self, outcome: SegmentOutcome) {

@@ -70,6 +70,7 @@ pub struct Server {
     pub store: Store,
     pub meta: Meta,
     journal: WeakJournal,
+    snapshots: crate::snapshot::pool::Snapshots,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     /// The data folder's lock, released when the server is dropped.
@@ -161,6 +162,14 @@ impl Server {
         tracker.spawn(crate::retention::run(Arc::clone(&config), meta.clone(), store.clone(), shutdown.clone()));
         let kicked = Arc::clone(&cluster);
         tracker.spawn(meta.clone().listen(move |node| kicked.on_kick(node), shutdown.clone()));
+        let snapshots = crate::snapshot::pool::Snapshots::start(
+            config.snapshots.clone(),
+            store.clone(),
+            meta.clone(),
+            notifier.clone(),
+            &tracker,
+            shutdown.clone(),
+        );
         let publish_ctx = Arc::new(publish::Context {
             config: Arc::clone(&config),
             channels: Arc::clone(&channels),
@@ -174,14 +183,7 @@ impl Server {
             on_stored: observers.on_stored,
             shutdown: shutdown.clone(),
             budget: crate::budget::MediaBudget::new(config.limits.media_memory_bytes),
-            snapshots: crate::snapshot::pool::Snapshots::start(
-                config.snapshots.clone(),
-                store.clone(),
-                meta.clone(),
-                notifier.clone(),
-                &tracker,
-                shutdown.clone(),
-            ),
+            snapshots: snapshots.clone(),
         });
         let rtmp_ctx = Arc::new(rtmp::Context {
             config: Arc::clone(&config),
@@ -226,6 +228,7 @@ impl Server {
             store,
             meta,
             journal: journal_handle,
+            snapshots,
             shutdown,
             tracker,
             _data_dir_lock: data_dir_lock,
@@ -238,6 +241,11 @@ impl Server {
             Some(journal) => journal.sync().await,
             None => true,
         }
+    }
+
+    /// What the snapshot pool did (taken, skipped, failed) on this server.
+    pub fn snapshot_counters(&self) -> &Arc<crate::snapshot::pool::Counters> {
+        self.snapshots.counters()
     }
 
     /// The metadata writer's counters (dropped entries, conflicts, commit failures).

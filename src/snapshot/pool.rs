@@ -25,6 +25,7 @@ use crate::media::{AvcConfig, Timestamp90k};
 use crate::meta::notify::{NewCallback, Payload};
 use crate::meta::snapshots::SnapshotRecord;
 use crate::meta::{Meta, Snapshot};
+use crate::metrics::SnapshotResult;
 use crate::names::ChannelKey;
 use crate::notify::Notifier;
 use crate::storage::Store;
@@ -186,6 +187,7 @@ impl Feed {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(job)) => {
                 let skipped = self.counters.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+                crate::metrics::metrics().snapshot(SnapshotResult::Skipped);
                 // The first, then every 100th: the pool is behind, and every keyframe would say so.
                 if skipped == 1 || skipped.is_multiple_of(100) {
                     warn!(channel = %job.feed.key, skipped, "snapshot skipped: the decoders are behind ([snapshots] workers)");
@@ -217,9 +219,11 @@ async fn run(shared: &Shared, job: Job) {
     match take(shared, &job, at).await {
         Ok(()) => {
             shared.counters.taken.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::metrics().snapshot(SnapshotResult::Taken);
         }
         Err(e) => {
             shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::metrics().snapshot(SnapshotResult::Failed);
             let feed = &job.feed;
             let failures = feed.failures.fetch_add(1, Ordering::Relaxed) + 1;
             if failures <= 3 || failures.is_multiple_of(100) {
@@ -267,6 +271,7 @@ async fn take(shared: &Shared, job: &Job, at: SystemTime) -> Result<(), JobError
     })
     .await
     .map_err(|e| JobError::Io(std::io::Error::other(e)))??;
+    crate::metrics::metrics().snapshot_seconds.observe(started.elapsed().as_secs_f64());
     if (w, h) != (width, height) {
         debug!(channel = %job.feed.key, sps = ?(width, height), decoded = ?(w, h), "decoded size differs from the SPS");
     }

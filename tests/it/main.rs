@@ -22,6 +22,7 @@ mod s3_e2e;
 mod s3_outage;
 mod sdk_interop;
 mod slow_meta;
+mod snapshots;
 mod storage;
 mod support;
 mod takeover;
