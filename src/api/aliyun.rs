@@ -198,6 +198,7 @@ async fn route(ctx: &Context, req: Request<Incoming>) -> Result<Value, RpcError>
         "DescribeLiveStreamsNotifyUrlConfig" => describe_streams_notify(ctx, &p).await,
         "DeleteLiveStreamsNotifyUrlConfig" => delete_streams_notify(ctx, &p).await,
         "DescribeLiveStreamsNotifyRecords" => records(ctx, &p, &[CallbackKind::AliyunIngest], true).await,
+        "DescribeLiveStreamSnapshotInfo" => snapshot_info(ctx, &p).await,
         other => Err(err(404, "InvalidApi.NotFound", format!("Specified api {other} is not found."))),
     }
 }
@@ -529,6 +530,64 @@ async fn records(ctx: &Context, p: &Params, kinds: &[CallbackKind], wrapped: boo
     let (total, records) = ctx.meta.delivery_records(&q).await?;
     let list = records.iter().map(|r| record_json(r, !wrapped)).collect();
     Ok(page_json(page, size, total, list, wrapped))
+}
+
+// ------------------------------------------------------------------------------------------ Snapshots
+
+/// The longest StartTime..EndTime the vendor allows for a snapshot query.
+const SNAPSHOT_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// DescribeLiveStreamSnapshotInfo: a channel's snapshots from the index, `Limit` at a time, with
+/// `NextStartTime` naming where the next page starts when there is more.
+async fn snapshot_info(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
+    use crate::meta::snapshots::Order;
+    let missing = |name: &str| err(400, "MissingParameter", format!("{name} is mandatory for this action."));
+    let (bucket, _) = domain_bucket(ctx, p)?;
+    p.get("AppName").ok_or_else(|| missing("AppName"))?;
+    let stream = p.get("StreamName").ok_or_else(|| missing("StreamName"))?;
+    let time = |name: &str| -> Result<SystemTime, RpcError> {
+        let value = p.get(name).ok_or_else(|| missing(name))?;
+        NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%SZ")
+            .ok()
+            .and_then(|t| u64::try_from(t.and_utc().timestamp()).ok())
+            .and_then(from_unix_seconds)
+            .ok_or_else(|| {
+                err(400, &format!("Invalid{name}.Malformed"), format!("Specified parameter {name} is not valid."))
+            })
+    };
+    let (start, end) = (time("StartTime")?, time("EndTime")?);
+    if end <= start || end.duration_since(start).unwrap_or_default() > SNAPSHOT_WINDOW {
+        return Err(err(
+            400,
+            "InvalidEndTime.Mismatch",
+            "Specified EndTime must be later than StartTime, and at most one day after it.",
+        ));
+    }
+    let limit = match p.get("Limit") {
+        None => 10,
+        Some(v) => int_in(v, 1..=100).ok_or_else(|| err(400, "InvalidLimit.Malformed", "Limit must be 1-100."))?,
+    };
+    let order = match p.get("Order").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("asc") => Order::Asc,
+        Some("desc") => Order::Desc,
+        Some(_) => return Err(err(400, "InvalidOrder.Malformed", "Order must be asc or desc.")),
+    };
+    let limit = u32::try_from(limit).unwrap_or(100);
+    let mut rows = ctx.meta.snapshots_between(&bucket.name, stream, start, end, limit + 1, order).await?;
+    let next = (rows.len() > limit as usize).then(|| rows.remove(limit as usize));
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|s| {
+            json!({"OssBucket": s.dest_bucket, "OssEndpoint": ctx.endpoint, "OssObject": s.object_key,
+                   "CreateTime": utc_seconds(s.created), "CreateTimestamp": crate::meta::millis(s.created),
+                   "IsOverlay": false})
+        })
+        .collect();
+    let mut v = json!({"LiveStreamSnapshotInfoList": {"LiveStreamSnapshotInfo": list}});
+    if let Some(next) = next {
+        v["NextStartTime"] = json!(utc_seconds(next.created));
+    }
+    Ok(v)
 }
 
 fn page_json(page: u64, size: u64, total: u64, list: Vec<Value>, wrapped: bool) -> Value {

@@ -23,11 +23,16 @@ pub(crate) fn python() -> PathBuf {
 
 /// Runs one SDK script against the server and asserts it finished with its `ALL OK` line.
 async fn run_script(ts: &TestServer, script: &str, all_ok: &str) {
+    run_script_with(ts, script, &[], all_ok).await
+}
+
+async fn run_script_with(ts: &TestServer, script: &str, args: &[String], all_ok: &str) {
     let endpoint = format!("http://{}", ts.http());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script);
     let python = python();
+    let args = args.to_vec();
     let run = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python).arg(script).arg("--endpoint").arg(endpoint).output()
+        std::process::Command::new(python).arg(script).arg("--endpoint").arg(endpoint).args(args).output()
     });
     let output = tokio::time::timeout(Duration::from_secs(300), run).await.expect("SDK script timed out").unwrap();
     let output = output.expect("run the SDK script");
@@ -75,5 +80,35 @@ async fn live_and_huawei_sdks_drive_every_callback_call() {
     };
     let ts = TestServer::start(config).await;
     run_script(&ts, "live_callbacks.py", "ALL OK: aliyun-legacy, aliyun-acs3, aliyun-v2, huawei, records").await;
+    ts.server.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python sdks (oss2, alibabacloud-oss-v2, aliyun-python-sdk-live, alibabacloud-live20161101), ffmpeg and ffprobe"]
+async fn sdks_drive_snapshots_from_put_live_channel_to_describe_live_stream_snapshot_info() {
+    let dir = tempfile::tempdir().unwrap();
+    // The script's receiver listens here; the topic points at it before the server starts.
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let private =
+        |name: &str| Bucket { name: name.into(), acl: Acl::Private, auto_create_channels: false, ..Bucket::default() };
+    let mut config = Config {
+        access_keys: vec![AccessKey { id: "AKIDEXAMPLE".into(), secret: "SECRETEXAMPLE".into() }],
+        buckets: vec![
+            Bucket { domains: vec!["push.example.com".into()], ..private("examplebucket") },
+            private("snaps"),
+        ],
+        notify_topics: vec![livechannel::config::NotifyTopic {
+            name: "snapshotnotify".into(),
+            url: format!("http://{receiver}/snapshots"),
+            sign_key: Some("snapkey0123456789".into()),
+        }],
+        ..config(dir.path(), 2, 3)
+    };
+    config.notify.retry_base = Duration::from_millis(100);
+    config.notify.retry_max = Duration::from_millis(500);
+    let ts = TestServer::start(config).await;
+    let args = ["--receiver".to_owned(), receiver.to_string(), "--sign-key".to_owned(), "snapkey0123456789".to_owned()];
+    run_script_with(&ts, "snapshots.py", &args, "ALL OK: snapshots oss2-v1, oss2-v4, ossv2, aliyun-legacy, aliyun-new")
+        .await;
     ts.server.shutdown(Duration::from_secs(10)).await;
 }
