@@ -213,7 +213,11 @@ pub(crate) async fn delete_object(ctx: &Context, bucket: &str, key: &str) -> Res
                 ctx.meta.delete_segment(bucket, channel, seq).await?;
             }
         }
-        ObjectKind::Image | ObjectKind::Other => {}
+        ObjectKind::Image => {
+            // A snapshot's row goes with it, so DescribeLiveStreamSnapshotInfo never lists a deleted one.
+            ctx.meta.delete_snapshot_object(bucket, key).await?;
+        }
+        ObjectKind::Other => {}
     }
     match ctx.store.objects().delete(&path).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {

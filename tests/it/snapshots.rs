@@ -17,6 +17,7 @@ const SIGN_KEY: &str = "snapkey0123456789";
 
 fn snap_config(dir: &Path, receiver: std::net::SocketAddr) -> Config {
     let mut c = config(dir, 1, 3);
+    c.access_keys = vec![livechannel::config::AccessKey { id: "AKIDEXAMPLE".into(), secret: "SECRETEXAMPLE".into() }];
     c.buckets = vec![
         Bucket { name: "live".into(), acl: Acl::PublicReadWrite, auto_create_channels: true, ..Bucket::default() },
         Bucket { name: "snaps".into(), acl: Acl::Private, auto_create_channels: false, ..Bucket::default() },
@@ -148,6 +149,19 @@ async fn a_one_second_gop_at_interval_one_gives_a_decodable_jpeg_per_second_each
         assert_eq!(m.headers["ali-live-signature"].to_str().unwrap(), want);
         assert!(m.headers["idempotency-key"].to_str().unwrap().starts_with("snapshot-"));
     }
+
+    // DeleteObject on a snapshot takes its index row with it.
+    let oss = crate::oss_api::Oss::with_key(ts.http(), "snaps", "AKIDEXAMPLE", "SECRETEXAMPLE");
+    let resp = oss.call("DELETE", &taken[0].object_key, "", b"").await;
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    assert!(!media.join(&taken[0].object_key).exists());
+    let left = ts
+        .server
+        .meta
+        .snapshots_between("live", "cam", std::time::UNIX_EPOCH, std::time::SystemTime::now(), 100, Order::Asc)
+        .await
+        .unwrap();
+    assert_eq!(left, taken[1..].to_vec());
     ts.server.shutdown(Duration::from_secs(10)).await;
 }
 
