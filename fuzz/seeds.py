@@ -195,7 +195,17 @@ def playlist_seeds():
     )
 
 
+def snapshot_seeds():
+    """A real keyframe (AVCC, 4-byte lengths, after a 0 selector byte) and a small PPM (after a 1)."""
+    tags = flv_tags(ROOT / "fixtures/media/av_bframes.flv", 40)
+    key = next(body for kind, _, body in tags if kind == 9 and body[:2] == b"\x17\x01")
+    write("snapshot", "keyframe", b"\x00" + key[5:])
+    write("snapshot", "ppm", b"\x01" + b"P6\n4 3\n255\n" + bytes(range(36)))
+    write("snapshot", "ppm-comment", b"\x01" + b"P6 # c\n2 2 255\n" + bytes(12))
+
+
 if __name__ == "__main__":
+    snapshot_seeds()
     rtmp_seeds()
     segmenter_seeds()
     http_seeds()

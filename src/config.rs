@@ -70,7 +70,8 @@ pub struct ConfigFile {
 pub struct SnapshotsFile {
     /// The ffmpeg that decodes keyframes. Default: `ffmpeg` on the PATH.
     pub ffmpeg: Option<PathBuf>,
-    /// Keyframes decoded at once. Default: half the CPUs, at least 1.
+    /// Keyframes decoded at once. Default: one per CPU (the decoders run at the lowest priority, so they
+    /// only take CPU the media path leaves idle).
     pub workers: Option<usize>,
     /// Keyframes waiting for a worker; past that, snapshots are skipped (and counted). Default: 2 per worker.
     pub queue: Option<usize>,
@@ -92,7 +93,7 @@ pub struct SnapshotSettings {
 
 impl Default for SnapshotSettings {
     fn default() -> Self {
-        let workers = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         SnapshotSettings {
             ffmpeg: PathBuf::from("ffmpeg"),
             workers,

@@ -328,11 +328,43 @@ pub fn http_parsing(data: &[u8]) {
     }
 }
 
+/// What the snapshot pool reads: a keyframe's NAL units from the publisher (first byte even), or a
+/// picture from the decoder (odd). A keyframe that is accepted becomes start-code-framed parameter sets
+/// then NAL units; a picture that is accepted has exactly its samples, and a small one encodes to a JPEG.
+pub fn snapshot(data: &[u8]) {
+    use crate::snapshot::{annex_b, encode_jpeg, parse_ppm};
+    let Some((selector, rest)) = data.split_first() else { return };
+    if selector % 2 == 0 {
+        let config = crate::media::AvcConfig {
+            profile: 100,
+            level: 31,
+            nal_length_size: [1, 2, 4][usize::from(selector / 2 % 3)],
+            sps: vec![Bytes::from_static(&[0x67, 0x64, 0x00, 0x1f])],
+            pps: vec![Bytes::from_static(&[0x68, 0xee, 0x3c, 0x80])],
+            width: Some(1280),
+            height: Some(720),
+        };
+        if let Ok(stream) = annex_b(&config, rest) {
+            assert!(
+                stream.starts_with(&[0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1f, 0, 0, 0, 1, 0x68]),
+                "parameter sets first"
+            );
+            assert!(stream.len() <= 16 + rest.len() * 4 + 4, "no more than a start code per NAL unit");
+        }
+    } else if let Ok(picture) = parse_ppm(rest) {
+        assert_eq!(picture.rgb.len(), picture.width as usize * picture.height as usize * 3);
+        if u64::from(picture.width) * u64::from(picture.height) <= 64 * 64 {
+            let jpeg = encode_jpeg(&picture, 80).expect("a valid small picture encodes");
+            assert!(jpeg.starts_with(&[0xff, 0xd8]) && jpeg.ends_with(&[0xff, 0xd9]));
+        }
+    }
+}
+
 /// One harness: bytes in, a panic on a broken invariant.
 pub type Harness = fn(&[u8]);
 
 /// The harnesses by target name, for the corpus replay test.
-pub const TARGETS: [(&str, Harness); 8] = [
+pub const TARGETS: [(&str, Harness); 9] = [
     ("rtmp_session", rtmp_session),
     ("flv_tags", flv_tags),
     ("segmenter", segmenter),
@@ -341,6 +373,7 @@ pub const TARGETS: [(&str, Harness); 8] = [
     ("signatures", signatures),
     ("playlist_restore", playlist_restore),
     ("http_parsing", http_parsing),
+    ("snapshot", snapshot),
 ];
 
 #[cfg(test)]

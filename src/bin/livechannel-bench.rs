@@ -402,7 +402,8 @@ async fn check_stream(url: String, frag: f64, published_s: f64, hls: Arc<Mutex<H
     h.failures.extend(failures.into_iter().take(3).map(|f| format!("{url}: {f}")));
 }
 
-/// utime+stime in clock ticks, and RSS in KiB, summed over `pids`.
+/// utime+stime in clock ticks (with the children each process ran and reaped: the snapshot decoders),
+/// and RSS in KiB, summed over `pids`.
 fn proc_usage(pids: &[u32]) -> Option<(u64, u64)> {
     let mut ticks = 0;
     let mut rss = 0;
@@ -410,7 +411,9 @@ fn proc_usage(pids: &[u32]) -> Option<(u64, u64)> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let after_comm = &stat[stat.rfind(')')? + 2..];
         let fields: Vec<&str> = after_comm.split(' ').collect();
-        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        for field in 11..=14 {
+            ticks += fields.get(field)?.parse::<u64>().ok()?;
+        }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         rss += status
             .lines()

@@ -34,6 +34,8 @@ use crate::storage::Store;
 const MAX_PICTURE_BYTES: usize = super::MAX_PIXELS as usize * 3 + 64;
 /// What is kept of the decoder's complaints for the log and the failure message.
 const MAX_STDERR: usize = 2048;
+/// The decoders' nice value: the lowest priority there is.
+const DECODER_NICE: i32 = 19;
 /// Index writes are retried this often before the snapshot is given up (its objects stay, unindexed).
 const INDEX_ATTEMPTS: u32 = 3;
 
@@ -336,6 +338,13 @@ async fn decode(settings: &SnapshotSettings, stream: Vec<u8>) -> Result<Vec<u8>,
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| JobError::Spawn { ffmpeg: settings.ffmpeg.display().to_string(), source })?;
+    // The lowest priority: a decoder takes only CPU the media path leaves idle. (The microseconds before
+    // this call it runs at ours.)
+    if let Some(pid) = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32))
+        && let Err(e) = rustix::process::setpriority_process(Some(pid), DECODER_NICE)
+    {
+        debug!(error = %e, "cannot lower the decoder's priority");
+    }
     let (Some(mut stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return Err(JobError::Io(std::io::Error::other("the decoder's pipes are missing")));
