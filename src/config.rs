@@ -918,6 +918,23 @@ mod tests {
         assert_eq!((c.notify.max_attempts, c.notify.retry_max.as_secs()), (12, 300));
         assert_eq!(c.limits.rtmp_idle_timeout, Duration::from_secs(30));
         assert_eq!(c.limits.storage_failure_timeout, Duration::from_secs(30));
+        assert_eq!(c.notify_topics[0].sign_key.as_deref(), Some("snapkey0123456789"));
+        assert_eq!((c.snapshots.workers, c.snapshots.queue, c.snapshots.jpeg_quality), (2, 4, 85));
+    }
+
+    #[test]
+    fn snapshot_settings_have_defaults_and_bounds() {
+        let c = parse("").unwrap();
+        assert_eq!(c.snapshots.ffmpeg, PathBuf::from("ffmpeg"));
+        assert!(c.snapshots.workers >= 1 && c.snapshots.queue == 2 * c.snapshots.workers);
+        assert_eq!(c.snapshots.timeout, Duration::from_secs(10));
+        let c = parse("[snapshots]\nffmpeg = \"/opt/ffmpeg/bin/ffmpeg\"\nworkers = 3\ntimeout_ms = 2500\n").unwrap();
+        assert_eq!((c.snapshots.workers, c.snapshots.queue, c.snapshots.timeout), (3, 6, Duration::from_millis(2500)));
+        for bad in ["workers = 0", "queue = 0", "timeout_ms = 10", "jpeg_quality = 0", "jpeg_quality = 101"] {
+            let e = parse(&format!("[snapshots]\n{bad}\n")).unwrap_err().to_string();
+            assert!(e.contains("[snapshots]"), "{bad}: {e}");
+        }
+        assert!(parse("[snapshots]\nthreads = 2\n").unwrap_err().to_string().contains("threads"));
     }
 
     #[test]

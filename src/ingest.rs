@@ -333,6 +333,29 @@ mod tests {
     }
 
     #[test]
+    fn a_tapped_ingest_hands_out_each_keyframe_once_as_a_slice_of_the_message() {
+        let mut out = Vec::new();
+        let mut plain = Ingest::new(SegmenterConfig::new(1));
+        plain.video(&avc_config_tag(), 0, NOW, &mut out).unwrap();
+        plain.video(&video_tag(true, 0), 0, NOW, &mut out).unwrap();
+        assert!(plain.take_keyframe().is_none(), "untapped: nothing is kept");
+
+        let mut ingest = Ingest::new(SegmenterConfig::new(1));
+        ingest.tap_keyframes();
+        ingest.video(&avc_config_tag(), 0, NOW, &mut out).unwrap();
+        assert!(ingest.video_config().is_some_and(|c| c.nal_length_size == 4));
+        let key = video_tag(true, 80);
+        ingest.video(&key, 1000, NOW, &mut out).unwrap();
+        let (au, pts) = ingest.take_keyframe().expect("the keyframe");
+        assert_eq!(pts, Timestamp90k::from_millis(1080), "presentation time: DTS + composition offset");
+        assert_eq!(au[..], key[5..], "the NAL units, without the FLV video header");
+        assert_eq!(au.as_ptr(), key[5..].as_ptr(), "a slice of the message, not a copy");
+        assert!(ingest.take_keyframe().is_none(), "once");
+        ingest.video(&video_tag(false, 0), 1040, NOW, &mut out).unwrap();
+        assert!(ingest.take_keyframe().is_none(), "not for other frames");
+    }
+
+    #[test]
     fn composition_time_makes_pts_and_unwraps_rtmp_time_across_2_pow_32() {
         let mut ingest = Ingest::new(SegmenterConfig::new(1));
         let mut out = Vec::new();
