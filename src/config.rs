@@ -73,7 +73,7 @@ pub struct SnapshotsFile {
     /// Keyframes decoded at once. Default: one per CPU (the decoders run at the lowest priority, so they
     /// only take CPU the media path leaves idle).
     pub workers: Option<usize>,
-    /// Keyframes waiting for a worker; past that, snapshots are skipped (and counted). Default: 2 per worker.
+    /// Keyframes waiting for a worker; past that, snapshots are skipped (and counted). Default: 4 per worker (a decoder run takes up to 8 of one picture size).
     pub queue: Option<usize>,
     /// One decode that takes longer is killed and counts as failed. Default 10000.
     pub timeout_ms: Option<u64>,
@@ -97,7 +97,7 @@ impl Default for SnapshotSettings {
         SnapshotSettings {
             ffmpeg: PathBuf::from("ffmpeg"),
             workers,
-            queue: 2 * workers,
+            queue: 4 * workers,
             timeout: Duration::from_secs(10),
             jpeg_quality: 85,
         }
@@ -749,7 +749,7 @@ impl Config {
         let snapshots = SnapshotSettings {
             ffmpeg: f.ffmpeg.clone().unwrap_or(defaults.ffmpeg),
             workers,
-            queue: f.queue.unwrap_or(2 * workers),
+            queue: f.queue.unwrap_or(4 * workers),
             timeout: f.timeout_ms.map_or(defaults.timeout, Duration::from_millis),
             jpeg_quality: f.jpeg_quality.unwrap_or(defaults.jpeg_quality),
         };
@@ -919,17 +919,17 @@ mod tests {
         assert_eq!(c.limits.rtmp_idle_timeout, Duration::from_secs(30));
         assert_eq!(c.limits.storage_failure_timeout, Duration::from_secs(30));
         assert_eq!(c.notify_topics[0].sign_key.as_deref(), Some("snapkey0123456789"));
-        assert_eq!((c.snapshots.workers, c.snapshots.queue, c.snapshots.jpeg_quality), (2, 4, 85));
+        assert_eq!((c.snapshots.workers, c.snapshots.queue, c.snapshots.jpeg_quality), (2, 8, 85));
     }
 
     #[test]
     fn snapshot_settings_have_defaults_and_bounds() {
         let c = parse("").unwrap();
         assert_eq!(c.snapshots.ffmpeg, PathBuf::from("ffmpeg"));
-        assert!(c.snapshots.workers >= 1 && c.snapshots.queue == 2 * c.snapshots.workers);
+        assert!(c.snapshots.workers >= 1 && c.snapshots.queue == 4 * c.snapshots.workers);
         assert_eq!(c.snapshots.timeout, Duration::from_secs(10));
         let c = parse("[snapshots]\nffmpeg = \"/opt/ffmpeg/bin/ffmpeg\"\nworkers = 3\ntimeout_ms = 2500\n").unwrap();
-        assert_eq!((c.snapshots.workers, c.snapshots.queue, c.snapshots.timeout), (3, 6, Duration::from_millis(2500)));
+        assert_eq!((c.snapshots.workers, c.snapshots.queue, c.snapshots.timeout), (3, 12, Duration::from_millis(2500)));
         for bad in ["workers = 0", "queue = 0", "timeout_ms = 10", "jpeg_quality = 0", "jpeg_quality = 101"] {
             let e = parse(&format!("[snapshots]\n{bad}\n")).unwrap_err().to_string();
             assert!(e.contains("[snapshots]"), "{bad}: {e}");

@@ -90,6 +90,26 @@ pub fn annex_b(config: &AvcConfig, access_unit: &[u8]) -> Result<Vec<u8>, Snapsh
     Ok(out)
 }
 
+/// May this keyframe share a decoder run with other channels' keyframes? Only when the decoder's output
+/// can be attributed beyond doubt: an IDR access unit (it resets the decoder's state, so nothing of the
+/// keyframes before it is output after it) holding exactly one picture (one slice that starts at
+/// macroblock 0: `first_mb_in_slice`, the first ue(v) of the slice header, is 0 exactly when the top bit
+/// of the byte after the NAL header is set) and no slice of any other kind. Then each keyframe gives one
+/// picture, in order, and a run whose picture count differs is not trusted (see `pool`).
+pub fn batchable(config: &AvcConfig, access_unit: &[u8]) -> bool {
+    let mut starts = 0;
+    for nal in nal_units(access_unit, config.nal_length_size) {
+        let Ok(nal) = nal else { return false };
+        match nal.first().map(|b| b & 0x1f) {
+            Some(5) => starts += usize::from(nal.get(1).is_some_and(|b| b & 0x80 != 0)),
+            // Any other slice (non-IDR, partitioned) could be a picture of its own.
+            Some(1..=4) => return false,
+            _ => {}
+        }
+    }
+    starts == 1
+}
+
 /// The picture size a keyframe of this configuration decodes to, if it may be decoded.
 pub fn picture_size(config: &AvcConfig) -> Result<(u32, u32), SnapshotError> {
     let (Some(width), Some(height)) = (config.width, config.height) else { return Err(SnapshotError::NoPictureSize) };
@@ -112,6 +132,11 @@ pub struct Picture<'a> {
 
 /// A binary PPM (`P6`, maxval 255), as `ffmpeg -c:v ppm` writes it.
 pub fn parse_ppm(data: &[u8]) -> Result<Picture<'_>, SnapshotError> {
+    parse_ppm_prefix(data).map(|(picture, _)| picture)
+}
+
+/// The PPM at the start of `data` (a decoder writes one after the other) and how many bytes it takes.
+pub fn parse_ppm_prefix(data: &[u8]) -> Result<(Picture<'_>, usize), SnapshotError> {
     let bad = SnapshotError::BadPicture;
     let rest = data.strip_prefix(b"P6").ok_or(bad("no P6 magic"))?;
     let mut pos = 0;
@@ -154,7 +179,8 @@ pub fn parse_ppm(data: &[u8]) -> Result<Picture<'_>, SnapshotError> {
     }
     let len = width as usize * height as usize * 3;
     let rgb = rest.get(pos..pos + len).ok_or(bad("fewer samples than the header says"))?;
-    Ok(Picture { width, height, rgb })
+    // The two magic bytes, the header, the samples.
+    Ok((Picture { width, height, rgb }, 2 + pos + len))
 }
 
 /// Encodes the picture as a baseline JPEG.

@@ -34,6 +34,10 @@ use crate::storage::Store;
 const MAX_PICTURE_BYTES: usize = super::MAX_PIXELS as usize * 3 + 64;
 /// What is kept of the decoder's complaints for the log and the failure message.
 const MAX_STDERR: usize = 2048;
+/// Keyframes one decoder run takes at most (when they share a picture size).
+const MAX_BATCH: usize = 8;
+/// And at most this many pixels in all: eight 720p pictures, three 1080p ones, no 4K one with another.
+const BATCH_PIXELS: u64 = 8 * 1280 * 720;
 /// The decoders' nice value: the lowest priority there is.
 const DECODER_NICE: i32 = 19;
 /// Index writes are retried this often before the snapshot is given up (its objects stay, unindexed).
@@ -208,17 +212,38 @@ async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, tracker: Tas
             () = shutdown.cancelled() => return,
             job = rx.recv() => match job { Some(job) => job, None => return },
         };
+        // What else waits goes with it: keyframes of one picture size share one decoder run.
+        let mut jobs = vec![job];
+        while jobs.len() < MAX_BATCH
+            && let Ok(job) = rx.try_recv()
+        {
+            jobs.push(job);
+        }
         let shared = Arc::clone(&shared);
         tracker.spawn(async move {
-            run(&shared, job).await;
+            run(&shared, jobs).await;
             drop(permit);
         });
     }
 }
 
-async fn run(shared: &Shared, job: Job) {
+async fn run(shared: &Shared, jobs: Vec<Job>) {
     let at = SystemTime::now();
-    match take(shared, &job, at).await {
+    let started = std::time::Instant::now();
+    let pictures = decode_all(&shared.settings, &jobs).await;
+    let decoded = started.elapsed() / u32::try_from(jobs.len()).unwrap_or(1).max(1);
+    for (job, picture) in jobs.iter().zip(pictures) {
+        let result = match picture {
+            Ok(ppm) => take(shared, job, ppm, decoded, at).await,
+            Err(e) => Err(e),
+        };
+        report(shared, job, result, at).await;
+    }
+}
+
+/// Counts and tells what became of one keyframe.
+async fn report(shared: &Shared, job: &Job, result: Result<(), JobError>, at: SystemTime) {
+    match result {
         Ok(()) => {
             shared.counters.taken.fetch_add(1, Ordering::Relaxed);
             crate::metrics::metrics().snapshot(SnapshotResult::Taken);
@@ -260,20 +285,18 @@ fn new_callback(feed: &FeedShared, idempotency_key: String, body: serde_json::Va
     }
 }
 
-async fn take(shared: &Shared, job: &Job, at: SystemTime) -> Result<(), JobError> {
+/// The rest of one snapshot once its picture is decoded: the JPEG, the objects, the index row and message.
+async fn take(shared: &Shared, job: &Job, ppm: Vec<u8>, decoded: Duration, at: SystemTime) -> Result<(), JobError> {
     let (width, height) = super::picture_size(&job.config)?;
-    let stream = super::annex_b(&job.config, &job.access_unit)?;
     let started = std::time::Instant::now();
-    let ppm = decode(&shared.settings, stream).await?;
     let quality = shared.settings.jpeg_quality;
-    let decoded = started.elapsed();
     let (jpeg, (w, h)) = tokio::task::spawn_blocking(move || {
         let picture = super::parse_ppm(&ppm)?;
         Ok::<_, SnapshotError>((super::encode_jpeg(&picture, quality)?, (picture.width, picture.height)))
     })
     .await
     .map_err(|e| JobError::Io(std::io::Error::other(e)))??;
-    crate::metrics::metrics().snapshot_seconds.observe(started.elapsed().as_secs_f64());
+    crate::metrics::metrics().snapshot_seconds.observe((decoded + started.elapsed()).as_secs_f64());
     if (w, h) != (width, height) {
         debug!(channel = %job.feed.key, sps = ?(width, height), decoded = ?(w, h), "decoded size differs from the SPS");
     }
@@ -327,11 +350,87 @@ async fn take(shared: &Shared, job: &Job, at: SystemTime) -> Result<(), JobError
     Ok(())
 }
 
-/// Runs the decoder on one keyframe: the stream in on stdin, one PPM picture out.
-async fn decode(settings: &SnapshotSettings, stream: Vec<u8>) -> Result<Vec<u8>, JobError> {
+/// One PPM per job, in job order. Keyframes that [`super::batchable`] allows and that share a picture size
+/// are decoded in one run (starting ffmpeg is most of a decode's cost); a run is trusted only when it
+/// gives exactly one picture of the right size per keyframe, and otherwise its keyframes are decoded one
+/// by one, as every other keyframe is.
+async fn decode_all(settings: &SnapshotSettings, jobs: &[Job]) -> Vec<Result<Vec<u8>, JobError>> {
+    let mut pictures: Vec<Option<Result<Vec<u8>, JobError>>> = jobs.iter().map(|_| None).collect();
+    let mut groups: std::collections::BTreeMap<(u32, u32), Vec<usize>> = Default::default();
+    for (i, job) in jobs.iter().enumerate() {
+        if let Ok(size) = super::picture_size(&job.config)
+            && super::batchable(&job.config, &job.access_unit)
+        {
+            groups.entry(size).or_default().push(i);
+        }
+    }
+    for ((width, height), members) in groups {
+        let fit =
+            usize::try_from(BATCH_PIXELS / (u64::from(width) * u64::from(height))).unwrap_or(1).clamp(1, MAX_BATCH);
+        for run in members.chunks(fit).filter(|run| run.len() > 1) {
+            match decode_batch(settings, jobs, run, (width, height)).await {
+                Ok(decoded) => {
+                    for (&i, ppm) in run.iter().zip(decoded) {
+                        pictures[i] = Some(Ok(ppm));
+                    }
+                }
+                Err(why) => {
+                    debug!(keyframes = run.len(), why, "a shared decoder run is not trusted; decoding one by one")
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(jobs.len());
+    for (job, picture) in jobs.iter().zip(pictures) {
+        out.push(match picture {
+            Some(done) => done,
+            None => decode_one(settings, job).await,
+        });
+    }
+    out
+}
+
+/// The keyframes `run` names (indexes into `jobs`), all `size`, in one decoder run: one PPM each.
+async fn decode_batch(
+    settings: &SnapshotSettings,
+    jobs: &[Job],
+    run: &[usize],
+    size: (u32, u32),
+) -> Result<Vec<Vec<u8>>, String> {
+    let mut stream = Vec::new();
+    for &i in run {
+        stream.extend(super::annex_b(&jobs[i].config, &jobs[i].access_unit).map_err(|e| e.to_string())?);
+    }
+    let output = decode(settings, stream, run.len()).await.map_err(|e| e.to_string())?;
+    let mut rest = &output[..];
+    let mut pictures = Vec::with_capacity(run.len());
+    while !rest.is_empty() {
+        let (picture, used) = super::parse_ppm_prefix(rest).map_err(|e| e.to_string())?;
+        if (picture.width, picture.height) != size {
+            return Err(format!("a {}x{} picture in a run of {size:?}", picture.width, picture.height));
+        }
+        pictures.push(rest[..used].to_vec());
+        rest = &rest[used..];
+    }
+    if pictures.len() != run.len() {
+        return Err(format!("{} pictures for {} keyframes", pictures.len(), run.len()));
+    }
+    Ok(pictures)
+}
+
+async fn decode_one(settings: &SnapshotSettings, job: &Job) -> Result<Vec<u8>, JobError> {
+    super::picture_size(&job.config)?;
+    let stream = super::annex_b(&job.config, &job.access_unit)?;
+    decode(settings, stream, 1).await
+}
+
+/// Runs the decoder: the stream in on stdin, `frames` PPM pictures out, one after the other.
+async fn decode(settings: &SnapshotSettings, stream: Vec<u8>, frames: usize) -> Result<Vec<u8>, JobError> {
+    let max_output = MAX_PICTURE_BYTES * frames;
     let mut child = tokio::process::Command::new(&settings.ffmpeg)
         .args(["-hide_banner", "-loglevel", "error", "-threads", "1", "-f", "h264", "-i", "pipe:0"])
-        .args(["-frames:v", "1", "-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "pipe:1"])
+        .args(["-frames:v", &frames.to_string(), "-fps_mode", "passthrough"])
+        .args(["-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "pipe:1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -357,7 +456,7 @@ async fn decode(settings: &SnapshotSettings, stream: Vec<u8>) -> Result<Vec<u8>,
         };
         let mut picture = Vec::new();
         let mut complaints = Vec::new();
-        let mut stdout = stdout.take(MAX_PICTURE_BYTES as u64 + 1);
+        let mut stdout = stdout.take(max_output as u64 + 1);
         let read = stdout.read_to_end(&mut picture);
         let errs = async {
             // Read to the end, keep the start: a decoder blocked on a full stderr pipe would never exit.
@@ -380,8 +479,106 @@ async fn decode(settings: &SnapshotSettings, stream: Vec<u8>) -> Result<Vec<u8>,
         let stderr = if stderr.is_empty() { "no picture".to_owned() } else { stderr };
         return Err(JobError::Decoder { status: status.to_string(), stderr });
     }
-    if picture.len() > MAX_PICTURE_BYTES {
+    if picture.len() > max_output {
         return Err(SnapshotError::BadPicture("the decoder's picture is larger than allowed").into());
     }
     Ok(picture)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flv::{VideoTag, file};
+
+    /// The keyframes of a fixture, as the pool receives them.
+    fn keyframes(fixture: &str, channel: &str) -> Vec<Job> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/media").join(fixture);
+        let tags = file::parse(std::fs::read(path).unwrap().into()).unwrap();
+        let feed = Arc::new(FeedShared {
+            key: ChannelKey::new("live", channel).unwrap(),
+            dest: ChannelKey::new("snaps", channel).unwrap(),
+            topic: NotifyTopic { name: "t".into(), url: "http://127.0.0.1:9/".into(), sign_key: None },
+            session: "p1".into(),
+            failure_reported: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
+        });
+        let mut config = None;
+        let mut jobs = Vec::new();
+        for tag in tags.iter().filter(|t| t.kind == file::TagKind::Video) {
+            match crate::flv::parse_video(&tag.body).unwrap() {
+                VideoTag::Config(c) => config = Some(c),
+                VideoTag::Frame { keyframe: true, nalus, .. } => jobs.push(Job {
+                    feed: Arc::clone(&feed),
+                    config: config.clone().unwrap(),
+                    access_unit: nalus,
+                    media_ms: i64::from(tag.timestamp_ms),
+                }),
+                _ => {}
+            }
+        }
+        jobs
+    }
+
+    /// An ffmpeg that notes each run in `log`, so a test can tell how many runs a batch took.
+    fn counting_ffmpeg(dir: &std::path::Path) -> (SnapshotSettings, std::path::PathBuf) {
+        let log = dir.join("runs");
+        let script = dir.join("ffmpeg");
+        std::fs::write(&script, format!("#!/bin/sh\necho run >> {}\nexec ffmpeg \"$@\"\n", log.display())).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        (SnapshotSettings { ffmpeg: script, ..SnapshotSettings::default() }, log)
+    }
+
+    fn runs(log: &std::path::Path) -> usize {
+        std::fs::read_to_string(log).map_or(0, |s| s.lines().count())
+    }
+
+    #[tokio::test]
+    #[ignore = "needs ffmpeg"]
+    async fn keyframes_of_two_streams_share_decoder_runs_and_each_gets_its_own_picture() {
+        // Two encodings of one size (320x180), with different SPS/PPS, B-frames and not, interleaved as
+        // two channels' keyframes would be.
+        let (a, b) = (keyframes("av_bframes.flv", "a"), keyframes("av_no_bframes.flv", "b"));
+        assert!(a.len() >= 5 && b.len() >= 9);
+        let mut jobs = Vec::new();
+        let (mut a, mut b) = (a.into_iter(), b.into_iter());
+        loop {
+            match (a.next(), b.next()) {
+                (None, None) => break,
+                (x, y) => jobs.extend(x.into_iter().chain(y)),
+            }
+        }
+        assert!(jobs.iter().all(|j| crate::snapshot::batchable(&j.config, &j.access_unit)), "x264 keyframes");
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, log) = counting_ffmpeg(dir.path());
+        let batched = decode_all(&settings, &jobs).await;
+        assert_eq!(runs(&log), jobs.len().div_ceil(MAX_BATCH), "{} keyframes in runs of {MAX_BATCH}", jobs.len());
+        let plain = SnapshotSettings::default();
+        for (i, (job, picture)) in jobs.iter().zip(&batched).enumerate() {
+            let alone = decode_one(&plain, job).await.unwrap();
+            let picture = picture.as_ref().unwrap();
+            assert!(picture == &alone, "keyframe {i} ({}) got another picture in the shared run", job.feed.key);
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "needs ffmpeg"]
+    async fn a_run_that_does_not_give_one_picture_per_keyframe_is_decoded_one_by_one() {
+        let mut jobs = keyframes("av_bframes.flv", "a");
+        // A keyframe that claims one IDR picture and carries garbage: the run loses or conceals it.
+        let mut bad = vec![0u8, 0, 0, 40, 0x65, 0x88];
+        bad.extend((0..38u8).map(|i| i.wrapping_mul(37)));
+        jobs[2].access_unit = Bytes::from(bad);
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, log) = counting_ffmpeg(dir.path());
+        let pictures = decode_all(&settings, &jobs).await;
+        let plain = SnapshotSettings::default();
+        for (i, (job, picture)) in jobs.iter().zip(&pictures).enumerate() {
+            if i == 2 {
+                continue;
+            }
+            assert!(picture.as_ref().unwrap() == &decode_one(&plain, job).await.unwrap(), "keyframe {i}");
+        }
+        // Either the run was trusted (each keyframe one picture, in order) or every one was redone alone.
+        assert!(runs(&log) == 1 || runs(&log) == 1 + jobs.len(), "{} runs", runs(&log));
+    }
 }

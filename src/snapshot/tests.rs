@@ -163,3 +163,36 @@ fn object_names_and_messages_carry_what_users_look_up() {
     let f = failure_message("live", "snaps", "cam1", "decoder said no", at);
     assert_eq!((f["status"].as_str(), f["message"].as_str()), (Some("failed"), Some("decoder said no")));
 }
+
+#[test]
+fn only_an_idr_keyframe_with_exactly_one_picture_may_share_a_decoder_run() {
+    let c = config(4);
+    let au = |nals: &[&[u8]]| -> Vec<u8> {
+        nals.iter().flat_map(|n| (n.len() as u32).to_be_bytes().into_iter().chain(n.iter().copied())).collect()
+    };
+    // SEI + one IDR slice starting at macroblock 0 (0x88: top bit set).
+    assert!(batchable(&c, &au(&[&[0x06, 0x05], &[0x65, 0x88, 0x84]])));
+    // Two slices of one picture: the second starts elsewhere (top bit clear).
+    assert!(batchable(&c, &au(&[&[0x65, 0x88, 0x84], &[0x65, 0x1a, 0x84]])));
+    for (what, nals) in [
+        ("two pictures", au(&[&[0x65, 0x88, 0x84], &[0x65, 0xb8, 0x84]])),
+        ("no picture start", au(&[&[0x65, 0x1a, 0x84]])),
+        ("a non-IDR I slice", au(&[&[0x41, 0x88, 0x84]])),
+        ("an IDR and another slice kind", au(&[&[0x65, 0x88, 0x84], &[0x41, 0x9a]])),
+        ("a NAL header alone", au(&[&[0x65]])),
+        ("a length past the end", vec![0, 0, 0, 9, 0x65, 0x88]),
+    ] {
+        assert!(!batchable(&c, &nals), "{what}");
+    }
+}
+
+#[test]
+fn pictures_written_one_after_another_are_read_one_by_one() {
+    let mut data = ppm("P6\n2 1\n255\n", 6);
+    data.extend(ppm("P6\n1 1\n255\n", 3));
+    let (first, used) = parse_ppm_prefix(&data).unwrap();
+    assert_eq!((first.width, first.height, used), (2, 1, 11 + 6));
+    let (second, rest) = parse_ppm_prefix(&data[used..]).unwrap();
+    assert_eq!((second.width, rest), (1, 11 + 3));
+    assert_eq!(used + rest, data.len());
+}

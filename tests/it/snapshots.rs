@@ -247,6 +247,8 @@ async fn a_decoder_that_falls_behind_skips_snapshots_and_never_delays_a_segment(
     let pl = playlist(&ts, "/live/busy/playlist.m3u8").await;
     assert_eq!(pl.segments.len(), 3, "a full window of FragCount segments");
     let skipped = counters.skipped.load(Relaxed);
-    assert_eq!(skipped as usize, due - 2, "one decoding, one queued, the rest skipped");
+    // One decoder run holds the first keyframe (and the second too, when it was already queued as the
+    // run began), one more waits in the queue, and the rest are skipped.
+    assert!((due - 3..=due - 2).contains(&(skipped as usize)), "{skipped} of {due} skipped");
     ts.server.shutdown(Duration::from_secs(10)).await;
 }
