@@ -9,10 +9,11 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --features jemalloc --bin livechannel
 
-# Runtime stage: Debian slim, CA certificates for S3 over HTTPS and callbacks, an unprivileged user.
+# Runtime stage: Debian slim, CA certificates for S3 over HTTPS and callbacks, ffmpeg for the
+# PutLiveChannel Snapshot decoders ([snapshots] ffmpeg), an unprivileged user.
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates ffmpeg \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/livechannel --shell /usr/sbin/nologin livechannel \
  && mkdir -p /var/lib/livechannel /etc/livechannel \
