@@ -37,7 +37,7 @@
 //! state:    meta(-> config)  channels(-> names)  storage(-> config, names, hls)
 //! events:   notify(-> meta, auth, config, wire)  journal(-> meta, notify)
 //! cluster:  cluster(-> channels, config, journal, meta, notify)
-//! snapshot: snapshot(-> flv, media, meta, config, names, notify, storage)
+//! snapshot: snapshot(-> flv, media, meta, config, names, notify, storage, wire)
 //! shells:   storage::sink(-> budget, channels, hls, journal, meta, notify)  publish(-> auth, channels, cluster, hls,
 //!           ingest, journal, meta, storage, budget, snapshot)  rtmp(-> publish)  service(-> meta, channels, cluster, storage,
 //!           notify)  api(-> service, reply, meta, channels, cluster, storage, notify)  http(-> api, rtmp,

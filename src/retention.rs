@@ -194,11 +194,8 @@ mod tests {
         for (i, age) in (0..15).map(|i| (i, if i < 10 { 8 * day } else { Duration::from_secs(3600) })) {
             let at = now - age + Duration::from_secs(i);
             let (own, _) = crate::snapshot::object_keys("cam", at);
-            store
-                .objects()
-                .put(&key.object(own.split_once('/').unwrap().1).unwrap(), Bytes::from_static(b"jpg").into())
-                .await
-                .unwrap();
+            let file = key.object(&crate::snapshot::file_name(at)).unwrap();
+            store.objects().put(&file, Bytes::from_static(b"jpg").into()).await.unwrap();
             let s = SnapshotRecord {
                 bucket: "live".into(),
                 channel: "cam".into(),

@@ -17,6 +17,13 @@ pub fn utc_seconds(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// The inverse of [`utc_seconds`], for times from outside: None unless it is that format and within
+/// 1970..=9999.
+pub fn parse_utc_seconds(s: &str) -> Option<SystemTime> {
+    let t = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ").ok()?;
+    from_unix_seconds(u64::try_from(t.and_utc().timestamp()).ok()?)
+}
+
 /// A request id in the vendor's form: 24 upper-case hex characters, unique in this process and unlikely to
 /// repeat across restarts (seconds since the epoch, then a per-process counter mixed with the start time).
 pub fn request_id() -> String {
@@ -36,6 +43,11 @@ pub fn request_id() -> String {
 /// RFC 1123 date, as the `Date` header needs it.
 pub fn http_date(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+/// UTC to the millisecond, `yyyy-mm-ddThh:mm:ss.mmmZ` (RFC 3339), for our own payloads.
+pub fn utc_millis(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The only timestamp form oss2 parses: milliseconds always `.000`.
@@ -61,5 +73,16 @@ mod tests {
         let t = UNIX_EPOCH + std::time::Duration::from_millis(1_736_150_400_123);
         assert_eq!(oss_time(t), "2025-01-06T08:00:00.000Z");
         assert_eq!(http_date(t), "Mon, 06 Jan 2025 08:00:00 GMT");
+    }
+
+    #[test]
+    fn utc_seconds_read_back_and_refuse_what_they_cannot_be() {
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_736_150_400);
+        assert_eq!(parse_utc_seconds(&utc_seconds(t)), Some(t));
+        assert_eq!(parse_utc_seconds("9999-12-31T23:59:59Z"), from_unix_seconds(MAX_UNIX_SECONDS));
+        for bad in ["1969-12-31T23:59:59Z", "+10000-01-01T00:00:00Z", "2025-01-06 08:00:00", "2025-13-01T00:00:00Z", ""]
+        {
+            assert_eq!(parse_utc_seconds(bad), None, "{bad}");
+        }
     }
 }

@@ -10,7 +10,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -24,7 +24,7 @@ use crate::meta::aliyun::{DeliveryRecord, EventSub, RecordNotify, RecordQuery, S
 use crate::meta::notify::CallbackKind;
 use crate::reply::{Body, full};
 use crate::service::Context;
-use crate::wire::{MAX_UNIX_SECONDS, from_unix_seconds};
+use crate::wire::{MAX_UNIX_SECONDS, from_unix_seconds, parse_utc_seconds};
 
 const VERSION: &str = "2016-11-01";
 const RECORDS_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -136,7 +136,7 @@ pub fn fuzz_params(text: &str) {
         let _ = p.list(name);
     }
     if let Some(t) = p.get("StartTime") {
-        let _ = NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%SZ").map(|t| SystemTime::from(t.and_utc()));
+        let _ = parse_utc_seconds(t);
     }
 }
 
@@ -494,11 +494,7 @@ async fn records(ctx: &Context, p: &Params, kinds: &[CallbackKind], wrapped: boo
     let page = p.get("PageNumber").ok_or_else(|| missing("PageNumber"))?;
     let size: u64 = size.parse().ok().filter(|n| (1..=500).contains(n)).ok_or_else(|| malformed("PageSize"))?;
     let page: u64 = page.parse().ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| malformed("PageNumber"))?;
-    let time = |s: &str, name: &str| {
-        NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ")
-            .map(|t| SystemTime::from(t.and_utc()))
-            .map_err(|_| malformed(name))
-    };
+    let time = |s: &str, name: &str| parse_utc_seconds(s).ok_or_else(|| malformed(name));
     let (start, end) = (time(start, "StartTime")?, time(end, "EndTime")?);
     if end <= start {
         return Err(malformed("EndTime"));
@@ -547,13 +543,9 @@ async fn snapshot_info(ctx: &Context, p: &Params) -> Result<Value, RpcError> {
     let stream = p.get("StreamName").ok_or_else(|| missing("StreamName"))?;
     let time = |name: &str| -> Result<SystemTime, RpcError> {
         let value = p.get(name).ok_or_else(|| missing(name))?;
-        NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%SZ")
-            .ok()
-            .and_then(|t| u64::try_from(t.and_utc().timestamp()).ok())
-            .and_then(from_unix_seconds)
-            .ok_or_else(|| {
-                err(400, &format!("Invalid{name}.Malformed"), format!("Specified parameter {name} is not valid."))
-            })
+        parse_utc_seconds(value).ok_or_else(|| {
+            err(400, &format!("Invalid{name}.Malformed"), format!("Specified parameter {name} is not valid."))
+        })
     };
     let (start, end) = (time("StartTime")?, time("EndTime")?);
     if end <= start || end.duration_since(start).unwrap_or_default() > SNAPSHOT_WINDOW {

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::flv::avc::nal_units;
 use crate::media::{AvcConfig, Timestamp90k};
+use crate::wire::utc_millis;
 
 /// Larger pictures are not decoded: 4096 x 2304 RGB is 27 MiB in flight per worker.
 pub const MAX_PIXELS: u64 = 4096 * 2304;
@@ -195,11 +196,15 @@ pub fn encode_jpeg(picture: &Picture<'_>, quality: u8) -> Result<Vec<u8>, Snapsh
     Ok(out)
 }
 
+/// The name of the snapshot taken at `at` in its channel's folder of DestBucket (`<unix_ms>.jpg`).
+pub fn file_name(at: SystemTime) -> String {
+    format!("{}.jpg", crate::meta::millis(at))
+}
+
 /// Object keys inside DestBucket: the snapshot's own (`<channel>/<unix_ms>.jpg`) and the overwritten
 /// latest one (`<channel>/latest.jpg`).
 pub fn object_keys(channel: &str, at: SystemTime) -> (String, String) {
-    let ms = crate::meta::millis(at);
-    (format!("{channel}/{ms}.jpg"), format!("{channel}/{LATEST}"))
+    (format!("{channel}/{}", file_name(at)), format!("{channel}/{LATEST}"))
 }
 
 /// The overwritten object that is always the newest snapshot.
@@ -219,10 +224,6 @@ pub struct Taken<'a> {
     pub at: SystemTime,
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// The JSON message of one snapshot (README, "Snapshots").
 pub fn message(t: &Taken<'_>) -> Value {
     json!({
@@ -230,7 +231,7 @@ pub fn message(t: &Taken<'_>) -> Value {
         "bucket": t.dest_bucket, "channel": t.channel, "source_bucket": t.source_bucket,
         "object": t.object, "latest_object": format!("{}/{LATEST}", t.channel),
         "size": t.size, "width": t.width, "height": t.height,
-        "media_timestamp_ms": t.media_ms, "time": rfc3339(t.at), "unix_ms": crate::meta::millis(t.at),
+        "media_timestamp_ms": t.media_ms, "time": utc_millis(t.at), "unix_ms": crate::meta::millis(t.at),
     })
 }
 
@@ -239,7 +240,7 @@ pub fn failure_message(source_bucket: &str, dest_bucket: &str, channel: &str, wh
     json!({
         "event": "snapshot", "status": "failed", "code": "SnapshotFailed", "message": why,
         "bucket": dest_bucket, "channel": channel, "source_bucket": source_bucket,
-        "time": rfc3339(at), "unix_ms": crate::meta::millis(at),
+        "time": utc_millis(at), "unix_ms": crate::meta::millis(at),
     })
 }
 

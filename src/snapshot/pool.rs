@@ -43,13 +43,26 @@ const DECODER_NICE: i32 = 19;
 /// Index writes are retried this often before the snapshot is given up (its objects stay, unindexed).
 const INDEX_ATTEMPTS: u32 = 3;
 
-/// What the pool did, for `/metrics` and the tests.
+/// What the pool did, for the tests (`Server::snapshot_counters`); `/metrics` counts the same.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub taken: AtomicU64,
     /// Keyframes due for a snapshot that found the queue full.
     pub skipped: AtomicU64,
     pub failed: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one result here and in `/metrics`; returns this pool's count of that result so far.
+    fn count(&self, result: SnapshotResult) -> u64 {
+        crate::metrics::metrics().snapshot(result);
+        let counter = match result {
+            SnapshotResult::Taken => &self.taken,
+            SnapshotResult::Skipped => &self.skipped,
+            SnapshotResult::Failed => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +93,7 @@ impl JobError {
 
 struct Job {
     feed: Arc<FeedShared>,
-    config: AvcConfig,
+    config: Arc<AvcConfig>,
     access_unit: Bytes,
     media_ms: i64,
 }
@@ -142,6 +155,7 @@ impl Snapshots {
         };
         Some(Feed {
             schedule: Schedule::new(snapshot.interval),
+            config: None,
             shared: Arc::new(FeedShared {
                 key: key.clone(),
                 dest: dest_key,
@@ -159,6 +173,8 @@ impl Snapshots {
 /// One publish's side of the pool (held by its `publish::Session`).
 pub struct Feed {
     schedule: Schedule,
+    /// The stream's configuration as the jobs share it: copied only when the stream sends a new one.
+    config: Option<Arc<AvcConfig>>,
     shared: Arc<FeedShared>,
     tx: mpsc::Sender<Job>,
     counters: Arc<Counters>,
@@ -183,17 +199,20 @@ impl Feed {
             return;
         }
         let Some(config) = config else { return };
+        let shared_config = match &self.config {
+            Some(c) if **c == *config => Arc::clone(c),
+            _ => Arc::clone(self.config.insert(Arc::new(config.clone()))),
+        };
         let job = Job {
             feed: Arc::clone(&self.shared),
-            config: config.clone(),
+            config: shared_config,
             access_unit: access_unit.clone(),
             media_ms: pts.ticks() / 90,
         };
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(job)) => {
-                let skipped = self.counters.skipped.fetch_add(1, Ordering::Relaxed) + 1;
-                crate::metrics::metrics().snapshot(SnapshotResult::Skipped);
+                let skipped = self.counters.count(SnapshotResult::Skipped);
                 // The first, then every 100th: the pool is behind, and every keyframe would say so.
                 if skipped == 1 || skipped.is_multiple_of(100) {
                     warn!(channel = %job.feed.key, skipped, "snapshot skipped: the decoders are behind ([snapshots] workers)");
@@ -245,12 +264,10 @@ async fn run(shared: &Shared, jobs: Vec<Job>) {
 async fn report(shared: &Shared, job: &Job, result: Result<(), JobError>, at: SystemTime) {
     match result {
         Ok(()) => {
-            shared.counters.taken.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::metrics().snapshot(SnapshotResult::Taken);
+            shared.counters.count(SnapshotResult::Taken);
         }
         Err(e) => {
-            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::metrics().snapshot(SnapshotResult::Failed);
+            shared.counters.count(SnapshotResult::Failed);
             let feed = &job.feed;
             let failures = feed.failures.fetch_add(1, Ordering::Relaxed) + 1;
             if failures <= 3 || failures.is_multiple_of(100) {
@@ -286,7 +303,7 @@ fn new_callback(feed: &FeedShared, idempotency_key: String, body: serde_json::Va
 }
 
 /// The rest of one snapshot once its picture is decoded: the JPEG, the objects, the index row and message.
-async fn take(shared: &Shared, job: &Job, ppm: Vec<u8>, decoded: Duration, at: SystemTime) -> Result<(), JobError> {
+async fn take(shared: &Shared, job: &Job, ppm: Bytes, decoded: Duration, at: SystemTime) -> Result<(), JobError> {
     let (width, height) = super::picture_size(&job.config)?;
     let started = std::time::Instant::now();
     let quality = shared.settings.jpeg_quality;
@@ -301,12 +318,11 @@ async fn take(shared: &Shared, job: &Job, ppm: Vec<u8>, decoded: Duration, at: S
         debug!(channel = %job.feed.key, sps = ?(width, height), decoded = ?(w, h), "decoded size differs from the SPS");
     }
     let feed = &job.feed;
-    let (own, latest) = super::object_keys(feed.key.channel(), at);
+    let (own, _) = super::object_keys(feed.key.channel(), at);
     let size = jpeg.len() as u64;
     let jpeg = Bytes::from(jpeg);
-    let path = |name: &str| feed.dest.object(name.rsplit('/').next().unwrap_or(name));
-    let own_path = path(&own).map_err(|e| JobError::Store(e.to_string()))?;
-    let latest_path = path(&latest).map_err(|e| JobError::Store(e.to_string()))?;
+    let path = |file: &str| feed.dest.object(file).map_err(|e| JobError::Store(e.to_string()));
+    let (own_path, latest_path) = (path(&super::file_name(at))?, path(super::LATEST)?);
     shared.store.put(&own_path, jpeg.clone()).await.map_err(|e| JobError::Store(e.to_string()))?;
     shared.store.put(&latest_path, jpeg).await.map_err(|e| JobError::Store(e.to_string()))?;
     let record = SnapshotRecord {
@@ -350,12 +366,12 @@ async fn take(shared: &Shared, job: &Job, ppm: Vec<u8>, decoded: Duration, at: S
     Ok(())
 }
 
-/// One PPM per job, in job order. Keyframes that [`super::batchable`] allows and that share a picture size
+/// One PPM per job, in job order (pictures of one run are slices of its output, not copies). Keyframes that [`super::batchable`] allows and that share a picture size
 /// are decoded in one run (starting ffmpeg is most of a decode's cost); a run is trusted only when it
 /// gives exactly one picture of the right size per keyframe, and otherwise its keyframes are decoded one
 /// by one, as every other keyframe is.
-async fn decode_all(settings: &SnapshotSettings, jobs: &[Job]) -> Vec<Result<Vec<u8>, JobError>> {
-    let mut pictures: Vec<Option<Result<Vec<u8>, JobError>>> = jobs.iter().map(|_| None).collect();
+async fn decode_all(settings: &SnapshotSettings, jobs: &[Job]) -> Vec<Result<Bytes, JobError>> {
+    let mut pictures: Vec<Option<Result<Bytes, JobError>>> = jobs.iter().map(|_| None).collect();
     let mut groups: std::collections::BTreeMap<(u32, u32), Vec<usize>> = Default::default();
     for (i, job) in jobs.iter().enumerate() {
         if let Ok(size) = super::picture_size(&job.config)
@@ -396,21 +412,21 @@ async fn decode_batch(
     jobs: &[Job],
     run: &[usize],
     size: (u32, u32),
-) -> Result<Vec<Vec<u8>>, String> {
+) -> Result<Vec<Bytes>, String> {
     let mut stream = Vec::new();
     for &i in run {
         stream.extend(super::annex_b(&jobs[i].config, &jobs[i].access_unit).map_err(|e| e.to_string())?);
     }
     let output = decode(settings, stream, run.len()).await.map_err(|e| e.to_string())?;
-    let mut rest = &output[..];
+    let mut at = 0;
     let mut pictures = Vec::with_capacity(run.len());
-    while !rest.is_empty() {
-        let (picture, used) = super::parse_ppm_prefix(rest).map_err(|e| e.to_string())?;
+    while at < output.len() {
+        let (picture, used) = super::parse_ppm_prefix(&output[at..]).map_err(|e| e.to_string())?;
         if (picture.width, picture.height) != size {
             return Err(format!("a {}x{} picture in a run of {size:?}", picture.width, picture.height));
         }
-        pictures.push(rest[..used].to_vec());
-        rest = &rest[used..];
+        pictures.push(output.slice(at..at + used));
+        at += used;
     }
     if pictures.len() != run.len() {
         return Err(format!("{} pictures for {} keyframes", pictures.len(), run.len()));
@@ -418,14 +434,14 @@ async fn decode_batch(
     Ok(pictures)
 }
 
-async fn decode_one(settings: &SnapshotSettings, job: &Job) -> Result<Vec<u8>, JobError> {
+async fn decode_one(settings: &SnapshotSettings, job: &Job) -> Result<Bytes, JobError> {
     super::picture_size(&job.config)?;
     let stream = super::annex_b(&job.config, &job.access_unit)?;
     decode(settings, stream, 1).await
 }
 
 /// Runs the decoder: the stream in on stdin, `frames` PPM pictures out, one after the other.
-async fn decode(settings: &SnapshotSettings, stream: Vec<u8>, frames: usize) -> Result<Vec<u8>, JobError> {
+async fn decode(settings: &SnapshotSettings, stream: Vec<u8>, frames: usize) -> Result<Bytes, JobError> {
     let max_output = MAX_PICTURE_BYTES * frames;
     let mut child = tokio::process::Command::new(&settings.ffmpeg)
         .args(["-hide_banner", "-loglevel", "error", "-threads", "1", "-f", "h264", "-i", "pipe:0"])
@@ -482,7 +498,7 @@ async fn decode(settings: &SnapshotSettings, stream: Vec<u8>, frames: usize) -> 
     if picture.len() > max_output {
         return Err(SnapshotError::BadPicture("the decoder's picture is larger than allowed").into());
     }
-    Ok(picture)
+    Ok(Bytes::from(picture))
 }
 
 #[cfg(test)]
@@ -509,7 +525,7 @@ mod tests {
                 VideoTag::Config(c) => config = Some(c),
                 VideoTag::Frame { keyframe: true, nalus, .. } => jobs.push(Job {
                     feed: Arc::clone(&feed),
-                    config: config.clone().unwrap(),
+                    config: Arc::new(config.clone().unwrap()),
                     access_unit: nalus,
                     media_ms: i64::from(tag.timestamp_ms),
                 }),
