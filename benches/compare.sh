@@ -9,7 +9,7 @@
 # Servers: livechannel (local folder + SQLite), livechannel-s3pg (s3s-fs on loopback + a throw-away
 # PostgreSQL from .ci/postgres.sh; CPU and memory are livechannel's own, not the backends'), nginx.
 # Env: SERVERS (default "livechannel nginx"), WARMUP, WINDOW, LATENCY (seconds; defaults 10, 20, 15),
-# MAX_N (default 800), OUT (results dir).
+# MAX_N (default 800), OUT (results dir), SKIP_BUILD (use the release binaries as they are).
 # Needs: ffmpeg (makes the 720p input), nginx + libnginx-mod-rtmp, python3; for livechannel-s3pg also
 # s3s-fs on PATH and Debian's postgresql (run as root). Runs for several minutes.
 set -euo pipefail
@@ -22,7 +22,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # shellcheck source=benches/common.sh
 source benches/common.sh
-cargo build --release --quiet --features jemalloc --bin livechannel --bin livechannel-bench
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --features jemalloc --bin livechannel --bin livechannel-bench
 input="$OUT/input720.flv"
 make_input "$input"
 

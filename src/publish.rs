@@ -386,7 +386,8 @@ impl Session {
             session_id: format!("p{}", claimed.push_id),
         };
         ctx.journal.callback(CallbackEvent::Publish { event: event.clone(), start: true });
-        let segmenter = SegmenterConfig::new(settings.frag_duration);
+        let segmenter =
+            SegmenterConfig { chunk_size: ctx.store.chunk_size(), ..SegmenterConfig::new(settings.frag_duration) };
         let capacity = (ctx.config.limits.storage_queue_bytes / segmenter.chunk_size).max(4);
         let (tx, rx) = mpsc::channel(capacity);
         let sink = Sink {

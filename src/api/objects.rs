@@ -36,7 +36,7 @@ pub(crate) async fn get_object(
     let path = key.object(file).map_err(|_| OssError::no_such_key())?;
     if super::conditional::is_conditional(req.headers()) {
         // Validators first: a current copy costs a metadata read and no bytes (and no redirect).
-        let meta = ctx.store.objects().head(&path).await.map_err(store_error)?;
+        let meta = ctx.store.head(&path).await.map_err(store_error)?;
         if super::conditional::not_modified(req.headers(), meta.e_tag.as_deref(), meta.last_modified.into()) {
             let mut resp = Response::new(empty());
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
@@ -65,7 +65,7 @@ pub(crate) async fn get_object(
         (Ok(result), _) => result,
         (Err(e @ object_store::Error::NotFound { .. }), _) | (Err(e), None) => return Err(store_error(e)),
         (Err(e), Some(spec)) => {
-            let size = ctx.store.objects().head(&path).await.map_err(store_error)?.size;
+            let size = ctx.store.head(&path).await.map_err(store_error)?.size;
             return match spec.resolve(size) {
                 None => Ok(unsatisfiable(size)),
                 Some(_) => Err(store_error(e)),

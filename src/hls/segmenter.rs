@@ -18,6 +18,12 @@ pub const JUMP_BACKWARD: Timestamp90k = Timestamp90k::from_secs(1);
 pub const JUMP_FORWARD: Timestamp90k = Timestamp90k::from_secs(10);
 const MIN_FORCED_CUT: Timestamp90k = Timestamp90k::from_secs(60);
 
+/// A chunk's buffer: its size and an eighth more, so that the frame that crosses the size usually fits
+/// (the muxer reserves room for a bigger one).
+fn chunk_capacity(chunk_size: usize) -> usize {
+    chunk_size + chunk_size / 8
+}
+
 #[derive(Clone, Debug)]
 pub struct SegmenterConfig {
     pub frag_duration: Timestamp90k,
@@ -101,7 +107,7 @@ pub struct Segmenter {
 
 impl Segmenter {
     pub fn new(config: SegmenterConfig) -> Self {
-        let buf = Vec::with_capacity(config.chunk_size + 8 * 1024);
+        let buf = Vec::with_capacity(chunk_capacity(config.chunk_size));
         Segmenter {
             config,
             muxer: Muxer::new(Tracks::default()),
@@ -246,7 +252,7 @@ impl Segmenter {
         if self.buf.is_empty() {
             return;
         }
-        let next = Vec::with_capacity(self.config.chunk_size + 8 * 1024);
+        let next = Vec::with_capacity(chunk_capacity(self.config.chunk_size));
         let data = Bytes::from(std::mem::replace(&mut self.buf, next));
         out.push(Output::Chunk { index, data });
     }

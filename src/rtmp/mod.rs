@@ -33,6 +33,8 @@ use guard::Guard;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_BUFFER: usize = 64 * 1024;
+/// The most handed to rml_rtmp at once (see `feed`).
+const SESSION_FEED: usize = 2 * 1024;
 
 thread_local! {
     static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_BUFFER]);
@@ -138,20 +140,14 @@ struct Connection {
 impl Connection {
     fn new(remote: SocketAddr, ctx: Arc<Context>) -> Self {
         let guard = Guard::new(guard::Limits { max_message_bytes: ctx.config.limits.max_rtmp_message_bytes });
-        Connection {
-            remote,
-            ctx,
-            state: State::Handshaken,
-            closing: false,
-            failed: None,
-            out: Vec::with_capacity(8 * 1024),
-            guard,
-        }
+        Connection { remote, ctx, state: State::Handshaken, closing: false, failed: None, out: Vec::new(), guard }
     }
 
     async fn run(mut self, mut stream: TcpStream) -> Result<(), ConnError> {
         let _ = stream.set_nodelay(true);
-        let leftover = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream))
+        // The futures of the rare steps (the handshake, starting and ending a publish, lingering) are boxed:
+        // inline, each would make every connection's task as big as the biggest of them, for its whole life.
+        let leftover = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(handshake(&mut stream)))
             .await
             .map_err(|_| ConnError::HandshakeTimeout)??;
         let (mut session, initial) =
@@ -183,9 +179,13 @@ impl Connection {
                     .await
                     .map_err(|_| ConnError::SendTimeout(limit))??;
                 self.out.clear();
+                // Responses are small; a connection that once sent a big one does not keep its buffer.
+                if self.out.capacity() > 16 * 1024 {
+                    self.out = Vec::new();
+                }
             }
             if self.closing {
-                linger(stream).await;
+                Box::pin(linger(stream)).await;
                 return self.failed.take().map_or(Ok(()), Err);
             }
             let kick = match &self.state {
@@ -258,7 +258,7 @@ impl Connection {
             ServerSessionEvent::PublishStreamRequested { request_id, stream_key, .. } => {
                 let started = match &self.state {
                     State::Connected { bucket } => {
-                        Session::start(&self.ctx.publish, bucket, &stream_key, self.remote).await
+                        Box::pin(Session::start(&self.ctx.publish, bucket, &stream_key, self.remote)).await
                     }
                     _ => Err(Refusal::NotConnected),
                 };
@@ -310,10 +310,17 @@ impl Connection {
             if failed.is_some() {
                 return;
             }
-            match unwound("handle_input", || session.handle_input(piece)) {
-                Ok(Ok(more)) => results.extend(more),
-                Ok(Err(e)) => failed = Some(ConnError::Session(e.to_string())),
-                Err(e) => failed = Some(e),
+            // rml_rtmp appends its input to a buffer that never shrinks: fed a whole 64 KiB read, every
+            // connection would keep 64 KiB between reads. Fed in small slices, it keeps one slice.
+            for slice in piece.chunks(SESSION_FEED) {
+                match unwound("handle_input", || session.handle_input(slice)) {
+                    Ok(Ok(more)) => results.extend(more),
+                    Ok(Err(e)) => failed = Some(ConnError::Session(e.to_string())),
+                    Err(e) => failed = Some(e),
+                }
+                if failed.is_some() {
+                    return;
+                }
             }
         });
         if let Some(e) = failed {
@@ -375,7 +382,7 @@ impl Connection {
         let State::Publishing(publish) = std::mem::replace(&mut self.state, State::Handshaken) else {
             return;
         };
-        publish.finish(&self.ctx.publish.meta, why, self.remote).await;
+        Box::pin(publish.finish(&self.ctx.publish.meta, why, self.remote)).await;
     }
 }
 

@@ -4,6 +4,8 @@
 //! Layout: `<bucket>/<channel>/<seq>.ts` and `<bucket>/<channel>/<PlaylistName>`; every key is built by
 //! `names::ChannelKey`, which validates each component first.
 
+pub mod live_files;
+pub mod playlists;
 pub mod sink;
 
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use object_store::{GetOptions, GetResult, ObjectStore, ObjectStoreExt, PutPayloa
 use crate::config::{ChannelSettings, Config, StorageKind};
 use crate::hls::Playlist;
 use crate::names::{ChannelKey, NameError};
+use live_files::LiveFiles;
+use playlists::Playlists;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -27,6 +31,8 @@ pub enum StorageError {
     NoS3,
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
+    #[error("cannot start the local writer threads: {0}")]
+    WriterThreads(std::io::Error),
 }
 
 /// Default multipart part size on S3: above the 5 MiB minimum, and above almost every live segment.
@@ -41,7 +47,16 @@ pub struct Store {
     part_size: usize,
     /// Set when segment reads are answered with a presigned URL (`segment_redirect_expires_s`).
     redirect: Option<Redirect>,
+    /// The local folder's writer threads: live segments and playlists are written through them.
+    live: Option<LiveFiles>,
+    /// The live playlists this node's publishes hold in memory; reads of them are answered from here.
+    playlists: Arc<Playlists>,
 }
+
+/// Bytes of TS the segmenter hands out at once: small when they go straight into a file (nothing waits
+/// in memory for a part to fill), 64 KiB when they go to an object_store upload.
+pub const LIVE_CHUNK: usize = 8 * 1024;
+pub const UPLOAD_CHUNK: usize = 64 * 1024;
 
 /// What presigns redirect URLs: the S3 client; nothing in a build without the S3 backend.
 #[cfg(feature = "s3")]
@@ -59,7 +74,17 @@ struct Redirect {
 
 impl Store {
     pub fn new(objects: Arc<dyn ObjectStore>, part_size: usize) -> Self {
-        Store { objects, part_size, redirect: None }
+        Store { objects, part_size, redirect: None, live: None, playlists: Arc::default() }
+    }
+
+    /// The local folder's writer threads, when this store is a local folder.
+    pub fn live(&self) -> Option<&LiveFiles> {
+        self.live.as_ref()
+    }
+
+    /// How many bytes of TS the segmenter should hand this store at once.
+    pub fn chunk_size(&self) -> usize {
+        if self.live.is_some() { LIVE_CHUNK } else { UPLOAD_CHUNK }
     }
 
     /// A presigned GET URL for `path`, when this store answers segment reads with redirects.
@@ -82,16 +107,20 @@ impl Store {
 
     pub fn local(dir: &std::path::Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|source| StorageError::LocalDir { path: dir.to_owned(), source })?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
-        Ok(Store::new(Arc::new(fs), 64 * 1024))
+        let fs = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true));
+        let live = LiveFiles::start(Arc::clone(&fs)).map_err(StorageError::WriterThreads)?;
+        Ok(Store { live: Some(live), ..Store::new(fs, 64 * 1024) })
     }
 
     pub fn from_config(config: &Config) -> Result<Self, StorageError> {
+        let media = config.data_dir.join("media");
         let store = match &config.storage {
-            None => return Store::local(&config.data_dir.join("media")),
+            None => return Store::local(&media),
+            // A local folder under a prefix is the folder `<media>/<prefix>`: the same files a PrefixStore
+            // over `<media>` would name, and one the writer threads can be rooted at.
             Some(s) if s.kind == StorageKind::Local => {
-                let local = Store::local(&config.data_dir.join("media"))?;
-                Store::new(Arc::clone(local.objects()), s.part_size.unwrap_or(local.part_size))
+                let local = Store::local(&s.prefix.as_deref().map_or_else(|| media.clone(), |p| media.join(p)))?;
+                return Ok(Store { part_size: s.part_size.unwrap_or(local.part_size), ..local });
             }
             Some(s) => Self::s3(s)?,
         };
@@ -99,7 +128,7 @@ impl Store {
             Some(prefix) => {
                 let prefixed = object_store::prefix::PrefixStore::new(Arc::clone(&store.objects), prefix);
                 let redirect = store.redirect.map(|r| Redirect { prefix: Some(Path::from(prefix)), ..r });
-                Ok(Store { objects: Arc::new(prefixed), part_size: store.part_size, redirect })
+                Ok(Store { objects: Arc::new(prefixed), redirect, ..store })
             }
             None => Ok(store),
         }
@@ -140,7 +169,7 @@ impl Store {
             prefix: None,
             expires: std::time::Duration::from_secs(secs),
         });
-        Ok(Store { objects: s3, part_size: s.part_size.unwrap_or(S3_PART_SIZE), redirect })
+        Ok(Store { part_size: s.part_size.unwrap_or(S3_PART_SIZE), redirect, ..Store::new(s3, 0) })
     }
 
     #[cfg(not(feature = "s3"))]
@@ -170,8 +199,24 @@ impl Store {
         self.part_size
     }
 
+    pub fn playlists(&self) -> &Playlists {
+        &self.playlists
+    }
+
+    /// An object, or the live playlist a publish on this node holds for that name.
     pub async fn get(&self, path: &Path, options: GetOptions) -> Result<GetResult, object_store::Error> {
+        if let Some(held) = self.playlists.get(path, &options) {
+            return held;
+        }
         self.objects.get_opts(path, options).await
+    }
+
+    /// An object's metadata, or the held live playlist's.
+    pub async fn head(&self, path: &Path) -> Result<object_store::ObjectMeta, object_store::Error> {
+        if let Some(meta) = self.playlists.head(path) {
+            return Ok(meta);
+        }
+        object_store::ObjectStoreExt::head(self.objects.as_ref(), path).await
     }
 
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), object_store::Error> {

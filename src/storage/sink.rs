@@ -1,6 +1,7 @@
 //! The storage writer of one publish: reads `hls::Output`s from the bounded queue, asks the sans-I/O
-//! recorder (`hls::live`) what they mean, and carries out its effects in order: segment uploads (one PUT
-//! below the store's part size, multipart above it, through object_store's `BufWriter`), index rows and
+//! recorder (`hls::live`) what they mean, and carries out its effects in order: segment writes (into a
+//! file on the local folder's writer threads, `live_files`; elsewhere one PUT below the store's part size,
+//! multipart above it, through object_store's `BufWriter`), index rows and
 //! callback events handed to the journal (never awaited), playlist puts.
 //!
 //! All bookkeeping (sequence numbers, gaps, discontinuities, the window) is the recorder's; this only does
@@ -16,6 +17,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Store;
+use super::live_files::LiveFile;
+use super::playlists::Owner;
 use crate::budget::Holding;
 use crate::channels::{Fence, Health};
 use crate::hls::live::{Effect, RecordEvent, Recorder};
@@ -56,11 +59,56 @@ pub struct Sink {
     pub budget: Option<Arc<Holding>>,
 }
 
-/// A segment upload in progress, and the bytes handed to it (held until it completes or is abandoned).
+/// A segment upload in progress, and the bytes handed to it.
 struct Upload {
     seq: u64,
-    writer: BufWriter,
+    writer: SegmentWriter,
     bytes: usize,
+}
+
+/// Where a segment's bytes go: a file of the local folder (written as they come), or an object_store
+/// upload (one PUT below the part size, multipart above it).
+enum SegmentWriter {
+    File(LiveFile),
+    Upload(BufWriter),
+}
+
+impl Upload {
+    /// Bytes of this segment still in memory: queued for the file, or all of them for an upload (its
+    /// parts are only known to be written when it completes).
+    fn held(&self) -> usize {
+        match &self.writer {
+            SegmentWriter::File(file) => file.queued(),
+            SegmentWriter::Upload(_) => self.bytes,
+        }
+    }
+}
+
+impl SegmentWriter {
+    async fn put(&mut self, data: bytes::Bytes) -> Result<(), String> {
+        match self {
+            SegmentWriter::File(file) => file.write(data).await,
+            SegmentWriter::Upload(writer) => writer.put(data).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn complete(self) -> Result<(), String> {
+        match self {
+            SegmentWriter::File(file) => file.finish().await.map(drop),
+            SegmentWriter::Upload(mut writer) => writer.shutdown().await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn abort(self) -> Result<(), String> {
+        match self {
+            // Dropped unfinished, the staged file is removed.
+            SegmentWriter::File(file) => {
+                drop(file);
+                Ok(())
+            }
+            SegmentWriter::Upload(mut writer) => writer.abort().await.map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// Extends a publish's block of reserved sequence numbers (`meta::reserve_seqs`) in the background when
@@ -115,6 +163,7 @@ impl Sink {
     /// Runs until the queue closes (the publish ended and its last output was taken); returns the
     /// recorder, whose state the channel's next publish continues from.
     pub async fn run(self, mut recorder: Recorder, mut rx: mpsc::Receiver<Output>) -> Recorder {
+        let owner = self.store.playlists().owner();
         let mut uploads: VecDeque<Upload> = VecDeque::new();
         let mut effects = Vec::with_capacity(8);
         let mut work = VecDeque::with_capacity(8);
@@ -139,14 +188,14 @@ impl Sink {
             };
             work.extend(effects.drain(..));
             while let Some(effect) = work.pop_front() {
-                self.apply(effect, &mut recorder, &mut uploads, &mut effects).await;
+                self.apply(effect, owner, &mut recorder, &mut uploads, &mut effects).await;
                 // What an effect's outcome causes happens before anything queued after that effect.
                 for e in effects.drain(..).rev() {
                     work.push_front(e);
                 }
             }
             // What no upload holds any more (completed, abandoned, or never appended) goes back.
-            let held: usize = uploads.iter().map(|u| u.bytes).sum();
+            let held: usize = uploads.iter().map(Upload::held).sum();
             if let Some(budget) = &self.budget {
                 budget.release(owned.saturating_sub(held));
             }
@@ -154,6 +203,10 @@ impl Sink {
             if ended {
                 break;
             }
+        }
+        // The stored playlist is the last one written: reads go to it from now on.
+        if let Ok(path) = self.key.object(recorder.playlist_name()) {
+            self.store.playlists().release(owner, &path);
         }
         let c = recorder.counters();
         debug!(channel = %self.key, stored = c.stored, lost = c.lost, store_errors = c.store_errors, "recording finished");
@@ -163,6 +216,7 @@ impl Sink {
     async fn apply(
         &self,
         effect: Effect,
+        owner: Owner,
         recorder: &mut Recorder,
         uploads: &mut VecDeque<Upload>,
         out: &mut Vec<Effect>,
@@ -181,18 +235,18 @@ impl Sink {
                 upload.bytes += data.len();
                 if let Err(e) = upload.writer.put(data).await {
                     warn!(channel = %self.key, seq, error = %e, "segment upload failed");
-                    recorder.upload_failed(seq, e.to_string(), out);
+                    recorder.upload_failed(seq, e, out);
                 }
             }
             Effect::Complete { seq } => {
                 let result = match take(uploads, seq) {
-                    Some(mut writer) if !self.fence.holds() => {
+                    Some(writer) if !self.fence.holds() => {
                         let _ = writer.abort().await;
                         Err(FENCED.to_owned())
                     }
-                    Some(mut writer) => {
+                    Some(writer) => {
                         let started = std::time::Instant::now();
-                        let done = writer.shutdown().await.map_err(|e| e.to_string());
+                        let done = writer.complete().await;
                         metrics().storage(StorageOp::Segment, started.elapsed());
                         done
                     }
@@ -204,7 +258,7 @@ impl Sink {
                 recorder.completed(seq, result, out);
             }
             Effect::Abort { seq } => {
-                if let Some(mut writer) = take(uploads, seq)
+                if let Some(writer) = take(uploads, seq)
                     && let Err(e) = writer.abort().await
                 {
                     debug!(channel = %self.key, error = %e, "aborting an upload failed");
@@ -225,11 +279,19 @@ impl Sink {
             }
             Effect::Playlist(_) if !self.fence.holds() => {
                 warn!(channel = %self.key, "playlist not written: {FENCED}");
+                if let Ok(path) = self.key.object(recorder.playlist_name()) {
+                    self.store.playlists().release(owner, &path);
+                }
             }
             Effect::Playlist(text) => {
                 let Ok(path) = self.key.object(recorder.playlist_name()) else { return };
+                // Players see it now; the stored copy follows.
+                self.store.playlists().hold(owner, &path, text.clone());
                 let started = std::time::Instant::now();
-                let put = self.store.put(&path, text).await;
+                let put = match self.store.live() {
+                    Some(files) => files.put(&path, text).await,
+                    None => self.store.put(&path, text).await.map_err(|e| e.to_string()),
+                };
                 metrics().storage(StorageOp::Playlist, started.elapsed());
                 if let Err(e) = put {
                     warn!(channel = %self.key, error = %e, "playlist write failed; the next segment retries it");
@@ -302,17 +364,23 @@ impl Sink {
 
     /// A segment smaller than the part size is one PUT when it completes; a larger one becomes a multipart
     /// upload whose parts go out while the segment is produced (no request is made before that).
-    async fn begin(&self, seq: u64) -> Result<BufWriter, String> {
+    /// On the local folder, the segment is a file written as its bytes come.
+    async fn begin(&self, seq: u64) -> Result<SegmentWriter, String> {
         let path = self.key.object(&segment_file_name(seq)).map_err(|e| e.to_string())?;
-        Ok(BufWriter::with_capacity(Arc::clone(self.store.objects()), path, self.store.part_size())
-            .with_max_concurrency(PARTS_IN_FLIGHT))
+        if let Some(files) = self.store.live() {
+            return files.create(&path).map(SegmentWriter::File);
+        }
+        Ok(SegmentWriter::Upload(
+            BufWriter::with_capacity(Arc::clone(self.store.objects()), path, self.store.part_size())
+                .with_max_concurrency(PARTS_IN_FLIGHT),
+        ))
     }
 }
 
 /// Parts of one segment uploading at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
-fn take(uploads: &mut VecDeque<Upload>, seq: u64) -> Option<BufWriter> {
+fn take(uploads: &mut VecDeque<Upload>, seq: u64) -> Option<SegmentWriter> {
     let at = uploads.iter().position(|u| u.seq == seq)?;
     uploads.remove(at).map(|u| u.writer)
 }

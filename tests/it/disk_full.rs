@@ -4,7 +4,6 @@
 //! Needs root to mount the tmpfs; `.ci/run` runs as root.
 
 use std::process::Command;
-use std::sync::Arc;
 
 use livechannel::storage::Store;
 use livechannel::ts::inspect::inspect;
@@ -55,7 +54,8 @@ async fn a_full_disk_loses_only_the_segments_that_do_not_fit_and_recovers_when_s
     let store = Store::local(&dir.path().join("media")).unwrap();
     let mut cfg = config(dir.path(), 1, 20);
     cfg.auth_tokens = vec![livechannel::config::AuthToken { token: TOKEN.into(), project_id: PROJECT.into() }];
-    let mut ts = TestServer::start_with_store(cfg, Some(Store::new(Arc::clone(store.objects()), 64 * 1024))).await;
+    // The local folder's own writer threads: their write errors are what this is about.
+    let mut ts = TestServer::start_with_store(cfg, Some(store)).await;
     let callback = serde_json::json!({"publish_domain": "live", "app": "live",
         "notify_callback_url": "http://127.0.0.1:9/rec", "notify_event_subscription": ["RECORD_FAILED"]});
     let headers = [("Content-Type", "application/json"), ("X-Auth-Token", TOKEN)];
