@@ -1,10 +1,15 @@
-//! Remux throughput: FLV tag bodies in, TS segments out (ingest -> segmenter -> muxer), on one core.
+//! Remux throughput: FLV tag bodies in, TS segments out (ingest -> segmenter -> muxer), on one core, and
+//! the same with the RTMP layer in front: the stream as RTMP chunks, read the way a connection reads it
+//! (`rtmp::feed_session`: the guard, then rml_rtmp's `ServerSession` in 2 KiB slices), its media events
+//! into ingest.
 //!
 //! Input: `fixtures/media/av_bframes.flv` looped 100 times with monotonic timestamps (~32 MB, ~1000 s of
-//! 320x180 H.264 + AAC). Criterion reports our throughput. After it, the same input is remuxed by
-//! `ffmpeg -c copy -f mpegts` (when ffmpeg is installed) and by us, five times each, and the medians are
-//! printed side by side with their ratio, together with heap allocations per frame (counted by a wrapping
-//! global allocator) to check that the media path allocates per segment chunk, not per frame.
+//! 320x180 H.264 + AAC). The RTMP form is what rml_rtmp's `ClientSession` sends for those tags after
+//! connect and publish (chunk size 4096), cut into 64 KiB reads. Criterion reports both throughputs. After
+//! it, the same input is remuxed by `ffmpeg -c copy -f mpegts` (when ffmpeg is installed) and by us, five
+//! times each, and the medians are printed side by side with their ratio, together with heap allocations
+//! per frame (counted by a wrapping global allocator): for the remux alone, for the RTMP layer alone, and
+//! for both together.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +20,13 @@ use criterion::{Criterion, Throughput, criterion_group};
 use livechannel::flv::file::{self, Tag, TagKind};
 use livechannel::hls::{Output, SegmenterConfig};
 use livechannel::ingest::Ingest;
+use livechannel::rtmp::feed_session;
+use livechannel::rtmp::guard::{Guard, Limits};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionResult, PublishRequestType, ServerSession, ServerSessionConfig,
+    ServerSessionEvent, ServerSessionResult,
+};
+use rml_rtmp::time::RtmpTimestamp;
 
 struct Counting;
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -78,6 +90,141 @@ fn remux(tags: &[Tag], outputs: &mut Vec<Output>) -> usize {
     produced
 }
 
+/// The publish as a client sends it: everything up to and including the publish command, and then the
+/// media messages. rml_rtmp's client and server sessions talk to each other directly (no handshake:
+/// sessions start after it).
+struct RtmpInput {
+    /// One entry per round: a client waits for each answer before it sends what comes next.
+    commands: Vec<Vec<u8>>,
+    media: Vec<u8>,
+}
+
+/// A client's results as the bytes it would write.
+fn wire(results: Vec<ClientSessionResult>, out: &mut Vec<u8>) {
+    for result in results {
+        if let ClientSessionResult::OutboundResponse(packet) = result {
+            out.extend_from_slice(&packet.bytes);
+        }
+    }
+}
+
+/// The server's answers fed back to the client, until it has nothing more to say.
+fn answer(client: &mut ClientSession, server: &mut ServerSession, to_server: &[u8]) -> Vec<u8> {
+    let mut to_client = Vec::new();
+    for result in server.handle_input(to_server).expect("server reads the client") {
+        match result {
+            ServerSessionResult::OutboundResponse(packet) => to_client.extend_from_slice(&packet.bytes),
+            ServerSessionResult::RaisedEvent(
+                ServerSessionEvent::ConnectionRequested { request_id, .. }
+                | ServerSessionEvent::PublishStreamRequested { request_id, .. },
+            ) => {
+                for r in server.accept_request(request_id).expect("server accepts") {
+                    if let ServerSessionResult::OutboundResponse(packet) = r {
+                        to_client.extend_from_slice(&packet.bytes);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut back = Vec::new();
+    wire(client.handle_input(&to_client).expect("client reads the server"), &mut back);
+    back
+}
+
+fn rtmp_input(tags: &[Tag]) -> RtmpInput {
+    let (mut client, initial) = ClientSession::new(ClientSessionConfig::new()).expect("client session");
+    let (mut server, opening) = ServerSession::new(ServerSessionConfig::new()).expect("server session");
+    let opening: Vec<u8> = opening
+        .into_iter()
+        .filter_map(|r| match r {
+            ServerSessionResult::OutboundResponse(packet) => Some(packet.bytes),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    // What the client writes, in order: its opening messages and connect, its answers to the server's
+    // replies and publish, then its answers to those.
+    let mut commands = Vec::new();
+    wire(initial, &mut commands);
+    wire(client.handle_input(&opening).expect("client reads the server's opening"), &mut commands);
+    wire(vec![client.request_connection("live".into()).expect("connect")], &mut commands);
+    let mut step = answer(&mut client, &mut server, &commands);
+    let mut commands = vec![commands];
+    wire(vec![client.request_publishing("bench".into(), PublishRequestType::Live).expect("publish")], &mut step);
+    // publish is createStream, its result, then publish itself: rounds until the client has no more.
+    while !step.is_empty() {
+        let next = answer(&mut client, &mut server, &step);
+        commands.push(std::mem::replace(&mut step, next));
+    }
+    let mut media = Vec::new();
+    for tag in tags {
+        let t = RtmpTimestamp::new(tag.timestamp_ms);
+        let packet = match tag.kind {
+            TagKind::Video => client.publish_video_data(tag.body.clone(), t, false),
+            TagKind::Audio => client.publish_audio_data(tag.body.clone(), t, false),
+            TagKind::Script => continue,
+        };
+        wire(vec![packet.expect("media message")], &mut media);
+    }
+    RtmpInput { commands, media }
+}
+
+/// One connection's read size (the server reads up to 64 KiB at a time).
+const READ: usize = 64 * 1024;
+
+/// Reads the RTMP input as a connection does and, with `remux`, hands its media to ingest. Returns the
+/// media messages seen and the TS bytes produced.
+fn rtmp_remux(input: &RtmpInput, remux: bool, outputs: &mut Vec<Output>) -> (u64, usize) {
+    let (mut session, _) = ServerSession::new(ServerSessionConfig::new()).expect("server session");
+    let mut guard = Guard::new(Limits { max_message_bytes: 16 << 20 });
+    let mut results = Vec::new();
+    let accept = |session: &mut ServerSession, results: &mut Vec<ServerSessionResult>| {
+        for result in std::mem::take(results) {
+            if let ServerSessionResult::RaisedEvent(
+                ServerSessionEvent::ConnectionRequested { request_id, .. }
+                | ServerSessionEvent::PublishStreamRequested { request_id, .. },
+            ) = result
+            {
+                session.accept_request(request_id).expect("accept");
+            }
+        }
+    };
+    for read in &input.commands {
+        feed_session(&mut guard, &mut session, read, &mut results).expect("commands read");
+        accept(&mut session, &mut results);
+        guard.connected();
+    }
+    let mut ingest = Ingest::new(SegmenterConfig::new(2));
+    let now = SystemTime::UNIX_EPOCH;
+    let (mut messages, mut produced) = (0, 0);
+    for read in input.media.chunks(READ) {
+        let refused = feed_session(&mut guard, &mut session, read, &mut results).expect("media read");
+        assert!(refused.is_none(), "the guard refused the bench's stream: {refused:?}");
+        for result in results.drain(..) {
+            let ServerSessionResult::RaisedEvent(event) = result else { continue };
+            let _ = match event {
+                ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+                    messages += 1;
+                    if remux { ingest.video(&data, timestamp.value, now, outputs) } else { Ok(()) }
+                }
+                ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+                    messages += 1;
+                    if remux { ingest.audio(&data, timestamp.value, now, outputs) } else { Ok(()) }
+                }
+                _ => Ok(()),
+            };
+            for o in outputs.drain(..) {
+                if let Output::Chunk { data, .. } = o {
+                    produced += data.len();
+                }
+            }
+        }
+    }
+    ingest.finish(outputs);
+    (messages, produced)
+}
+
 fn bench(c: &mut Criterion) {
     let tags = input();
     let bytes: u64 = tags.iter().map(|t| t.body.len() as u64).sum();
@@ -87,6 +234,9 @@ fn bench(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(8));
     let mut outputs = Vec::with_capacity(16);
     group.bench_function("flv_tags_to_ts_segments", |b| b.iter(|| remux(&tags, &mut outputs)));
+    let rtmp = rtmp_input(&tags);
+    group.throughput(Throughput::Bytes(rtmp.media.len() as u64));
+    group.bench_function("rtmp_chunks_to_ts_segments", |b| b.iter(|| rtmp_remux(&rtmp, true, &mut outputs)));
     group.finish();
 }
 
@@ -131,6 +281,42 @@ fn compare_with_ffmpeg() {
         ts_bytes / 65536
     );
     let _ = tag_bytes;
+
+    // The RTMP layer: the same tags as RTMP chunks, read as a connection reads them, without and with
+    // the remux behind it. Allocations are counted over the media only (after publish).
+    let rtmp = rtmp_input(&tags);
+    let count = |remux: bool, outputs: &mut Vec<Output>| {
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let (messages, produced) = rtmp_remux(&rtmp, remux, outputs);
+        (ALLOCATIONS.load(Ordering::Relaxed) - before, messages, produced)
+    };
+    let (rtmp_only, messages, _) = count(false, &mut outputs);
+    let (rtmp_total, _, rtmp_ts) = count(true, &mut outputs);
+    assert_eq!(messages, frames, "every tag arrives as one RTMP media message");
+    assert_eq!(rtmp_ts, ts_bytes, "the RTMP path makes the same TS as the tags fed directly");
+    let rtmp_time = median(
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(rtmp_remux(&rtmp, true, &mut outputs));
+                t.elapsed()
+            })
+            .collect(),
+    );
+    println!(
+        "rtmp + remux           : {:>8.1} MB/s of RTMP in ({:?} per run, {} MB of chunks)",
+        mb(rtmp.media.len(), rtmp_time),
+        rtmp_time,
+        rtmp.media.len() / 1_000_000
+    );
+    println!(
+        "heap allocations, RTMP : {rtmp_only} for {messages} messages = {:.3} per message (guard + rml_rtmp)",
+        rtmp_only as f64 / messages as f64
+    );
+    println!(
+        "heap allocations, all  : {rtmp_total} for {messages} messages = {:.3} per message (RTMP + remux)",
+        rtmp_total as f64 / messages as f64
+    );
 
     let dir = std::env::temp_dir().join(format!("livechannel-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);

@@ -305,28 +305,7 @@ impl Connection {
     /// chunk still go in (they may end a media message); then the connection closes.
     fn feed(&mut self, session: &mut ServerSession, bytes: &[u8]) -> Result<Vec<ServerSessionResult>, ConnError> {
         let mut results = Vec::new();
-        let mut failed = None;
-        let verdict = self.guard.inspect(bytes, &mut |piece| {
-            if failed.is_some() {
-                return;
-            }
-            // rml_rtmp appends its input to a buffer that never shrinks: fed a whole 64 KiB read, every
-            // connection would keep 64 KiB between reads. Fed in small slices, it keeps one slice.
-            for slice in piece.chunks(SESSION_FEED) {
-                match unwound("handle_input", || session.handle_input(slice)) {
-                    Ok(Ok(more)) => results.extend(more),
-                    Ok(Err(e)) => failed = Some(ConnError::Session(e.to_string())),
-                    Err(e) => failed = Some(e),
-                }
-                if failed.is_some() {
-                    return;
-                }
-            }
-        });
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if let Err(refusal) = verdict {
+        if let Some(refusal) = feed_session(&mut self.guard, session, bytes, &mut results)? {
             warn!(remote = %self.remote, "RTMP connection closed: {refusal}");
             metrics().refused(RefusedReason::Protocol);
             self.closing = true;
@@ -388,6 +367,41 @@ impl Connection {
 
 /// Runs a call into rml_rtmp, turning a panic inside it (crafted input it indexes or subtracts without
 /// checking) into an error for this connection only.
+/// What a connection does with bytes read from its client, without the socket: the guard reads them
+/// first, then rml_rtmp gets what the guard lets through, in `SESSION_FEED` slices. `Ok(Some(refusal))`:
+/// the guard refused a chunk (the bytes before it went in, since they may end a media message) and the
+/// connection must close. Also used by the remux benchmark and the fuzz harness, so that both measure
+/// the path a real connection takes.
+pub fn feed_session(
+    guard: &mut Guard,
+    session: &mut ServerSession,
+    bytes: &[u8],
+    results: &mut Vec<ServerSessionResult>,
+) -> Result<Option<guard::Refusal>, ConnError> {
+    let mut failed = None;
+    let verdict = guard.inspect(bytes, &mut |piece| {
+        if failed.is_some() {
+            return;
+        }
+        // rml_rtmp appends its input to a buffer that never shrinks: fed a whole 64 KiB read, every
+        // connection would keep 64 KiB between reads. Fed in small slices, it keeps one slice.
+        for slice in piece.chunks(SESSION_FEED) {
+            match unwound("handle_input", || session.handle_input(slice)) {
+                Ok(Ok(more)) => results.extend(more),
+                Ok(Err(e)) => failed = Some(ConnError::Session(e.to_string())),
+                Err(e) => failed = Some(e),
+            }
+            if failed.is_some() {
+                return;
+            }
+        }
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(verdict.err()),
+    }
+}
+
 fn unwound<T>(what: &'static str, f: impl FnOnce() -> T) -> Result<T, ConnError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ConnError::Panicked(what))
 }
