@@ -1,7 +1,7 @@
 //! Remux throughput: FLV tag bodies in, TS segments out (ingest -> segmenter -> muxer), on one core, and
 //! the same with the RTMP layer in front: the stream as RTMP chunks, read the way a connection reads it
-//! (`rtmp::feed_session`: the guard, then rml_rtmp's `ServerSession` in 2 KiB slices), its media events
-//! into ingest.
+//! (`rtmp::feed_session`: the guard's chunk reader, media around rml_rtmp, the rest through its
+//! `ServerSession`), its media into ingest.
 //!
 //! Input: `fixtures/media/av_bframes.flv` looped 100 times with monotonic timestamps (~32 MB, ~1000 s of
 //! 320x180 H.264 + AAC). The RTMP form is what rml_rtmp's `ClientSession` sends for those tags after
@@ -20,8 +20,8 @@ use criterion::{Criterion, Throughput, criterion_group};
 use livechannel::flv::file::{self, Tag, TagKind};
 use livechannel::hls::{Output, SegmenterConfig};
 use livechannel::ingest::Ingest;
-use livechannel::rtmp::feed_session;
 use livechannel::rtmp::guard::{Guard, Limits};
+use livechannel::rtmp::{Input, feed_session};
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionResult, PublishRequestType, ServerSession, ServerSessionConfig,
     ServerSessionEvent, ServerSessionResult,
@@ -179,12 +179,12 @@ fn rtmp_remux(input: &RtmpInput, remux: bool, outputs: &mut Vec<Output>) -> (u64
     let (mut session, _) = ServerSession::new(ServerSessionConfig::new()).expect("server session");
     let mut guard = Guard::new(Limits { max_message_bytes: 16 << 20 });
     let mut results = Vec::new();
-    let accept = |session: &mut ServerSession, results: &mut Vec<ServerSessionResult>| {
+    let accept = |session: &mut ServerSession, results: &mut Vec<Input>| {
         for result in std::mem::take(results) {
-            if let ServerSessionResult::RaisedEvent(
+            if let Input::Session(ServerSessionResult::RaisedEvent(
                 ServerSessionEvent::ConnectionRequested { request_id, .. }
                 | ServerSessionEvent::PublishStreamRequested { request_id, .. },
-            ) = result
+            )) = result
             {
                 session.accept_request(request_id).expect("accept");
             }
@@ -201,19 +201,16 @@ fn rtmp_remux(input: &RtmpInput, remux: bool, outputs: &mut Vec<Output>) -> (u64
     for read in input.media.chunks(READ) {
         let refused = feed_session(&mut guard, &mut session, read, &mut results).expect("media read");
         assert!(refused.is_none(), "the guard refused the bench's stream: {refused:?}");
-        for result in results.drain(..) {
-            let ServerSessionResult::RaisedEvent(event) = result else { continue };
-            let _ = match event {
-                ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
-                    messages += 1;
-                    if remux { ingest.video(&data, timestamp.value, now, outputs) } else { Ok(()) }
-                }
-                ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
-                    messages += 1;
-                    if remux { ingest.audio(&data, timestamp.value, now, outputs) } else { Ok(()) }
-                }
-                _ => Ok(()),
-            };
+        for input in results.drain(..) {
+            let Input::Media(media) = input else { continue };
+            messages += 1;
+            if remux {
+                let _ = if media.video {
+                    ingest.video(&media.data, media.timestamp, now, outputs)
+                } else {
+                    ingest.audio(&media.data, media.timestamp, now, outputs)
+                };
+            }
             for o in outputs.drain(..) {
                 if let Output::Chunk { data, .. } = o {
                     produced += data.len();
@@ -310,7 +307,7 @@ fn compare_with_ffmpeg() {
         rtmp.media.len() / 1_000_000
     );
     println!(
-        "heap allocations, RTMP : {rtmp_only} for {messages} messages = {:.3} per message (guard + rml_rtmp)",
+        "heap allocations, RTMP : {rtmp_only} for {messages} messages = {:.3} per message (chunk reader + rml_rtmp)",
         rtmp_only as f64 / messages as f64
     );
     println!(

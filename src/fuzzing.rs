@@ -13,7 +13,13 @@ use crate::config::{AccessKey, Acl, Bucket, ChannelSettings};
 use crate::hls::{Output, Playlist, Segment, SegmenterConfig};
 use crate::ingest::Ingest;
 use crate::media::{Frame, Timestamp90k, Track};
-use crate::rtmp::guard::{Guard, Limits};
+use crate::rtmp::guard::{Guard, Limits, Media, Piece};
+
+/// The session's results and the media that went around it, in the order they came.
+enum Either {
+    Session(rml_rtmp::sessions::ServerSessionResult),
+    Media(Media),
+}
 
 /// A fixed "now" for the verifiers: the captured SDK requests were signed around then.
 const NOW_SECS: u64 = 1_736_150_400;
@@ -99,23 +105,52 @@ fn run_rtmp_session(data: &[u8]) -> Vec<Segment> {
     let mut ingest: Option<Ingest> = None;
     let (mut outputs, mut produced) = (Vec::new(), Produced::default());
     let mut connected = false;
+    let mut publish_stream = None;
     for read in reads {
-        let (mut pending, mut failed) = (Vec::<ServerSessionResult>::new(), false);
+        // The guard's media goes around rml_rtmp, as in `rtmp::feed_session`; the rest goes through it
+        // unguarded by `catch_unwind`, so that a panic in it is a find.
+        let (mut pending, mut media, mut failed) = (Vec::<ServerSessionResult>::new(), Vec::new(), false);
         let refused = guard
-            .inspect(read, &mut |piece| {
-                if !failed {
-                    match session.handle_input(piece) {
-                        Ok(results) => pending.extend(results),
-                        Err(_) => failed = true,
-                    }
-                }
+            .inspect(read, &mut |piece| match piece {
+                Piece::Media(m) => media.push((pending.len(), m)),
+                Piece::Session(bytes) if !failed => match session.handle_input(&bytes) {
+                    Ok(results) => pending.extend(results),
+                    Err(_) => failed = true,
+                },
+                Piece::Session(_) => {}
             })
             .is_err();
         if failed {
             break;
         }
-        while let Some(result) = pending.pop() {
-            let ServerSessionResult::RaisedEvent(event) = result else { continue };
+        // Media in the order it came between the session's results.
+        let mut queue: std::collections::VecDeque<Either> = std::collections::VecDeque::new();
+        let mut media = media.into_iter().peekable();
+        for (i, result) in pending.into_iter().enumerate() {
+            while let Some((_, m)) = media.next_if(|(at, _)| *at <= i) {
+                queue.push_back(Either::Media(m));
+            }
+            queue.push_back(Either::Session(result));
+        }
+        queue.extend(media.map(|(_, m)| Either::Media(m)));
+        while let Some(item) = queue.pop_front() {
+            let event = match item {
+                Either::Media(m) => {
+                    if let Some(ingest) = &mut ingest
+                        && Some(m.stream_id) == publish_stream
+                    {
+                        let _ = if m.video {
+                            ingest.video(&m.data, m.timestamp, now(), &mut outputs)
+                        } else {
+                            ingest.audio(&m.data, m.timestamp, now(), &mut outputs)
+                        };
+                    }
+                    produced.take(&mut outputs, forced);
+                    continue;
+                }
+                Either::Session(ServerSessionResult::RaisedEvent(event)) => event,
+                Either::Session(_) => continue,
+            };
             let more = match event {
                 ServerSessionEvent::ConnectionRequested { request_id, .. } if !connected => {
                     connected = true;
@@ -128,29 +163,17 @@ fn run_rtmp_session(data: &[u8]) -> Vec<Segment> {
                     match policy.authorize(&bucket, &stream_key, now()) {
                         Ok(_) => {
                             ingest = Some(Ingest::new(config.clone()));
+                            publish_stream = guard.publish_stream();
                             session.accept_request(request_id)
                         }
                         Err(_) => break,
                     }
                 }
-                ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
-                    if let Some(ingest) = &mut ingest {
-                        let _ = ingest.video(&data, timestamp.value, now(), &mut outputs);
-                    }
-                    Ok(Vec::new())
-                }
-                ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
-                    if let Some(ingest) = &mut ingest {
-                        let _ = ingest.audio(&data, timestamp.value, now(), &mut outputs);
-                    }
-                    Ok(Vec::new())
-                }
                 _ => Ok(Vec::new()),
             };
             if let Ok(more) = more {
-                pending.extend(more);
+                queue.extend(more.into_iter().map(Either::Session));
             }
-            produced.take(&mut outputs, forced);
         }
         if refused {
             break;

@@ -1,23 +1,26 @@
-//! RTMP input guard: reads every byte from the client just before rml_rtmp does, and refuses the inputs
-//! rml_rtmp 0.8 cannot survive, so that a hostile client ends its own connection and nothing else.
+//! RTMP chunk reader and input guard: reads every byte from the client, assembles its messages, and
+//! refuses the inputs rml_rtmp 0.8 cannot survive, so that a hostile client ends its own connection and
+//! nothing else.
 //!
-//! What rml_rtmp does with such inputs, and what the guard checks instead:
+//! Audio and video messages never reach rml_rtmp: the reader hands each one over whole as a `Bytes`
+//! (one allocation and one copy per message; rml_rtmp's own path costs two copies and six allocations,
+//! `cargo bench --bench remux`). Every other message is handed to rml_rtmp re-chunked on its own chunk
+//! stream under a full header, so rml_rtmp's header state never depends on chunks it did not see, and
+//! it reads one message at a time however the client interleaves its chunk streams. Messages come out
+//! in the order they started, as from a client that does not interleave.
+//!
+//! What rml_rtmp does with hostile inputs, and what the guard checks instead:
 //! - its AMF0 decoder recurses once per nested object or array: a `connect` nested a few thousand levels
 //!   deep overflows the worker thread's stack, which aborts the whole process (no `catch_unwind` can stop
 //!   that). The guard walks AMF0 with an explicit stack and refuses anything nested deeper than
 //!   [`MAX_AMF_DEPTH`];
-//! - it reserves a message's declared length at its first chunk: the guard caps command messages at
-//!   [`MAX_COMMAND_BYTES`] always, and every message at that size until the client's `connect` is
-//!   accepted, then at [`Limits::max_message_bytes`];
-//! - it subtracts the bytes received from the declared length: the guard refuses a chunk that overruns its
-//!   message, and a header that changes the length or type of a message in progress;
-//! - it keeps one reassembly buffer for all chunk streams, so chunk streams that interleave (legal, and
-//!   what some encoders do: audio between the chunks of a keyframe) would mix their messages. The guard
-//!   holds back the chunks of other chunk streams while a message is in progress, and hands each message's
-//!   chunks over together, in the order the messages complete, within [`Limits::max_message_bytes`] held.
-//!   Input that does not interleave passes as it came, without a copy. A SetChunkSize inside another
-//!   message is refused (the chunks around it would be cut differently once reordered);
-//! - it remembers the last header of every chunk stream id it has seen (up to 65,599): the guard allows
+//! - a message's declared length is reserved at its first chunk: the guard caps command and control
+//!   messages at [`MAX_COMMAND_BYTES`] always, and media at that size until the client's `connect` is
+//!   accepted, then at [`Limits::max_message_bytes`]; all messages in progress together at the same
+//!   limit;
+//! - a chunk that overruns its message, or a header that changes the length or type of a message in
+//!   progress, is refused;
+//! - it would remember the last header of every chunk stream id (up to 65,599): the guard allows
 //!   [`MAX_CHUNK_STREAMS`];
 //! - it indexes a command's first three values, and those of a `@setDataFrame`: the guard refuses
 //!   commands and `@setDataFrame`s with fewer;
@@ -26,11 +29,14 @@
 //! - it keeps an entry per `createStream` until a `deleteStream` of that id: the guard numbers the streams
 //!   as rml_rtmp does (1, 2, ...) and allows [`MAX_OPEN_STREAMS`] at a time.
 //!
-//! The guard follows rml_rtmp's own chunk state machine (chunk size changes, fmt 3 extended timestamps),
-//! so both read the same message boundaries. It buffers command payloads (small, capped) and interleaved
-//! chunks only; other media bytes are counted and passed. Other panics inside rml_rtmp's handlers are caught per connection by the caller.
+//! Since rml_rtmp no longer sees the bytes, the reader acknowledges them itself (the client's window
+//! acknowledgement size, then an acknowledgement each time that many bytes have come). Timestamps follow
+//! rml_rtmp's rules (a type 3 header that starts a message repeats the previous delta; extended
+//! timestamps). Other panics inside rml_rtmp's handlers are caught per connection by the caller.
 
 use std::fmt;
+
+use bytes::{Bytes, BytesMut};
 
 /// Deeper AMF0 nesting is refused. Real `connect` objects and `onMetaData` arrays nest one or two levels.
 pub const MAX_AMF_DEPTH: usize = 32;
@@ -48,6 +54,10 @@ const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
 const EXTENDED_TIMESTAMP: u32 = 0xFF_FFFF;
 
 const SET_CHUNK_SIZE: u8 = 1;
+const ABORT: u8 = 2;
+const WINDOW_ACK_SIZE: u8 = 5;
+const AUDIO: u8 = 8;
+const VIDEO: u8 = 9;
 const AMF3_DATA: u8 = 15;
 const AMF3_COMMAND: u8 = 17;
 const AMF0_DATA: u8 = 18;
@@ -55,8 +65,8 @@ const AMF0_COMMAND: u8 = 20;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest message (audio or video) once the client is connected. Also the most the guard holds back
-    /// for messages interleaved with the one rml_rtmp is reading.
+    /// Largest message (audio or video) once the client is connected. Also the most the reader holds for
+    /// all the messages in progress together.
     pub max_message_bytes: u32,
 }
 
@@ -82,17 +92,11 @@ pub enum Refusal {
     NoPreviousHeader {
         csid: u32,
     },
-    /// Interleaved messages waiting for the one in progress hold more than the limit.
+    /// Messages in progress on several chunk streams together declare more than the limit.
     HeldTooMuch {
         limit: u32,
     },
-    /// A SetChunkSize that ends while another message is in progress or waiting: the chunks around it were
-    /// cut with two sizes, and rml_rtmp, reading the messages one after another, would cut them with one.
-    ChunkSizeInsideMessage,
     HeaderChangedMessage {
-        csid: u32,
-    },
-    ChunkOverrun {
         csid: u32,
     },
     BadChunkSize(Option<u32>),
@@ -120,15 +124,11 @@ impl fmt::Display for Refusal {
                 write!(f, "compressed chunk header on chunk stream {csid}, which has no previous header")
             }
             Refusal::HeldTooMuch { limit } => {
-                write!(f, "interleaved messages waiting for the message in progress exceed {limit} bytes")
-            }
-            Refusal::ChunkSizeInsideMessage => {
-                write!(f, "SetChunkSize while a message on another chunk stream is in progress")
+                write!(f, "messages in progress on several chunk streams exceed {limit} bytes together")
             }
             Refusal::HeaderChangedMessage { csid } => {
                 write!(f, "chunk header on chunk stream {csid} changes the length or type of a message in progress")
             }
-            Refusal::ChunkOverrun { csid } => write!(f, "chunk on chunk stream {csid} overruns its message"),
             Refusal::BadChunkSize(Some(size)) => write!(f, "invalid chunk size {size}"),
             Refusal::BadChunkSize(None) => write!(f, "SetChunkSize message shorter than 4 bytes"),
             Refusal::BadExtendedTimestamp { csid } => {
@@ -140,12 +140,33 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// An audio or video message, whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub video: bool,
+    pub timestamp: u32,
+    pub stream_id: u32,
+    pub data: Bytes,
+}
+
+/// What the reader makes of the client's bytes, in the order the messages completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// One whole message for rml_rtmp, as chunks under a full header.
+    Session(Vec<u8>),
+    Media(Media),
+}
+
+/// The last header seen on a chunk stream, as compressed headers inherit it.
 #[derive(Debug, Clone, Copy)]
 struct Previous {
     csid: u32,
     length: u32,
     type_id: u8,
+    stream_id: u32,
+    /// The 24-bit field as sent (0xFFFFFF: extended); a type 3 header starting a message repeats it.
     timestamp_field: u32,
+    timestamp: u32,
 }
 
 /// A message being received on one chunk stream.
@@ -154,37 +175,24 @@ struct InProgress {
     csid: u32,
     length: u32,
     type_id: u8,
-    received: u32,
-    /// The payload, for commands, data and SetChunkSize messages only (small, capped).
-    payload: Vec<u8>,
-}
-
-/// Chunks held back from rml_rtmp while it reads a message on another chunk stream.
-#[derive(Debug)]
-struct Held {
-    csid: u32,
-    /// The chunks as they came, headers included: rml_rtmp reads them later with the same per-stream
-    /// header state, since nothing else on their chunk stream comes between.
-    bytes: Vec<u8>,
+    /// Its place in the order messages started.
     started: u64,
-    completed: Option<u64>,
+    payload: BytesMut,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    /// To rml_rtmp now: the chunk belongs to the message it is reading, or starts one.
-    Pass,
-    /// Into `held[index]`.
-    Hold(usize),
+/// A whole message waiting for the messages that started before it.
+#[derive(Debug)]
+struct Done {
+    started: u64,
+    header: Previous,
+    payload: BytesMut,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Chunk {
-    header: Previous,
-    len: u32,
     /// Index of its message in `messages` (stable until the chunk ends).
     message: usize,
-    route: Route,
+    header: Previous,
 }
 
 pub struct Guard {
@@ -199,59 +207,30 @@ pub struct Guard {
     chunk: Option<Chunk>,
     /// Messages in progress, at most one per chunk stream.
     messages: Vec<InProgress>,
-    /// The chunk stream of the message rml_rtmp is in the middle of: rml_rtmp keeps one reassembly
-    /// buffer for all chunk streams, so it must see each message's chunks together.
-    current: Option<u32>,
-    /// Interleaved chunks of other messages, in the order their messages started.
-    held: Vec<Held>,
-    /// Bytes in `held` and in command payloads.
-    buffered: usize,
-    sequence: u64,
+    /// Whole messages not handed over yet, in the order they started.
+    done: Vec<Done>,
+    started: u64,
+    /// Declared lengths of the messages in progress and waiting, together.
+    declared: u64,
+    /// The chunk size rml_rtmp reads with: the last SetChunkSize handed to it.
+    session_chunk_size: u32,
     /// The id rml_rtmp gives the next `createStream`, and the ids it holds.
     next_stream: u32,
     open_streams: Vec<u32>,
     /// A `connect` command has come (accepted or not yet).
     connect_seen: bool,
+    /// The message stream of the latest `publish` command (rml_rtmp's event does not say).
+    publish_stream: Option<u32>,
+    acks: Acks,
 }
 
-/// The bytes of one `inspect` call on their way to rml_rtmp: runs of the input passed as they are, and held
-/// chunks in between.
-struct Out<'a, 'e> {
-    input: &'a [u8],
-    /// A chunk header that began in an earlier input, for a chunk that passes: it goes before the run.
-    header: Option<([u8; 18], usize)>,
-    run: Option<usize>,
-    emit: &'e mut dyn FnMut(&[u8]),
-}
-
-impl Out<'_, '_> {
-    fn start(&mut self, at: usize) {
-        self.run.get_or_insert(at);
-    }
-
-    fn pend_header(&mut self, header: &[u8]) {
-        let mut copy = [0; 18];
-        copy[..header.len()].copy_from_slice(header);
-        self.header = Some((copy, header.len()));
-    }
-
-    /// Passes the pending header and the run up to `end` (exclusive).
-    fn flush(&mut self, end: usize) {
-        if let Some((header, len)) = self.header.take() {
-            (self.emit)(&header[..len]);
-        }
-        if let Some(start) = self.run.take()
-            && end > start
-        {
-            (self.emit)(&self.input[start..end]);
-        }
-    }
-
-    fn piece(&mut self, bytes: &[u8]) {
-        if !bytes.is_empty() {
-            (self.emit)(bytes);
-        }
-    }
+/// Acknowledgements owed to the client: it sets the window, we acknowledge each window of bytes.
+#[derive(Debug, Default)]
+struct Acks {
+    window: Option<u32>,
+    received: u64,
+    since: u64,
+    due: bool,
 }
 
 impl Guard {
@@ -265,13 +244,15 @@ impl Guard {
             in_chunk: 0,
             chunk: None,
             messages: Vec::new(),
-            current: None,
-            held: Vec::new(),
-            buffered: 0,
-            sequence: 0,
+            done: Vec::new(),
+            started: 0,
+            declared: 0,
+            session_chunk_size: INITIAL_CHUNK_SIZE,
             next_stream: 1,
             open_streams: Vec::new(),
             connect_seen: false,
+            publish_stream: None,
+            acks: Acks::default(),
         }
     }
 
@@ -281,122 +262,79 @@ impl Guard {
         self.connect_seen = true;
     }
 
-    /// Inspects the next bytes from the client, in order, and hands what rml_rtmp may read to `emit`: the
-    /// input itself while chunk streams do not interleave (no copy), otherwise each message's chunks
-    /// together, in the order the messages complete. On a refusal, everything before the refused chunk
-    /// has been emitted (media in it is kept), and the connection must close.
-    pub fn inspect(&mut self, input: &[u8], emit: &mut dyn FnMut(&[u8])) -> Result<(), Refusal> {
-        // The payload of a chunk that passes goes on from where the last input ended.
-        let passing = self.in_chunk > 0 && self.chunk.is_some_and(|c| c.route == Route::Pass);
-        let mut out = Out { input, header: None, run: passing.then_some(0), emit };
+    /// The message stream the latest `publish` command came on: its media is the publish's.
+    pub fn publish_stream(&self) -> Option<u32> {
+        self.publish_stream
+    }
+
+    /// The sequence number to acknowledge, once per window of bytes the client asked for (RTMP 5.4.3:
+    /// the bytes received so far, modulo 2^32).
+    pub fn take_ack(&mut self) -> Option<u32> {
+        std::mem::take(&mut self.acks.due).then_some(self.acks.received as u32)
+    }
+
+    /// Reads the next bytes from the client, in order, and hands each message that completes to `emit`.
+    /// On a refusal, the messages completed before the refused chunk have been emitted (media in them is
+    /// kept), and the connection must close.
+    pub fn inspect(&mut self, input: &[u8], emit: &mut dyn FnMut(Piece)) -> Result<(), Refusal> {
+        self.count_received(input.len());
         let mut at = 0;
-        let mut chunk_start = 0;
-        // Whether the header being read began in this input (its bytes are then in `input` too).
-        let mut header_here = false;
-        let result = (|| {
-            while at < input.len() {
-                if self.in_chunk > 0 {
-                    let take = (self.in_chunk as usize).min(input.len() - at);
-                    self.payload(&input[at..at + take])?;
-                    at += take;
-                    // `take` fits in u32: it is at most `in_chunk`.
-                    self.in_chunk -= take as u32;
-                    if self.in_chunk == 0 {
-                        self.end_of_chunk(at, &mut out)?;
-                    }
-                    continue;
+        while at < input.len() {
+            if self.in_chunk > 0 {
+                let take = (self.in_chunk as usize).min(input.len() - at);
+                if let Some(chunk) = self.chunk {
+                    self.messages[chunk.message].payload.extend_from_slice(&input[at..at + take]);
                 }
-                if self.header.is_empty() {
-                    chunk_start = at;
-                    header_here = true;
+                at += take;
+                // `take` fits in u32: it is at most `in_chunk`.
+                self.in_chunk -= take as u32;
+                if self.in_chunk == 0 {
+                    self.end_of_chunk(emit)?;
                 }
-                self.header.push(input[at]);
-                at += 1;
-                let Some(route) = self.parse_header()? else { continue };
-                match route {
-                    Route::Pass if header_here => out.start(chunk_start),
-                    Route::Pass => {
-                        out.pend_header(&self.header);
-                        out.start(at);
-                    }
-                    Route::Hold(index) => {
-                        out.flush(chunk_start);
-                        let header = std::mem::take(&mut self.header);
-                        let held = self.hold(index, &header);
-                        self.header = header;
-                        held?;
-                    }
-                }
+                continue;
+            }
+            self.header.push(input[at]);
+            at += 1;
+            if self.parse_header()? {
                 self.header.clear();
                 if self.in_chunk == 0 {
-                    self.end_of_chunk(at, &mut out)?;
+                    self.end_of_chunk(emit)?;
                 }
             }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                // A header still incomplete waits for its chunk stream to be known.
-                let end = if self.header.is_empty() || !header_here { input.len() } else { chunk_start };
-                out.flush(end);
-                Ok(())
-            }
-            Err(refusal) => {
-                // The refused chunk's header came in an earlier input: none of it may go on.
-                if !header_here {
-                    out.header = None;
-                }
-                out.flush(chunk_start);
-                Err(refusal)
-            }
-        }
-    }
-
-    fn hold_limit(&self) -> usize {
-        let limit = if self.connected { self.limits.max_message_bytes } else { MAX_COMMAND_BYTES };
-        limit as usize
-    }
-
-    fn count(&mut self, bytes: usize) -> Result<(), Refusal> {
-        self.buffered += bytes;
-        if self.buffered > self.hold_limit() {
-            return Err(Refusal::HeldTooMuch { limit: self.hold_limit() as u32 });
         }
         Ok(())
     }
 
-    fn hold(&mut self, index: usize, bytes: &[u8]) -> Result<(), Refusal> {
-        self.held[index].bytes.extend_from_slice(bytes);
-        self.count(bytes.len())
+    fn count_received(&mut self, n: usize) {
+        let acks = &mut self.acks;
+        acks.received += n as u64;
+        acks.since += n as u64;
+        if let Some(window) = acks.window
+            && window > 0
+            && acks.since >= u64::from(window)
+        {
+            acks.since = 0;
+            acks.due = true;
+        }
     }
 
-    /// Payload bytes of the current chunk.
-    fn payload(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
-        let Some(chunk) = self.chunk else { return Ok(()) };
-        let message = &mut self.messages[chunk.message];
-        if buffered(message.type_id) {
-            message.payload.extend_from_slice(bytes);
-            self.count(bytes.len())?;
-        }
-        if let Route::Hold(index) = chunk.route {
-            self.hold(index, bytes)?;
-        }
-        Ok(())
+    fn hold_limit(&self) -> u32 {
+        if self.connected { self.limits.max_message_bytes } else { MAX_COMMAND_BYTES }
     }
 
     fn previous(&self, csid: u32) -> Option<Previous> {
         self.previous.iter().find(|p| p.csid == csid).copied()
     }
 
-    /// Parses the header in `self.header` once it is complete, and says where its chunk goes; `Ok(None)`
-    /// while more bytes are needed.
-    fn parse_header(&mut self) -> Result<Option<Route>, Refusal> {
+    /// Parses the header in `self.header` once it is complete and starts its chunk; `Ok(false)` while more
+    /// bytes are needed.
+    fn parse_header(&mut self) -> Result<bool, Refusal> {
         let h = &self.header;
         let fmt = h[0] >> 6;
         let (csid, basic) = match h[0] & 0x3F {
-            0 if h.len() < 2 => return Ok(None),
+            0 if h.len() < 2 => return Ok(false),
             0 => (u32::from(h[1]) + 64, 2),
-            1 if h.len() < 3 => return Ok(None),
+            1 if h.len() < 3 => return Ok(false),
             1 => (u32::from(h[2]) * 256 + u32::from(h[1]) + 64, 3),
             n => (u32::from(n), 1),
         };
@@ -406,11 +344,18 @@ impl Guard {
         }
         let message_header = [11, 7, 3, 0][usize::from(fmt)];
         if h.len() < basic + message_header {
-            return Ok(None);
+            return Ok(false);
         }
         let m = &h[basic..basic + message_header];
         let u24 = |b: &[u8]| u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        let mut header = previous.unwrap_or(Previous { csid, length: 0, type_id: 0, timestamp_field: 0 });
+        let mut header = previous.unwrap_or(Previous {
+            csid,
+            length: 0,
+            type_id: 0,
+            stream_id: 0,
+            timestamp_field: 0,
+            timestamp: 0,
+        });
         if fmt <= 2 {
             header.timestamp_field = u24(&m[0..3]);
         }
@@ -418,84 +363,74 @@ impl Guard {
             header.length = u24(&m[3..6]);
             header.type_id = m[6];
         }
+        if fmt == 0 {
+            header.stream_id = u32::from_le_bytes([m[7], m[8], m[9], m[10]]);
+        }
         let extended = if header.timestamp_field >= EXTENDED_TIMESTAMP { 4 } else { 0 };
         if h.len() < basic + message_header + extended {
-            return Ok(None);
+            return Ok(false);
         }
         let at = basic + message_header;
         let extended_value = (extended == 4).then(|| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
         let in_progress = self.messages.iter().position(|m| m.csid == csid);
-        // rml_rtmp subtracts 0xFFFFFF from the extended timestamp of a compressed header that starts a
-        // message: a smaller one (invalid: the field only extends values that do not fit) underflows.
+        // The extended field only carries values that do not fit in 24 bits; a smaller one is a broken
+        // encoder (and rml_rtmp underflowed on it).
         if fmt != 0 && in_progress.is_none() && extended_value.is_some_and(|v| v < EXTENDED_TIMESTAMP) {
             return Err(Refusal::BadExtendedTimestamp { csid });
         }
         if previous.is_none() && self.previous.len() >= MAX_CHUNK_STREAMS {
             return Err(Refusal::TooManyChunkStreams);
         }
+        let value = extended_value.unwrap_or(header.timestamp_field);
+        header.timestamp = match fmt {
+            0 => value,
+            1 | 2 => header.timestamp.wrapping_add(value),
+            // A type 3 header repeats the previous delta when it starts a message, and nothing when it
+            // continues one.
+            _ if in_progress.is_none() => header.timestamp.wrapping_add(value),
+            _ => header.timestamp,
+        };
         let (message, received) = match in_progress {
             Some(i) => {
                 let m = &self.messages[i];
                 if m.length != header.length || m.type_id != header.type_id {
                     return Err(Refusal::HeaderChangedMessage { csid });
                 }
-                (i, m.received)
+                (i, m.payload.len() as u32)
             }
             None => {
                 let limit = self.limit(header.type_id);
                 if header.length > limit {
                     return Err(Refusal::TooLarge { type_id: header.type_id, length: header.length, limit });
                 }
-                let m = InProgress {
-                    csid,
-                    length: header.length,
-                    type_id: header.type_id,
-                    received: 0,
-                    payload: Vec::new(),
-                };
-                self.messages.push(m);
+                self.declared += u64::from(header.length);
+                if self.declared > u64::from(self.hold_limit()) && !(self.messages.is_empty() && self.done.is_empty()) {
+                    return Err(Refusal::HeldTooMuch { limit: self.hold_limit() });
+                }
+                // The whole message at once: one allocation, and the limits above bound it.
+                let payload = BytesMut::with_capacity(header.length as usize);
+                self.started += 1;
+                let (length, type_id, started) = (header.length, header.type_id, self.started);
+                self.messages.push(InProgress { csid, length, type_id, started, payload });
                 (self.messages.len() - 1, 0)
             }
         };
-        // rml_rtmp reads the whole declared length as one chunk when it fits the chunk size, whatever it
-        // has received already; a chunk that would take it past the length breaks its arithmetic.
-        let len = if header.length > self.chunk_size {
-            (header.length - received).min(self.chunk_size)
-        } else {
-            header.length
-        };
-        if received.checked_add(len).is_none_or(|end| end > header.length) {
-            return Err(Refusal::ChunkOverrun { csid });
-        }
-        let route = match self.current {
-            None => {
-                self.current = Some(csid);
-                Route::Pass
-            }
-            Some(current) if current == csid => Route::Pass,
-            Some(_) => Route::Hold(self.held_for(csid)),
-        };
-        self.in_chunk = len;
-        self.chunk = Some(Chunk { header, len, message, route });
-        Ok(Some(route))
-    }
-
-    /// The held entry that `csid`'s next chunk joins: its message's, or a new one.
-    fn held_for(&mut self, csid: u32) -> usize {
-        if let Some(i) = self.held.iter().rposition(|h| h.csid == csid && h.completed.is_none()) {
-            return i;
-        }
-        self.sequence += 1;
-        self.held.push(Held { csid, bytes: Vec::new(), started: self.sequence, completed: None });
-        self.held.len() - 1
+        // `received` < `length` for a message in progress, so this never underflows.
+        self.in_chunk = (header.length - received).min(self.chunk_size);
+        self.chunk = Some(Chunk { message, header });
+        Ok(true)
     }
 
     fn limit(&self, type_id: u8) -> u32 {
-        if is_command(type_id) || !self.connected { MAX_COMMAND_BYTES } else { self.limits.max_message_bytes }
+        if !matches!(type_id, AUDIO | VIDEO) || !self.connected {
+            MAX_COMMAND_BYTES
+        } else {
+            self.limits.max_message_bytes
+        }
     }
 
-    /// The chunk ending at `at` in this input is complete.
-    fn end_of_chunk(&mut self, at: usize, out: &mut Out<'_, '_>) -> Result<(), Refusal> {
+    /// The chunk being read is complete.
+    fn end_of_chunk(&mut self, emit: &mut dyn FnMut(Piece)) -> Result<(), Refusal> {
         let Some(chunk) = self.chunk.take() else {
             return Ok(());
         };
@@ -503,60 +438,114 @@ impl Guard {
             Some(p) => *p = chunk.header,
             None => self.previous.push(chunk.header),
         }
-        let message = &mut self.messages[chunk.message];
-        message.received += chunk.len;
-        if message.received < message.length {
+        let message = &self.messages[chunk.message];
+        if (message.payload.len() as u32) < message.length {
             return Ok(());
         }
+        // The last chunk of its message.
         let message = self.messages.swap_remove(chunk.message);
-        self.buffered -= message.payload.len();
-        match chunk.route {
-            Route::Pass => self.current = None,
-            Route::Hold(index) => {
-                self.sequence += 1;
-                self.held[index].completed = Some(self.sequence);
+        let header = chunk.header;
+        let forward = match message.type_id {
+            AUDIO | VIDEO => true,
+            type_id => {
+                let forward = self.complete(type_id, &message.payload, header.stream_id)?;
+                if type_id == SET_CHUNK_SIZE {
+                    // The client's next chunks are cut with it; rml_rtmp gets it in its turn (`release`).
+                    self.chunk_size = chunk_size(&message.payload)?;
+                }
+                forward
             }
+        };
+        if forward {
+            let at = self.done.partition_point(|d| d.started < message.started);
+            self.done.insert(at, Done { started: message.started, header, payload: message.payload });
+        } else {
+            self.declared -= u64::from(message.length);
         }
-        if message.type_id == SET_CHUNK_SIZE && (!self.messages.is_empty() || !self.held.is_empty()) {
-            return Err(Refusal::ChunkSizeInsideMessage);
-        }
-        self.complete(message.type_id, &message.payload)?;
-        if chunk.route == Route::Pass {
-            out.flush(at);
-            self.release(out);
-        }
+        self.release(emit);
         Ok(())
     }
 
-    /// rml_rtmp has read a whole message: the held messages that completed meanwhile follow, in the
-    /// order they completed, then the oldest one still in progress, which becomes the current one.
-    fn release(&mut self, out: &mut Out<'_, '_>) {
-        while let Some(i) =
-            (0..self.held.len()).filter(|&i| self.held[i].completed.is_some()).min_by_key(|&i| self.held[i].completed)
-        {
-            let held = self.held.remove(i);
-            self.buffered -= held.bytes.len();
-            out.piece(&held.bytes);
-        }
-        if let Some(i) = (0..self.held.len()).min_by_key(|&i| self.held[i].started) {
-            let held = self.held.remove(i);
-            self.buffered -= held.bytes.len();
-            out.piece(&held.bytes);
-            self.current = Some(held.csid);
+    /// Hands over the whole messages that no message in progress started before, in the order they
+    /// started: as a client that does not interleave would have sent them (an encoder sends audio between
+    /// the chunks of a keyframe that it began first, and that is earlier in time).
+    fn release(&mut self, emit: &mut dyn FnMut(Piece)) {
+        let oldest = self.messages.iter().map(|m| m.started).min().unwrap_or(u64::MAX);
+        while self.done.first().is_some_and(|d| d.started < oldest) {
+            let done = self.done.remove(0);
+            self.declared -= u64::from(done.header.length);
+            let header = done.header;
+            match header.type_id {
+                AUDIO | VIDEO => emit(Piece::Media(Media {
+                    video: header.type_id == VIDEO,
+                    timestamp: header.timestamp,
+                    stream_id: header.stream_id,
+                    data: done.payload.freeze(),
+                })),
+                type_id => {
+                    emit(Piece::Session(self.rechunk(&header, &done.payload)));
+                    if type_id == SET_CHUNK_SIZE
+                        && let Ok(size) = chunk_size(&done.payload)
+                    {
+                        self.session_chunk_size = size;
+                    }
+                }
+            }
         }
     }
 
-    fn complete(&mut self, type_id: u8, payload: &[u8]) -> Result<(), Refusal> {
+    /// A message for rml_rtmp under a full header (timestamp 0: rml_rtmp does nothing with the timestamps
+    /// of control and command messages), cut at the chunk size rml_rtmp is reading with.
+    fn rechunk(&self, header: &Previous, payload: &[u8]) -> Vec<u8> {
+        let basic = |fmt: u8, out: &mut Vec<u8>| match header.csid {
+            csid @ 2..=63 => out.push(fmt << 6 | csid as u8),
+            csid @ 64..=319 => out.extend_from_slice(&[fmt << 6, (csid - 64) as u8]),
+            csid => {
+                let id = (csid - 64) as u16;
+                out.extend_from_slice(&[fmt << 6 | 1, id as u8, (id >> 8) as u8]);
+            }
+        };
+        let size = self.session_chunk_size as usize;
+        let mut out = Vec::with_capacity(payload.len() + 16 + payload.len() / size.max(1) * 3);
+        basic(0, &mut out);
+        out.extend_from_slice(&[0, 0, 0]);
+        out.extend_from_slice(&header.length.to_be_bytes()[1..]);
+        out.push(header.type_id);
+        out.extend_from_slice(&header.stream_id.to_le_bytes());
+        for (i, part) in payload.chunks(size.max(1)).enumerate() {
+            if i > 0 {
+                basic(3, &mut out);
+            }
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    /// Checks a whole non-media message and acts on what the reader itself needs from it. Returns
+    /// whether rml_rtmp gets it.
+    fn complete(&mut self, type_id: u8, payload: &[u8], stream_id: u32) -> Result<bool, Refusal> {
         match type_id {
             SET_CHUNK_SIZE => {
-                let Some(size) = payload.get(..4) else {
-                    return Err(Refusal::BadChunkSize(None));
-                };
-                let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]);
-                if size == 0 || size > MAX_CHUNK_SIZE {
-                    return Err(Refusal::BadChunkSize(Some(size)));
+                chunk_size(payload)?;
+            }
+            ABORT => {
+                // The client gives up a message in progress on that chunk stream.
+                if let Some(csid) = payload.get(..4) {
+                    let csid = u32::from_be_bytes([csid[0], csid[1], csid[2], csid[3]]);
+                    // Between chunks (this message's chunk has ended), so no chunk points into `messages`.
+                    if let Some(i) = self.messages.iter().position(|m| m.csid == csid) {
+                        let dropped = self.messages.swap_remove(i);
+                        self.declared -= u64::from(dropped.length);
+                    }
                 }
-                self.chunk_size = size;
+            }
+            WINDOW_ACK_SIZE => {
+                // Ours to answer (rml_rtmp does not see the media bytes it would count).
+                if let Some(size) = payload.get(..4) {
+                    self.acks.window = Some(u32::from_be_bytes([size[0], size[1], size[2], size[3]]));
+                    self.acks.since = 0;
+                }
+                return Ok(false);
             }
             AMF0_DATA | AMF3_DATA => {
                 let values = amf0_values(payload).map_err(|TooDeep| Refusal::TooDeep { type_id })?;
@@ -582,11 +571,25 @@ impl Guard {
                     return Err(Refusal::TooFewValues { values });
                 }
                 self.count_streams(body)?;
+                if command_name(body) == Some(b"publish") {
+                    self.publish_stream = Some(stream_id);
+                }
             }
             _ => {}
         }
-        Ok(())
+        Ok(true)
     }
+}
+
+fn chunk_size(payload: &[u8]) -> Result<u32, Refusal> {
+    let Some(size) = payload.get(..4) else {
+        return Err(Refusal::BadChunkSize(None));
+    };
+    let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+    if size == 0 || size > MAX_CHUNK_SIZE {
+        return Err(Refusal::BadChunkSize(Some(size)));
+    }
+    Ok(size)
 }
 
 impl Guard {
@@ -626,15 +629,6 @@ impl Guard {
 fn command_name(body: &[u8]) -> Option<&[u8]> {
     let [0x02, hi, lo, rest @ ..] = body else { return None };
     rest.get(..usize::from(u16::from_be_bytes([*hi, *lo])))
-}
-
-/// Messages whose payload the guard reads.
-fn buffered(type_id: u8) -> bool {
-    is_command(type_id) || type_id == SET_CHUNK_SIZE
-}
-
-fn is_command(type_id: u8) -> bool {
-    matches!(type_id, AMF0_COMMAND | AMF3_COMMAND | AMF0_DATA | AMF3_DATA)
 }
 
 /// Nesting deeper than [`MAX_AMF_DEPTH`].

@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,11 +28,11 @@ use crate::channels::Kick;
 use crate::config::{Bucket, Config};
 use crate::metrics::{RefusedReason, metrics};
 use crate::publish::{self, MediaError, Refusal, Session, parse_stream_key};
-use guard::Guard;
+use guard::{Guard, Media, Piece};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_BUFFER: usize = 64 * 1024;
-/// The most handed to rml_rtmp at once (see `feed`).
+/// The most handed to rml_rtmp at once (see `feed_session`).
 const SESSION_FEED: usize = 2 * 1024;
 
 thread_local! {
@@ -135,12 +134,23 @@ struct Connection {
     failed: Option<ConnError>,
     out: Vec<u8>,
     guard: Guard,
+    /// The message stream of the accepted publish.
+    media_stream: Option<u32>,
 }
 
 impl Connection {
     fn new(remote: SocketAddr, ctx: Arc<Context>) -> Self {
         let guard = Guard::new(guard::Limits { max_message_bytes: ctx.config.limits.max_rtmp_message_bytes });
-        Connection { remote, ctx, state: State::Handshaken, closing: false, failed: None, out: Vec::new(), guard }
+        Connection {
+            remote,
+            ctx,
+            state: State::Handshaken,
+            closing: false,
+            failed: None,
+            out: Vec::new(),
+            guard,
+            media_stream: None,
+        }
     }
 
     async fn run(mut self, mut stream: TcpStream) -> Result<(), ConnError> {
@@ -152,8 +162,8 @@ impl Connection {
             .map_err(|_| ConnError::HandshakeTimeout)??;
         let (mut session, initial) =
             ServerSession::new(ServerSessionConfig::new()).map_err(|e| ConnError::Session(e.to_string()))?;
-        let mut queue: VecDeque<ServerSessionResult> = initial.into();
-        queue.extend(self.feed(&mut session, &leftover)?);
+        let mut queue: VecDeque<Input> = initial.into_iter().map(Input::Session).collect();
+        self.feed(&mut session, &leftover, &mut queue)?;
         let result = self.drive(&mut stream, &mut session, &mut queue).await;
         self.finish_publish("connection closed").await;
         result
@@ -163,14 +173,19 @@ impl Connection {
         &mut self,
         stream: &mut TcpStream,
         session: &mut ServerSession,
-        queue: &mut VecDeque<ServerSessionResult>,
+        queue: &mut VecDeque<Input>,
     ) -> Result<(), ConnError> {
         loop {
-            while let Some(result) = queue.pop_front() {
-                match result {
-                    ServerSessionResult::OutboundResponse(packet) => self.out.extend_from_slice(&packet.bytes),
-                    ServerSessionResult::RaisedEvent(event) => self.on_event(event, session, queue).await,
-                    ServerSessionResult::UnhandleableMessageReceived(_) => {}
+            while let Some(input) = queue.pop_front() {
+                match input {
+                    Input::Media(media) => self.on_media(media).await,
+                    Input::Session(ServerSessionResult::OutboundResponse(packet)) => {
+                        self.out.extend_from_slice(&packet.bytes)
+                    }
+                    Input::Session(ServerSessionResult::RaisedEvent(event)) => {
+                        self.on_event(event, session, queue).await
+                    }
+                    Input::Session(ServerSessionResult::UnhandleableMessageReceived(_)) => {}
                 }
             }
             if !self.out.is_empty() {
@@ -213,25 +228,19 @@ impl Connection {
             let read = READ_SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
                 match stream.try_read(&mut scratch[..]) {
-                    Ok(0) => Ok(None),
-                    Ok(n) => self.feed(session, &scratch[..n]).map(Some),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Some(Vec::new())),
+                    Ok(0) => Ok(false),
+                    Ok(n) => self.feed(session, &scratch[..n], queue).map(|()| true),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
                     Err(e) => Err(ConnError::Io(e)),
                 }
             })?;
-            match read {
-                None => return Ok(()),
-                Some(results) => queue.extend(results),
+            if !read {
+                return Ok(());
             }
         }
     }
 
-    async fn on_event(
-        &mut self,
-        event: ServerSessionEvent,
-        session: &mut ServerSession,
-        queue: &mut VecDeque<ServerSessionResult>,
-    ) {
+    async fn on_event(&mut self, event: ServerSessionEvent, session: &mut ServerSession, queue: &mut VecDeque<Input>) {
         match event {
             ServerSessionEvent::ConnectionRequested { request_id, .. } if !matches!(self.state, State::Handshaken) => {
                 // A second `connect` would start a second publish next to the first one: refused, and the
@@ -266,6 +275,7 @@ impl Connection {
                     Ok(publish) => {
                         info!(remote = %self.remote, channel = %publish.key(), "publish started");
                         self.state = State::Publishing(Box::new(publish));
+                        self.media_stream = self.guard.publish_stream();
                         self.respond(unwound("accept", || session.accept_request(request_id)), queue);
                     }
                     Err(refusal) => {
@@ -285,12 +295,6 @@ impl Connection {
                 self.respond(unwound("reject", || session.reject_request(request_id, code, why)), queue);
                 self.closing = true;
             }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
-                self.on_media(true, data, timestamp.value).await
-            }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
-                self.on_media(false, data, timestamp.value).await
-            }
             ServerSessionEvent::PublishStreamFinished { .. } => {
                 self.finish_publish("publisher sent deleteStream").await
             }
@@ -303,24 +307,32 @@ impl Connection {
 
     /// Hands bytes from the client to the session once the guard has read them. Bytes before a refused
     /// chunk still go in (they may end a media message); then the connection closes.
-    fn feed(&mut self, session: &mut ServerSession, bytes: &[u8]) -> Result<Vec<ServerSessionResult>, ConnError> {
-        let mut results = Vec::new();
-        if let Some(refusal) = feed_session(&mut self.guard, session, bytes, &mut results)? {
+    fn feed(
+        &mut self,
+        session: &mut ServerSession,
+        bytes: &[u8],
+        queue: &mut VecDeque<Input>,
+    ) -> Result<(), ConnError> {
+        let refused = feed_session(&mut self.guard, session, bytes, queue)?;
+        if let Some(sequence) = self.guard.take_ack() {
+            self.out.extend_from_slice(&status::acknowledgement(sequence));
+        }
+        if let Some(refusal) = refused {
             warn!(remote = %self.remote, "RTMP connection closed: {refusal}");
             metrics().refused(RefusedReason::Protocol);
             self.closing = true;
             self.failed = Some(refusal.into());
         }
-        Ok(results)
+        Ok(())
     }
 
     fn respond(
         &mut self,
         result: Result<Result<Vec<ServerSessionResult>, rml_rtmp::sessions::ServerSessionError>, ConnError>,
-        queue: &mut VecDeque<ServerSessionResult>,
+        queue: &mut VecDeque<Input>,
     ) {
         match result {
-            Ok(Ok(results)) => queue.extend(results),
+            Ok(Ok(results)) => queue.extend(results.into_iter().map(Input::Session)),
             Ok(Err(e)) => {
                 warn!(remote = %self.remote, error = %e, "RTMP session refused a response");
                 self.closing = true;
@@ -345,11 +357,15 @@ impl Connection {
         }
     }
 
-    async fn on_media(&mut self, video: bool, data: Bytes, timestamp_ms: u32) {
+    /// Media of the stream being published; as rml_rtmp did, media of any other stream is ignored.
+    async fn on_media(&mut self, media: Media) {
         let State::Publishing(publish) = &mut self.state else {
             return;
         };
-        if let Err(MediaError::Unsupported(e)) = publish.media(video, &data, timestamp_ms, self.remote) {
+        if self.media_stream != Some(media.stream_id) {
+            return;
+        }
+        if let Err(MediaError::Unsupported(e)) = publish.media(media.video, &media.data, media.timestamp, self.remote) {
             self.out.extend_from_slice(&status::publish_error("NetStream.Publish.Rejected", &e));
             self.closing = true;
             self.finish_publish("unsupported codec").await;
@@ -365,29 +381,38 @@ impl Connection {
     }
 }
 
-/// Runs a call into rml_rtmp, turning a panic inside it (crafted input it indexes or subtracts without
-/// checking) into an error for this connection only.
+/// What a connection reads, in order: what rml_rtmp's session made of the other messages, and the media,
+/// which goes around it.
+#[derive(Debug)]
+pub enum Input {
+    Session(ServerSessionResult),
+    Media(Media),
+}
+
 /// What a connection does with bytes read from its client, without the socket: the guard reads them
-/// first, then rml_rtmp gets what the guard lets through, in `SESSION_FEED` slices. `Ok(Some(refusal))`:
-/// the guard refused a chunk (the bytes before it went in, since they may end a media message) and the
-/// connection must close. Also used by the remux benchmark and the fuzz harness, so that both measure
-/// the path a real connection takes.
+/// and assembles the messages; media comes out as it is, the other messages go through rml_rtmp's
+/// session (in `SESSION_FEED` slices) and its results come out. `Ok(Some(refusal))`: the guard refused a
+/// chunk (the messages before it came out, since they may be media) and the connection must close.
+/// Also used by the remux benchmark, so that it measures the path a real connection takes.
 pub fn feed_session(
     guard: &mut Guard,
     session: &mut ServerSession,
     bytes: &[u8],
-    results: &mut Vec<ServerSessionResult>,
+    out: &mut impl Extend<Input>,
 ) -> Result<Option<guard::Refusal>, ConnError> {
     let mut failed = None;
     let verdict = guard.inspect(bytes, &mut |piece| {
         if failed.is_some() {
             return;
         }
-        // rml_rtmp appends its input to a buffer that never shrinks: fed a whole 64 KiB read, every
-        // connection would keep 64 KiB between reads. Fed in small slices, it keeps one slice.
-        for slice in piece.chunks(SESSION_FEED) {
+        let message = match piece {
+            Piece::Media(media) => return out.extend(Some(Input::Media(media))),
+            Piece::Session(message) => message,
+        };
+        // rml_rtmp appends its input to a buffer that never shrinks: fed in small slices, it keeps one.
+        for slice in message.chunks(SESSION_FEED) {
             match unwound("handle_input", || session.handle_input(slice)) {
-                Ok(Ok(more)) => results.extend(more),
+                Ok(Ok(more)) => out.extend(more.into_iter().map(Input::Session)),
                 Ok(Err(e)) => failed = Some(ConnError::Session(e.to_string())),
                 Err(e) => failed = Some(e),
             }
@@ -402,6 +427,8 @@ pub fn feed_session(
     }
 }
 
+/// Runs a call into rml_rtmp, turning a panic inside it (crafted input it indexes or subtracts without
+/// checking) into an error for this connection only.
 fn unwound<T>(what: &'static str, f: impl FnOnce() -> T) -> Result<T, ConnError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ConnError::Panicked(what))
 }

@@ -1,7 +1,10 @@
-//! An `onStatus` error for a publish that was already accepted (rml_rtmp can only reject *requests*).
+//! Messages we write ourselves, next to rml_rtmp's: an `onStatus` error for a publish that was already
+//! accepted (rml_rtmp can only reject *requests*; ffmpeg reports it as "Server error: <description>"),
+//! and the acknowledgements of what the client sent (rml_rtmp does not see the media bytes).
 //!
-//! Written as one RTMP chunk with a type-0 (full) header, so it does not depend on the header-compression
-//! state of the session's own chunk streams. ffmpeg reports it as "Server error: <description>".
+//! Each is one RTMP chunk with a type-0 (full) header on a chunk stream rml_rtmp does not use, so it
+//! does not depend on, or disturb, the header-compression state of the session's own chunk streams.
+//! Clients read control messages by type, whatever their chunk stream.
 
 use rml_rtmp::rml_amf0::{self, Amf0Value};
 
@@ -31,5 +34,15 @@ pub fn publish_error(code: &str, description: &str) -> Vec<u8> {
     out.push(20); // AMF0 command
     out.extend_from_slice(&MESSAGE_STREAM_ID.to_le_bytes());
     out.extend_from_slice(body);
+    out
+}
+
+/// An Acknowledgement (type 3) of `sequence` bytes received.
+pub fn acknowledgement(sequence: u32) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[0] = CHUNK_STREAM_ID; // fmt 0; timestamp 0
+    out[6] = 4; // length
+    out[7] = 3; // Acknowledgement; message stream 0
+    out[12..].copy_from_slice(&sequence.to_be_bytes());
     out
 }

@@ -292,9 +292,9 @@ async fn recorded_frames(ts: &TestServer, channel: &str) -> Vec<(u16, Option<u64
 }
 
 /// RTMP lets an encoder interleave chunk streams: audio chunks go out between the chunks of a large
-/// keyframe (hardware encoders and some software ones do). rml_rtmp reassembles one message at a time,
-/// so the guard in front of it holds the interleaved chunks back; the recording must be exactly what a
-/// publisher that does not interleave gets, with timestamps past the 24-bit field too.
+/// keyframe (hardware encoders and some software ones do). The chunk reader assembles each chunk
+/// stream's message on its own and hands them over in the order they started; the recording must be
+/// exactly what a publisher that does not interleave gets, with timestamps past the 24-bit field too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encoder_that_interleaves_chunk_streams_is_recorded_whole() {
     let dir = tempfile::tempdir().unwrap();

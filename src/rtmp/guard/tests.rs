@@ -18,33 +18,96 @@ fn command(name: &str, object: Amf0Value) -> Vec<u8> {
     amf0(&[Amf0Value::Utf8String(name.into()), Amf0Value::Number(1.0), object])
 }
 
-/// A refusal, and what the guard had passed on before it.
+/// A message as the connection gets it: type, timestamp (media only: rml_rtmp gets the others with
+/// timestamp 0), message stream, payload.
+type Msg = (u8, u32, u32, Bytes);
+
+/// A refusal, and the messages that came out before it.
 #[derive(Debug)]
 struct Refused {
     refusal: Refusal,
-    passed: Vec<u8>,
+    passed: Vec<Msg>,
 }
 
-/// What the guard passes to rml_rtmp for `bytes` read at once.
-fn check(guard: &mut Guard, bytes: &[u8]) -> Result<Vec<u8>, Refused> {
-    let mut passed = Vec::new();
-    match guard.inspect(bytes, &mut |piece| passed.extend_from_slice(piece)) {
-        Ok(()) => Ok(passed),
-        Err(refusal) => Err(Refused { refusal, passed }),
+/// A guard, and rml_rtmp's own chunk deserializer reading what the guard gives it (following the chunk
+/// size changes it reads, as rml_rtmp's session does).
+struct Reader {
+    guard: Guard,
+    de: ChunkDeserializer,
+}
+
+impl Reader {
+    fn new(limits: Limits) -> Self {
+        Reader { guard: Guard::new(limits), de: ChunkDeserializer::new() }
+    }
+
+    fn connected(limits: Limits) -> Self {
+        let mut reader = Reader::new(limits);
+        reader.guard.connected();
+        reader
+    }
+
+    fn read(&mut self, bytes: &[u8]) -> Result<Vec<Msg>, Refused> {
+        let mut passed = Vec::new();
+        let de = &mut self.de;
+        let verdict = self.guard.inspect(bytes, &mut |piece| match piece {
+            Piece::Media(m) => passed.push((if m.video { 9 } else { 8 }, m.timestamp, m.stream_id, m.data)),
+            Piece::Session(chunks) => {
+                // One whole message per piece, under a full header.
+                assert_eq!(chunks[0] >> 6, 0, "a full header");
+                let m = de.get_next_message(&chunks).unwrap().expect("a whole message");
+                assert_eq!(de.get_next_message(&[]).unwrap(), None, "exactly one message");
+                if m.type_id == 1 {
+                    let size = u32::from_be_bytes(m.data[..4].try_into().unwrap());
+                    de.set_max_chunk_size(size as usize).unwrap();
+                }
+                assert_eq!(m.timestamp.value, 0);
+                passed.push((m.type_id, 0, m.message_stream_id, m.data));
+            }
+        });
+        match verdict {
+            Ok(()) => Ok(passed),
+            Err(refusal) => Err(Refused { refusal, passed }),
+        }
+    }
+
+    /// The same, one byte per read.
+    fn read_bytewise(&mut self, bytes: &[u8]) -> Result<Vec<Msg>, Refusal> {
+        let mut passed = Vec::new();
+        for b in bytes {
+            passed.extend(self.read(std::slice::from_ref(b)).map_err(|r| r.refusal)?);
+        }
+        Ok(passed)
     }
 }
 
-fn inspect_all(guard: &mut Guard, bytes: &[u8]) -> Result<Vec<u8>, Refused> {
-    check(guard, bytes)
+fn check(guard: &mut Reader, bytes: &[u8]) -> Result<Vec<Msg>, Refused> {
+    guard.read(bytes)
 }
 
-/// The same, one byte per read.
-fn inspect_bytewise(guard: &mut Guard, bytes: &[u8]) -> Result<Vec<u8>, Refusal> {
-    let mut passed = Vec::new();
-    for b in bytes {
-        guard.inspect(std::slice::from_ref(b), &mut |piece| passed.extend_from_slice(piece))?;
+fn inspect_all(guard: &mut Reader, bytes: &[u8]) -> Result<Vec<Msg>, Refused> {
+    guard.read(bytes)
+}
+
+fn inspect_bytewise(guard: &mut Reader, bytes: &[u8]) -> Result<Vec<Msg>, Refusal> {
+    guard.read_bytewise(bytes)
+}
+
+/// What rml_rtmp's own deserializer makes of a client's bytes, in the form `Reader` gives (non-media
+/// timestamps zeroed).
+fn rml_reads(bytes: &[u8]) -> Vec<Msg> {
+    let mut de = ChunkDeserializer::new();
+    let mut out = Vec::new();
+    let mut next = de.get_next_message(bytes).unwrap();
+    while let Some(m) = next {
+        if m.type_id == 1 {
+            de.set_max_chunk_size(u32::from_be_bytes(m.data[..4].try_into().unwrap()) as usize).unwrap();
+        }
+        let ts = if matches!(m.type_id, 8 | 9) { m.timestamp.value } else { 0 };
+        out.push((m.type_id, ts, m.message_stream_id, m.data));
+        next = de.get_next_message(&[]).unwrap();
     }
-    Ok(passed)
+    out
 }
 
 /// What a real client sends: rml_rtmp's ClientSession for connect/publish/metadata, its serializer for
@@ -95,26 +158,16 @@ fn client_bytes() -> Vec<u8> {
 }
 
 #[test]
-fn what_real_clients_send_passes_whole_and_byte_by_byte() {
+fn what_real_clients_send_is_read_as_rml_rtmp_reads_it_whole_and_byte_by_byte() {
     let bytes = client_bytes();
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
-    assert!(inspect_all(&mut guard, &bytes).unwrap() == bytes, "passed through as it came");
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
-    assert!(inspect_bytewise(&mut guard, &bytes).unwrap() == bytes);
-    // And rml_rtmp reads the same stream without error (the guard follows its state machine).
-    let mut de = ChunkDeserializer::new();
-    let mut messages = 0;
-    let mut next = de.get_next_message(&bytes).unwrap();
-    while let Some(m) = next {
-        messages += 1;
-        if m.type_id == 1 {
-            de.set_max_chunk_size(4096).unwrap();
-        }
-        next = de.get_next_message(&[]).unwrap();
-    }
-    assert!(messages >= 7, "{messages} messages");
+    let want = rml_reads(&bytes);
+    assert!(want.len() >= 7, "{} messages", want.len());
+    assert!(want.iter().any(|m| m.0 == 9 && m.1 > 0xFF_FFFF), "an extended timestamp is in the input");
+    let got = Reader::connected(LIMITS).read(&bytes).unwrap();
+    assert!(got == want, "the same messages, timestamps and streams as rml_rtmp reads");
+    assert!(Reader::connected(LIMITS).read_bytewise(&bytes).unwrap() == want);
+    // Media never goes through rml_rtmp; everything else does.
+    assert!(got.iter().filter(|m| matches!(m.0, 8 | 9)).count() == 4);
 }
 
 #[test]
@@ -131,26 +184,25 @@ fn a_deep_connect_is_refused_before_rml_rtmp_sees_its_last_chunk() {
     for kind in [0x03, 0x08, 0x0A] {
         // 5,000 levels fit in a 64 KiB command, and are past what overflowed a worker's stack (about 4,000).
         let bytes = chunks(3, 20, &nested_connect(kind, 5_000), 128);
-        let mut guard = Guard::new(LIMITS);
+        let mut guard = Reader::new(LIMITS);
         let refused = inspect_all(&mut guard, &bytes).unwrap_err();
         assert_eq!(refused.refusal, Refusal::TooDeep { type_id: 20 }, "kind {kind:#x}");
-        // Everything before the message's last chunk is harmless to hand over (rml_rtmp only buffers it).
-        let last_chunk = bytes.len() - (nested_connect(kind, 5_000).len() % 128 + 1);
-        assert_eq!(refused.passed[..], bytes[..last_chunk]);
+        // Nothing of it reached rml_rtmp: the guard hands over whole messages only, after checking them.
+        assert!(refused.passed.is_empty());
 
-        let mut guard = Guard::new(LIMITS);
+        let mut guard = Reader::new(LIMITS);
         assert_eq!(inspect_bytewise(&mut guard, &bytes), Err(Refusal::TooDeep { type_id: 20 }));
 
         // 100,000 levels do not fit a command message at all.
-        let mut guard = Guard::new(LIMITS);
+        let mut guard = Reader::new(LIMITS);
         let bytes = chunks(3, 20, &nested_connect(kind, 100_000), 128);
         assert!(matches!(inspect_all(&mut guard, &bytes).unwrap_err().refusal, Refusal::TooLarge { type_id: 20, .. }));
     }
     // The same inside data messages, and inside "AMF3" commands with their leading zero.
-    let mut guard = Guard::new(LIMITS);
+    let mut guard = Reader::new(LIMITS);
     let data = chunks(3, 18, &nested_amf0(0x08, 200), 128);
     assert_eq!(inspect_all(&mut guard, &data).unwrap_err().refusal, Refusal::TooDeep { type_id: 18 });
-    let mut guard = Guard::new(LIMITS);
+    let mut guard = Reader::new(LIMITS);
     let mut amf3 = vec![0];
     amf3.extend_from_slice(&nested_connect(0x03, 200));
     assert_eq!(
@@ -161,24 +213,24 @@ fn a_deep_connect_is_refused_before_rml_rtmp_sees_its_last_chunk() {
 
 #[test]
 fn commands_with_fewer_than_three_values_are_refused() {
-    let mut guard = Guard::new(LIMITS);
+    let mut guard = Reader::new(LIMITS);
     let two = amf0(&[Amf0Value::Utf8String("connect".into()), Amf0Value::Number(1.0)]);
     assert_eq!(
         inspect_all(&mut guard, &chunks(3, 20, &two, 128)).unwrap_err().refusal,
         Refusal::TooFewValues { values: 2 }
     );
-    let mut guard = Guard::new(LIMITS);
+    let mut guard = Reader::new(LIMITS);
     inspect_all(&mut guard, &chunks(3, 20, &command("connect", Amf0Value::Null), 128)).unwrap();
     // Found by the rtmp_session fuzz target: rml_rtmp panics on a @setDataFrame without its object.
     let bare = amf0(&[Amf0Value::Utf8String("@setDataFrame".into()), Amf0Value::Utf8String("onMetaData".into())]);
-    let mut guard = Guard::new(LIMITS);
+    let mut guard = Reader::new(LIMITS);
     assert_eq!(
         inspect_all(&mut guard, &chunks(4, 18, &bare, 128)).unwrap_err().refusal,
         Refusal::TooFewValues { values: 2 }
     );
     let mut full = bare.clone();
     full.extend_from_slice(&amf0(&[Amf0Value::Object(Default::default())]));
-    inspect_all(&mut Guard::new(LIMITS), &chunks(4, 18, &full, 128)).unwrap();
+    inspect_all(&mut Reader::new(LIMITS), &chunks(4, 18, &full, 128)).unwrap();
 }
 
 #[test]
@@ -191,10 +243,10 @@ fn open_message_streams_are_bounded_as_rml_rtmp_numbers_them() {
         chunks(3, 20, &body, 128)
     };
     // No command but connect comes first.
-    let mut guard = Guard::new(LIMITS);
+    let mut guard = Reader::new(LIMITS);
     assert_eq!(inspect_all(&mut guard, &create).unwrap_err().refusal, Refusal::BeforeConnect);
     // Before the connect is accepted, rml_rtmp creates streams but ignores deletes: they free nothing.
-    let mut guard = Guard::new(LIMITS);
+    let mut guard = Reader::new(LIMITS);
     inspect_all(&mut guard, &chunks(3, 20, &command("connect", Amf0Value::Null), 128)).unwrap();
     for id in 1..=MAX_OPEN_STREAMS {
         inspect_all(&mut guard, &create).unwrap();
@@ -203,8 +255,7 @@ fn open_message_streams_are_bounded_as_rml_rtmp_numbers_them() {
     assert_eq!(inspect_all(&mut guard, &create).unwrap_err().refusal, Refusal::TooManyStreams);
     // Connected: a create and a delete of its id, a thousand times over, hold one stream at a time; a
     // delete of an id never given out frees nothing.
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
+    let mut guard = Reader::connected(LIMITS);
     for id in 1..=1000 {
         inspect_all(&mut guard, &create).unwrap();
         inspect_all(&mut guard, &delete(f64::from(id))).unwrap();
@@ -225,23 +276,20 @@ fn message_sizes_are_bounded_before_and_after_connect() {
         h.extend_from_slice(&[1, 0, 0, 0]);
         h
     };
-    let mut guard = Guard::new(LIMITS);
+    let mut guard = Reader::new(LIMITS);
     let refused = check(&mut guard, &header((16 << 20) - 1, 9)).unwrap_err();
     assert_eq!(refused.refusal, Refusal::TooLarge { type_id: 9, length: (16 << 20) - 1, limit: MAX_COMMAND_BYTES });
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
+    let mut guard = Reader::connected(LIMITS);
     check(&mut guard, &header(1 << 20, 9)).unwrap();
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
+    let mut guard = Reader::connected(LIMITS);
     assert!(check(&mut guard, &header(5 << 20, 9)).is_err());
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
+    let mut guard = Reader::connected(LIMITS);
     assert!(matches!(check(&mut guard, &header(100_000, 20)).unwrap_err().refusal, Refusal::TooLarge { .. }));
 }
 
 #[test]
 fn chunk_stream_ids_are_bounded() {
-    let mut guard = Guard::new(LIMITS);
+    let mut guard = Reader::new(LIMITS);
     for csid in 0..MAX_CHUNK_STREAMS as u8 {
         // Two-byte basic headers: ids 64 and up.
         let mut one = vec![0, csid, 0, 0, 0, 0, 0, 1, 8, 1, 0, 0, 0];
@@ -258,22 +306,10 @@ fn raw(csid: u8, type_id: u8, timestamp: u32, len: usize) -> RawMessage {
     RawMessage { csid, type_id, timestamp, stream_id: 1, payload: Bytes::from(payload) }
 }
 
-/// What rml_rtmp's own deserializer makes of `bytes`: (csid-free) type, timestamp, payload per message.
-fn deserialized(bytes: &[u8]) -> Vec<(u8, u32, Bytes)> {
-    let mut de = ChunkDeserializer::new();
-    let mut out = Vec::new();
-    let mut next = de.get_next_message(bytes).unwrap();
-    while let Some(m) = next {
-        out.push((m.type_id, m.timestamp.value, m.data));
-        next = de.get_next_message(&[]).unwrap();
-    }
-    out
-}
-
 #[test]
-fn interleaved_chunk_streams_reach_rml_rtmp_one_message_at_a_time() {
+fn interleaved_chunk_streams_come_out_as_whole_messages_in_the_order_they_started() {
     // A keyframe on 6 with audio on 4 between its chunks; then two multi-chunk messages (6 and 7) in
-    // flight with audio: when the first ends, the second is still incomplete and becomes the current one.
+    // flight with audio; timestamps past the 24-bit field at the end.
     let mut messages = vec![raw(6, 9, 0, 1000)];
     messages.extend((0..5).map(|i| raw(4, 8, 23 * i, 40)));
     messages.extend([raw(6, 9, 40, 700), raw(7, 9, 41, 900), raw(4, 8, 115, 300), raw(4, 8, 138, 20)]);
@@ -281,79 +317,77 @@ fn interleaved_chunk_streams_reach_rml_rtmp_one_message_at_a_time() {
     messages.push(raw(4, 8, 0x0100_0005, 50));
     for window in [2, 3] {
         let bytes = interleaved(&messages, 128, window);
-        let mut guard = Guard::new(LIMITS);
-        guard.connected();
-        let passed = check(&mut guard, &bytes).unwrap();
-        assert_ne!(passed, bytes, "the chunks were reordered");
-        let mut guard = Guard::new(LIMITS);
-        guard.connected();
-        assert!(inspect_bytewise(&mut guard, &bytes).unwrap() == passed, "however the input is split");
-        let got = deserialized(&passed);
+        let got = check(&mut Reader::connected(LIMITS), &bytes).unwrap();
+        assert!(inspect_bytewise(&mut Reader::connected(LIMITS), &bytes).unwrap() == got, "however it is split");
         assert_eq!(got.len(), messages.len(), "window {window}");
         // Each chunk stream's messages arrive whole, in order, with their timestamps.
         for csid in [4, 6, 7] {
             let sent: Vec<_> = messages.iter().filter(|m| m.csid == csid).map(|m| (m.timestamp, &m.payload)).collect();
-            let types: Vec<u8> = messages.iter().filter(|m| m.csid == csid).map(|m| m.type_id).collect();
             let received: Vec<_> = got
                 .iter()
-                .filter(|(t, ts, data)| types.contains(t) && sent.iter().any(|(s, p)| s == ts && *p == data))
+                .filter(|(_, ts, _, data)| sent.iter().any(|(s, p)| s == ts && *p == data))
+                .map(|(_, ts, _, data)| (*ts, data))
                 .collect();
-            assert_eq!(received.len(), sent.len(), "csid {csid}, window {window}");
+            assert_eq!(received, sent, "csid {csid}, window {window}");
         }
-        let mut want: Vec<_> = messages.iter().map(|m| (m.type_id, m.timestamp, m.payload.clone())).collect();
-        let mut got = got;
-        want.sort();
-        got.sort();
-        assert_eq!(got, want);
+        // Audio that completed in the middle of the keyframe comes after it, as it was sent after it began.
+        let sent: Vec<_> = messages.iter().map(|m| (m.type_id, m.timestamp, m.payload.clone())).collect();
+        let got: Vec<_> = got.into_iter().map(|(t, ts, _, data)| (t, ts, data)).collect();
+        assert_eq!(got, sent, "window {window}");
     }
 }
 
 #[test]
 fn what_the_guard_holds_back_is_bounded() {
     let limits = Limits { max_message_bytes: 100_000 };
-    let mut guard = Guard::new(limits);
-    guard.connected();
+    let mut guard = Reader::connected(limits);
     // One chunk of a large message, then another large message interleaved with it.
     let bytes = interleaved(&[raw(6, 9, 0, 100_000), raw(7, 9, 0, 100_000)], 128, 2);
     let refused = check(&mut guard, &bytes).unwrap_err();
     assert_eq!(refused.refusal, Refusal::HeldTooMuch { limit: 100_000 });
     // Before connect, the hold is as small as a command.
     let messages = [raw(6, 9, 0, 60_000), raw(7, 9, 0, 40_000), raw(8, 9, 0, 40_000)];
-    let refused = check(&mut Guard::new(limits), &interleaved(&messages, 128, 3)).unwrap_err();
+    let refused = check(&mut Reader::new(limits), &interleaved(&messages, 128, 3)).unwrap_err();
     assert_eq!(refused.refusal, Refusal::HeldTooMuch { limit: MAX_COMMAND_BYTES });
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
+    let mut guard = Reader::connected(LIMITS);
     check(&mut guard, &interleaved(&messages, 128, 3)).expect("within the limit once connected");
 }
 
 #[test]
-fn a_chunk_size_change_inside_another_message_is_refused() {
-    let size =
-        RawMessage { csid: 2, type_id: 1, timestamp: 0, stream_id: 0, payload: Bytes::from_static(&[0, 0, 16, 0]) };
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
-    let refused = check(&mut guard, &interleaved(&[raw(6, 9, 0, 1000), size.clone()], 128, 2)).unwrap_err();
-    assert_eq!(refused.refusal, Refusal::ChunkSizeInsideMessage);
-    // Between messages it is what every encoder does.
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
-    let bytes = interleaved(&[size], 128, 2);
-    assert_eq!(check(&mut guard, &bytes).unwrap(), bytes);
+fn a_chunk_size_change_applies_to_the_chunks_after_it_even_inside_another_message() {
+    // 300 bytes of video on 6: a first chunk of 128, then SetChunkSize 256 on 2, then the other 172
+    // bytes in one chunk (the new size). rml_rtmp, with one reassembly buffer, could not read this.
+    let video: Vec<u8> = (0..300).map(|i| i as u8).collect();
+    let mut bytes = vec![6, 0, 0, 40, 0, 1, 44, 9, 1, 0, 0, 0];
+    bytes.extend_from_slice(&video[..128]);
+    bytes.extend_from_slice(&chunks(2, 1, &256u32.to_be_bytes(), 128));
+    bytes.push(0xC6);
+    bytes.extend_from_slice(&video[128..]);
+    // And a command after it, cut with the new size for rml_rtmp.
+    let connect =
+        command("connect", Amf0Value::Object([("pad".to_string(), Amf0Value::Utf8String("x".repeat(600)))].into()));
+    bytes.extend_from_slice(&chunks(3, 20, &connect, 256));
+    let got = check(&mut Reader::connected(LIMITS), &bytes).unwrap();
+    // The video began first, so it comes first; rml_rtmp then reads the command with the new size.
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0], (9, 40, 1, Bytes::from(video)));
+    assert_eq!(got[1], (1, 0, 0, Bytes::copy_from_slice(&256u32.to_be_bytes())));
+    assert_eq!(got[2].3, Bytes::from(connect));
 }
 
 #[test]
 fn inconsistent_chunks_are_refused_with_a_reason() {
     let video = chunks(4, 9, &[0x17; 300], 128);
-    let mut guard = Guard::new(LIMITS);
+    let mut guard = Reader::new(LIMITS);
     check(&mut guard, &video[..12 + 128]).unwrap();
     let shorter = chunks(4, 9, &[0x17; 100], 128);
     assert_eq!(check(&mut guard, &shorter).unwrap_err().refusal, Refusal::HeaderChangedMessage { csid: 4 });
 
-    let mut guard = Guard::new(LIMITS);
+    let mut guard = Reader::new(LIMITS);
     assert_eq!(check(&mut guard, &[0x44, 0, 0, 0]).unwrap_err().refusal, Refusal::NoPreviousHeader { csid: 4 });
 
     for size in [0u32, 0x8000_0000] {
-        let mut guard = Guard::new(LIMITS);
+        let mut guard = Reader::new(LIMITS);
         let refused = check(&mut guard, &chunks(2, 1, &size.to_be_bytes(), 128)).unwrap_err();
         assert_eq!(refused.refusal, Refusal::BadChunkSize(Some(size)));
     }
@@ -361,21 +395,15 @@ fn inconsistent_chunks_are_refused_with_a_reason() {
 
 #[test]
 fn a_refusal_keeps_the_complete_media_before_it() {
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
+    let mut guard = Reader::connected(LIMITS);
     let mut bytes = chunks(6, 9, &[0x17; 1000], 128);
     let media = bytes.len();
     bytes.extend_from_slice(&chunks(3, 20, &nested_connect(0x03, 40), 128));
     let refused = check(&mut guard, &bytes).unwrap_err();
     assert_eq!(refused.refusal, Refusal::TooDeep { type_id: 20 });
-    // What passed ends where the command's last chunk starts: it holds the whole media message.
-    let safe = refused.passed.len();
-    assert!(safe > media && safe < bytes.len());
-    assert_eq!(refused.passed[..], bytes[..safe]);
-    let mut de = ChunkDeserializer::new();
-    let first = de.get_next_message(&refused.passed).unwrap().unwrap();
-    assert_eq!((first.type_id, first.data.len()), (9, 1000));
-    assert_eq!(de.get_next_message(&[]).unwrap(), None);
+    // The whole media message came out before the refusal; the command did not.
+    assert_eq!(refused.passed, vec![(9, 0, 0, Bytes::from(vec![0x17; 1000]))]);
+    let _ = media;
 }
 
 #[test]
@@ -403,16 +431,66 @@ fn the_walker_reads_what_rml_amf0_reads() {
 fn an_extended_timestamp_below_the_marker_is_refused() {
     let mut first = vec![4, 0xFF, 0xFF, 0xFF, 0, 0, 1, 8, 1, 0, 0, 0, 1, 0, 0, 0];
     first.push(0xAF);
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
+    let mut guard = Reader::connected(LIMITS);
     check(&mut guard, &first).unwrap();
     // The next message, type 3 header: the extended field is repeated, and this one is too small.
     assert_eq!(
         check(&mut guard, &[0xC4, 0, 0, 0, 5, 0xAF]).unwrap_err().refusal,
         Refusal::BadExtendedTimestamp { csid: 4 }
     );
-    let mut guard = Guard::new(LIMITS);
-    guard.connected();
+    let mut guard = Reader::connected(LIMITS);
     check(&mut guard, &first).unwrap();
     check(&mut guard, &[0xC4, 1, 0, 0, 40, 0xAF]).expect("a proper extended delta passes");
+}
+
+#[test]
+fn timestamps_follow_the_header_rules_as_rml_rtmp_reads_them() {
+    // Type 0 absolute, type 1 and 2 deltas, type 3 repeating the delta for a new message and not for a
+    // continuation, extended values in both kinds of header.
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&[4, 0, 0, 100, 0, 0, 2, 8, 1, 0, 0, 0, 0xAF, 1]); // t = 100
+    bytes.extend_from_slice(&[0x44, 0, 0, 20, 0, 0, 2, 8, 0xAF, 2]); // type 1: +20 = 120
+    bytes.extend_from_slice(&[0x84, 0, 0, 23, 0xAF, 3]); // type 2: +23 = 143
+    bytes.extend_from_slice(&[0xC4, 0xAF, 4]); // type 3, new message: +23 = 166
+    bytes.extend_from_slice(&[0x84, 0xFF, 0xFF, 0xFF, 0x01, 0x00, 0x00, 0x00, 0xAF, 5]); // +2^24
+    bytes.extend_from_slice(&[0xC4, 0x01, 0x00, 0x00, 0x00, 0xAF, 6]); // type 3, extended again: +2^24
+    // A 200-byte message in two chunks: its continuation changes nothing.
+    bytes.extend_from_slice(&[0x44, 0, 0, 10, 0, 0, 200, 9]);
+    bytes.extend_from_slice(&[0x17; 128]);
+    bytes.push(0xC4);
+    bytes.extend_from_slice(&[0x17; 72]);
+    let want = rml_reads(&bytes);
+    let got = check(&mut Reader::connected(LIMITS), &bytes).unwrap();
+    assert_eq!(got, want);
+    let times: Vec<u32> = got.iter().map(|m| m.1).collect();
+    assert_eq!(times, [100, 120, 143, 166, 166 + (1 << 24), 166 + (2 << 24), 176 + (2 << 24)]);
+}
+
+#[test]
+fn the_client_is_acknowledged_once_per_window_it_asked_for() {
+    let mut reader = Reader::connected(LIMITS);
+    let video = chunks(6, 9, &[0x17; 3000], 128);
+    check(&mut reader, &video).unwrap();
+    assert_eq!(reader.guard.take_ack(), None, "no window, no acknowledgements");
+    let window = chunks(2, 5, &4000u32.to_be_bytes(), 128);
+    let got = check(&mut reader, &window).unwrap();
+    assert!(got.is_empty(), "the window size is ours to answer, not rml_rtmp's");
+    check(&mut reader, &video).unwrap();
+    assert_eq!(reader.guard.take_ack(), None);
+    check(&mut reader, &video).unwrap();
+    let received = (3 * video.len() + window.len()) as u32;
+    assert_eq!(reader.guard.take_ack(), Some(received), "the bytes received so far");
+    assert_eq!(reader.guard.take_ack(), None, "once");
+}
+
+#[test]
+fn an_abort_drops_the_message_in_progress_on_its_chunk_stream() {
+    let mut reader = Reader::connected(LIMITS);
+    let video = chunks(6, 9, &[0x17; 300], 128);
+    check(&mut reader, &video[..12 + 128]).unwrap();
+    let got = check(&mut reader, &chunks(2, 2, &6u32.to_be_bytes(), 128)).unwrap();
+    assert_eq!(got.len(), 1, "rml_rtmp sees the abort");
+    // The next message on 6 starts afresh.
+    let got = check(&mut reader, &chunks(6, 9, &[0x27; 50], 128)).unwrap();
+    assert_eq!(got, vec![(9, 0, 0, Bytes::from(vec![0x27; 50]))]);
 }
