@@ -22,6 +22,17 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # shellcheck source=benches/common.sh
 source benches/common.sh
+
+# livechannel keeps every segment (VOD), so a run writes N x 2.83 Mbit/s for its whole length (ramp,
+# warm-up, windows and the check, which grows with N): refuse to start when the disk cannot hold the
+# largest run instead of filling it part way (1000 streams wrote 37 GB in run 4 of BENCHMARKS.md).
+if [ $# -gt 0 ]; then largest=$(printf '%s\n' "$@" | sort -n | tail -n 1); else largest=$MAX_N; fi
+need=$(( largest * 354 * (WARMUP + WINDOW + LATENCY + 60) / 1024 ))  # MiB: 354 KB/s a stream
+free=$(( $(df --output=avail -k "$work" | tail -n 1) / 1024 ))
+if [ "$free" -lt "$need" ]; then
+  echo "compare.sh: N = $largest needs about $need MiB free in $work for livechannel's segments; $free MiB free" >&2
+  exit 1
+fi
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --features jemalloc --bin livechannel --bin livechannel-bench
 input="$OUT/input720.flv"
 make_input "$input"
