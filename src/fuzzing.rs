@@ -13,13 +13,8 @@ use crate::config::{AccessKey, Acl, Bucket, ChannelSettings};
 use crate::hls::{Output, Playlist, Segment, SegmenterConfig};
 use crate::ingest::Ingest;
 use crate::media::{Frame, Timestamp90k, Track};
-use crate::rtmp::guard::{Guard, Limits, Media, Piece};
-
-/// The session's results and the media that went around it, in the order they came.
-enum Either {
-    Session(rml_rtmp::sessions::ServerSessionResult),
-    Media(Media),
-}
+use crate::rtmp::Input;
+use crate::rtmp::guard::{Guard, Limits, Piece};
 
 /// A fixed "now" for the verifiers: the captured SDK requests were signed around then.
 const NOW_SECS: u64 = 1_736_150_400;
@@ -109,12 +104,13 @@ fn run_rtmp_session(data: &[u8]) -> Vec<Segment> {
     for read in reads {
         // The guard's media goes around rml_rtmp, as in `rtmp::feed_session`; the rest goes through it
         // unguarded by `catch_unwind`, so that a panic in it is a find.
-        let (mut pending, mut media, mut failed) = (Vec::<ServerSessionResult>::new(), Vec::new(), false);
+        let mut queue = std::collections::VecDeque::<Input>::new();
+        let mut failed = false;
         let refused = guard
             .inspect(read, &mut |piece| match piece {
-                Piece::Media(m) => media.push((pending.len(), m)),
+                Piece::Media(m) => queue.push_back(Input::Media(m)),
                 Piece::Session(bytes) if !failed => match session.handle_input(&bytes) {
-                    Ok(results) => pending.extend(results),
+                    Ok(results) => queue.extend(results.into_iter().map(Input::Session)),
                     Err(_) => failed = true,
                 },
                 Piece::Session(_) => {}
@@ -123,19 +119,9 @@ fn run_rtmp_session(data: &[u8]) -> Vec<Segment> {
         if failed {
             break;
         }
-        // Media in the order it came between the session's results.
-        let mut queue: std::collections::VecDeque<Either> = std::collections::VecDeque::new();
-        let mut media = media.into_iter().peekable();
-        for (i, result) in pending.into_iter().enumerate() {
-            while let Some((_, m)) = media.next_if(|(at, _)| *at <= i) {
-                queue.push_back(Either::Media(m));
-            }
-            queue.push_back(Either::Session(result));
-        }
-        queue.extend(media.map(|(_, m)| Either::Media(m)));
         while let Some(item) = queue.pop_front() {
             let event = match item {
-                Either::Media(m) => {
+                Input::Media(m) => {
                     if let Some(ingest) = &mut ingest
                         && Some(m.stream_id) == publish_stream
                     {
@@ -148,8 +134,8 @@ fn run_rtmp_session(data: &[u8]) -> Vec<Segment> {
                     produced.take(&mut outputs, forced);
                     continue;
                 }
-                Either::Session(ServerSessionResult::RaisedEvent(event)) => event,
-                Either::Session(_) => continue,
+                Input::Session(ServerSessionResult::RaisedEvent(event)) => event,
+                Input::Session(_) => continue,
             };
             let more = match event {
                 ServerSessionEvent::ConnectionRequested { request_id, .. } if !connected => {
@@ -172,7 +158,7 @@ fn run_rtmp_session(data: &[u8]) -> Vec<Segment> {
                 _ => Ok(Vec::new()),
             };
             if let Ok(more) = more {
-                queue.extend(more.into_iter().map(Either::Session));
+                queue.extend(more.into_iter().map(Input::Session));
             }
         }
         if refused {
@@ -287,20 +273,36 @@ pub fn dialect_params(data: &[u8]) {
     crate::api::huawei::fuzz_bodies(data);
 }
 
+/// A request in the capture format the SDK requests were recorded in: request line, headers, a blank
+/// line, the body.
+struct Capture<'a> {
+    method: &'a str,
+    target: &'a str,
+    /// Names and values, trimmed, as they came.
+    headers: Vec<(&'a str, &'a str)>,
+    body: &'a str,
+}
+
+fn capture(text: &str) -> Option<Capture<'_>> {
+    let (head, body) = text.split_once("\n\n").unwrap_or((text, ""));
+    let mut lines = head.lines();
+    let mut parts = lines.next()?.split(' ');
+    let (method, target) = (parts.next()?, parts.next()?);
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim(), v.trim())).collect();
+    Some(Capture { method, target, headers, body })
+}
+
 /// The three request verifiers on a request in the capture format (request line, headers, blank line,
 /// body), with one known key: none may panic, and a forged request passes none.
 pub fn signatures(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let (head, body) = text.split_once("\n\n").unwrap_or((text, ""));
-    let mut lines = head.lines();
-    let Some(request_line) = lines.next() else { return };
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else { return };
+    let Some(Capture { method, target, headers: lines, body }) = std::str::from_utf8(data).ok().and_then(capture)
+    else {
+        return;
+    };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut headers = HeaderMap::new();
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.trim())) {
+    for (name, value) in lines {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             headers.append(name, value);
         }
     }
@@ -489,77 +491,37 @@ project_id = "{API_PROJECT}"
 /// The request as it goes on the wire: its own request line and headers, with the body's length, the
 /// connection closed after it, and the dialect's authentication (see `api_requests`).
 fn api_request(text: &str) -> Option<Vec<u8>> {
-    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let (head, body) = text.split_once("\n\n").unwrap_or((text, ""));
-    let mut lines = head.lines();
-    let mut parts = lines.next()?.split(' ');
-    let (method, target) = (parts.next()?, parts.next()?);
+    let Capture { method, target, headers, body } = capture(text)?;
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) || !target.starts_with('/') {
         return None;
     }
-    let mut headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .filter(|(k, _)| {
-            !["content-length", "transfer-encoding", "connection", "host", "expect"]
-                .contains(&k.to_ascii_lowercase().as_str())
-        })
+    // The harness frames the request itself.
+    let framing = ["content-length", "transfer-encoding", "connection", "host", "expect"];
+    let mut headers: Vec<(String, String)> = headers
+        .into_iter()
+        .filter(|(k, _)| !framing.contains(&k.to_ascii_lowercase().as_str()))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let header = |headers: &[(String, String)], name: &str| {
-        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
-    };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut target = target.to_owned();
-    let mut body = body.as_bytes().to_vec();
-    if path.starts_with("/v1/") {
+    let (target, body) = if path.starts_with("/v1/") {
         headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization") && !k.eq_ignore_ascii_case("x-auth-token"));
         headers.push(("X-Auth-Token".into(), API_TOKEN.into()));
+        (target.to_owned(), body.as_bytes().to_vec())
     } else if path == "/" && (query.contains("Action=") || header(&headers, "x-acs-action").is_some()) {
-        let mut params = crate::auth::aliyun::parse_form(query)?;
-        let form = header(&headers, "content-type").is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if form {
-            params.extend(crate::auth::aliyun::parse_form(std::str::from_utf8(&body).ok()?)?);
-            body.clear();
-        }
-        for (name, param) in [("x-acs-action", "Action"), ("x-acs-version", "Version")] {
-            if let Some(v) = header(&headers, name) {
-                params.push((param.into(), v));
-            }
-        }
-        let ours = ["Signature", "AccessKeyId", "SignatureMethod", "SignatureVersion", "Timestamp", "SignatureNonce"];
-        params.retain(|(k, _)| !ours.contains(&k.as_str()));
-        let nonce = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        params.extend([
-            ("AccessKeyId".into(), "fuzz-key".into()),
-            ("SignatureMethod".into(), "HMAC-SHA1".into()),
-            ("SignatureVersion".into(), "1.0".into()),
-            ("Timestamp".into(), now),
-            ("SignatureNonce".into(), format!("fuzz-{}-{nonce}", std::process::id())),
-        ]);
-        let to_sign = crate::auth::aliyun::rpc_string_to_sign(method, &params);
-        params.push(("Signature".into(), crate::auth::aliyun::rpc_sign("fuzz-secret", &to_sign)));
-        let query: Vec<String> = params
-            .iter()
-            .map(|(k, v)| format!("{}={}", crate::auth::uri_encode(k, false), crate::auth::uri_encode(v, false)))
-            .collect();
-        target = format!("/?{}", query.join("&"));
-        headers.retain(|(k, _)| {
-            let k = k.to_ascii_lowercase();
-            k != "authorization" && !k.starts_with("x-acs-") && (!form || k != "content-type")
-        });
+        (aliyun_signed(method, query, &mut headers, body)?, Vec::new())
     } else {
         // OSS: anonymous on the open bucket (a signature from another key is refused, as on OSS).
         headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
-        let signing = ["OSSAccessKeyId", "Signature", "Expires", "x-oss-credential", "x-oss-signature", "x-oss-date"];
-        let kept: Vec<&str> = query
-            .split('&')
-            .filter(|p| !p.is_empty() && !signing.iter().any(|s| p.split('=').next() == Some(s)))
-            .filter(|p| !p.starts_with("x-oss-signature") && !p.starts_with("x-oss-expires"))
-            .filter(|p| !p.starts_with("x-oss-additional-headers"))
-            .collect();
-        target = if kept.is_empty() { path.to_owned() } else { format!("{path}?{}", kept.join("&")) };
-    }
+        let signing = |key: &str| {
+            ["OSSAccessKeyId", "Signature", "Expires", "x-oss-credential", "x-oss-date", "x-oss-expires"].contains(&key)
+                || key.starts_with("x-oss-signature")
+                || key.starts_with("x-oss-additional-headers")
+        };
+        let kept: Vec<&str> =
+            query.split('&').filter(|p| !p.is_empty() && !signing(p.split('=').next().unwrap_or(p))).collect();
+        let target = if kept.is_empty() { path.to_owned() } else { format!("{path}?{}", kept.join("&")) };
+        (target, body.as_bytes().to_vec())
+    };
     let mut out = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n").into_bytes();
     for (k, v) in &headers {
         out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
@@ -567,6 +529,49 @@ fn api_request(text: &str) -> Option<Vec<u8>> {
     out.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
     out.extend_from_slice(&body);
     Some(out)
+}
+
+fn header(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+}
+
+/// An Aliyun RPC request signed again with the harness's key: every parameter (query, form body,
+/// the ACS3 action and version headers) moves into a V1-signed query with a fresh nonce; the ACS3
+/// headers and the form body go. Returns the new target.
+fn aliyun_signed(method: &str, query: &str, headers: &mut Vec<(String, String)>, body: &str) -> Option<String> {
+    use crate::auth::aliyun::{parse_form, rpc_sign, rpc_string_to_sign};
+    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut params = parse_form(query)?;
+    let form = header(headers, "content-type").is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        params.extend(parse_form(body)?);
+    }
+    for (name, param) in [("x-acs-action", "Action"), ("x-acs-version", "Version")] {
+        if let Some(v) = header(headers, name) {
+            params.push((param.into(), v));
+        }
+    }
+    let ours = ["Signature", "AccessKeyId", "SignatureMethod", "SignatureVersion", "Timestamp", "SignatureNonce"];
+    params.retain(|(k, _)| !ours.contains(&k.as_str()));
+    let nonce = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    params.extend([
+        ("AccessKeyId".into(), "fuzz-key".into()),
+        ("SignatureMethod".into(), "HMAC-SHA1".into()),
+        ("SignatureVersion".into(), "1.0".into()),
+        ("Timestamp".into(), chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        ("SignatureNonce".into(), format!("fuzz-{}-{nonce}", std::process::id())),
+    ]);
+    let signature = rpc_sign("fuzz-secret", &rpc_string_to_sign(method, &params));
+    params.push(("Signature".into(), signature));
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", crate::auth::uri_encode(k, false), crate::auth::uri_encode(v, false)))
+        .collect();
+    headers.retain(|(k, _)| {
+        let k = k.to_ascii_lowercase();
+        k != "authorization" && !k.starts_with("x-acs-") && (!form || k != "content-type")
+    });
+    Some(format!("/?{}", query.join("&")))
 }
 
 /// The harnesses by target name, for the corpus replay test.

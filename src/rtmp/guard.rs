@@ -149,7 +149,7 @@ pub struct Media {
     pub data: Bytes,
 }
 
-/// What the reader makes of the client's bytes, in the order the messages completed.
+/// What the reader makes of the client's bytes, whole messages in the order they started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
     /// One whole message for rml_rtmp, as chunks under a full header.
@@ -371,7 +371,7 @@ impl Guard {
             return Ok(false);
         }
         let at = basic + message_header;
-        let extended_value = (extended == 4).then(|| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
+        let extended_value = if extended == 4 { be_u32(&h[at..]) } else { None };
         let in_progress = self.messages.iter().position(|m| m.csid == csid);
         // The extended field only carries values that do not fit in 24 bits; a smaller one is a broken
         // encoder (and rml_rtmp underflowed on it).
@@ -447,14 +447,7 @@ impl Guard {
         let header = chunk.header;
         let forward = match message.type_id {
             AUDIO | VIDEO => true,
-            type_id => {
-                let forward = self.complete(type_id, &message.payload, header.stream_id)?;
-                if type_id == SET_CHUNK_SIZE {
-                    // The client's next chunks are cut with it; rml_rtmp gets it in its turn (`release`).
-                    self.chunk_size = chunk_size(&message.payload)?;
-                }
-                forward
-            }
+            type_id => self.complete(type_id, &message.payload, header.stream_id)?,
         };
         if forward {
             let at = self.done.partition_point(|d| d.started < message.started);
@@ -525,13 +518,11 @@ impl Guard {
     /// whether rml_rtmp gets it.
     fn complete(&mut self, type_id: u8, payload: &[u8], stream_id: u32) -> Result<bool, Refusal> {
         match type_id {
-            SET_CHUNK_SIZE => {
-                chunk_size(payload)?;
-            }
+            // The client's next chunks are cut with it; rml_rtmp gets it in its turn (`release`).
+            SET_CHUNK_SIZE => self.chunk_size = chunk_size(payload)?,
             ABORT => {
                 // The client gives up a message in progress on that chunk stream.
-                if let Some(csid) = payload.get(..4) {
-                    let csid = u32::from_be_bytes([csid[0], csid[1], csid[2], csid[3]]);
+                if let Some(csid) = be_u32(payload) {
                     // Between chunks (this message's chunk has ended), so no chunk points into `messages`.
                     if let Some(i) = self.messages.iter().position(|m| m.csid == csid) {
                         let dropped = self.messages.swap_remove(i);
@@ -541,8 +532,8 @@ impl Guard {
             }
             WINDOW_ACK_SIZE => {
                 // Ours to answer (rml_rtmp does not see the media bytes it would count).
-                if let Some(size) = payload.get(..4) {
-                    self.acks.window = Some(u32::from_be_bytes([size[0], size[1], size[2], size[3]]));
+                if let Some(size) = be_u32(payload) {
+                    self.acks.window = Some(size);
                     self.acks.since = 0;
                 }
                 return Ok(false);
@@ -581,11 +572,13 @@ impl Guard {
     }
 }
 
+/// The big-endian u32 the bytes start with, if there are four.
+fn be_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
 fn chunk_size(payload: &[u8]) -> Result<u32, Refusal> {
-    let Some(size) = payload.get(..4) else {
-        return Err(Refusal::BadChunkSize(None));
-    };
-    let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+    let size = be_u32(payload).ok_or(Refusal::BadChunkSize(None))?;
     if size == 0 || size > MAX_CHUNK_SIZE {
         return Err(Refusal::BadChunkSize(Some(size)));
     }

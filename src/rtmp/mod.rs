@@ -305,8 +305,9 @@ impl Connection {
         }
     }
 
-    /// Hands bytes from the client to the session once the guard has read them. Bytes before a refused
-    /// chunk still go in (they may end a media message); then the connection closes.
+    /// Reads bytes from the client (`feed_session`) and owes it an acknowledgement when its window is
+    /// full. The messages before a refused chunk still come out (they may be media); then the connection
+    /// closes.
     fn feed(
         &mut self,
         session: &mut ServerSession,
