@@ -7,7 +7,7 @@
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --features jemalloc --bin livechannel
+RUN cargo build --release --locked --bin livechannel
 
 # Runtime stage: Debian slim, CA certificates for S3 over HTTPS and callbacks, ffmpeg for the
 # PutLiveChannel Snapshot decoders ([snapshots] ffmpeg), an unprivileged user.

@@ -13,7 +13,7 @@ WARMUP=${WARMUP:-10}
 WINDOW=${WINDOW:-20}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
-cargo build --release --quiet --features jemalloc --bin livechannel --bin livechannel-bench
+cargo build --release --quiet --bin livechannel --bin livechannel-bench
 input=fixtures/media/av_bframes.flv
 
 run() {  # label configure?

@@ -27,7 +27,7 @@ trap cleanup EXIT
 # shellcheck source=benches/common.sh
 source benches/common.sh
 
-cargo build --release --quiet --features jemalloc --bin livechannel --bin livechannel-bench
+cargo build --release --quiet --bin livechannel --bin livechannel-bench
 input="$OUT/input720.flv"
 make_input "$input"
 

@@ -33,7 +33,7 @@ if [ "$free" -lt "$need" ]; then
   echo "compare.sh: N = $largest needs about $need MiB free in $work for livechannel's segments; $free MiB free" >&2
   exit 1
 fi
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --features jemalloc --bin livechannel --bin livechannel-bench
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin livechannel --bin livechannel-bench
 input="$OUT/input720.flv"
 make_input "$input"
 

@@ -32,7 +32,7 @@ source benches/common.sh
 command -v s3s-fs > /dev/null || { echo "needs s3s-fs (cargo install s3s-fs --features binary)"; exit 1; }
 INPUT=target/bench-720p.flv
 make_input "$INPUT"
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --features jemalloc --bin livechannel --bin livechannel-bench
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin livechannel --bin livechannel-bench
 
 S3P=$(free_port)
 mkdir -p "$work/s3/media"

@@ -19,7 +19,7 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 # shellcheck source=benches/common.sh
 source benches/common.sh
-cargo build --release --quiet --features jemalloc --bin livechannel --bin livechannel-bench
+cargo build --release --quiet --bin livechannel --bin livechannel-bench
 input="$OUT/input720.flv"
 make_input "$input"
 

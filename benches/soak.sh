@@ -21,7 +21,7 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 # shellcheck source=benches/common.sh
 source benches/common.sh
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --features jemalloc --bin livechannel --bin livechannel-bench
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin livechannel --bin livechannel-bench
 
 # The callback receiver: answers 200 to everything, counts what it got.
 HOOK=$(free_port)

@@ -21,6 +21,32 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
+/// glibc malloc (the build without `jemalloc`) gets one arena, and a thread that hands freed pages back
+/// every [`TRIM_EVERY`]. One arena: with glibc's default of one per thread that allocates (the runtime's
+/// workers, the writer threads, SQLite's), 200 publishers held 69-70 KiB of RSS each instead of 55-58
+/// (BENCHMARKS.md, "Run 6"); the allocations are few (about two per RTMP message), so sharing one lock
+/// costs nothing measurable. The trim: glibc keeps freed memory that is not at the top of the heap, so
+/// after a storage stall the RSS would stay near its peak ("Overload"); `malloc_trim` returns every
+/// whole free page.
+#[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
+fn tune_malloc() {
+    // SAFETY: mallopt only sets a parameter of the allocator, before any other thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    let trim = std::thread::Builder::new().name("livechannel-trim".to_owned()).spawn(|| {
+        loop {
+            std::thread::sleep(TRIM_EVERY);
+            // SAFETY: malloc_trim takes the arena's lock like any allocation; it has no preconditions.
+            unsafe { libc::malloc_trim(0) };
+        }
+    });
+    if let Err(e) = trim {
+        eprintln!("warning: cannot start the malloc trim thread: {e}");
+    }
+}
+
+#[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
 #[derive(Parser)]
 #[command(name = "livechannel", version, about = "A live media server: RTMP in, keyframe-aligned HLS out")]
 struct Cli {
@@ -55,6 +81,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    #[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
+    tune_malloc();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
