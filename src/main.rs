@@ -22,7 +22,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 /// glibc malloc (the build without `jemalloc`) gets one arena, and a thread that hands freed pages back
-/// every [`TRIM_EVERY`]. One arena: with glibc's default of one per thread that allocates (the runtime's
+/// every 5 s. One arena: with glibc's default of one per thread that allocates (the runtime's
 /// workers, the writer threads, SQLite's), 200 publishers held 69-70 KiB of RSS each instead of 55-58
 /// (BENCHMARKS.md, "Run 6"); the allocations are few (about two per RTMP message), so sharing one lock
 /// costs nothing measurable. The trim: glibc keeps freed memory that is not at the top of the heap, so
@@ -30,6 +30,7 @@ pub static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:10
 /// whole free page.
 #[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
 fn tune_malloc() {
+    const TRIM_EVERY: Duration = Duration::from_secs(5);
     // SAFETY: mallopt only sets a parameter of the allocator, before any other thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let trim = std::thread::Builder::new().name("livechannel-trim".to_owned()).spawn(|| {
@@ -43,9 +44,6 @@ fn tune_malloc() {
         eprintln!("warning: cannot start the malloc trim thread: {e}");
     }
 }
-
-#[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
-const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(name = "livechannel", version, about = "A live media server: RTMP in, keyframe-aligned HLS out")]

@@ -61,9 +61,9 @@ struct Queued {
 pub struct LiveFiles {
     fs: Arc<LocalFileSystem>,
     lanes: Arc<[Lane]>,
-    /// Playlist puts have a thread of their own: replacing a file by rename is the one operation that
-    /// waits on ext4's journal (for the new file's blocks, `auto_da_alloc`), and segments must not wait
-    /// behind it.
+    /// Playlist puts have a thread of their own: replacing a file by rename was the one operation that
+    /// waited tens to hundreds of ms on ext4 (for the new file's blocks, `auto_da_alloc`), and segments
+    /// must not wait behind it.
     playlists: mpsc::Sender<Command>,
     next: Arc<AtomicU64>,
 }
@@ -242,6 +242,14 @@ impl Staged {
     }
 }
 
+/// Creates the folders `dest` goes in; false when they were there already (a NotFound was not theirs).
+fn make_parent(dest: &FsPath) -> std::io::Result<bool> {
+    match dest.parent() {
+        Some(parent) if !parent.exists() => std::fs::create_dir_all(parent).map(|()| true),
+        _ => Ok(false),
+    }
+}
+
 /// `<dest>#<n>` for the first free n, its folders created as needed (object_store's layout).
 fn new_staged(dest: &FsPath) -> std::io::Result<(File, PathBuf)> {
     let mut n = 1u32;
@@ -252,10 +260,7 @@ fn new_staged(dest: &FsPath) -> std::io::Result<(File, PathBuf)> {
         match OpenOptions::new().write(true).create_new(true).open(&staged) {
             Ok(file) => return Ok((file, staged)),
             Err(e) if e.kind() == ErrorKind::AlreadyExists && n < 1000 => n += 1,
-            Err(e) if e.kind() == ErrorKind::NotFound => match dest.parent() {
-                Some(parent) if !parent.exists() => std::fs::create_dir_all(parent)?,
-                _ => return Err(e),
-            },
+            Err(e) if e.kind() == ErrorKind::NotFound && make_parent(dest)? => {}
             Err(e) => return Err(e),
         }
     }
@@ -275,9 +280,10 @@ fn replace(dest: &FsPath, data: &[u8]) -> Result<(), String> {
     let spare = PathBuf::from(spare);
     let open = || OpenOptions::new().write(true).create(true).truncate(true).open(&spare);
     let written = match open() {
-        Err(e) if e.kind() == ErrorKind::NotFound => match dest.parent() {
-            Some(parent) => std::fs::create_dir_all(parent).and_then(|()| open()),
-            None => Err(e),
+        Err(e) if e.kind() == ErrorKind::NotFound => match make_parent(dest) {
+            Ok(true) => open(),
+            Ok(false) => Err(e),
+            Err(mkdir) => Err(mkdir),
         },
         other => other,
     }
