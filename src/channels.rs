@@ -109,6 +109,17 @@ impl Kick {
         self.reason()
     }
 
+    /// [`Kick::kicked`] that owns its handle, to be kept across many waits.
+    pub async fn kicked_owned(self) -> EndReason {
+        self.token.clone().cancelled_owned().await;
+        self.reason()
+    }
+
+    /// The same kick (a clone of it), not merely one that is equal.
+    pub fn same(&self, other: &Kick) -> bool {
+        Arc::ptr_eq(&self.reason, &other.reason)
+    }
+
     pub fn reason(&self) -> EndReason {
         self.reason.get().copied().unwrap_or(EndReason::Api)
     }

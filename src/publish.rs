@@ -458,8 +458,8 @@ impl Session {
     }
 
     /// Kicked when the server ends this publish (API, drain, takeover, failing storage, lost lease).
-    pub fn kick(&self) -> crate::channels::Kick {
-        self.guard.kick.clone()
+    pub fn kick(&self) -> &crate::channels::Kick {
+        &self.guard.kick
     }
 
     /// One FLV tag body. Never waits: if storage is behind, the segment being produced is dropped.

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::channels::Kick;
+use crate::channels::{EndReason, Kick};
 use crate::config::{Bucket, Config};
 use crate::metrics::{RefusedReason, metrics};
 use crate::publish::{self, MediaError, Refusal, Session, parse_stream_key};
@@ -119,6 +119,29 @@ pub fn accept(stream: TcpStream, remote: SocketAddr, ctx: Arc<Context>) {
     });
 }
 
+/// The kick of the publish on a connection, followed across reads (see `drive`).
+#[derive(Default)]
+struct KickWatch(Option<(Kick, futures::future::BoxFuture<'static, EndReason>)>);
+
+impl KickWatch {
+    /// Follows `kick` from now on (keeping the wait when it is the one already followed), or nothing.
+    fn follow(&mut self, kick: Option<&Kick>) {
+        match (kick, &self.0) {
+            (Some(kick), Some((followed, _))) if followed.same(kick) => {}
+            (Some(kick), _) => self.0 = Some((kick.clone(), Box::pin(kick.clone().kicked_owned()))),
+            (None, _) => self.0 = None,
+        }
+    }
+
+    /// Resolves when the followed kick is kicked; never when none is followed.
+    async fn kicked(&mut self) -> EndReason {
+        match &mut self.0 {
+            Some((_, wait)) => wait.await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 enum State {
     Handshaken,
     Connected { bucket: Bucket },
@@ -176,6 +199,15 @@ impl Connection {
         session: &mut ServerSession,
         queue: &mut VecDeque<Input>,
     ) -> Result<(), ConnError> {
+        // Waited for across reads, not made afresh for each: a new wait on the shutdown token registered
+        // and removed a waiter under a lock every connection shares, and a new `timeout` put a timer
+        // in the wheel and took it out, once per read, thousands of times a second.
+        let shutdown = self.ctx.shutdown.clone().cancelled_owned();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut kick = KickWatch::default();
+        let idle = self.ctx.config.limits.rtmp_idle_timeout;
+        let mut heard = tokio::time::Instant::now();
+        let mut idle_timer = std::pin::pin!(tokio::time::sleep_until(heard + idle));
         loop {
             while let Some(input) = queue.pop_front() {
                 match input {
@@ -204,19 +236,30 @@ impl Connection {
                 Box::pin(linger(stream)).await;
                 return self.failed.take().map_or(Ok(()), Err);
             }
-            let kick = match &self.state {
-                State::Publishing(p) => p.kick(),
-                _ => Kick::default(),
-            };
-            // A connection that sends nothing for this long is closed (publishers send media continuously).
-            let idle = self.ctx.config.limits.rtmp_idle_timeout;
+            kick.follow(match &self.state {
+                State::Publishing(p) => Some(p.kick()),
+                _ => None,
+            });
             tokio::select! {
-                r = tokio::time::timeout(idle, stream.readable()) => r.map_err(|_| ConnError::Idle(idle))??,
-                _ = self.ctx.shutdown.cancelled() => {
+                r = stream.readable() => {
+                    r?;
+                    heard = tokio::time::Instant::now();
+                }
+                // A connection that sends nothing for `idle` is closed (publishers send media continuously).
+                // The timer is moved on only when it fires, not at every read.
+                () = &mut idle_timer => {
+                    if heard.elapsed() >= idle {
+                        return Err(ConnError::Idle(idle));
+                    }
+                    idle_timer.as_mut().reset(heard + idle);
+                    continue;
+                }
+                () = &mut shutdown => {
                     self.finish_publish("server shutting down").await;
                     return Ok(());
                 }
                 reason = kick.kicked() => {
+                    kick.follow(None);
                     // The encoder is told why (ffmpeg prints "Server error: ..."), then the connection closes.
                     self.out.extend_from_slice(&status::publish_error(reason.rtmp_status(), reason.describe()));
                     self.closing = true;
@@ -228,19 +271,9 @@ impl Connection {
             // needs, so no connection has to own a read buffer while it waits (64 KiB per publisher).
             let read = READ_SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
-                match stream.try_read(&mut scratch[..]) {
+                match read_draining(stream, &mut scratch[..]) {
                     Ok(0) => Ok(false),
-                    Ok(n) => {
-                        if n < scratch.len() {
-                            // A short read emptied the socket: forget its readiness now (tokio's own
-                            // `poll_read` does the same), or the next `readable()` returns at once and the
-                            // read after it fails with EAGAIN, a second recv for every one that reads
-                            // (half of all recvs at 200 publishers). Data that came in after the read has
-                            // raised a new readiness event, which this does not clear.
-                            let _ = stream.try_io(Interest::READABLE, || Err::<(), _>(ErrorKind::WouldBlock.into()));
-                        }
-                        self.feed(session, &scratch[..n], queue).map(|()| true)
-                    }
+                    Ok(n) => self.feed(session, &scratch[..n], queue).map(|()| true),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(true),
                     Err(e) => Err(ConnError::Io(e)),
                 }
@@ -436,6 +469,23 @@ pub fn feed_session(
     match failed {
         Some(e) => Err(e),
         None => Ok(verdict.err()),
+    }
+}
+
+/// A non-blocking read that, when it comes back short (the socket is empty), forgets the socket's
+/// readiness, as tokio's own `poll_read` does: otherwise the next `readable()` returns at once and the
+/// read after it fails with EAGAIN, a second recv for every read (half of all recvs at 200 publishers).
+/// The readiness forgotten is the one seen before the read: data that arrives during or after the read
+/// raises a new one, which stays.
+fn read_draining(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut read = 0;
+    match stream.try_io(Interest::READABLE, || {
+        read = stream.try_read(buf)?;
+        if read > 0 && read < buf.len() { Err(ErrorKind::WouldBlock.into()) } else { Ok(()) }
+    }) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock && read > 0 => Ok(read),
+        Err(e) => Err(e),
+        Ok(()) => Ok(read),
     }
 }
 
