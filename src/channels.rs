@@ -103,15 +103,10 @@ impl Kick {
         self.token.is_cancelled()
     }
 
-    /// Resolves once kicked, with the reason.
-    pub async fn kicked(&self) -> EndReason {
+    /// Resolves once kicked, with the reason. Owns its handle, so that one wait can be kept across many
+    /// reads of a connection.
+    pub async fn kicked(self) -> EndReason {
         self.token.cancelled().await;
-        self.reason()
-    }
-
-    /// [`Kick::kicked`] that owns its handle, to be kept across many waits.
-    pub async fn kicked_owned(self) -> EndReason {
-        self.token.clone().cancelled_owned().await;
         self.reason()
     }
 

@@ -128,7 +128,7 @@ impl KickWatch {
     fn follow(&mut self, kick: Option<&Kick>) {
         match (kick, &self.0) {
             (Some(kick), Some((followed, _))) if followed.same(kick) => {}
-            (Some(kick), _) => self.0 = Some((kick.clone(), Box::pin(kick.clone().kicked_owned()))),
+            (Some(kick), _) => self.0 = Some((kick.clone(), Box::pin(kick.clone().kicked()))),
             (None, _) => self.0 = None,
         }
     }
