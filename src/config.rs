@@ -168,6 +168,7 @@ pub fn validate_node_id(id: &str) -> Result<(), String> {
 pub struct DatabaseFile {
     /// `sqlite://path/to/meta.db` or `postgres://user:password@host:port/database`.
     pub url: Option<String>,
+    /// Pool size (default 4). On SQLite: the read connections; writes always go through one more.
     pub max_connections: Option<u32>,
 }
 

@@ -194,7 +194,7 @@ impl Meta {
             "SELECT {SUB_COLUMNS} FROM aliyun_event_subs WHERE bucket = $1 ORDER BY created_ms, id"
         ))
         .bind(bucket)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .op("event_subs")?;
         rows.iter().map(sub_from_row).collect()
@@ -245,7 +245,7 @@ impl Meta {
              FROM aliyun_record_notify WHERE bucket = $1",
         )
         .bind(bucket)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await
         .op("record_notify")?;
         row.map(|r| {
@@ -301,7 +301,7 @@ impl Meta {
              FROM aliyun_streams_notify WHERE bucket = $1",
         )
         .bind(bucket)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await
         .op("streams_notify")?;
         row.map(|r| {
@@ -373,7 +373,7 @@ impl Meta {
         }
         let count_sql = format!("SELECT COUNT(*) {filter}");
         let total: i64 =
-            bind_filter!(sqlx::query(&count_sql)).fetch_one(&self.pool).await.op("delivery_records")?.try_get(0)?;
+            bind_filter!(sqlx::query(&count_sql)).fetch_one(&self.read).await.op("delivery_records")?.try_get(0)?;
         let page_sql = format!(
             "SELECT o.bucket, o.channel, o.domain, o.source_ref, o.notify_type, o.idempotency_key, {ATTEMPT_COLUMNS}
              {filter} ORDER BY a.id DESC LIMIT {limit} OFFSET {offset}"
@@ -381,7 +381,7 @@ impl Meta {
         let rows = bind_filter!(sqlx::query(&page_sql))
             .bind(big(q.limit))
             .bind(big(q.offset))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await
             .op("delivery_records")?;
         let records = rows

@@ -341,7 +341,7 @@ impl Meta {
         ))
         .bind(bucket)
         .bind(channel)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await
         .op("live_lease")?;
         row.map(|r| lease_from_row(&r)).transpose()
@@ -426,16 +426,22 @@ impl Meta {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.op("write_lease_stats")?;
-        for (bucket, channel, holder, stats) in rows {
-            sqlx::query("UPDATE live_leases SET stats = $1 WHERE bucket = $2 AND channel = $3 AND holder = $4")
-                .bind(stats)
-                .bind(bucket)
-                .bind(channel)
-                .bind(holder)
-                .execute(&mut *tx)
-                .await
-                .op("write_lease_stats")?;
+        // One statement per chunk rather than per row: every statement is a round trip made while the
+        // transaction holds the write lock, and at 1000 publishes a row each held SQLite's for seconds,
+        // long enough for the lease renewal behind it to time out.
+        let mut tx = self.write_tx().await.op("write_lease_stats")?;
+        for chunk in rows.chunks(super::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "WITH v (bucket, channel, holder, stats) AS (VALUES {})
+                 UPDATE live_leases SET stats = v.stats FROM v
+                 WHERE live_leases.bucket = v.bucket AND live_leases.channel = v.channel AND live_leases.holder = v.holder",
+                super::values_list(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql).persistent(false);
+            for (bucket, channel, holder, stats) in chunk {
+                query = query.bind(bucket).bind(channel).bind(holder).bind(stats);
+            }
+            query.execute(&mut *tx).await.op("write_lease_stats")?;
         }
         tx.commit().await.op("write_lease_stats")?;
         Ok(())
@@ -510,6 +516,22 @@ mod tests {
         // Stats reach the row; a restarted node's leases all go, lapsed or not; others' stay.
         meta.write_lease_stats(&[("live".into(), "c".into(), "b-3".into(), "{\"x\":1}".into())]).await.unwrap();
         assert_eq!(meta.live_lease("live", "c").await.unwrap().unwrap().stats, "{\"x\":1}");
+        // Many rows, more than one statement holds, each to its own lease; a holder that is gone changes nothing.
+        let many: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
+        for name in &many {
+            meta.claim_lease(&req(name, "b", &format!("{name}-1"), 60_000)).await.unwrap();
+        }
+        let mut rows: Vec<_> =
+            many.iter().map(|n| ("live".to_owned(), n.clone(), format!("{n}-1"), format!("{{\"n\":\"{n}\"}}"))).collect();
+        rows.push(("live".into(), "c".into(), "a-1".into(), "stale".into()));
+        meta.write_lease_stats(&rows).await.unwrap();
+        for name in [&many[0], &many[127], &many[128], &many[299]] {
+            assert_eq!(meta.live_lease("live", name).await.unwrap().unwrap().stats, format!("{{\"n\":\"{name}\"}}"));
+        }
+        assert_eq!(meta.live_lease("live", "c").await.unwrap().unwrap().stats, "{\"x\":1}");
+        for name in &many {
+            assert!(meta.release_lease("live", name, &format!("{name}-1")).await.unwrap());
+        }
         meta.claim_lease(&req("e", "a", "a-3", 60_000)).await.unwrap();
         let gone = meta.expire_leases(Some("a")).await.unwrap();
         assert_eq!(gone.iter().map(|l| l.holder.as_str()).collect::<Vec<_>>(), ["a-3"]);

@@ -22,6 +22,8 @@ pub mod lease;
 pub mod notify;
 pub mod snapshots;
 
+use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -212,7 +214,15 @@ impl Backend {
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Meta {
+    /// Writes, and transactions. On SQLite one connection: the database has one write lock, and
+    /// connections of one process that compete for it wait in SQLite's busy handler, which sleeps and
+    /// retries with no queue, so under load a writer could keep missing the lock until it timed out
+    /// (at 1000 publishes, the lease renewal did, and the node stopped every publish). One connection
+    /// makes the pool's wait queue, first come first served, the only queue.
     pub(crate) pool: AnyPool,
+    /// Plain reads, outside any transaction. On SQLite, connections that cannot write (`query_only`),
+    /// reading beside the writer (WAL); on PostgreSQL the same pool as `pool`.
+    read: AnyPool,
     backend: Backend,
     /// Bumped by every write that changes callback configuration, so caches of it know to reload; on
     /// PostgreSQL also by other nodes' changes (`events::listen`).
@@ -285,21 +295,27 @@ impl Meta {
         let encoded = percent_encoding::utf8_percent_encode(&absolute.to_string_lossy(), SQLITE_PATH).to_string();
         let url = format!("sqlite://{encoded}?mode=rwc");
         let shown = absolute.display().to_string();
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    // WAL + NORMAL: a power cut may lose the last commits but never corrupts the file.
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000")
-                        .await?;
-                    Ok(())
+        let connect = |connections: u32, pragmas: &'static str| {
+            AnyPoolOptions::new()
+                .max_connections(connections)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        conn.execute(pragmas).await?;
+                        Ok(())
+                    })
                 })
-            })
-            .connect(&url)
+                .connect(&url)
+        };
+        // WAL + NORMAL: a power cut may lose the last commits but never corrupts the file. The busy
+        // timeout covers other processes (the writer here is the only one in this process).
+        let pool = connect(1, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000")
             .await
             .map_err(|source| MetaError::Open { url: shown.clone(), source })?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.op("open")?;
-        Ok(Meta { pool, backend: Backend::Sqlite, config_generation: Arc::default(), url: None })
+        let read = connect(max_connections.max(1), "PRAGMA busy_timeout = 5000; PRAGMA query_only = ON")
+            .await
+            .map_err(|source| MetaError::Open { url: shown.clone(), source })?;
+        Ok(Meta { pool, read, backend: Backend::Sqlite, config_generation: Arc::default(), url: None })
     }
 
     /// Connects to PostgreSQL and applies pending migrations (under the migrator's advisory lock, so
@@ -323,7 +339,13 @@ impl Meta {
             .await
             .map_err(|source| MetaError::Open { url: shown.clone(), source })?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await.op("open")?;
-        Ok(Meta { pool, backend: Backend::Postgres, config_generation: Arc::default(), url: Some(url.into()) })
+        Ok(Meta {
+            read: pool.clone(),
+            pool,
+            backend: Backend::Postgres,
+            config_generation: Arc::default(),
+            url: Some(url.into()),
+        })
     }
 
     /// The next value of the named counter: unique across nodes and restarts (idempotency keys of events
@@ -342,14 +364,14 @@ impl Meta {
 
     /// One round trip (readiness probes).
     pub async fn ping(&self) -> Result<(), MetaError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.op("ping")?;
+        sqlx::query("SELECT 1").execute(&self.read).await.op("ping")?;
         Ok(())
     }
 
     /// Callbacks not yet delivered or given up, on every node.
     pub async fn pending_callbacks(&self) -> Result<i64, MetaError> {
         let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.read)
             .await
             .op("pending_callbacks")?;
         Ok(row.try_get(0)?)
@@ -480,7 +502,7 @@ impl Meta {
         let row = sqlx::query(&format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE bucket = $1 AND name = $2"))
             .bind(bucket)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .op("get_channel")?;
         row.map(|r| channel_from_row(&r)).transpose()
@@ -505,7 +527,7 @@ impl Meta {
         .bind(prefix)
         .bind(marker)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .op("list_channels")?;
         rows.iter().map(channel_from_row).collect()
@@ -641,7 +663,7 @@ impl Meta {
         .bind(bucket)
         .bind(channel)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .op("history")?;
         rows.iter()
@@ -659,9 +681,10 @@ impl Meta {
     /// [`MetaError::SegmentConflict`].
     pub async fn add_segment(&self, bucket: &str, channel: &str, s: &SegmentRecord) -> Result<(), MetaError> {
         let mut tx = self.write_tx().await.op("add_segment")?;
-        let inserted = insert_segment(&mut tx, bucket, channel, s).await.op("add_segment")?;
+        let conflicts =
+            insert_segments(&mut tx, &[(bucket.to_owned(), channel.to_owned(), s.clone())]).await.op("add_segment")?;
         tx.commit().await.op("add_segment")?;
-        if inserted {
+        if conflicts.is_empty() {
             Ok(())
         } else {
             Err(MetaError::SegmentConflict { bucket: bucket.to_owned(), channel: channel.to_owned(), seq: s.seq })
@@ -687,13 +710,10 @@ impl Meta {
         seq_returns: &[lease::SeqReturn],
     ) -> Result<Committed, MetaError> {
         let mut tx = self.write_tx().await.op("commit_batch")?;
-        let mut done = Committed::default();
-        for (bucket, channel, s) in segments {
-            if !insert_segment(&mut tx, bucket, channel, s).await.op("commit_batch")? {
-                done.conflicts.push((bucket.clone(), channel.clone(), s.seq));
-            }
-        }
-        done.callback_conflicts = notify::insert_callbacks(&mut tx, callbacks).await.op("commit_batch")?;
+        let done = Committed {
+            conflicts: insert_segments(&mut tx, segments).await.op("commit_batch")?,
+            callback_conflicts: notify::insert_callbacks(&mut tx, callbacks).await.op("commit_batch")?,
+        };
         for r in seq_returns {
             lease::return_seqs(&mut tx, r).await.op("commit_batch")?;
         }
@@ -735,7 +755,7 @@ impl Meta {
         .bind(millis(before))
         .bind(i64::try_from(keep).unwrap_or(i64::MAX))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .op("expired_segments")?;
         rows.iter()
@@ -759,7 +779,7 @@ impl Meta {
         let row = sqlx::query("SELECT MAX(seq) FROM segments WHERE bucket = $1 AND channel = $2")
             .bind(bucket)
             .bind(channel)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.read)
             .await
             .op("max_segment_seq")?;
         opt_int(&row, 0)
@@ -782,7 +802,7 @@ impl Meta {
         .bind(channel)
         .bind(millis(to))
         .bind(millis(from))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .op("segments_between")?;
         rows.iter()
@@ -831,27 +851,65 @@ pub mod testing {
 }
 
 /// Inserts a segment row unless its `(bucket, channel, seq)` exists; returns whether it did.
-async fn insert_segment(
+/// Rows per multi-row statement: a batch of the journal (up to 512 entries) is a few statements, well
+/// under both backends' limits on bound parameters (SQLite 32766, PostgreSQL 65535).
+pub(crate) const ROWS_PER_STATEMENT: usize = 128;
+
+/// `($1, $2), ($3, $4)`: the VALUES list of `rows` rows of `cols` parameters each.
+pub(crate) fn values_list(rows: usize, cols: usize) -> String {
+    let mut sql = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", r * cols + c + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Indexes segments with one statement per [`ROWS_PER_STATEMENT`] rows, not one per row: each statement
+/// is a round trip to the database's thread or server, made while the transaction holds the write lock
+/// (SQLite's is the whole database's, and a lease renewal waits behind it). Returns the rows left out
+/// because their `(bucket, channel, seq)` was already indexed, in input order.
+async fn insert_segments(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    bucket: &str,
-    channel: &str,
-    s: &SegmentRecord,
-) -> Result<bool, MetaError> {
-    let done = sqlx::query(
-        "INSERT INTO segments (bucket, channel, seq, start_ms, duration_ms, object_key, discontinuity)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (bucket, channel, seq) DO NOTHING",
-    )
-    .bind(bucket)
-    .bind(channel)
-    .bind(big(s.seq))
-    .bind(millis(s.start))
-    .bind(big(s.duration_ms))
-    .bind(&s.object_key)
-    .bind(i64::from(s.discontinuity))
-    .execute(&mut **tx)
-    .await
-    .op("insert_segment")?;
-    Ok(done.rows_affected() == 1)
+    segments: &[(String, String, SegmentRecord)],
+) -> Result<Vec<(String, String, u64)>, MetaError> {
+    let mut conflicts = Vec::new();
+    for chunk in segments.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO segments (bucket, channel, seq, start_ms, duration_ms, object_key, discontinuity)
+             VALUES {} ON CONFLICT (bucket, channel, seq) DO NOTHING RETURNING bucket, channel, seq",
+            values_list(chunk.len(), 7)
+        );
+        let mut query = sqlx::query(&sql).persistent(false);
+        for (bucket, channel, s) in chunk {
+            query = query
+                .bind(bucket)
+                .bind(channel)
+                .bind(big(s.seq))
+                .bind(millis(s.start))
+                .bind(big(s.duration_ms))
+                .bind(&s.object_key)
+                .bind(i64::from(s.discontinuity));
+        }
+        let rows = query.fetch_all(&mut **tx).await.op("insert_segments")?;
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for r in &rows {
+            inserted.insert((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?, int::<u64>(r, 2)?));
+        }
+        // A key twice in one batch is inserted once: the first is the one stored.
+        for (bucket, channel, s) in chunk {
+            if !inserted.remove(&(bucket.clone(), channel.clone(), s.seq)) {
+                conflicts.push((bucket.clone(), channel.clone(), s.seq));
+            }
+        }
+    }
+    Ok(conflicts)
 }
 
 fn channel_from_row(r: &AnyRow) -> Result<ChannelRecord, MetaError> {
@@ -1079,6 +1137,40 @@ mod tests {
         assert_eq!(meta.max_segment_seq("live", "a").await.unwrap(), Some(4));
         assert_eq!(meta.max_segment_seq("live", "b").await.unwrap(), Some(3));
     }}
+
+    on_both! { async fn a_batch_larger_than_one_statement_reports_exactly_its_conflicts_in_order(db) {
+        let meta = db.open().await;
+        let seg = |seq: u64, key: &str| SegmentRecord {
+            seq,
+            start: from_millis(1_000 * seq as i64),
+            duration_ms: 1_000,
+            object_key: key.into(),
+            discontinuity: seq.is_multiple_of(7),
+        };
+        meta.add_segment("live", "a", &seg(250, "indexed before")).await.unwrap();
+        // Three statements' worth: a row already indexed, and a key twice in the batch (the first is kept).
+        let mut batch: Vec<_> = (0..300).map(|i| ("live".to_owned(), "a".to_owned(), seg(i, &format!("a{i}")))).collect();
+        batch.insert(10, ("live".to_owned(), "a".to_owned(), seg(5, "a5 again")));
+        batch.push(("live".to_owned(), "b".to_owned(), seg(250, "b250")));
+        let done = meta.commit_batch(&batch, &[]).await.unwrap();
+        assert_eq!(done.conflicts, [("live".to_owned(), "a".to_owned(), 5), ("live".to_owned(), "a".to_owned(), 250)]);
+        let rows = meta.segments_between("live", "a", from_millis(0), from_millis(1_000_000)).await.unwrap();
+        assert_eq!(rows.len(), 300);
+        assert_eq!(rows[5].object_key, "a5");
+        assert_eq!(rows[250].object_key, "indexed before");
+        assert_eq!((rows[299].object_key.as_str(), rows[299].seq, rows[299].duration_ms), ("a299", 299, 1_000));
+        assert_eq!(rows.iter().filter(|r| r.discontinuity).count(), 43, "flags kept per row");
+        assert_eq!(meta.max_segment_seq("live", "b").await.unwrap(), Some(250));
+    }}
+
+    #[tokio::test]
+    async fn sqlite_reads_go_through_connections_that_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("meta.db")).await.unwrap();
+        let write = sqlx::query("INSERT INTO counters (name, value) VALUES ('x', 1)").execute(&meta.read).await;
+        assert!(write.is_err(), "a write on a read connection would compete for the write lock");
+        assert_eq!(meta.next_id("x").await.unwrap(), 1, "the writer writes");
+    }
 
     on_both! { async fn counters_hand_out_each_value_once_across_handles(db) {
         let (a, b) = (db.open().await, db.open().await);

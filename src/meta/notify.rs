@@ -1,5 +1,6 @@
 //! Callback configuration, the outbox and the delivery log (schema: `migrations/0002_notify.sql`).
 
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 use sqlx::Row;
@@ -307,30 +308,39 @@ pub(crate) async fn insert_callbacks(
 ) -> Result<Vec<String>, MetaError> {
     let now = millis(SystemTime::now());
     let mut conflicts = Vec::new();
-    for c in callbacks {
-        let done = sqlx::query(
+    // One statement per chunk, not per row: each is a round trip made while the journal's transaction
+    // holds the write lock (see `insert_segments`).
+    for chunk in callbacks.chunks(super::ROWS_PER_STATEMENT) {
+        let sql = format!(
             "INSERT INTO outbox (kind, bucket, channel, url, payload, sign_key, idempotency_key, created_ms,
-                 next_attempt_ms, source_ref, notify_type, domain) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(c.payload.kind().as_str())
-        .bind(&c.bucket)
-        .bind(&c.channel)
-        .bind(&c.url)
-        .bind(c.payload.to_stored())
-        .bind(&c.sign_key)
-        .bind(&c.idempotency_key)
-        .bind(now)
-        .bind(now)
-        .bind(&c.source_ref)
-        .bind(&c.notify_type)
-        .bind(&c.domain)
-        .execute(&mut **tx)
-        .await
-        .op("insert_callbacks")?;
-        if done.rows_affected() == 0 {
-            conflicts.push(c.idempotency_key.clone());
+                 next_attempt_ms, source_ref, notify_type, domain) VALUES {}
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
+            super::values_list(chunk.len(), 12)
+        );
+        let mut query = sqlx::query(&sql).persistent(false);
+        for c in chunk {
+            query = query
+                .bind(c.payload.kind().as_str())
+                .bind(&c.bucket)
+                .bind(&c.channel)
+                .bind(&c.url)
+                .bind(c.payload.to_stored())
+                .bind(&c.sign_key)
+                .bind(&c.idempotency_key)
+                .bind(now)
+                .bind(now)
+                .bind(&c.source_ref)
+                .bind(&c.notify_type)
+                .bind(&c.domain);
         }
+        let rows = query.fetch_all(&mut **tx).await.op("insert_callbacks")?;
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for r in &rows {
+            inserted.insert(r.try_get::<String, _>(0)?);
+        }
+        // A key twice in one batch is queued once: the first is the one kept.
+        conflicts
+            .extend(chunk.iter().filter(|c| !inserted.remove(&c.idempotency_key)).map(|c| c.idempotency_key.clone()));
     }
     Ok(conflicts)
 }
@@ -391,7 +401,7 @@ impl Meta {
         .bind(bucket)
         .bind(project)
         .bind(project)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await
         .op("get_publish_notify")?;
         row.map(|r| {
@@ -536,7 +546,7 @@ impl Meta {
         .bind(bucket)
         .bind(project)
         .bind(project)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .op("record_callbacks")?;
         rows.iter()
@@ -667,7 +677,7 @@ impl Meta {
             "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts a WHERE a.outbox_id = $1 ORDER BY a.id"
         ))
         .bind(outbox_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .op("attempts")?;
         rows.iter().map(|r| attempt_from_row(r, 0)).collect()
@@ -680,7 +690,7 @@ impl Meta {
         ))
         .bind(state.map(OutboxState::as_str))
         .bind(state.map(OutboxState::as_str))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .op("outbox")?;
         rows.iter().map(|r| Ok((entry_from_row(r)?, named(r, 9, OutboxState::parse)?))).collect()
@@ -755,6 +765,11 @@ mod tests {
         assert_eq!(meta.prune_callbacks(far).await.unwrap(), 1, "only the delivered row goes");
         assert!(meta.attempts(due[0].id).await.unwrap().is_empty());
         assert_eq!(meta.outbox(Some(OutboxState::Pending)).await.unwrap().len(), 1);
+        // More rows than one statement takes: only the key already queued is reported, in place.
+        let mut many: Vec<NewCallback> = (0..300).map(|i| callback(&format!("m{i}"))).collect();
+        many.insert(150, callback("b"));
+        assert_eq!(meta.enqueue(&many).await.unwrap(), ["b"]);
+        assert_eq!(meta.outbox(Some(OutboxState::Pending)).await.unwrap().len(), 301);
     }}
 
     on_both! { async fn a_claim_of_a_dead_node_lapses_and_another_node_sends_the_row(db) {

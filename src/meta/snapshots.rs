@@ -116,7 +116,7 @@ impl Meta {
         .bind(millis(from))
         .bind(millis(to))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .op("snapshots_between")?;
         rows.iter().map(|r| record(r).map(|(_, s)| s)).collect()
@@ -136,7 +136,7 @@ impl Meta {
         .bind(dest_bucket)
         .bind(millis(before))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .op("expired_snapshots")?;
         rows.iter().map(record).collect()
