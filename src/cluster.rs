@@ -16,7 +16,7 @@
 //! A single node on SQLite runs the same code: the lease is one row it renews, and a restart deletes
 //! the leases it held before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -373,8 +373,11 @@ impl Cluster {
                 }
             }
             // Lost leases are fenced before the node deadline moves on, so no writer sees them held.
+            // A set, not a scan of `renewed` per lease: at 1000 leases that was a million comparisons
+            // under the `held` lock, on a runtime worker.
+            let renewed_holders: HashSet<&str> = renewed.iter().map(|r| r.holder.as_str()).collect();
             for (holder, h) in held.iter().filter(|(_, h)| h.confirmed.is_some_and(|t| t < sent)) {
-                if !renewed.iter().any(|r| &r.holder == holder) {
+                if !renewed_holders.contains(holder.as_str()) {
                     if h.fence.holds() {
                         warn!(channel = %h.key, "this node lost the channel's lease: it stops writing and ends the publish");
                     }

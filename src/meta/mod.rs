@@ -222,7 +222,7 @@ pub struct Meta {
     pub(crate) pool: AnyPool,
     /// Plain reads, outside any transaction. On SQLite, connections that cannot write (`query_only`),
     /// reading beside the writer (WAL); on PostgreSQL the same pool as `pool`.
-    read: AnyPool,
+    pub(crate) read: AnyPool,
     backend: Backend,
     /// Bumped by every write that changes callback configuration, so caches of it know to reload; on
     /// PostgreSQL also by other nodes' changes (`events::listen`).
