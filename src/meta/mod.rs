@@ -1112,15 +1112,19 @@ mod tests {
         assert_eq!(h[9].remote_addr, "h:11");
     }}
 
-    on_both! { async fn an_indexed_seq_is_never_replaced_and_the_highest_seq_is_where_a_channel_continues(db) {
-        let meta = db.open().await;
-        let seg = |seq: u64, key: &str| SegmentRecord {
+    /// A one-second segment at `seq` seconds, discontinuous when `seq` is a multiple of 7.
+    fn seg(seq: u64, key: &str) -> SegmentRecord {
+        SegmentRecord {
             seq,
             start: from_millis(1_000 * seq as i64),
             duration_ms: 1_000,
             object_key: key.into(),
-            discontinuity: false,
-        };
+            discontinuity: seq.is_multiple_of(7),
+        }
+    }
+
+    on_both! { async fn an_indexed_seq_is_never_replaced_and_the_highest_seq_is_where_a_channel_continues(db) {
+        let meta = db.open().await;
         assert_eq!(meta.max_segment_seq("live", "a").await.unwrap(), None);
         meta.add_segment("live", "a", &seg(3, "first")).await.unwrap();
         let again = meta.add_segment("live", "a", &seg(3, "second")).await.unwrap_err();
@@ -1140,13 +1144,6 @@ mod tests {
 
     on_both! { async fn a_batch_larger_than_one_statement_reports_exactly_its_conflicts_in_order(db) {
         let meta = db.open().await;
-        let seg = |seq: u64, key: &str| SegmentRecord {
-            seq,
-            start: from_millis(1_000 * seq as i64),
-            duration_ms: 1_000,
-            object_key: key.into(),
-            discontinuity: seq.is_multiple_of(7),
-        };
         meta.add_segment("live", "a", &seg(250, "indexed before")).await.unwrap();
         // Three statements' worth: a row already indexed, and a key twice in the batch (the first is kept).
         let mut batch: Vec<_> = (0..300).map(|i| ("live".to_owned(), "a".to_owned(), seg(i, &format!("a{i}")))).collect();
