@@ -184,23 +184,39 @@ impl Cluster {
             },
         );
         let remote_addr = remote.to_string();
-        let req = LeaseRequest {
-            bucket: key.bucket(),
-            channel: key.channel(),
-            node_id: &self.node.id,
-            holder: &holder,
-            remote_addr: &remote_addr,
-            user_args,
-            since,
-            lease: self.node.lease,
-        };
         let started = Instant::now();
         // The holder we asked to give way, and when: its node answers at its next renewal.
         let mut asked: Option<(String, Instant)> = None;
         let takeover_wait = self.node.renew * 2 + Duration::from_secs(1);
         let outcome = loop {
             let attempt = Instant::now();
-            let claimed = self.meta.claim_lease(&req).await;
+            let claimed = {
+                let owned = (
+                    key.clone(),
+                    self.node.id.clone(),
+                    holder.clone(),
+                    remote_addr.clone(),
+                    user_args.to_owned(),
+                    since,
+                    self.node.lease,
+                );
+                self.meta
+                    .off_media("claim_lease", move |meta| async move {
+                        let (key, node_id, holder, remote_addr, user_args, since, lease) = owned;
+                        let req = LeaseRequest {
+                            bucket: key.bucket(),
+                            channel: key.channel(),
+                            node_id: &node_id,
+                            holder: &holder,
+                            remote_addr: &remote_addr,
+                            user_args: &user_args,
+                            since,
+                            lease,
+                        };
+                        meta.claim_lease(&req).await
+                    })
+                    .await
+            };
             metrics().database(DatabaseOp::Claim, attempt.elapsed());
             match claimed {
                 Ok(Claim::Held(lease)) if lease.state == LeaseState::Flushing && started.elapsed() < FLUSH_WAIT => {
@@ -209,7 +225,14 @@ impl Cluster {
                 Ok(Claim::Held(lease))
                     if takeover.policy != TakeoverPolicy::Never && lease.node_id != self.node.id && asked.is_none() =>
                 {
-                    match self.meta.request_takeover(key.bucket(), key.channel(), &lease.holder).await {
+                    let (k, h) = (key.clone(), lease.holder.clone());
+                    let asked_node = self
+                        .meta
+                        .off_media("request_takeover", move |meta| async move {
+                            meta.request_takeover(k.bucket(), k.channel(), &h).await
+                        })
+                        .await;
+                    match asked_node {
                         Ok(Some(node)) => {
                             info!(channel = %key, node, "the channel is live on another node: asking it to give way");
                             asked = Some((lease.holder, Instant::now()));
@@ -250,7 +273,14 @@ impl Cluster {
         if let Some(held) = self.held().get_mut(holder) {
             held.stats = None;
         }
-        if let Err(e) = self.meta.lease_flushing(key.bucket(), key.channel(), holder).await {
+        let (k, h) = (key.clone(), holder.to_owned());
+        let marked =
+            self.meta
+                .off_media("lease_flushing", move |meta| async move {
+                    meta.lease_flushing(k.bucket(), k.channel(), &h).await
+                })
+                .await;
+        if let Err(e) = marked {
             warn!(channel = %key, error = %e, "cannot mark the lease flushing (the next publish waits for the lease)");
         }
     }
@@ -259,7 +289,15 @@ impl Cluster {
     /// retried by the renewal loop (it removes rows of this node that nothing holds).
     pub async fn release(&self, key: &ChannelKey, holder: &str) {
         self.held().remove(holder);
-        if let Err(e) = self.meta.release_lease(key.bucket(), key.channel(), holder).await {
+        let (k, h) = (key.clone(), holder.to_owned());
+        let released = self
+            .meta
+            .off_media(
+                "release_lease",
+                move |meta| async move { meta.release_lease(k.bucket(), k.channel(), &h).await },
+            )
+            .await;
+        if let Err(e) = released {
             warn!(channel = %key, error = %e, "cannot release the lease; the next renewal retries");
         }
     }

@@ -322,7 +322,12 @@ impl Session {
         let key = &who.key;
         let holding = ctx.budget.open().map_err(Refusal::Overloaded)?;
         let internal = |e: crate::meta::MetaError| Refusal::Internal(e.to_string());
-        let record = ctx.meta.get_channel(key.bucket(), key.channel()).await.map_err(internal)?;
+        let k = key.clone();
+        let record = ctx
+            .meta
+            .off_media("get_channel", move |m| async move { m.get_channel(k.bucket(), k.channel()).await })
+            .await
+            .map_err(internal)?;
         let settings = match policy.admit(&who, record.as_ref())? {
             Admission::Admit(settings) => settings,
             Admission::Create => {
@@ -367,7 +372,11 @@ impl Session {
             Ok(state) => state,
             Err(e) => {
                 error!(channel = %key, error = %e, "publish refused: cannot resume the channel's recording");
-                if let Err(e) = ctx.meta.close_push(claimed.push_id, SystemTime::now()).await {
+                let push_id = claimed.push_id;
+                let closed = ctx
+                    .meta
+                    .off_media("close_push", move |m| async move { m.close_push(push_id, SystemTime::now()).await });
+                if let Err(e) = closed.await {
                     warn!(channel = %key, error = %e, "cannot close the push-history record (the next start will)");
                 }
                 ctx.cluster.release(key, &claimed.holder).await;
@@ -564,7 +573,10 @@ impl Session {
                 retimed: stats.retimed,
             });
         }
-        if let Err(e) = meta.close_push(self.push_id, SystemTime::now()).await {
+        let push_id = self.push_id;
+        let closed =
+            meta.off_media("close_push", move |m| async move { m.close_push(push_id, SystemTime::now()).await });
+        if let Err(e) = closed.await {
             warn!(channel = %self.key(), error = %e, "cannot close the push-history record (the next start will)");
         }
         self.cluster.flushing(self.key(), &self.holder).await;
@@ -825,11 +837,18 @@ async fn resume(
     took_over: bool,
 ) -> Result<ChannelState, String> {
     let playlist = store.load_playlist(key, settings).await.map_err(|e| format!("stored playlist: {e}"))?;
-    let max_seq = meta.max_segment_seq(key.bucket(), key.channel()).await.map_err(|e| e.to_string())?;
+    let k = key.clone();
+    let max_seq = meta
+        .off_media("max_segment_seq", move |m| async move { m.max_segment_seq(k.bucket(), k.channel()).await })
+        .await
+        .map_err(|e| e.to_string())?;
     let mut state = ChannelState::resume(playlist, max_seq, settings.playlist_name.clone());
     let known = state.next_seq;
-    let seqs = meta
-        .reserve_seqs(key.bucket(), key.channel(), known, SEQ_BLOCK)
+    let k = key.clone();
+    let seqs =
+        meta.off_media("reserve_seqs", move |m| async move {
+            m.reserve_seqs(k.bucket(), k.channel(), known, SEQ_BLOCK).await
+        })
         .await
         .map_err(|e| format!("reserving sequence numbers: {e}"))?;
     (state.next_seq, state.seq_limit) = (seqs.start, seqs.end);

@@ -38,6 +38,8 @@ pub enum ServerError {
         "data folder {path} is in use by another livechannel server (lock {lock}); stop it, or give this one another data_dir"
     )]
     DataDirInUse { path: std::path::PathBuf, lock: std::path::PathBuf },
+    #[error("cannot start the metadata thread: {0}")]
+    MetaThread(std::io::Error),
     #[error("cannot lock the data folder {path}: {source}")]
     DataDirLock { path: std::path::PathBuf, source: std::io::Error },
 }
@@ -59,6 +61,30 @@ fn lock_data_dir(config: &Config) -> Result<Option<std::fs::File>, ServerError> 
         Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::DataDirInUse { path: dir.clone(), lock }),
         Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
     }
+}
+
+/// The runtime of the loops that only talk to the metadata database: the journal's commits, the lease
+/// renewal, the kick listener, and the lease, outbox and sequence writes of the media runtime's tasks
+/// (`Meta::off_media`). They run on a thread of their own so that a media runtime slowed by load (at 1000
+/// streams its wake-ups took up to seconds) cannot hold up a renewal until the node's fence lapses and
+/// it ends every publish it has: overload then makes segments late, not lost.
+///
+/// The thread lives as long as the runtime that started it, even after `Server::shutdown`: database
+/// connections opened from it are registered with its I/O driver, and the pool may still hand them to
+/// callers on the other runtime.
+fn meta_runtime() -> std::io::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let handle = runtime.handle().clone();
+    let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+    // Not tracked: dropped, and so `gone` resolved, when the caller's runtime shuts down.
+    tokio::spawn(async move {
+        let _alive = alive;
+        std::future::pending::<()>().await
+    });
+    std::thread::Builder::new().name("livechannel-meta".to_owned()).spawn(move || {
+        let _ = runtime.block_on(gone);
+    })?;
+    Ok(handle)
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -133,14 +159,15 @@ impl Server {
                 Err(e) => warn!(error = %e, folder = %media.display(), "cannot clean unfinished uploads"),
             });
         }
-        let meta = Meta::open_config(&config).await?;
+        let tracker = TaskTracker::new();
+        let meta_rt = meta_runtime().map_err(ServerError::MetaThread)?;
+        let meta = Meta::open_config(&config).await?.with_home(meta_rt.clone());
         let keys = Keys::new(config.access_keys.clone());
         let notifier = Notifier::new(meta.clone(), node_ip(&config, rtmp_addr), config.node.id.clone());
         let endpoint = config.public_endpoint.clone().unwrap_or_else(|| http_addr.to_string());
 
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
         let channels = Arc::new(Channels::default());
         let (journal, journal_rx) = Journal::new();
         let journal_store: Arc<dyn JournalStore> = match observers.journal_store {
@@ -148,7 +175,10 @@ impl Server {
             None => Arc::new(meta.clone()),
         };
         // Ends once every publish and writer let go of its handle (after the listeners stopped).
-        tracker.spawn(journal::run(journal_rx, journal_store, notifier.clone(), Arc::clone(journal.counters())));
+        tracker.spawn_on(
+            journal::run(journal_rx, journal_store, notifier.clone(), Arc::clone(journal.counters())),
+            &meta_rt,
+        );
         let journal_handle = journal.downgrade();
         let cluster = Cluster::new(config.node.clone(), meta.clone(), Arc::clone(&channels), &journal);
         // This node's leases from before a crash are dead (their stop callbacks go out now); then every
@@ -158,10 +188,10 @@ impl Server {
         if dead > 0 || recovered > 0 {
             warn!(leases = dead, pushes = recovered, node = %config.node.id, "closed publishes left open by an unclean stop");
         }
-        tracker.spawn(Arc::clone(&cluster).run(shutdown.clone()));
+        tracker.spawn_on(Arc::clone(&cluster).run(shutdown.clone()), &meta_rt);
         tracker.spawn(crate::retention::run(Arc::clone(&config), meta.clone(), store.clone(), shutdown.clone()));
         let kicked = Arc::clone(&cluster);
-        tracker.spawn(meta.clone().listen(move |node| kicked.on_kick(node), shutdown.clone()));
+        tracker.spawn_on(meta.clone().listen(move |node| kicked.on_kick(node), shutdown.clone()), &meta_rt);
         let snapshots = crate::snapshot::pool::Snapshots::start(
             config.snapshots.clone(),
             store.clone(),

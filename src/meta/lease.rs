@@ -239,12 +239,15 @@ impl Meta {
         // The rows are read afterwards, not returned by the UPDATE: a statement holds SQLite's write
         // lock until its last row is taken, and rows go to the async side 50 at a time, each hand-off a
         // wake-up of the task; at 1000 leases on a loaded runtime that held every writer for seconds.
+        // Both statements on one connection: the read pool is where every publish's start-up reads
+        // queue, and at 1000 publishes starting at once the renewal waited there until its leases lapsed.
+        let mut conn = self.pool.acquire().await.op("renew_leases")?;
         sqlx::query(&format!(
             "UPDATE live_leases SET lease_until_ms = {now} + $2 WHERE node_id = $1 AND lease_until_ms >= {now}"
         ))
         .bind(node_id)
         .bind(big(lease.as_millis()))
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .op("renew_leases")?;
         let rows = sqlx::query(&format!(
@@ -252,9 +255,10 @@ impl Meta {
              FROM live_leases WHERE node_id = $1 AND lease_until_ms >= {now}"
         ))
         .bind(node_id)
-        .fetch_all(&self.read)
+        .fetch_all(&mut *conn)
         .await
         .op("renew_leases")?;
+        drop(conn);
         rows.iter()
             .map(|r| {
                 Ok(Renewed {

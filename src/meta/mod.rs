@@ -49,6 +49,9 @@ pub enum MetaError {
     Migrate(sqlx::migrate::MigrateError),
     #[error("metadata database holds an invalid record: {0}")]
     Corrupt(String),
+    /// The metadata thread ended (the server is stopping) or the operation panicked there.
+    #[error("metadata database, {op}: the metadata thread {}", if *.panicked { "panicked" } else { "has stopped" })]
+    Stopped { op: &'static str, panicked: bool },
     #[error("segment {bucket}/{channel} seq {seq} is already indexed")]
     SegmentConflict { bucket: String, channel: String, seq: u64 },
 }
@@ -66,7 +69,7 @@ impl MetaError {
                     | sqlx::Error::Tls(_)
                     | sqlx::Error::WorkerCrashed,
                 ..
-            }
+            } | MetaError::Stopped { panicked: false, .. }
         )
     }
 }
@@ -229,6 +232,8 @@ pub struct Meta {
     config_generation: Arc<AtomicU64>,
     /// The PostgreSQL URL, for the notification listener (never logged).
     url: Option<Arc<str>>,
+    /// The server's metadata thread (`server::meta_runtime`), where [`Meta::off_media`] runs writes.
+    home: Option<tokio::runtime::Handle>,
 }
 
 pub fn millis(t: SystemTime) -> i64 {
@@ -270,6 +275,48 @@ pub(crate) fn big<T: TryInto<i64>>(v: T) -> i64 {
 }
 
 impl Meta {
+    /// This handle, and every clone of it made afterwards, runs [`Meta::off_media`] on `home`.
+    pub fn with_home(mut self, home: tokio::runtime::Handle) -> Meta {
+        self.home = Some(home);
+        self
+    }
+
+    /// Runs `f` on the metadata thread, when the server has one, and waits for its result.
+    ///
+    /// Why: every statement is a round trip between the database connection and the task that awaits
+    /// it, and a transaction (or an acquired connection) stays held across all of them. Awaited from a
+    /// media runtime slowed by load, each round trip waits for a wake-up there (up to seconds at 1000
+    /// streams), so 1000 publishes claiming at once held SQLite's one writer for seconds each and the
+    /// lease renewal queued behind them until the node's leases lapsed. On the metadata thread the
+    /// round trips are quick and only the final answer waits for the media runtime.
+    ///
+    /// If the caller is dropped meanwhile, `f` still runs to its end (a claim then leaves a lease row
+    /// that the next renewal releases as an orphan).
+    pub async fn off_media<T, F>(&self, op: &'static str, f: impl FnOnce(Meta) -> F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, MetaError>> + Send + 'static,
+    {
+        match &self.home {
+            None => f(self.clone()).await,
+            Some(home) => home
+                .spawn(f(self.clone()))
+                .await
+                .unwrap_or_else(|e| Err(MetaError::Stopped { op, panicked: e.is_panic() })),
+        }
+    }
+
+    /// Spawns `f` where [`Meta::off_media`] runs it, without waiting for it.
+    pub fn spawn_off_media<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.home {
+            None => drop(tokio::spawn(f)),
+            Some(home) => drop(home.spawn(f)),
+        }
+    }
+
     /// Opens (creating if needed) the SQLite database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Meta, MetaError> {
         Meta::open_sqlite(path, 4).await
@@ -315,7 +362,7 @@ impl Meta {
         let read = connect(max_connections.max(1), "PRAGMA busy_timeout = 5000; PRAGMA query_only = ON")
             .await
             .map_err(|source| MetaError::Open { url: shown.clone(), source })?;
-        Ok(Meta { pool, read, backend: Backend::Sqlite, config_generation: Arc::default(), url: None })
+        Ok(Meta { pool, read, backend: Backend::Sqlite, config_generation: Arc::default(), url: None, home: None })
     }
 
     /// Connects to PostgreSQL and applies pending migrations (under the migrator's advisory lock, so
@@ -345,6 +392,7 @@ impl Meta {
             backend: Backend::Postgres,
             config_generation: Arc::default(),
             url: Some(url.into()),
+            home: None,
         })
     }
 

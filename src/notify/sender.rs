@@ -143,9 +143,17 @@ pub struct NodeOutbox {
     pub claim: Duration,
 }
 
+// Each call runs on the metadata thread (`Meta::off_media`): the sender polls every second with a
+// write transaction, and awaited from a loaded media runtime that held SQLite's one writer across
+// seconds of wake-ups, long enough for the lease renewal behind it to lose the node's leases.
 impl Outbox for NodeOutbox {
     fn due(&self, now: SystemTime, limit: u32) -> BoxFuture<'_, Result<Vec<OutboxEntry>, MetaError>> {
-        Box::pin(self.meta.due_callbacks(&self.node, self.claim, now, limit))
+        let (node, claim) = (self.node.clone(), self.claim);
+        Box::pin(
+            self.meta.off_media("due_callbacks", move |meta| async move {
+                meta.due_callbacks(&node, claim, now, limit).await
+            }),
+        )
     }
 
     fn record<'a>(
@@ -154,16 +162,28 @@ impl Outbox for NodeOutbox {
         attempt: &'a Attempt,
         retry_at: Option<SystemTime>,
     ) -> BoxFuture<'a, Result<(), MetaError>> {
-        Box::pin(self.meta.record_attempt(id, attempt, retry_at))
+        let attempt = attempt.clone();
+        Box::pin(
+            self.meta.off_media("record_attempt", move |meta| async move {
+                meta.record_attempt(id, &attempt, retry_at).await
+            }),
+        )
     }
 
     fn prune(&self, before: SystemTime) -> BoxFuture<'_, Result<u64, MetaError>> {
-        Box::pin(self.meta.prune_callbacks(before))
+        Box::pin(self.meta.off_media("prune_callbacks", move |meta| async move { meta.prune_callbacks(before).await }))
     }
 
     fn release(&self, id: i64) -> BoxFuture<'_, ()> {
+        let node = self.node.clone();
         Box::pin(async move {
-            if let Err(e) = self.meta.release_callback_claim(id, &self.node).await {
+            let released =
+                self.meta
+                    .off_media("release_callback_claim", move |meta| async move {
+                        meta.release_callback_claim(id, &node).await
+                    })
+                    .await;
+            if let Err(e) = released {
                 debug!(id, error = %e, "cannot give back a callback claim (it lapses by itself)");
             }
         })

@@ -136,7 +136,7 @@ impl SeqReservation {
         }
         let (meta, key, block) = (self.meta.clone(), key.clone(), self.block);
         let (extended, asking) = (Arc::clone(&self.extended), Arc::clone(&self.asking));
-        tokio::spawn(async move {
+        meta.clone().spawn_off_media(async move {
             match meta.extend_seqs(key.bucket(), key.channel(), end, block).await {
                 Ok(Some(new_end)) => {
                     extended.fetch_max(new_end, Ordering::AcqRel);

@@ -23,6 +23,7 @@ mod s3_outage;
 mod sdk_interop;
 mod slow_meta;
 mod snapshots;
+mod stalled_runtime;
 mod storage;
 mod support;
 mod takeover;
