@@ -9,12 +9,14 @@
 # Servers: livechannel (local folder + SQLite), livechannel-s3pg (s3s-fs on loopback + a throw-away
 # PostgreSQL from .ci/postgres.sh; CPU and memory are livechannel's own, not the backends'), nginx.
 # Env: SERVERS (default "livechannel nginx"), WARMUP, WINDOW, LATENCY (seconds; defaults 10, 20, 15),
-# MAX_N (default 800), OUT (results dir), SKIP_BUILD (use the release binaries as they are).
+# MAX_N (default 800), OUT (results dir), SKIP_BUILD (use the release binaries as they are),
+# DISK_FLOOR_MB (default 4096: a run is stopped when the disk gets this full).
 # Needs: ffmpeg (makes the 720p input), nginx + libnginx-mod-rtmp, python3; for livechannel-s3pg also
 # s3s-fs on PATH and Debian's postgresql (run as root). Runs for several minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WARMUP=${WARMUP:-10}; WINDOW=${WINDOW:-20}; LATENCY=${LATENCY:-15}; MAX_N=${MAX_N:-800}
+DISK_FLOOR_MB=${DISK_FLOOR_MB:-4096}
 OUT=${OUT:-target/compare}
 mkdir -p "$OUT"
 work=$(mktemp -d)
@@ -172,9 +174,19 @@ run() {  # server N
   run_dir "$server" "$n"
   "start_$server"
   ulimit -n 20000 || true
+  # The final check of 1000 streams on a loaded server can take minutes while every publisher goes on
+  # writing 354 KB/s (a run on 2026-12-07 wrote 48 GB and filled the disk): stop the run, not the machine.
+  ( while sleep 2; do
+      if [ $(( $(df --output=avail -k "$work" | tail -n 1) / 1024 )) -lt "$DISK_FLOOR_MB" ]; then
+        echo "  compare.sh: under $DISK_FLOOR_MB MiB free in $work: stopping the $server run at N = $n" >&2
+        kill -KILL $(pidof livechannel-bench) 2>/dev/null || true; exit
+      fi
+    done ) &
+  local guard=$!
   target/release/livechannel-bench --rtmp "127.0.0.1:$RTMP" --file "$input" --streams "$n" --ramp 2 \
     --warmup "$WARMUP" --window "$WINDOW" --latency-window "$LATENCY" --hls "$URL" --pids "$PIDS" \
     --label "$server" --json "$OUT/$server-$n.json" | sed 's/^/  /'
+  kill "$guard" 2>/dev/null || true
   stop_server
   if declare -F "after_$server" >/dev/null; then "after_$server" "$OUT/$server-$n.json"; fi
 }
