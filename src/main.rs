@@ -114,6 +114,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written is dropped. tracing-subscriber would report it with
+        // `eprintln!`, which panics when stderr itself cannot be written: with the log on a full disk,
+        // every thread that logged died (the server at start, a storage writer thread at its first
+        // "not stored" warning, a connection's task), on the very disk full it should ride out.
+        .log_internal_errors(false)
         .init();
     let Command::Serve { config, rtmp_listen, http_listen, data_dir, node_id, node_address } = cli.command;
     let config =

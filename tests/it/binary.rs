@@ -107,3 +107,74 @@ async fn the_access_log_has_a_line_per_publish_start_end_and_refusal_and_none_fo
     assert!(with("health check").is_empty() && with("before the handshake").is_empty(), "{text}");
     assert!(!text.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
 }
+
+/// A port nothing listens on now, for a server that cannot print the addresses it bound.
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A log that cannot be written (stderr on `/dev/full`, as on a full disk) costs log lines, not the
+/// server: it starts, takes a publish at debug level and stores and serves every segment. Before, the
+/// logging library reported the failed write with `eprintln!`, which panics when stderr fails: the
+/// server exited with 101 at its first line, and under load a storage writer thread died at its first
+/// "not stored" warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_costs_log_lines_not_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rtmp, http) = (free_addr(), free_addr());
+    let config = dir.path().join("lc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "rtmp_listen = \"{rtmp}\"\nhttp_listen = \"{http}\"\ndata_dir = {:?}\n\
+             [channel_defaults]\nfrag_duration = 1\nfrag_count = 20\n\
+             [[buckets]]\nname = \"live\"\nacl = \"public-read-write\"\nauto_create_channels = true\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_livechannel"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("LIVECHANNEL_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(full))
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(20), "the server to listen", async || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server exited with {status} while its log could not be written");
+        }
+        tokio::net::TcpStream::connect(rtmp).await.ok().map(drop)
+    })
+    .await;
+
+    let tags = tags("media/av_no_bframes.flv");
+    if let Err(e) = publish(rtmp, "nolog", &tags).await {
+        panic!(
+            "the publish failed ({e}); the server: {:?}",
+            child.try_wait().unwrap().map_or("running".into(), |s| s.to_string())
+        );
+    }
+    eventually(Duration::from_secs(20), "the publish to end", async || {
+        http_request(http, "GET", "/live/nolog?live&comp=stat", &[])
+            .await
+            .text()
+            .contains("<Status>Idle</Status>")
+            .then_some(())
+    })
+    .await;
+    let text = http_request(http, "GET", "/live/nolog/playlist.m3u8", &[]).await.text();
+    let segments: Vec<&str> = text.lines().filter(|l| l.ends_with(".ts")).collect();
+    assert!(segments.len() as f64 >= media_duration(&tags).floor() - 1.0, "{text}");
+    for name in segments {
+        let ts = http_request(http, "GET", &format!("/live/nolog/{name}"), &[]).await;
+        assert_eq!(ts.status, 200, "{name}");
+        assert_eq!(ts.body.first(), Some(&0x47), "{name} is not TS");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the server exited");
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success(), "a clean stop, with nothing to log to");
+}
