@@ -348,10 +348,17 @@ async fn take(shared: &Shared, job: &Job, ppm: Bytes, decoded: Duration, at: Sys
         at,
     });
     let mut attempt = 0;
+    let message = new_callback(feed, String::new(), body, "snapshot");
     loop {
         attempt += 1;
-        let announce = |id: i64| Some(new_callback(feed, format!("snapshot-{id}"), body.clone(), "snapshot"));
-        match shared.meta.add_snapshot(&record, announce).await {
+        // On the metadata thread (`Meta::off_media`): a transaction awaited from the media runtime holds
+        // SQLite's one writer across its wake-ups, which overload makes slow.
+        let (record, message) = (record.clone(), message.clone());
+        let added = shared.meta.off_media("add_snapshot", move |meta| async move {
+            let announce = |id: i64| Some(NewCallback { idempotency_key: format!("snapshot-{id}"), ..message });
+            meta.add_snapshot(&record, announce).await
+        });
+        match added.await {
             Ok(_) => break,
             Err(e) if attempt < INDEX_ATTEMPTS => {
                 warn!(channel = %feed.key, error = %e, attempt, "indexing a snapshot failed; retrying");
