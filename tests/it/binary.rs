@@ -108,9 +108,22 @@ async fn the_access_log_has_a_line_per_publish_start_end_and_refusal_and_none_fo
     assert!(!text.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
 }
 
-/// A port nothing listens on now, for a server that cannot print the addresses it bound.
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// The port the process `pid` listens on at `ip` (in /proc/net/tcp's hex: 127.0.0.1 is `0100007F`):
+/// found through its own sockets, so that no other test's listener can be mistaken for it.
+fn listening_port(pid: u32, ip: &str) -> Option<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| Some(l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
+        .collect();
+    std::fs::read_to_string("/proc/net/tcp").ok()?.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (addr, port) = f.get(1)?.split_once(':')?;
+        // State 0A is LISTEN; field 9 is the socket's inode.
+        (addr == ip && f.get(3) == Some(&"0A") && inodes.contains(*f.get(9)?))
+            .then(|| u16::from_str_radix(port, 16).ok())?
+    })
 }
 
 /// A log that cannot be written (stderr on `/dev/full`, as on a full disk) costs log lines, not the
@@ -121,12 +134,13 @@ fn free_addr() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_that_cannot_be_written_costs_log_lines_not_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let (rtmp, http) = (free_addr(), free_addr());
     let config = dir.path().join("lc.toml");
+    // Port 0 on two loopback addresses: the server cannot print what it bound, so the test reads its
+    // sockets, and tells RTMP from HTTP by address.
     std::fs::write(
         &config,
         format!(
-            "rtmp_listen = \"{rtmp}\"\nhttp_listen = \"{http}\"\ndata_dir = {:?}\n\
+            "rtmp_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.2:0\"\ndata_dir = {:?}\n\
              [channel_defaults]\nfrag_duration = 1\nfrag_count = 20\n\
              [[buckets]]\nname = \"live\"\nacl = \"public-read-write\"\nauto_create_channels = true\n",
             dir.path().join("data")
@@ -142,11 +156,13 @@ async fn a_log_that_cannot_be_written_costs_log_lines_not_the_server() {
         .stderr(Stdio::from(full))
         .spawn()
         .unwrap();
-    eventually(Duration::from_secs(20), "the server to listen", async || {
+    let (rtmp, http) = eventually(Duration::from_secs(20), "the server to listen", async || {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the server exited with {status} while its log could not be written");
         }
-        tokio::net::TcpStream::connect(rtmp).await.ok().map(drop)
+        let rtmp = listening_port(child.id(), "0100007F")?;
+        let http = listening_port(child.id(), "0200007F")?;
+        Some((SocketAddr::from(([127, 0, 0, 1], rtmp)), SocketAddr::from(([127, 0, 0, 2], http))))
     })
     .await;
 
@@ -157,18 +173,14 @@ async fn a_log_that_cannot_be_written_costs_log_lines_not_the_server() {
             child.try_wait().unwrap().map_or("running".into(), |s| s.to_string())
         );
     }
-    eventually(Duration::from_secs(20), "the publish to end", async || {
-        http_request(http, "GET", "/live/nolog?live&comp=stat", &[])
-            .await
-            .text()
-            .contains("<Status>Idle</Status>")
-            .then_some(())
+    // Everything is sent; the writer stores the last segments after the publish ends.
+    let expected = media_duration(&tags).floor() as usize - 1;
+    let text = eventually(Duration::from_secs(20), "every segment in the playlist", async || {
+        let text = http_request(http, "GET", "/live/nolog/playlist.m3u8", &[]).await.text();
+        (text.lines().filter(|l| l.ends_with(".ts")).count() >= expected).then_some(text)
     })
     .await;
-    let text = http_request(http, "GET", "/live/nolog/playlist.m3u8", &[]).await.text();
-    let segments: Vec<&str> = text.lines().filter(|l| l.ends_with(".ts")).collect();
-    assert!(segments.len() as f64 >= media_duration(&tags).floor() - 1.0, "{text}");
-    for name in segments {
+    for name in text.lines().filter(|l| l.ends_with(".ts")) {
         let ts = http_request(http, "GET", &format!("/live/nolog/{name}"), &[]).await;
         assert_eq!(ts.status, 200, "{name}");
         assert_eq!(ts.body.first(), Some(&0x47), "{name} is not TS");
