@@ -83,6 +83,33 @@ struct Held {
     stats: Option<crate::channels::SharedStats>,
 }
 
+/// A claim's request, owned, so that it can be sent from the metadata thread.
+#[derive(Clone)]
+struct ClaimArgs {
+    key: ChannelKey,
+    node_id: String,
+    holder: String,
+    remote_addr: String,
+    user_args: String,
+    since: SystemTime,
+    lease: Duration,
+}
+
+impl ClaimArgs {
+    fn request(&self) -> LeaseRequest<'_> {
+        LeaseRequest {
+            bucket: self.key.bucket(),
+            channel: self.key.channel(),
+            node_id: &self.node_id,
+            holder: &self.holder,
+            remote_addr: &self.remote_addr,
+            user_args: &self.user_args,
+            since: self.since,
+            lease: self.lease,
+        }
+    }
+}
+
 pub struct Cluster {
     node: NodeConfig,
     meta: Meta,
@@ -183,40 +210,26 @@ impl Cluster {
                 stats: Some(Arc::clone(&local.stats)),
             },
         );
-        let remote_addr = remote.to_string();
+        let args = ClaimArgs {
+            key: key.clone(),
+            node_id: self.node.id.clone(),
+            holder: holder.clone(),
+            remote_addr: remote.to_string(),
+            user_args: user_args.to_owned(),
+            since,
+            lease: self.node.lease,
+        };
         let started = Instant::now();
         // The holder we asked to give way, and when: its node answers at its next renewal.
         let mut asked: Option<(String, Instant)> = None;
         let takeover_wait = self.node.renew * 2 + Duration::from_secs(1);
         let outcome = loop {
             let attempt = Instant::now();
-            let claimed = {
-                let owned = (
-                    key.clone(),
-                    self.node.id.clone(),
-                    holder.clone(),
-                    remote_addr.clone(),
-                    user_args.to_owned(),
-                    since,
-                    self.node.lease,
-                );
-                self.meta
-                    .off_media("claim_lease", move |meta| async move {
-                        let (key, node_id, holder, remote_addr, user_args, since, lease) = owned;
-                        let req = LeaseRequest {
-                            bucket: key.bucket(),
-                            channel: key.channel(),
-                            node_id: &node_id,
-                            holder: &holder,
-                            remote_addr: &remote_addr,
-                            user_args: &user_args,
-                            since,
-                            lease,
-                        };
-                        meta.claim_lease(&req).await
-                    })
-                    .await
-            };
+            let args = args.clone();
+            let claimed = self
+                .meta
+                .off_media("claim_lease", move |meta| async move { meta.claim_lease(&args.request()).await })
+                .await;
             metrics().database(DatabaseOp::Claim, attempt.elapsed());
             match claimed {
                 Ok(Claim::Held(lease)) if lease.state == LeaseState::Flushing && started.elapsed() < FLUSH_WAIT => {
