@@ -4,7 +4,8 @@
 //! `ServerSession`), its media into ingest.
 //!
 //! Input: `fixtures/media/av_bframes.flv` looped 100 times with monotonic timestamps (~32 MB, ~1000 s of
-//! 320x180 H.264 + AAC). The RTMP form is what rml_rtmp's `ClientSession` sends for those tags after
+//! 320x180 H.264 + AAC), or the FLV file `REMUX_FLV` names, looped to about as many bytes (compare.sh's
+//! `target/input720.flv` has the frame sizes of a 2.7 Mbit/s 720p stream). The RTMP form is what rml_rtmp's `ClientSession` sends for those tags after
 //! connect and publish (chunk size 4096), cut into 64 KiB reads. Criterion reports both throughputs. After
 //! it, the same input is remuxed by `ffmpeg -c copy -f mpegts` (when ffmpeg is installed) and by us, five
 //! times each, and the medians are printed side by side with their ratio, together with heap allocations
@@ -22,6 +23,7 @@ use livechannel::hls::{Output, SegmenterConfig};
 use livechannel::ingest::Ingest;
 use livechannel::rtmp::guard::{Guard, Limits};
 use livechannel::rtmp::{Input, feed_session};
+use livechannel::storage::{LIVE_CHUNK, UPLOAD_CHUNK};
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionResult, PublishRequestType, ServerSession, ServerSessionConfig,
     ServerSessionEvent, ServerSessionResult,
@@ -49,13 +51,26 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const LOOPS: u32 = 100;
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/media/av_bframes.flv");
+
+/// The input file, and how many times it is looped.
+fn source() -> (String, u32) {
+    match std::env::var("REMUX_FLV") {
+        Ok(path) => {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(1).max(1);
+            let loops = (32_000_000 / size).clamp(1, u64::from(LOOPS)) as u32;
+            (path, loops)
+        }
+        Err(_) => (FIXTURE.to_owned(), LOOPS),
+    }
+}
 
 fn input() -> Vec<Tag> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/media/av_bframes.flv");
-    let one = file::parse(Bytes::from(std::fs::read(path).expect("fixture"))).expect("fixture parses");
+    let (path, loops) = source();
+    let one = file::parse(Bytes::from(std::fs::read(&path).expect("bench input"))).expect("bench input parses");
     let span = one.iter().map(|t| t.timestamp_ms).max().unwrap_or(0) + 40;
     let mut tags = Vec::new();
-    for i in 0..LOOPS {
+    for i in 0..loops {
         for (j, t) in one.iter().enumerate() {
             // Sequence headers only once, at the start, as a real publish sends them.
             let is_header = t.body.get(1) == Some(&0);
@@ -69,9 +84,9 @@ fn input() -> Vec<Tag> {
     tags
 }
 
-/// Remuxes every tag; returns TS bytes produced.
-fn remux(tags: &[Tag], outputs: &mut Vec<Output>) -> usize {
-    let mut ingest = Ingest::new(SegmenterConfig::new(2));
+/// Remuxes every tag into chunks of about `chunk_size`; returns TS bytes produced.
+fn remux(tags: &[Tag], chunk_size: usize, outputs: &mut Vec<Output>) -> usize {
+    let mut ingest = Ingest::new(SegmenterConfig { chunk_size, ..SegmenterConfig::new(2) });
     let now = SystemTime::UNIX_EPOCH;
     let mut produced = 0;
     for tag in tags {
@@ -230,7 +245,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(8));
     let mut outputs = Vec::with_capacity(16);
-    group.bench_function("flv_tags_to_ts_segments", |b| b.iter(|| remux(&tags, &mut outputs)));
+    group.bench_function("flv_tags_to_ts_segments", |b| b.iter(|| remux(&tags, UPLOAD_CHUNK, &mut outputs)));
     let rtmp = rtmp_input(&tags);
     group.throughput(Throughput::Bytes(rtmp.media.len() as u64));
     group.bench_function("rtmp_chunks_to_ts_segments", |b| b.iter(|| rtmp_remux(&rtmp, true, &mut outputs)));
@@ -250,20 +265,24 @@ fn compare_with_ffmpeg() {
 
     let mut outputs = Vec::with_capacity(16);
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let ts_bytes = remux(&tags, &mut outputs);
+    let ts_bytes = remux(&tags, UPLOAD_CHUNK, &mut outputs);
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    let ours = median(
-        (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                std::hint::black_box(remux(&tags, &mut outputs));
-                t.elapsed()
-            })
-            .collect(),
-    );
+    let timed = |chunk_size: usize, outputs: &mut Vec<Output>| {
+        median(
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(remux(&tags, chunk_size, outputs));
+                    t.elapsed()
+                })
+                .collect(),
+        )
+    };
+    let ours = timed(UPLOAD_CHUNK, &mut outputs);
     let mb = |bytes: usize, d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
+    let (path, loops) = source();
     println!(
-        "\n== remux comparison on the same input ({} MB FLV, {frames} frames, {LOOPS} loops of av_bframes.flv)",
+        "\n== remux comparison on the same input ({} MB FLV, {frames} frames, {loops} loops of {path})",
         flv.len() / 1_000_000
     );
     println!(
@@ -278,6 +297,17 @@ fn compare_with_ffmpeg() {
         ts_bytes / 65536
     );
     let _ = tag_bytes;
+    // The local backend's live path hands out smaller chunks (`LIVE_CHUNK`); a 720p P-frame is bigger.
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    remux(&tags, LIVE_CHUNK, &mut outputs);
+    let live_allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let live = timed(LIVE_CHUNK, &mut outputs);
+    println!(
+        "remux, {} KiB chunks    : {:>8.1} MB/s of FLV in ({live:?} per run); {:.3} heap allocations per frame",
+        LIVE_CHUNK / 1024,
+        mb(flv.len(), live),
+        live_allocations as f64 / frames as f64
+    );
 
     // The RTMP layer: the same tags as RTMP chunks, read as a connection reads them, without and with
     // the remux behind it. Allocations are counted over the media only (after publish).

@@ -328,3 +328,31 @@ proptest! {
         prop_assert_eq!(total, written_end - first);
     }
 }
+
+/// A frame bigger than the chunk buffer gets a buffer it fits in before it is muxed, with the bytes
+/// already in use moved over, so the muxer never has to grow (realloc) the buffer itself.
+#[test]
+fn a_frame_bigger_than_the_chunk_buffer_is_muxed_without_growing_the_buffer() {
+    let config = avc();
+    for (keyframe, size) in [(false, 11_000), (true, 60_000), (false, 100)] {
+        let mut p = (size as u32).to_be_bytes().to_vec();
+        p.push(if keyframe { 0x65 } else { 0x41 });
+        p.resize(4 + size, 0x5a);
+        let frame = Frame {
+            track: Track::Video,
+            dts: Timestamp90k(0),
+            pts: Timestamp90k(0),
+            keyframe,
+            payload: Bytes::from(p),
+        };
+        let mut buf = Vec::with_capacity(chunk_capacity(8192));
+        buf.extend_from_slice(&[0x47; 376]);
+        make_room(&mut buf, chunk_capacity(8192), Some(&config), &frame);
+        assert_eq!(buf, [0x47; 376], "the bytes in use move with the buffer");
+        let capacity = buf.capacity();
+        let mut muxer = Muxer::new(Tracks { video: true, audio: false });
+        muxer.write_video(frame.dts, frame.pts, keyframe, &frame.payload, &config, &mut buf).unwrap();
+        assert!(buf.len() > 376 + size, "the frame was muxed");
+        assert_eq!(buf.capacity(), capacity, "a {size}-byte frame made the muxer grow the buffer");
+    }
+}
