@@ -27,11 +27,8 @@ use crate::notify::{CallbackEvent, Notifier};
 /// Entries the queue holds before new ones are dropped: about a minute of segments and callbacks for a
 /// thousand channels, a few hundred bytes each.
 pub const QUEUE_ENTRIES: usize = 64 * 1024;
-/// How long the writer gathers entries before it commits them. Each commit is several round trips to the
-/// database's worker thread (with SQLite, two thread wake-ups each): at 200 streams, 100 segments a second
-/// arrive spread out, and a 5 ms window made about 65 transactions of them. 50 ms makes about 17, and
-/// nothing on the media or playlist path waits for a commit.
-const BATCH_WINDOW: Duration = Duration::from_millis(50);
+/// How long the writer gathers entries before it commits them.
+const BATCH_WINDOW: Duration = Duration::from_millis(5);
 const MAX_BATCH: usize = 512;
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
