@@ -30,7 +30,8 @@ fn chunk_capacity(chunk_size: usize) -> usize {
 /// streams. Here only the bytes in use (usually an audio frame or two) move. The estimate need not be
 /// exact: when it is short, the muxer still grows the buffer itself.
 fn make_room(buf: &mut Vec<u8>, capacity: usize, video: Option<&AvcConfig>, frame: &Frame) {
-    let mut need = frame.payload.len() + frame.payload.len() / 16 + 2 * 188;
+    // TS adds 4 bytes per 184 (2.2 %), the PES header and a short last packet.
+    let mut need = frame.payload.len() + frame.payload.len() / 32 + 2 * 188;
     if frame.keyframe
         && let Some(v) = video
     {
@@ -273,8 +274,10 @@ impl Segmenter {
         if self.buf.is_empty() {
             return;
         }
-        // The next buffer is made to the size of the next frame (`make_room`), not here.
-        let data = Bytes::from(std::mem::take(&mut self.buf));
+        // Made now, not lazily: a segment's tables are written into it before its first frame. A frame
+        // that does not fit gets a bigger one (`make_room`).
+        let next = Vec::with_capacity(chunk_capacity(self.config.chunk_size));
+        let data = Bytes::from(std::mem::replace(&mut self.buf, next));
         out.push(Output::Chunk { index, data });
     }
 
