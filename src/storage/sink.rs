@@ -4,6 +4,11 @@
 //! multipart above it, through object_store's `BufWriter`), index rows and
 //! callback events handed to the journal (never awaited), playlist puts.
 //!
+//! A new playlist is served from memory at once (`playlists`); its stored copy is written once the journal
+//! has committed the index rows of the segments it lists, so a node killed at any moment never leaves a
+//! stored playlist naming a segment the index does not know. Waiting for that is a `select` beside the
+//! queue, never a wait that holds up the segments behind it; a newer playlist replaces one still waiting.
+//!
 //! All bookkeeping (sequence numbers, gaps, discontinuities, the window) is the recorder's; this only does
 //! I/O and reports each upload's outcome back to it.
 
@@ -23,7 +28,7 @@ use crate::budget::Holding;
 use crate::channels::{Fence, Health};
 use crate::hls::live::{Effect, RecordEvent, Recorder};
 use crate::hls::{Output, Segment, segment_file_name};
-use crate::journal::Journal;
+use crate::journal::{Journal, Progress};
 use crate::meta::SegmentRecord;
 use crate::metrics::{SegmentOutcome, StorageOp, metrics};
 use crate::names::ChannelKey;
@@ -156,6 +161,34 @@ impl SeqReservation {
     }
 }
 
+/// How long a publish's end waits for the index rows its last stored playlist lists before writing it
+/// anyway: the database is down, and the rows wait in the journal's queue.
+const END_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The stored copy of the playlist, which waits for the index rows of the segments it lists.
+struct StoredCopy {
+    /// The journal's account of this publish's index rows; None without a journal (tools): no wait.
+    progress: Option<Arc<Progress>>,
+    /// Index rows handed to the journal so far.
+    submitted: u64,
+    /// The newest playlist not stored yet.
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    text: bytes::Bytes,
+    /// Index rows that must be settled first.
+    rows: u64,
+    /// Segments it lists that observers hear about once it is stored.
+    stored: Vec<Stored>,
+}
+
+impl StoredCopy {
+    fn indexed(&self, rows: u64) -> bool {
+        self.progress.as_ref().is_none_or(|p| p.settled() >= rows)
+    }
+}
+
 /// Why a write was not made.
 const FENCED: &str = "this node no longer holds the channel's lease; another node may be recording it";
 
@@ -167,10 +200,26 @@ impl Sink {
         let mut uploads: VecDeque<Upload> = VecDeque::new();
         let mut effects = Vec::with_capacity(8);
         let mut work = VecDeque::with_capacity(8);
+        let progress = self.journal.as_ref().map(|_| Arc::new(Progress::default()));
+        let mut copy = StoredCopy { progress, submitted: 0, pending: None };
         // Bytes taken from the queue and not yet given back to the budget.
         let mut owned = 0usize;
         loop {
-            let ended = match rx.recv().await {
+            let next = match (&copy.pending, &copy.progress) {
+                (Some(pending), Some(progress)) => {
+                    let rows = pending.rows;
+                    tokio::select! {
+                        output = rx.recv() => Some(output),
+                        () = progress.until(rows) => None,
+                    }
+                }
+                _ => Some(rx.recv().await),
+            };
+            let Some(next) = next else {
+                self.store_playlist(owner, &recorder, &mut copy).await;
+                continue;
+            };
+            let ended = match next {
                 Some(output) => {
                     if let Output::Chunk { data, .. } = &output {
                         owned += data.len();
@@ -188,7 +237,7 @@ impl Sink {
             };
             work.extend(effects.drain(..));
             while let Some(effect) = work.pop_front() {
-                self.apply(effect, owner, &mut recorder, &mut uploads, &mut effects).await;
+                self.apply(effect, owner, &mut recorder, &mut uploads, &mut copy, &mut effects).await;
                 // What an effect's outcome causes happens before anything queued after that effect.
                 for e in effects.drain(..).rev() {
                     work.push_front(e);
@@ -204,6 +253,16 @@ impl Sink {
                 break;
             }
         }
+        if let (Some(pending), Some(progress)) = (&copy.pending, &copy.progress) {
+            let rows = pending.rows;
+            if tokio::time::timeout(END_WAIT, progress.until(rows)).await.is_err() {
+                warn!(channel = %self.key, "the index rows of the last segments are not committed yet (database down?); storing the final playlist anyway");
+            }
+        }
+        if let Some(pending) = &mut copy.pending {
+            pending.rows = 0;
+        }
+        self.store_playlist(owner, &recorder, &mut copy).await;
         // The stored playlist is the last one written: reads go to it from now on.
         if let Ok(path) = self.key.object(recorder.playlist_name()) {
             self.store.playlists().release(owner, &path);
@@ -219,6 +278,7 @@ impl Sink {
         owner: Owner,
         recorder: &mut Recorder,
         uploads: &mut VecDeque<Upload>,
+        copy: &mut StoredCopy,
         out: &mut Vec<Effect>,
     ) {
         match effect {
@@ -275,7 +335,8 @@ impl Sink {
                     object_key: path.to_string(),
                     discontinuity: row.discontinuity,
                 };
-                journal.segment(self.key.bucket(), self.key.channel(), record);
+                journal.segment(self.key.bucket(), self.key.channel(), record, copy.progress.as_ref());
+                copy.submitted += 1;
             }
             Effect::Playlist(_) if !self.fence.holds() => {
                 warn!(channel = %self.key, "playlist not written: {FENCED}");
@@ -285,23 +346,47 @@ impl Sink {
             }
             Effect::Playlist(text) => {
                 let Ok(path) = self.key.object(recorder.playlist_name()) else { return };
-                // Players see it now; the stored copy follows.
+                // Players see it now; the stored copy follows once the rows it lists are indexed.
                 self.store.playlists().hold(owner, &path, text.clone());
-                let started = std::time::Instant::now();
-                let put = match self.store.live() {
-                    Some(files) => files.put(&path, text).await,
-                    None => self.store.put(&path, text).await.map_err(|e| e.to_string()),
-                };
-                metrics().storage(StorageOp::Playlist, started.elapsed());
-                if let Err(e) = put {
-                    warn!(channel = %self.key, error = %e, "playlist write failed; the next segment retries it");
-                }
+                let stored = copy.pending.take().map_or_else(Vec::new, |p| p.stored);
+                copy.pending = Some(Pending { text, rows: copy.submitted, stored });
+                self.store_playlist(owner, recorder, copy).await;
             }
-            Effect::Event(event) => self.on_event(event),
+            Effect::Event(event) => self.on_event(event, copy),
         }
     }
 
-    fn on_event(&self, event: RecordEvent) {
+    /// Writes the pending stored playlist once every index row it lists is settled, then tells observers
+    /// about the segments it added.
+    async fn store_playlist(&self, owner: Owner, recorder: &Recorder, copy: &mut StoredCopy) {
+        let Some(rows) = copy.pending.as_ref().map(|p| p.rows) else { return };
+        if !copy.indexed(rows) {
+            return;
+        }
+        let Some(pending) = copy.pending.take() else { return };
+        let Ok(path) = self.key.object(recorder.playlist_name()) else { return };
+        if !self.fence.holds() {
+            warn!(channel = %self.key, "playlist not written: {FENCED}");
+            self.store.playlists().release(owner, &path);
+        } else {
+            let started = std::time::Instant::now();
+            let put = match self.store.live() {
+                Some(files) => files.put(&path, pending.text).await,
+                None => self.store.put(&path, pending.text).await.map_err(|e| e.to_string()),
+            };
+            metrics().storage(StorageOp::Playlist, started.elapsed());
+            if let Err(e) = put {
+                warn!(channel = %self.key, error = %e, "playlist write failed; the next segment retries it");
+            }
+        }
+        if let Some(tx) = &self.on_stored {
+            for stored in pending.stored {
+                let _ = tx.send(stored);
+            }
+        }
+    }
+
+    fn on_event(&self, event: RecordEvent, copy: &mut StoredCopy) {
         match event {
             RecordEvent::Stored { seq, segment } => {
                 metrics().segment(SegmentOutcome::Stored);
@@ -332,8 +417,12 @@ impl Sink {
                     };
                     journal.callback(CallbackEvent::FileCreated { event: self.event.clone(), file });
                 }
-                if let Some(tx) = &self.on_stored {
-                    let _ = tx.send(Stored { seq, segment });
+                match (&mut copy.pending, &self.on_stored) {
+                    (Some(pending), Some(_)) => pending.stored.push(Stored { seq, segment }),
+                    (None, Some(tx)) => {
+                        let _ = tx.send(Stored { seq, segment });
+                    }
+                    (_, None) => {}
                 }
             }
             RecordEvent::Failed { seq, message } => {

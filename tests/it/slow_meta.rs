@@ -147,3 +147,102 @@ async fn while_the_database_is_down_ingest_goes_on_and_the_rows_arrive_when_it_i
     assert!(counters.commit_failures.load(Ordering::Relaxed) >= 1);
     ts.server.shutdown(Duration::from_secs(20)).await;
 }
+
+/// The real database, whose commits wait while `held` is set.
+struct Held {
+    inner: Meta,
+    held: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl JournalStore for Held {
+    fn commit<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Committed, MetaError>> {
+        Box::pin(async move {
+            while self.held.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.inner.commit_journal(&batch.segments, &batch.callbacks, &batch.seq_returns).await
+        })
+    }
+}
+
+/// The stored playlist as another node or a restarted one reads it: the object itself, not the copy this
+/// node serves from memory. None while there is none.
+async fn stored_playlist(ts: &TestServer, channel: &str) -> Option<m3u8_rs::MediaPlaylist> {
+    let path = object_store::path::Path::from(format!("live/{channel}/playlist.m3u8"));
+    let got = object_store::ObjectStoreExt::get(ts.server.store.objects().as_ref(), &path).await;
+    let body = match got {
+        Ok(got) => got.bytes().await.unwrap(),
+        Err(object_store::Error::NotFound { .. }) => return None,
+        Err(e) => panic!("reading the stored playlist: {e}"),
+    };
+    match m3u8_rs::parse_playlist_res(&body) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(p)) => Some(p),
+        other => panic!("not a media playlist: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_playlist_never_lists_a_segment_whose_index_row_is_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let h = Arc::clone(&held);
+    let (tx, stored_rx) = tokio::sync::mpsc::unbounded_channel();
+    let observers = Observers {
+        on_stored: Some(tx),
+        journal_store: Some(Box::new(move |inner| Arc::new(Held { inner, held: h }))),
+        ..Observers::default()
+    };
+    let server = livechannel::server::Server::start_with(config(dir.path(), 1, 20), observers).await.unwrap();
+    let mut ts = TestServer::from_parts(server, stored_rx);
+    let tags = tags("media/av_no_bframes.flv");
+    let mut p = Publisher::connect(ts.rtmp(), "live", "held").await.unwrap();
+    let half = tags.len() / 2;
+    for chunk in tags[..half].chunks(8) {
+        send_all(&mut p, chunk, 0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Players already see the new segments: this node serves its playlist from memory.
+    let live = eventually(Duration::from_secs(20), "three segments in the served playlist", async || {
+        let pl = playlist(&ts, "/live/held/playlist.m3u8").await;
+        (pl.segments.len() >= 3).then_some(pl)
+    })
+    .await;
+    // A node killed now must not leave a stored playlist naming segments the index has never heard of.
+    let meta = ts.server.meta.clone();
+    let all = (SystemTime::UNIX_EPOCH, SystemTime::now() + Duration::from_secs(3600));
+    assert!(meta.segments_between("live", "held", all.0, all.1).await.unwrap().is_empty(), "nothing committed yet");
+    let stored = stored_playlist(&ts, "held").await;
+    assert!(
+        stored.as_ref().is_none_or(|pl| pl.segments.is_empty()),
+        "the stored playlist lists {:?} before any index row is committed",
+        stored.map(|pl| pl.segments.into_iter().map(|s| s.uri).collect::<Vec<_>>())
+    );
+    assert!(ts.drain_stored().is_empty(), "observers hear of a segment once its stored playlist is written");
+
+    // The database answers: the stored copy catches up, and lists only indexed segments.
+    held.store(false, Ordering::Relaxed);
+    let stored = eventually(Duration::from_secs(20), "the stored playlist", async || {
+        stored_playlist(&ts, "held").await.filter(|pl| pl.segments.len() >= live.segments.len())
+    })
+    .await;
+    let indexed: Vec<String> = meta
+        .segments_between("live", "held", all.0, all.1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}.ts", r.seq))
+        .collect();
+    for s in &stored.segments {
+        assert!(indexed.contains(&s.uri), "{} is stored-listed but not indexed ({indexed:?})", s.uri);
+    }
+    for chunk in tags[half..].chunks(8) {
+        send_all(&mut p, chunk, 0).await.unwrap();
+    }
+    p.finish().await.unwrap();
+    ts.wait_flushed("held").await;
+    let seqs: Vec<u64> = ts.drain_stored().iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "every segment reported, in order");
+    let last = stored_playlist(&ts, "held").await.expect("the final stored playlist");
+    assert_eq!(last.segments.len(), 10);
+    ts.server.shutdown(Duration::from_secs(20)).await;
+}
