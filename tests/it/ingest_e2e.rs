@@ -319,3 +319,27 @@ async fn an_encoder_that_interleaves_chunk_streams_is_recorded_whole() {
         assert!(got == expected, "{woven}: the same frames with the same timestamps as {plain}");
     }
 }
+
+/// A connection reads its data ahead of its kick and shutdown waits; a publisher that never lets its
+/// socket run dry must be kicked all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_whose_data_never_stops_is_still_kicked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ts = TestServer::start(config(dir.path(), 1, 5)).await;
+    let tags = tags("media/av_no_bframes.flv");
+    let round_ms = (media_duration(&tags) * 1000.0) as u32 + 40;
+    let mut p = Publisher::connect(ts.rtmp(), "live", "flood").await.unwrap();
+    let pusher = tokio::spawn(async move {
+        for round in 0u32.. {
+            send_all(&mut p, &tags, round * round_ms).await?;
+        }
+        Ok::<(), ClientError>(())
+    });
+    let key = livechannel::names::ChannelKey::new("live", "flood").unwrap();
+    eventually(Duration::from_secs(20), "live", async || ts.server.channels.live(&key)).await;
+    assert!(ts.server.channels.kick(&key), "a live publish to kick");
+    let ended = tokio::time::timeout(Duration::from_secs(15), pusher).await.expect("the flooding publisher was kicked");
+    assert!(ended.unwrap().is_err(), "the kicked publisher kept sending successfully");
+    eventually(Duration::from_secs(20), "the kick", async || ts.server.channels.live(&key).is_none().then_some(()))
+        .await;
+}
