@@ -67,8 +67,8 @@ impl Progress {
         self.settled.load(Ordering::Acquire)
     }
 
-    fn settle(&self, n: u64) {
-        self.settled.fetch_add(n, Ordering::AcqRel);
+    fn settle(&self) {
+        self.settled.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_waiters();
     }
 
@@ -192,7 +192,7 @@ impl Journal {
 /// and logged as such).
 fn settle_dropped(entry: &Entry) {
     if let Entry::Segment { progress: Some(p), .. } = entry {
-        p.settle(1);
+        p.settle();
     }
 }
 
@@ -240,7 +240,7 @@ pub async fn run(
         let batch = build(&notifier, entries.drain(..), &mut waiting, &mut tracked).await;
         commit(&*store, &batch, &counters).await;
         for p in tracked {
-            p.settle(1);
+            p.settle();
         }
         if !batch.callbacks.is_empty() {
             notifier.wake();

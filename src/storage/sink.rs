@@ -184,8 +184,17 @@ struct Pending {
 }
 
 impl StoredCopy {
-    fn indexed(&self, rows: u64) -> bool {
-        self.progress.as_ref().is_none_or(|p| p.settled() >= rows)
+    /// What the pending playlist waits for: the journal's progress, and the rows to be settled.
+    fn waiting(&self) -> Option<(&Progress, u64)> {
+        Some((self.progress.as_deref()?, self.pending.as_ref()?.rows))
+    }
+
+    /// The pending playlist, once every index row it lists is settled.
+    fn take_indexed(&mut self) -> Option<Pending> {
+        match self.waiting() {
+            Some((progress, rows)) if progress.settled() < rows => None,
+            _ => self.pending.take(),
+        }
     }
 }
 
@@ -205,18 +214,15 @@ impl Sink {
         // Bytes taken from the queue and not yet given back to the budget.
         let mut owned = 0usize;
         loop {
-            let next = match (&copy.pending, &copy.progress) {
-                (Some(pending), Some(progress)) => {
-                    let rows = pending.rows;
-                    tokio::select! {
-                        output = rx.recv() => Some(output),
-                        () = progress.until(rows) => None,
-                    }
-                }
-                _ => Some(rx.recv().await),
+            let next = match copy.waiting() {
+                Some((progress, rows)) => tokio::select! {
+                    output = rx.recv() => Some(output),
+                    () = progress.until(rows) => None,
+                },
+                None => Some(rx.recv().await),
             };
             let Some(next) = next else {
-                self.store_playlist(owner, &recorder, &mut copy).await;
+                self.store_indexed_playlist(owner, &recorder, &mut copy).await;
                 continue;
             };
             let ended = match next {
@@ -253,16 +259,14 @@ impl Sink {
                 break;
             }
         }
-        if let (Some(pending), Some(progress)) = (&copy.pending, &copy.progress) {
-            let rows = pending.rows;
-            if tokio::time::timeout(END_WAIT, progress.until(rows)).await.is_err() {
-                warn!(channel = %self.key, "the index rows of the last segments are not committed yet (database down?); storing the final playlist anyway");
-            }
+        if let Some((progress, rows)) = copy.waiting()
+            && tokio::time::timeout(END_WAIT, progress.until(rows)).await.is_err()
+        {
+            warn!(channel = %self.key, "the index rows of the last segments are not committed yet (database down?); storing the final playlist anyway");
         }
-        if let Some(pending) = &mut copy.pending {
-            pending.rows = 0;
+        if let Some(pending) = copy.pending.take() {
+            self.store_playlist(owner, &recorder, pending).await;
         }
-        self.store_playlist(owner, &recorder, &mut copy).await;
         // The stored playlist is the last one written: reads go to it from now on.
         if let Ok(path) = self.key.object(recorder.playlist_name()) {
             self.store.playlists().release(owner, &path);
@@ -338,36 +342,39 @@ impl Sink {
                 journal.segment(self.key.bucket(), self.key.channel(), record, copy.progress.as_ref());
                 copy.submitted += 1;
             }
-            Effect::Playlist(_) if !self.fence.holds() => {
-                warn!(channel = %self.key, "playlist not written: {FENCED}");
-                if let Ok(path) = self.key.object(recorder.playlist_name()) {
-                    self.store.playlists().release(owner, &path);
-                }
-            }
+            Effect::Playlist(_) if !self.fence.holds() => self.fenced_playlist(owner, recorder),
             Effect::Playlist(text) => {
                 let Ok(path) = self.key.object(recorder.playlist_name()) else { return };
                 // Players see it now; the stored copy follows once the rows it lists are indexed.
                 self.store.playlists().hold(owner, &path, text.clone());
                 let stored = copy.pending.take().map_or_else(Vec::new, |p| p.stored);
                 copy.pending = Some(Pending { text, rows: copy.submitted, stored });
-                self.store_playlist(owner, recorder, copy).await;
+                self.store_indexed_playlist(owner, recorder, copy).await;
             }
             Effect::Event(event) => self.on_event(event, copy),
         }
     }
 
-    /// Writes the pending stored playlist once every index row it lists is settled, then tells observers
-    /// about the segments it added.
-    async fn store_playlist(&self, owner: Owner, recorder: &Recorder, copy: &mut StoredCopy) {
-        let Some(rows) = copy.pending.as_ref().map(|p| p.rows) else { return };
-        if !copy.indexed(rows) {
-            return;
+    /// A playlist this node may no longer write: not stored, and no longer served from memory.
+    fn fenced_playlist(&self, owner: Owner, recorder: &Recorder) {
+        warn!(channel = %self.key, "playlist not written: {FENCED}");
+        if let Ok(path) = self.key.object(recorder.playlist_name()) {
+            self.store.playlists().release(owner, &path);
         }
-        let Some(pending) = copy.pending.take() else { return };
+    }
+
+    /// Writes the pending stored playlist if every index row it lists is settled.
+    async fn store_indexed_playlist(&self, owner: Owner, recorder: &Recorder, copy: &mut StoredCopy) {
+        if let Some(pending) = copy.take_indexed() {
+            self.store_playlist(owner, recorder, pending).await;
+        }
+    }
+
+    /// Writes a stored playlist, then tells observers about the segments it added.
+    async fn store_playlist(&self, owner: Owner, recorder: &Recorder, pending: Pending) {
         let Ok(path) = self.key.object(recorder.playlist_name()) else { return };
         if !self.fence.holds() {
-            warn!(channel = %self.key, "playlist not written: {FENCED}");
-            self.store.playlists().release(owner, &path);
+            self.fenced_playlist(owner, recorder);
         } else {
             let started = std::time::Instant::now();
             let put = match self.store.live() {
