@@ -348,6 +348,11 @@ pub struct LimitsFile {
     pub max_rtmp_message_bytes: Option<u32>,
     /// A connection that sends nothing for this long is closed. Default 30000.
     pub rtmp_idle_timeout_ms: Option<u64>,
+    /// A publisher's media may wait this long in its socket, at its recent rate, so that it is read in
+    /// fewer, bigger reads (at most 32 KiB; a message already begun is read as soon as it is whole, so a
+    /// keyframe that cuts a segment waits only when it is smaller than the batch). 0: every piece is read
+    /// as it comes. Default 40.
+    pub rtmp_read_batch_ms: Option<u64>,
     /// A publish none of whose segments could be stored for this long is ended with an RTMP error, so
     /// the encoder's operator sees that nothing is recorded. Default 30000.
     pub storage_failure_timeout_ms: Option<u64>,
@@ -460,6 +465,7 @@ pub struct Limits {
     pub media_memory_bytes: usize,
     pub max_rtmp_message_bytes: u32,
     pub rtmp_idle_timeout: Duration,
+    pub rtmp_read_batch: Duration,
     pub storage_failure_timeout: Duration,
     pub max_http_connections: usize,
     pub max_http_connections_per_ip: usize,
@@ -639,6 +645,7 @@ impl Config {
             media_memory_bytes: file.limits.media_memory_bytes.unwrap_or_else(default_media_memory),
             max_rtmp_message_bytes: file.limits.max_rtmp_message_bytes.unwrap_or(DEFAULT_MAX_RTMP_MESSAGE),
             rtmp_idle_timeout: Duration::from_millis(file.limits.rtmp_idle_timeout_ms.unwrap_or(30_000)),
+            rtmp_read_batch: Duration::from_millis(file.limits.rtmp_read_batch_ms.unwrap_or(40)),
             storage_failure_timeout: Duration::from_millis(file.limits.storage_failure_timeout_ms.unwrap_or(30_000)),
             max_http_connections: file.limits.max_http_connections.unwrap_or(4096),
             max_http_connections_per_ip: file
@@ -662,6 +669,10 @@ impl Config {
             return Err(invalid(
                 "[limits] rtmp_idle_timeout_ms and storage_failure_timeout_ms must be at least 1000".into(),
             ));
+        }
+        // Beyond a second, the media a batch holds back would be noticed by players of a low-latency playlist.
+        if limits.rtmp_read_batch > Duration::from_secs(1) {
+            return Err(invalid("[limits] rtmp_read_batch_ms must be at most 1000".into()));
         }
         // RTMP message lengths are 24-bit; below 64 KiB a high-bitrate keyframe would not fit.
         if !(64 << 10..=(1 << 24) - 1).contains(&limits.max_rtmp_message_bytes) {

@@ -305,6 +305,22 @@ impl Guard {
         Ok(())
     }
 
+    /// The fewest bytes the client must still send before the reader can hand over a message it has begun
+    /// or owes an acknowledgement: the smallest payload left of the messages in progress (their chunk
+    /// headers come on top, so this never overshoots), and the bytes left of the acknowledgement window.
+    /// `None` between messages with no window set: how much the next message needs is not known yet.
+    pub fn bytes_before_next_message(&self) -> Option<u32> {
+        let message = self.messages.iter().map(|m| m.length.saturating_sub(m.payload.len() as u32)).min();
+        let ack = self.acks.window.filter(|&w| w > 0).map(|w| {
+            // `since` is below the window between reads (it is reset when it reaches it).
+            u32::try_from(u64::from(w).saturating_sub(self.acks.since)).unwrap_or(u32::MAX).max(1)
+        });
+        match (message, ack) {
+            (Some(m), Some(a)) => Some(m.min(a).max(1)),
+            (m, a) => m.map(|m| m.max(1)).or(a),
+        }
+    }
+
     fn count_received(&mut self, n: usize) {
         let acks = &mut self.acks;
         acks.received += n as u64;

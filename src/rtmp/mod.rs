@@ -7,6 +7,7 @@
 //! that ends a publish — deleteStream, TCP EOF or error, an unsupported codec, a kick from the API,
 //! shutdown — goes through one `finish` that flushes the open segment.
 
+pub mod batch;
 pub mod client;
 pub mod guard;
 mod status;
@@ -29,6 +30,7 @@ use crate::channels::{EndReason, Kick};
 use crate::config::{Bucket, Config};
 use crate::metrics::{RefusedReason, metrics};
 use crate::publish::{self, MediaError, Refusal, Session, parse_stream_key};
+use batch::ReadBatch;
 use guard::{Guard, Media, Piece};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,6 +144,14 @@ impl KickWatch {
     }
 }
 
+/// What one read from the client gave.
+enum Read {
+    Eof,
+    Bytes(usize),
+    /// Nothing was waiting (readiness was stale, or the idle probe found the socket empty).
+    Nothing,
+}
+
 enum State {
     Handshaken,
     Connected { bucket: Bucket },
@@ -208,6 +218,7 @@ impl Connection {
         let idle = self.ctx.config.limits.rtmp_idle_timeout;
         let mut heard = tokio::time::Instant::now();
         let mut idle_timer = std::pin::pin!(tokio::time::sleep_until(heard + idle));
+        let mut batch = ReadBatch::new(self.ctx.config.limits.rtmp_read_batch, heard.into_std());
         loop {
             while let Some(input) = queue.pop_front() {
                 match input {
@@ -240,6 +251,15 @@ impl Connection {
                 State::Publishing(p) => Some(p.kick()),
                 _ => None,
             });
+            let publishing = matches!(self.state, State::Publishing(_));
+            if let Some(mark) = batch.next(publishing, self.guard.bytes_before_next_message())
+                && let Err(e) = set_low_water(stream, mark)
+            {
+                // Reads stay correct without the mark; they are only smaller.
+                debug!(remote = %self.remote, error = %e, "SO_RCVLOWAT not set");
+            }
+            // The idle timer, the shutdown and a kick read what sits below the mark before acting on it.
+            let mut probe = false;
             tokio::select! {
                 r = stream.readable() => {
                     r?;
@@ -248,18 +268,27 @@ impl Connection {
                 // A connection that sends nothing for `idle` is closed (publishers send media continuously).
                 // The timer is moved on only when it fires, not at every read.
                 () = &mut idle_timer => {
-                    if heard.elapsed() >= idle {
+                    if heard.elapsed() < idle {
+                        idle_timer.as_mut().reset(heard + idle);
+                        continue;
+                    }
+                    if !batch.holding() {
                         return Err(ConnError::Idle(idle));
                     }
-                    idle_timer.as_mut().reset(heard + idle);
-                    continue;
+                    probe = true;
                 }
                 () = &mut shutdown => {
+                    if batch.holding() {
+                        self.read_held(stream, session, queue).await;
+                    }
                     self.finish_publish("server shutting down").await;
                     return Ok(());
                 }
                 reason = kick.kicked() => {
                     kick.follow(None);
+                    if batch.holding() {
+                        self.read_held(stream, session, queue).await;
+                    }
                     // The encoder is told why (ffmpeg prints "Server error: ..."), then the connection closes.
                     self.out.extend_from_slice(&status::publish_error(reason.rtmp_status(), reason.describe()));
                     self.closing = true;
@@ -267,19 +296,59 @@ impl Connection {
                     continue;
                 }
             }
-            // Readiness first, then a read into this thread's scratch buffer: rml_rtmp copies what it
-            // needs, so no connection has to own a read buffer while it waits (64 KiB per publisher).
-            let read = READ_SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                match read_draining(stream, &mut scratch[..]) {
-                    Ok(0) => Ok(false),
-                    Ok(n) => self.feed(session, &scratch[..n], queue).map(|()| true),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(true),
-                    Err(e) => Err(ConnError::Io(e)),
+            match self.read_once(stream, session, queue, probe)? {
+                Read::Eof => return Ok(()),
+                Read::Bytes(n) => {
+                    if probe {
+                        heard = tokio::time::Instant::now();
+                        idle_timer.as_mut().reset(heard + idle);
+                    }
+                    batch.read(n, heard.into_std());
                 }
-            })?;
-            if !read {
-                return Ok(());
+                Read::Nothing if probe => return Err(ConnError::Idle(idle)),
+                Read::Nothing => {}
+            }
+        }
+    }
+
+    /// Readiness first, then a read into this thread's scratch buffer: rml_rtmp copies what it needs, so
+    /// no connection has to own a read buffer while it waits (64 KiB per publisher). `below_mark`: a read
+    /// of what sits below the low-water mark, which raised no readiness for tokio to have seen (its
+    /// `try_io` would not even try), so the socket is read directly.
+    fn read_once(
+        &mut self,
+        stream: &TcpStream,
+        session: &mut ServerSession,
+        queue: &mut VecDeque<Input>,
+        below_mark: bool,
+    ) -> Result<Read, ConnError> {
+        READ_SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let read = if below_mark {
+                rustix::net::recv(stream, &mut scratch[..], rustix::net::RecvFlags::DONTWAIT)
+                    .map(|(_, n)| n)
+                    .map_err(std::io::Error::from)
+            } else {
+                read_draining(stream, &mut scratch[..])
+            };
+            match read {
+                Ok(0) => Ok(Read::Eof),
+                Ok(n) => self.feed(session, &scratch[..n], queue).map(|()| Read::Bytes(n)),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(Read::Nothing),
+                Err(e) => Err(ConnError::Io(e)),
+            }
+        })
+    }
+
+    /// Before a publish ends by shutdown or kick: the media that sits in the socket below the read
+    /// batch's mark (`batch`) goes into the publish, as it would have without the mark.
+    async fn read_held(&mut self, stream: &TcpStream, session: &mut ServerSession, queue: &mut VecDeque<Input>) {
+        if let Err(e) = self.read_once(stream, session, queue, true) {
+            debug!(remote = %self.remote, error = %e, "read before the publish ends failed");
+        }
+        while let Some(input) = queue.pop_front() {
+            if let Input::Media(media) = input {
+                self.on_media(media).await;
             }
         }
     }
@@ -477,6 +546,25 @@ pub fn feed_session(
 /// read after it fails with EAGAIN, a second recv for every read (half of all recvs at 200 publishers).
 /// The readiness forgotten is the one seen before the read: data that arrives during or after the read
 /// raises a new one, which stays.
+/// Sets the socket's `SO_RCVLOWAT`: readiness is reported once `bytes` have come (or at EOF or an
+/// error). See `batch`. Neither rustix nor socket2 wraps this option.
+fn set_low_water(stream: &TcpStream, bytes: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is the stream's own, open for the call; the value is a c_int of the size
+    // passed, as SO_RCVLOWAT takes.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
 fn read_draining(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut read = 0;
     match stream.try_io(Interest::READABLE, || {

@@ -343,3 +343,59 @@ async fn a_publisher_whose_data_never_stops_is_still_kicked() {
     eventually(Duration::from_secs(20), "the kick", async || ts.server.channels.live(&key).is_none().then_some(()))
         .await;
 }
+
+/// Publishes the first `ms` of a fixture paced at real time on a server with a long read batch, leaves
+/// the connection open and silent, and returns the video frames sent and the server.
+async fn publish_then_fall_silent(ms: u32, idle: Duration) -> (usize, TestServer, Publisher, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 100, 3);
+    // A long batch, so that the last frames before the silence sit below the socket's low-water mark.
+    config.limits.rtmp_read_batch = Duration::from_millis(300);
+    config.limits.rtmp_idle_timeout = idle;
+    let ts = TestServer::start(config).await;
+    let all = tags("media/av_bframes.flv");
+    let first = all.iter().find(|t| t.kind != TagKind::Script).map_or(0, |t| t.timestamp_ms);
+    let sent: Vec<_> = all.into_iter().filter(|t| t.timestamp_ms <= first + ms).collect();
+    let video = sent.iter().filter(|t| t.kind == TagKind::Video && t.body.get(1) == Some(&1)).count();
+    let mut p = Publisher::connect(ts.rtmp(), "live", "held").await.unwrap();
+    send_paced(&mut p, &sent, 0).await.unwrap();
+    (video, ts, p, dir)
+}
+
+/// The video frames in the segment a publish ended with (FragDuration 100: its only segment).
+async fn stored_video_frames(
+    stored: &mut tokio::sync::mpsc::UnboundedReceiver<livechannel::storage::sink::Stored>,
+    store: &livechannel::storage::Store,
+) -> usize {
+    let segment = tokio::time::timeout(Duration::from_secs(20), stored.recv()).await.unwrap().expect("a segment");
+    assert_eq!(segment.segment.index, 0);
+    let key = livechannel::names::ChannelKey::new("live", "held").unwrap();
+    let path = key.object("0.ts").unwrap();
+    let objects = store.objects();
+    let body = object_store::ObjectStoreExt::get(objects.as_ref(), &path).await.unwrap().bytes().await.unwrap();
+    let report = inspect(&body).expect("segment parses as TS");
+    report.pes.iter().filter(|p| p.pid == livechannel::ts::VIDEO_PID).count()
+}
+
+/// Media that a publisher sent just before falling silent waits in its socket below the read batch's
+/// mark; when the server shuts down, it is read and recorded before the publish ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_held_by_the_read_batch_is_recorded_at_shutdown() {
+    let (video, mut ts, p, _dir) = publish_then_fall_silent(2500, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let store = ts.server.store.clone();
+    assert!(ts.server.shutdown(Duration::from_secs(10)).await);
+    assert_eq!(stored_video_frames(&mut ts.stored, &store).await, video, "every frame sent is in the last segment");
+    drop(p);
+}
+
+/// The same when the publisher stays silent until the idle timeout: the connection reads what sits
+/// below the mark first, and is closed only when nothing was there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_held_by_the_read_batch_is_recorded_before_an_idle_close() {
+    let (video, mut ts, p, _dir) = publish_then_fall_silent(2500, Duration::from_secs(1)).await;
+    let store = ts.server.store.clone();
+    assert_eq!(stored_video_frames(&mut ts.stored, &store).await, video, "every frame sent is in the last segment");
+    let closed = p.closed_by_server(Duration::from_secs(10)).await;
+    assert!(closed.is_ok(), "the idle connection was closed: {closed:?}");
+}

@@ -494,3 +494,35 @@ fn an_abort_drops_the_message_in_progress_on_its_chunk_stream() {
     let got = check(&mut reader, &chunks(6, 9, &[0x27; 50], 128)).unwrap();
     assert_eq!(got, vec![(9, 0, 0, Bytes::from(vec![0x27; 50]))]);
 }
+
+#[test]
+fn the_bytes_it_says_are_needed_never_reach_past_the_end_of_a_message() {
+    // Interleaved keyframes and audio, and a window that falls due in the middle: each read takes exactly
+    // what the reader said it needs (or one byte when it does not know). A message must never complete
+    // before the read that brings its last byte, and a read of fewer bytes than said never completes one.
+    let mut messages = vec![raw(6, 9, 0, 20_000)];
+    messages.extend((0..8).map(|i| raw(4, 8, 23 * i, 300)));
+    messages.extend([raw(6, 9, 40, 7000), raw(7, 9, 41, 900), raw(4, 8, 230, 30)]);
+    let mut bytes = chunks(2, 5, &5000u32.to_be_bytes(), 128);
+    bytes.extend(interleaved(&messages, 128, 2));
+    let mut reader = Reader::connected(LIMITS);
+    let (mut at, mut got) = (0, 0);
+    while at < bytes.len() {
+        let need = reader.guard.bytes_before_next_message();
+        let take = need.map_or(1, |n| n as usize).min(bytes.len() - at);
+        if take > 1 {
+            // One byte short of what it said: nothing may complete, and no acknowledgement falls due.
+            let short = check(&mut reader, &bytes[at..at + take - 1]).unwrap();
+            assert!(short.is_empty(), "a message completed before the bytes said to be needed had come");
+            assert_eq!(reader.guard.take_ack(), None);
+            at += take - 1;
+            got += check(&mut reader, &bytes[at..at + 1]).unwrap().len();
+            at += 1;
+        } else {
+            got += check(&mut reader, &bytes[at..at + take]).unwrap().len();
+            at += take;
+        }
+        reader.guard.take_ack();
+    }
+    assert_eq!(got, messages.len(), "every message (the window size is the reader's own)");
+}
