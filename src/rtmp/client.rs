@@ -170,6 +170,13 @@ impl Publisher {
         Ok(())
     }
 
+    /// Unpublishes (deleteStream) and keeps the connection open, as encoders that wait for the answer do.
+    pub async fn unpublish(&mut self) -> Result<(), ClientError> {
+        let stop = self.session.stop_publishing()?;
+        self.queue(stop);
+        self.flush().await
+    }
+
     /// Unpublishes (deleteStream) and waits until the server has closed or gone quiet.
     pub async fn finish(mut self) -> Result<(), ClientError> {
         let stop = self.session.stop_publishing()?;

@@ -42,6 +42,9 @@ thread_local! {
     static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_BUFFER]);
 }
 const LINGER: Duration = Duration::from_secs(2);
+/// How long a publishing connection whose low-water mark holds bytes back may be silent before it reads
+/// what sits below the mark (`batch`): one timer a second per silent connection, none while media flows.
+const HELD_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -252,11 +255,15 @@ impl Connection {
                 _ => None,
             });
             let publishing = matches!(self.state, State::Publishing(_));
-            if let Some(mark) = batch.next(publishing, self.guard.bytes_before_next_message())
-                && let Err(e) = set_low_water(stream, mark)
-            {
-                // Reads stay correct without the mark; they are only smaller.
-                debug!(remote = %self.remote, error = %e, "SO_RCVLOWAT not set");
+            let was_holding = batch.holding();
+            if let Some(mark) = batch.next(publishing, self.guard.bytes_before_next_message()) {
+                if let Err(e) = set_low_water(stream, mark) {
+                    // Reads stay correct without the mark; they are only smaller.
+                    debug!(remote = %self.remote, error = %e, "SO_RCVLOWAT not set");
+                }
+                if batch.holding() && !was_holding {
+                    idle_timer.as_mut().reset(heard + HELD_CHECK.min(idle));
+                }
             }
             // The idle timer, the shutdown and a kick read what sits below the mark before acting on it.
             let mut probe = false;
@@ -266,10 +273,14 @@ impl Connection {
                     heard = tokio::time::Instant::now();
                 }
                 // A connection that sends nothing for `idle` is closed (publishers send media continuously).
-                // The timer is moved on only when it fires, not at every read.
+                // The timer is moved on only when it fires, not at every read. While the mark holds bytes
+                // back it fires every HELD_CHECK of silence, so that a last command below the mark (a
+                // deleteStream whose sender waits for the answer) is not left until the idle timeout.
                 () = &mut idle_timer => {
-                    if heard.elapsed() < idle {
-                        idle_timer.as_mut().reset(heard + idle);
+                    let check = if batch.holding() { HELD_CHECK.min(idle) } else { idle };
+                    let quiet = heard.elapsed();
+                    if quiet < check {
+                        idle_timer.as_mut().reset(heard + check);
                         continue;
                     }
                     if !batch.holding() {
@@ -301,11 +312,14 @@ impl Connection {
                 Read::Bytes(n) => {
                     if probe {
                         heard = tokio::time::Instant::now();
-                        idle_timer.as_mut().reset(heard + idle);
+                        idle_timer.as_mut().reset(heard + HELD_CHECK.min(idle));
                     }
                     batch.read(n, heard.into_std());
                 }
-                Read::Nothing if probe => return Err(ConnError::Idle(idle)),
+                Read::Nothing if probe && heard.elapsed() >= idle => return Err(ConnError::Idle(idle)),
+                Read::Nothing if probe => {
+                    idle_timer.as_mut().reset(tokio::time::Instant::now() + HELD_CHECK.min(idle));
+                }
                 Read::Nothing => {}
             }
         }

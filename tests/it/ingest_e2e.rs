@@ -399,3 +399,16 @@ async fn media_held_by_the_read_batch_is_recorded_before_an_idle_close() {
     let closed = p.closed_by_server(Duration::from_secs(10)).await;
     assert!(closed.is_ok(), "the idle connection was closed: {closed:?}");
 }
+
+/// A deleteStream is a few dozen bytes, below the mark: an encoder that sends it and waits for the server
+/// (instead of closing) still has its publish ended within seconds, not at the 30 s idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_stream_below_the_read_batch_mark_ends_the_publish_within_seconds() {
+    let (video, mut ts, mut p, _dir) = publish_then_fall_silent(2500, Duration::from_secs(30)).await;
+    p.unpublish().await.unwrap();
+    let store = ts.server.store.clone();
+    let started = tokio::time::Instant::now();
+    assert_eq!(stored_video_frames(&mut ts.stored, &store).await, video, "every frame sent is in the last segment");
+    assert!(started.elapsed() < Duration::from_secs(5), "the publish ended after {:?}", started.elapsed());
+    drop(p);
+}
