@@ -179,9 +179,7 @@ impl Publisher {
 
     /// Unpublishes (deleteStream) and waits until the server has closed or gone quiet.
     pub async fn finish(mut self) -> Result<(), ClientError> {
-        let stop = self.session.stop_publishing()?;
-        self.queue(stop);
-        self.flush().await?;
+        self.unpublish().await?;
         let _ = self.stream.shutdown().await;
         Ok(())
     }

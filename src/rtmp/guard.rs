@@ -315,10 +315,7 @@ impl Guard {
             // `since` is below the window between reads (it is reset when it reaches it).
             u32::try_from(u64::from(w).saturating_sub(self.acks.since)).unwrap_or(u32::MAX).max(1)
         });
-        match (message, ack) {
-            (Some(m), Some(a)) => Some(m.min(a).max(1)),
-            (m, a) => m.map(|m| m.max(1)).or(a),
-        }
+        message.into_iter().chain(ack).min().map(|n| n.max(1))
     }
 
     fn count_received(&mut self, n: usize) {

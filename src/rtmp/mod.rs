@@ -221,6 +221,7 @@ impl Connection {
         let idle = self.ctx.config.limits.rtmp_idle_timeout;
         let mut heard = tokio::time::Instant::now();
         let mut idle_timer = std::pin::pin!(tokio::time::sleep_until(heard + idle));
+        let held_check = HELD_CHECK.min(idle);
         let mut batch = ReadBatch::new(self.ctx.config.limits.rtmp_read_batch, heard.into_std());
         loop {
             while let Some(input) = queue.pop_front() {
@@ -262,7 +263,7 @@ impl Connection {
                     debug!(remote = %self.remote, error = %e, "SO_RCVLOWAT not set");
                 }
                 if batch.holding() && !was_holding {
-                    idle_timer.as_mut().reset(heard + HELD_CHECK.min(idle));
+                    idle_timer.as_mut().reset(heard + held_check);
                 }
             }
             // The idle timer, the shutdown and a kick read what sits below the mark before acting on it.
@@ -277,7 +278,7 @@ impl Connection {
                 // back it fires every HELD_CHECK of silence, so that a last command below the mark (a
                 // deleteStream whose sender waits for the answer) is not left until the idle timeout.
                 () = &mut idle_timer => {
-                    let check = if batch.holding() { HELD_CHECK.min(idle) } else { idle };
+                    let check = if batch.holding() { held_check } else { idle };
                     let quiet = heard.elapsed();
                     if quiet < check {
                         idle_timer.as_mut().reset(heard + check);
@@ -312,13 +313,13 @@ impl Connection {
                 Read::Bytes(n) => {
                     if probe {
                         heard = tokio::time::Instant::now();
-                        idle_timer.as_mut().reset(heard + HELD_CHECK.min(idle));
+                        idle_timer.as_mut().reset(heard + held_check);
                     }
                     batch.read(n, heard.into_std());
                 }
                 Read::Nothing if probe && heard.elapsed() >= idle => return Err(ConnError::Idle(idle)),
                 Read::Nothing if probe => {
-                    idle_timer.as_mut().reset(tokio::time::Instant::now() + HELD_CHECK.min(idle));
+                    idle_timer.as_mut().reset(tokio::time::Instant::now() + held_check);
                 }
                 Read::Nothing => {}
             }
@@ -555,11 +556,6 @@ pub fn feed_session(
     }
 }
 
-/// A non-blocking read that, when it comes back short (the socket is empty), forgets the socket's
-/// readiness, as tokio's own `poll_read` does: otherwise the next `readable()` returns at once and the
-/// read after it fails with EAGAIN, a second recv for every read (half of all recvs at 200 publishers).
-/// The readiness forgotten is the one seen before the read: data that arrives during or after the read
-/// raises a new one, which stays.
 /// Sets the socket's `SO_RCVLOWAT`: readiness is reported once `bytes` have come (or at EOF or an
 /// error). See `batch`. Neither rustix nor socket2 wraps this option.
 fn set_low_water(stream: &TcpStream, bytes: u32) -> std::io::Result<()> {
@@ -579,6 +575,11 @@ fn set_low_water(stream: &TcpStream, bytes: u32) -> std::io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
+/// A non-blocking read that, when it comes back short (the socket is empty), forgets the socket's
+/// readiness, as tokio's own `poll_read` does: otherwise the next `readable()` returns at once and the
+/// read after it fails with EAGAIN, a second recv for every read (half of all recvs at 200 publishers).
+/// The readiness forgotten is the one seen before the read: data that arrives during or after the read
+/// raises a new one, which stays.
 fn read_draining(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut read = 0;
     match stream.try_io(Interest::READABLE, || {
