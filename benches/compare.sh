@@ -10,7 +10,8 @@
 # PostgreSQL from .ci/postgres.sh; CPU and memory are livechannel's own, not the backends'), nginx.
 # Env: SERVERS (default "livechannel nginx"), WARMUP, WINDOW, LATENCY (seconds; defaults 10, 20, 15),
 # MAX_N (default 800), OUT (results dir), SKIP_BUILD (use the release binaries as they are),
-# DISK_FLOOR_MB (default 4096: a run is stopped when the disk gets this full).
+# DISK_FLOOR_MB (default 4096: a run is stopped when the disk gets this full), WARM_CACHE (default 1:
+# fill the page cache once before the runs; 0 skips it).
 # Needs: ffmpeg (makes the 720p input), nginx + libnginx-mod-rtmp, python3; for livechannel-s3pg also
 # s3s-fs on PATH and Debian's postgresql (run as root). Runs for several minutes.
 set -euo pipefail
@@ -26,10 +27,10 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 source benches/common.sh
 
 # livechannel keeps every segment (VOD), so a run writes N x 2.83 Mbit/s for its whole length (ramp,
-# warm-up, windows and the check, which grows with N): refuse to start when the disk cannot hold the
-# largest run instead of filling it part way (1000 streams wrote 37 GB in run 4 of BENCHMARKS.md).
+# warm-up, windows and the check's first pass; the publishers stop before it reads the segments):
+# refuse to start when the disk cannot hold the largest run instead of filling it part way.
 if [ $# -gt 0 ]; then largest=$(printf '%s\n' "$@" | sort -n | tail -n 1); else largest=$MAX_N; fi
-need=$(( largest * 354 * (WARMUP + WINDOW + LATENCY + 60) / 1024 ))  # MiB: 354 KB/s a stream
+need=$(( largest * 354 * (WARMUP + WINDOW + LATENCY + 20) / 1024 ))  # MiB: 354 KB/s a stream
 free=$(( $(df --output=avail -k "$work" | tail -n 1) / 1024 ))
 if [ "$free" -lt "$need" ]; then
   echo "compare.sh: N = $largest needs about $need MiB free in $work for livechannel's segments; $free MiB free" >&2
@@ -38,6 +39,23 @@ fi
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin livechannel --bin livechannel-bench
 input="$OUT/input720.flv"
 make_input "$input"
+
+# This machine is a Firecracker guest that hands free memory back to its host (free page reporting):
+# a page the guest touches for the first time since then costs a host fault, and a buffered write into
+# such pages ran at 0.4-0.9 GB/s against 2-3 GB/s into reclaimed page cache (dd, 2026-12-07). A run that
+# starts with 20 GB free then pays that for every segment byte until the page cache has filled once: at
+# N = 1000 (354 MB/s) the first minute of a run dropped half the segments, and the same binary dropped
+# none once the cache was full. So fill the page cache once, with the zero pages of a sparse file (no
+# disk used), and keep it until the end: new writes then reclaim those clean pages, as on a machine
+# whose memory has been in use for a while. Both servers run after it. WARM_CACHE=0 skips it.
+if [ "${WARM_CACHE:-1}" != 0 ]; then
+  avail=$(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)
+  if [ "$avail" -gt 4096 ]; then
+    truncate -s "$((avail - 3072))M" "$work/warm"
+    echo "== filling the page cache once ($((avail - 3072)) MiB of a sparse file; see the comment)"
+    cat "$work/warm" > /dev/null
+  fi
+fi
 
 start_livechannel() {  # sets RTMP HTTP PIDS URL; $1: extra config (TOML)
   local dir="$RUN_DIR/livechannel"; mkdir -p "$dir"
@@ -159,7 +177,7 @@ stop_server() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; }
 # fit, and the script says so.
 run_dir() {  # server N: sets RUN_DIR, after freeing the disk if this run needs it
   local need free
-  need=$(( $2 * 354 * (WARMUP + WINDOW + LATENCY + 60) / 1024 ))
+  need=$(( $2 * 354 * (WARMUP + WINDOW + LATENCY + 20) / 1024 ))
   free=$(( $(df --output=avail -k "$work" | tail -n 1) / 1024 ))
   if [ "$free" -lt "$((need + 1024))" ] && [ -n "$(ls -A "$work/runs")" ]; then
     echo "  (deleting the earlier runs' files to make room: this run's file creations may pay for the deletion)"
@@ -174,8 +192,8 @@ run() {  # server N
   run_dir "$server" "$n"
   "start_$server"
   ulimit -n 20000 || true
-  # The final check of 1000 streams on a loaded server can take minutes while every publisher goes on
-  # writing 354 KB/s (a run on 2026-12-07 wrote 48 GB and filled the disk): stop the run, not the machine.
+  # A run that overruns (a server that cannot keep up, a check that hangs) must stop, not fill the
+  # disk (a run on 2026-12-07 wrote 48 GB and filled it).
   ( while sleep 2; do
       if [ $(( $(df --output=avail -k "$work" | tail -n 1) / 1024 )) -lt "$DISK_FLOOR_MB" ]; then
         echo "  compare.sh: under $DISK_FLOOR_MB MiB free in $work: stopping the $server run at N = $n" >&2

@@ -4,7 +4,9 @@
 //! pre-parsed copy of the FLV tags.
 //!
 //! Phases (after the publishers connect): warm-up; CPU window (no HTTP polling, so it measures ingest
-//! only); latency window (a sample of playlists polled every few ms); correctness check of every stream.
+//! only); latency window (a sample of playlists polled every few ms); correctness check of every stream:
+//! every playlist while the publishers still send (parses, on time), then, once they have stopped, every
+//! segment those playlists listed (exists, TS, starts with a keyframe, one fragment long).
 //! The report is printed and written as JSON.
 
 use std::net::SocketAddr;
@@ -211,6 +213,23 @@ async fn publish(
     report
 }
 
+/// Ends every publish (once: later calls find no task left) and adds the publishers' reports.
+async fn stop_publishers(
+    stop: &tokio_util::sync::CancellationToken,
+    tasks: &mut Vec<tokio::task::JoinHandle<StreamReport>>,
+    report: &mut Report,
+) {
+    stop.cancel();
+    for t in tasks.drain(..) {
+        if let Ok(r) = t.await {
+            report.total_bytes_sent += r.bytes_sent;
+            report.total_send_stalls += r.send_stalls;
+            report.total_errors += r.errors;
+            report.per_stream.push(r);
+        }
+    }
+}
+
 /// A keep-alive HTTP/1.1 GET client that understands Content-Length bodies (all our targets send it).
 struct Http {
     addr: SocketAddr,
@@ -355,53 +374,93 @@ async fn measure_latency(
     latencies
 }
 
-/// Checks one stream's HLS output: playlist parses, every listed segment exists, starts with a keyframe,
-/// and has the expected duration (the last may be shorter only if the stream ended).
-async fn check_stream(url: String, frag: f64, published_s: f64, hls: Arc<Mutex<HlsReport>>) {
-    let mut failures = Vec::new();
-    let mut segments = 0;
-    let mut late = false;
-    match Http::new(&url) {
-        Err(e) => failures.push(format!("{url}: {e}")),
-        Ok((mut http, path)) => match http.get(&path).await {
-            Ok((200, body)) => match m3u8_rs::parse_media_playlist_res(&body) {
-                Err(e) => failures.push(format!("{url}: playlist does not parse: {e:?}")),
-                Ok(pl) => {
-                    let produced = pl.media_sequence + pl.segments.len() as u64;
-                    let expected = (published_s / frag).floor() as u64;
-                    late = produced + 1 < expected;
-                    for seg in &pl.segments {
-                        segments += 1;
-                        let seg_path = segment_path(&path, &seg.uri);
-                        match http.get(&seg_path).await {
-                            Ok((200, ts)) => match inspect(&ts) {
-                                Ok(r) => match r.video().next() {
-                                    Some(v) if v.random_access || annexb_nal_types(&v.payload).contains(&5) => {}
-                                    _ => failures.push(format!("{}: does not start with a keyframe", seg.uri)),
-                                },
-                                Err(e) => failures.push(format!("{}: not TS: {e}", seg.uri)),
-                            },
-                            Ok((status, _)) => failures.push(format!("{}: HTTP {status}", seg.uri)),
-                            Err(e) => failures.push(format!("{}: {e}", seg.uri)),
-                        }
-                        if (f64::from(seg.duration) - frag).abs() > 0.1 {
-                            failures.push(format!("{}: EXTINF {} s, expected {frag} s", seg.uri, seg.duration));
-                        }
-                    }
-                }
-            },
-            Ok((status, _)) => failures.push(format!("{url}: HTTP {status}")),
-            Err(e) => failures.push(format!("{url}: {e}")),
+/// How many HTTP requests the check keeps in flight.
+const CHECK_CONCURRENCY: usize = 16;
+
+/// One stream's playlist as the check's first pass saw it.
+#[derive(Default)]
+struct Listed {
+    failures: Vec<String>,
+    late: bool,
+    /// Path and EXTINF of every segment it lists, oldest first.
+    segments: Vec<(String, f32)>,
+}
+
+/// First pass of the check, while every publisher still sends: the playlist parses, and it lags at most one
+/// segment behind what was published.
+async fn check_playlist(http: &mut Http, url: &str, path: &str, published_s: f64, frag: f64) -> Listed {
+    let mut listed = Listed::default();
+    match http.get(path).await {
+        Ok((200, body)) => match m3u8_rs::parse_media_playlist_res(&body) {
+            Err(e) => listed.failures.push(format!("{url}: playlist does not parse: {e:?}")),
+            Ok(pl) => {
+                let produced = pl.media_sequence + pl.segments.len() as u64;
+                let expected = (published_s / frag).floor() as u64;
+                listed.late = produced + 1 < expected;
+                listed.segments = pl.segments.iter().map(|s| (segment_path(path, &s.uri), s.duration)).collect();
+            }
         },
+        Ok((status, _)) => listed.failures.push(format!("{url}: HTTP {status}")),
+        Err(e) => listed.failures.push(format!("{url}: {e}")),
     }
-    let mut h = hls.lock().unwrap_or_else(|p| p.into_inner());
-    h.streams_checked += 1;
-    h.segments_checked += segments;
-    h.streams_late += usize::from(late);
-    if failures.is_empty() {
-        h.streams_ok += 1;
+    listed
+}
+
+/// Second pass: a listed segment exists, is TS, starts with a keyframe and lasts one fragment.
+async fn check_segment(http: &mut Http, path: &str, duration: f32, frag: f64) -> Vec<String> {
+    let mut failures = Vec::new();
+    match http.get(path).await {
+        Ok((200, ts)) => match inspect(&ts) {
+            Ok(r) => match r.video().next() {
+                Some(v) if v.random_access || annexb_nal_types(&v.payload).contains(&5) => {}
+                _ => failures.push(format!("{path}: does not start with a keyframe")),
+            },
+            Err(e) => failures.push(format!("{path}: not TS: {e}")),
+        },
+        Ok((status, _)) => failures.push(format!("{path}: HTTP {status}")),
+        Err(e) => failures.push(format!("{path}: {e}")),
     }
-    h.failures.extend(failures.into_iter().take(3).map(|f| format!("{url}: {f}")));
+    if (f64::from(duration) - frag).abs() > 0.1 {
+        failures.push(format!("{path}: EXTINF {duration} s, expected {frag} s"));
+    }
+    failures
+}
+
+/// Runs `jobs` on [`CHECK_CONCURRENCY`] keep-alive connections to the host of `url`, in the order given;
+/// the results come back in that order.
+async fn in_parallel<J, R, F, Fut>(url: &str, jobs: Vec<J>, f: F) -> anyhow::Result<Vec<R>>
+where
+    J: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Http, J) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (Http, R)> + Send,
+{
+    let count = jobs.len();
+    let queue = Arc::new(Mutex::new(jobs.into_iter().enumerate().collect::<std::collections::VecDeque<_>>()));
+    let f = Arc::new(f);
+    let mut workers = Vec::new();
+    for _ in 0..CHECK_CONCURRENCY.min(count) {
+        let (mut http, _) = Http::new(url)?;
+        let (queue, f) = (Arc::clone(&queue), Arc::clone(&f));
+        workers.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some((i, job)) = next else { break };
+                let (h, r) = f(http, job).await;
+                http = h;
+                done.push((i, r));
+            }
+            done
+        }));
+    }
+    let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
+    for w in workers {
+        for (i, r) in w.await? {
+            results[i] = Some(r);
+        }
+    }
+    results.into_iter().map(|r| r.ok_or_else(|| anyhow::anyhow!("a check job did not finish"))).collect()
 }
 
 /// utime+stime in clock ticks (with the children each process ran and reaped: the snapshot decoders),
@@ -455,7 +514,7 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     let warm_end = t0 + ramp + Duration::from_secs_f64(args.warmup);
     let cpu_end = warm_end + Duration::from_secs_f64(args.window);
     let lat_end = cpu_end + Duration::from_secs_f64(if args.hls.is_some() { args.latency_window } else { 0.0 });
-    // Publishers keep going through the final check, then stop and report.
+    // Publishers keep going through the check's first pass (the playlists), then stop and report.
     let stop = tokio_util::sync::CancellationToken::new();
 
     let mut logs = Vec::new();
@@ -470,21 +529,29 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(publish(Arc::clone(&args), Arc::clone(&input), name, start, stop.clone(), log)));
     }
 
-    // Latency pollers follow their playlists from the start (slowly until the latency window).
-    let pollers: Vec<_> = match &args.hls {
-        None => vec![],
-        Some(template) => logs
-            .iter()
-            .map(|(name, log)| {
-                tokio::spawn(measure_latency(
-                    playlist_url(template, name),
-                    Arc::clone(log),
-                    Duration::from_millis(args.poll_ms),
-                    cpu_end.into_std(),
-                    lat_end.into_std(),
-                ))
-            })
-            .collect(),
+    // Latency pollers follow their playlists from the start (slowly until the latency window), on a thread
+    // of their own: on the publishers' runtime at 1000 streams they could not poll every 5 ms, and a sample
+    // needs two polls close together, so that run had none.
+    let pollers = match &args.hls {
+        None => None,
+        Some(template) => {
+            let jobs: Vec<_> = logs.iter().map(|(name, log)| (playlist_url(template, name), Arc::clone(log))).collect();
+            let (fast, from, until) = (Duration::from_millis(args.poll_ms), cpu_end.into_std(), lat_end.into_std());
+            Some(std::thread::Builder::new().name("latency".into()).spawn(move || -> anyhow::Result<Vec<f64>> {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                Ok(runtime.block_on(async move {
+                    let polls: Vec<_> = jobs
+                        .into_iter()
+                        .map(|(url, log)| tokio::spawn(measure_latency(url, log, fast, from, until)))
+                        .collect();
+                    let mut all = Vec::new();
+                    for p in polls {
+                        all.extend(p.await.unwrap_or_default());
+                    }
+                    all
+                }))
+            })?)
+        }
     };
 
     tokio::time::sleep_until(warm_end).await;
@@ -515,10 +582,12 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     }
 
     if let Some(template) = &args.hls {
-        let mut all = Vec::new();
-        for p in pollers {
-            all.extend(p.await.unwrap_or_default());
-        }
+        let mut all = match pollers {
+            Some(thread) => tokio::task::spawn_blocking(move || thread.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the latency thread panicked"))??,
+            None => Vec::new(),
+        };
         all.sort_by(f64::total_cmp);
         report.latency_samples = all.len();
         report.latency_median_ms = percentile(&all, 0.5);
@@ -526,34 +595,54 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         report.latency_max_ms = all.last().copied();
 
         let published_s = (tokio::time::Instant::now() - t0).as_secs_f64() - args.ramp;
-        let hls = Arc::new(Mutex::new(HlsReport::default()));
-        let sem = Arc::new(tokio::sync::Semaphore::new(16));
-        let mut checks = Vec::new();
-        for i in 0..args.streams {
-            let url = playlist_url(template, &format!("{}{i}", args.prefix));
-            let (hls, sem) = (Arc::clone(&hls), Arc::clone(&sem));
-            let frag = args.frag;
-            checks.push(tokio::spawn(async move {
-                let _permit = sem.acquire().await;
-                check_stream(url, frag, published_s, hls).await;
-            }));
+        // Pass 1, publishers still sending: every stream's playlist, so "on time" is judged for all of them
+        // within moments of one instant.
+        let urls: Vec<String> =
+            (0..args.streams).map(|i| playlist_url(template, &format!("{}{i}", args.prefix))).collect();
+        let frag = args.frag;
+        let mut listed = in_parallel(template, urls, move |mut http, url| async move {
+            let listed = match Http::new(&url) {
+                Ok((_, path)) => check_playlist(&mut http, &url, &path, published_s, frag).await,
+                Err(e) => Listed { failures: vec![format!("{url}: {e}")], ..Default::default() },
+            };
+            (http, listed)
+        })
+        .await?;
+        // Pass 2 reads every listed segment after the publishers stop. Reading 3000 segments (2 GB) from a
+        // server that is still ingesting 1000 streams took minutes, while those streams wrote 350 MB/s more
+        // to its disk; stopped, it serves them in seconds. The oldest listed segments of every stream go
+        // first: nginx-rtmp deletes a fragment once it is two playlist lengths old.
+        stop_publishers(&stop, &mut tasks, &mut report).await;
+        let mut by_age: Vec<(usize, usize, String, f32)> = Vec::new();
+        for (i, l) in listed.iter().enumerate() {
+            for (k, (p, d)) in l.segments.iter().enumerate() {
+                by_age.push((k, i, p.clone(), *d));
+            }
         }
-        for c in checks {
-            let _ = c.await;
+        by_age.sort_by_key(|(k, i, _, _)| (*k, *i));
+        let jobs: Vec<(usize, String, f32)> = by_age.into_iter().map(|(_, i, p, d)| (i, p, d)).collect();
+        let owners: Vec<usize> = jobs.iter().map(|(i, _, _)| *i).collect();
+        let segment_failures = in_parallel(template, jobs, move |mut http, (_, path, duration)| async move {
+            let failures = check_segment(&mut http, &path, duration, frag).await;
+            (http, failures)
+        })
+        .await?;
+        let mut h = HlsReport::default();
+        for (owner, failures) in owners.into_iter().zip(segment_failures) {
+            h.segments_checked += 1;
+            listed[owner].failures.extend(failures);
         }
-        let mut h = hls.lock().unwrap_or_else(|p| p.into_inner());
-        report.hls = std::mem::take(&mut h);
+        for (l, url) in listed.into_iter().zip((0..args.streams).map(|i| format!("{}{i}", args.prefix))) {
+            h.streams_checked += 1;
+            h.streams_late += usize::from(l.late);
+            if l.failures.is_empty() {
+                h.streams_ok += 1;
+            }
+            h.failures.extend(l.failures.into_iter().take(3).map(|f| format!("{url}: {f}")));
+        }
+        report.hls = h;
     }
-
-    stop.cancel();
-    for t in tasks {
-        if let Ok(r) = t.await {
-            report.total_bytes_sent += r.bytes_sent;
-            report.total_send_stalls += r.send_stalls;
-            report.total_errors += r.errors;
-            report.per_stream.push(r);
-        }
-    }
+    stop_publishers(&stop, &mut tasks, &mut report).await;
     print_report(&report);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;

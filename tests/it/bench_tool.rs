@@ -46,6 +46,8 @@ async fn livechannel_bench_publishes_measures_latency_and_checks_every_stream() 
     assert_eq!(report["hls"]["streams_checked"], 3);
     assert_eq!(report["hls"]["streams_ok"], 3, "{}", report["hls"]);
     assert_eq!(report["hls"]["streams_late"], 0);
+    // The second pass read every segment the playlists listed (3 per stream at ~9 s of 2 s fragments).
+    assert!(report["hls"]["segments_checked"].as_u64().unwrap() >= 6, "{}", report["hls"]);
     assert!(report["latency_samples"].as_u64().unwrap() >= 2, "{}", report);
     assert!(report["latency_median_ms"].as_f64().unwrap() < 1000.0);
     // ~9 s of a ~250 kbit/s stream each: bytes were really sent and counted per stream.
