@@ -613,22 +613,18 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         // to its disk; stopped, it serves them in seconds. The oldest listed segments of every stream go
         // first: nginx-rtmp deletes a fragment once it is two playlist lengths old.
         stop_publishers(&stop, &mut tasks, &mut report).await;
-        let mut by_age: Vec<(usize, usize, String, f32)> = Vec::new();
-        for (i, l) in listed.iter().enumerate() {
-            for (k, (p, d)) in l.segments.iter().enumerate() {
-                by_age.push((k, i, p.clone(), *d));
-            }
-        }
-        by_age.sort_by_key(|(k, i, _, _)| (*k, *i));
-        let jobs: Vec<(usize, String, f32)> = by_age.into_iter().map(|(_, i, p, d)| (i, p, d)).collect();
-        let owners: Vec<usize> = jobs.iter().map(|(i, _, _)| *i).collect();
-        let segment_failures = in_parallel(template, jobs, move |mut http, (_, path, duration)| async move {
+        let deepest = listed.iter().map(|l| l.segments.len()).max().unwrap_or(0);
+        let jobs: Vec<(usize, String, f32)> = (0..deepest)
+            .flat_map(|k| listed.iter().enumerate().filter_map(move |(i, l)| l.segments.get(k).map(|s| (i, s))))
+            .map(|(i, (path, duration))| (i, path.clone(), *duration))
+            .collect();
+        let segment_failures = in_parallel(template, jobs, move |mut http, (i, path, duration)| async move {
             let failures = check_segment(&mut http, &path, duration, frag).await;
-            (http, failures)
+            (http, (i, failures))
         })
         .await?;
         let mut h = HlsReport::default();
-        for (owner, failures) in owners.into_iter().zip(segment_failures) {
+        for (owner, failures) in segment_failures {
             h.segments_checked += 1;
             listed[owner].failures.extend(failures);
         }
