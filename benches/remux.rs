@@ -233,6 +233,8 @@ fn rtmp_remux(input: &RtmpInput, remux: bool, outputs: &mut Vec<Output>) -> (u64
                 }
             }
         }
+        // As a connection does once it has handled a read.
+        guard.release_buffers();
     }
     ingest.finish(outputs);
     (messages, produced)

@@ -51,7 +51,9 @@ fn read_parameter_sets(rec: &Bytes, count: usize, pos: &mut usize) -> Result<Vec
         *pos += 2;
         need("parameter set", &rec[*pos..], len)?;
         if len > 0 {
-            sets.push(rec.slice(*pos..*pos + len));
+            // A copy, not a slice: the record shares its buffer with other messages (`rtmp::blocks`), and
+            // the parameter sets are kept for the whole publish.
+            sets.push(Bytes::copy_from_slice(&rec[*pos..*pos + len]));
         }
         *pos += len;
     }

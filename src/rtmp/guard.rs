@@ -3,8 +3,8 @@
 //! nothing else.
 //!
 //! Audio and video messages never reach rml_rtmp: the reader hands each one over whole as a `Bytes`
-//! (one allocation and one copy per message; rml_rtmp's own path costs two copies and six allocations,
-//! `cargo bench --bench remux`). Every other message is handed to rml_rtmp re-chunked on its own chunk
+//! (one copy per message, into a buffer cut from a pooled block, `blocks`; rml_rtmp's own path costs two
+//! copies and six allocations, `cargo bench --bench remux`). Every other message is handed to rml_rtmp re-chunked on its own chunk
 //! stream under a full header, so rml_rtmp's header state never depends on chunks it did not see, and
 //! it reads one message at a time however the client interleaves its chunk streams. Messages come out
 //! in the order they started, as from a client that does not interleave.
@@ -37,6 +37,8 @@
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
+
+use super::blocks::Blocks;
 
 /// Deeper AMF0 nesting is refused. Real `connect` objects and `onMetaData` arrays nest one or two levels.
 pub const MAX_AMF_DEPTH: usize = 32;
@@ -222,6 +224,8 @@ pub struct Guard {
     /// The message stream of the latest `publish` command (rml_rtmp's event does not say).
     publish_stream: Option<u32>,
     acks: Acks,
+    /// Where message buffers are cut from.
+    blocks: Blocks,
 }
 
 /// Acknowledgements owed to the client: it sets the window, we acknowledge each window of bytes.
@@ -253,6 +257,7 @@ impl Guard {
             connect_seen: false,
             publish_stream: None,
             acks: Acks::default(),
+            blocks: Blocks::default(),
         }
     }
 
@@ -303,6 +308,12 @@ impl Guard {
             }
         }
         Ok(())
+    }
+
+    /// The messages handed over so far have been handled: the blocks their buffers were cut from go back
+    /// to the thread's pool if nothing holds them (`blocks`). Call it before waiting for the next read.
+    pub fn release_buffers(&mut self) {
+        self.blocks.release();
     }
 
     /// The fewest bytes the client must still send before the reader can hand over a message it has begun
@@ -420,8 +431,8 @@ impl Guard {
                 if self.declared > u64::from(self.hold_limit()) && !(self.messages.is_empty() && self.done.is_empty()) {
                     return Err(Refusal::HeldTooMuch { limit: self.hold_limit() });
                 }
-                // The whole message at once: one allocation, and the limits above bound it.
-                let payload = BytesMut::with_capacity(header.length as usize);
+                // Room for the whole message at once (the limits above bound it), from a shared block.
+                let payload = self.blocks.buffer(header.length as usize);
                 self.started += 1;
                 let (length, type_id, started) = (header.length, header.type_id, self.started);
                 self.messages.push(InProgress { csid, length, type_id, started, payload });

@@ -8,6 +8,7 @@
 //! shutdown — goes through one `finish` that flushes the open segment.
 
 pub mod batch;
+mod blocks;
 pub mod client;
 pub mod guard;
 mod status;
@@ -236,6 +237,8 @@ impl Connection {
                     Input::Session(ServerSessionResult::UnhandleableMessageReceived(_)) => {}
                 }
             }
+            // What was read has been handled: the connection holds no message block while it waits.
+            self.guard.release_buffers();
             if !self.out.is_empty() {
                 let limit = self.ctx.config.limits.rtmp_send_timeout;
                 tokio::time::timeout(limit, stream.write_all(&self.out))
