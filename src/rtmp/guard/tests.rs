@@ -526,3 +526,29 @@ fn the_bytes_it_says_are_needed_never_reach_past_the_end_of_a_message() {
     }
     assert_eq!(got, messages.len(), "every message (the window size is the reader's own)");
 }
+
+#[test]
+fn media_of_one_read_shares_a_block_that_the_next_read_reuses_once_handled() {
+    let mut reader = Reader::connected(LIMITS);
+    let mut bytes = chunks(4, AUDIO, &[0xAF; 300], 128);
+    bytes.extend(chunks(6, VIDEO, &[0x27; 9000], 128));
+    let first = reader.read(&bytes).unwrap();
+    let (audio, video) = (&first[0].3, &first[1].3);
+    assert_eq!((audio.len(), video.len()), (300, 9000));
+    // No buffer of its own: the video message is cut right after the audio one.
+    assert_eq!(audio.as_ptr().wrapping_add(300), video.as_ptr());
+    let at = audio.as_ptr();
+
+    // Still held by whoever handles them: the block cannot be pooled, and the next read cuts elsewhere.
+    reader.guard.release_buffers();
+    let held = reader.read(&chunks(4, AUDIO, &[0xAF; 300], 128)).unwrap();
+    let held_at = held[0].3.as_ptr();
+    assert_ne!(held_at, at);
+    drop((first, held));
+
+    // Handled and dropped: the same memory serves the next read.
+    reader.guard.release_buffers();
+    let again = reader.read(&chunks(4, AUDIO, &[0xAF; 300], 128)).unwrap();
+    assert_eq!(again[0].3.as_ptr(), held_at);
+    assert_eq!(again[0].3, Bytes::from(vec![0xAF; 300]));
+}
