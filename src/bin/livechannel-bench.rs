@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use livechannel::flv::file::{self, Tag, TagKind};
-use livechannel::rtmp::client::Publisher;
+use livechannel::rtmp::client::{ChunkedTag, Publisher};
 use livechannel::ts::inspect::{annexb_nal_types, inspect};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -126,6 +126,8 @@ type KeyframeLog = Arc<Mutex<Vec<(u64, Instant)>>>;
 
 struct Input {
     tags: Vec<Tag>,
+    /// The same tags as RTMP chunks, cut once for every publisher.
+    chunked: Vec<ChunkedTag>,
     /// Media time of one pass through the file; the next loop's timestamps start here.
     span_ms: u64,
 }
@@ -141,8 +143,10 @@ fn load(path: &std::path::Path) -> anyhow::Result<Input> {
         Some(last) => last + step,
         None => tags.iter().map(|t| t.timestamp_ms).max().unwrap_or(0) + 23,
     };
-    let tags = tags.into_iter().filter(|t| t.timestamp_ms < span).collect();
-    Ok(Input { tags, span_ms: u64::from(span) })
+    let tags: Vec<Tag> = tags.into_iter().filter(|t| t.timestamp_ms < span).collect();
+    let chunk_size = ChunkedTag::publisher_chunk_size();
+    let chunked = tags.iter().filter_map(|t| ChunkedTag::new(t, chunk_size)).collect();
+    Ok(Input { tags, chunked, span_ms: u64::from(span) })
 }
 
 fn is_sequence_header(tag: &Tag) -> bool {
@@ -173,7 +177,7 @@ async fn publish(
     };
     let origin = tokio::time::Instant::now();
     'outer: for pass in 0u64.. {
-        for tag in &input.tags {
+        for (tag, chunked) in input.tags.iter().zip(&input.chunked) {
             if pass > 0 && is_sequence_header(tag) {
                 continue;
             }
@@ -191,12 +195,8 @@ async fn publish(
                 report.send_stalls += 1;
             }
             let ts = (media_ms & 0xffff_ffff) as u32;
-            let sent = p.queue_tag(tag.kind, tag.body.clone(), ts);
             let before = Instant::now();
-            let sent = match sent {
-                Ok(()) => p.flush_queued().await,
-                Err(e) => Err(e),
-            };
+            let sent = p.send_chunked(chunked, ts).await;
             if before.elapsed() > Duration::from_millis(100) {
                 report.send_stalls += 1;
             }
