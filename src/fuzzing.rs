@@ -161,6 +161,8 @@ fn run_rtmp_session(data: &[u8]) -> Vec<Segment> {
                 queue.extend(more.into_iter().map(Input::Session));
             }
         }
+        // As a connection does once it has handled a read (the blocks its messages were cut from).
+        guard.release_buffers();
         if refused {
             break;
         }

@@ -474,11 +474,7 @@ fn proc_usage(pids: &[u32]) -> Option<(u64, u64)> {
     let mut rss = 0;
     for pid in pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after_comm = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = after_comm.split(' ').collect();
-        for field in 11..=14 {
-            ticks += fields.get(field)?.parse::<u64>().ok()?;
-        }
+        ticks += stat_ticks(&stat, 11..=14)?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         rss += status
             .lines()
@@ -492,6 +488,13 @@ fn proc_usage(pids: &[u32]) -> Option<(u64, u64)> {
     Some((ticks, rss))
 }
 
+/// The sum of the clock-tick fields `fields` of a `/proc/.../stat` line, counted after the command name
+/// (which may hold spaces and parentheses: it ends at the last `)`), 11 being utime.
+fn stat_ticks(stat: &str, fields: std::ops::RangeInclusive<usize>) -> Option<u64> {
+    let after_comm: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    fields.map(|i| after_comm.get(i)?.parse::<u64>().ok()).sum()
+}
+
 /// utime+stime in clock ticks of every thread of `pids`, summed by thread name without its trailing
 /// number (`tokio-runtime-w`, `livechannel-wri`, `nginx`), so that a run says where its CPU went.
 fn thread_ticks(pids: &[u32]) -> BTreeMap<String, u64> {
@@ -502,8 +505,8 @@ fn thread_ticks(pids: &[u32]) -> BTreeMap<String, u64> {
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
             let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
             let name = stat[open + 1..close].trim_end_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '_');
-            let fields: Vec<&str> = stat.get(close + 2..).unwrap_or_default().split(' ').collect();
-            let ticks: u64 = (11..=12).filter_map(|i| fields.get(i)?.parse::<u64>().ok()).sum();
+            // A thread's own utime and stime (its children's fields are the process's).
+            let Some(ticks) = stat_ticks(&stat, 11..=12) else { continue };
             *by_name.entry(name.to_owned()).or_default() += ticks;
         }
     }
@@ -532,16 +535,12 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
     // The idle server's RSS: the highest of a second's samples, as a server that has just opened its port
     // may not have touched all of its start-up memory yet (one sample once read 3.4 MB below the usual
     // figure, which put 17 KiB per stream on top at 200 streams).
-    let mut idle: Option<(u64, u64)> = None;
+    let mut idle_rss = None;
     for i in 0..5 {
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let now = proc_usage(&args.pids);
-        idle = match (idle, now) {
-            (Some((_, a)), Some((t, b))) => Some((t, a.max(b))),
-            (_, now) => now.or(idle),
-        };
+        idle_rss = idle_rss.max(proc_usage(&args.pids).map(|(_, rss)| rss));
     }
 
     let t0 = tokio::time::Instant::now();
@@ -622,7 +621,7 @@ async fn run(args: Arc<Args>) -> anyhow::Result<()> {
         by_thread.retain(|(_, p)| *p >= 0.05);
         by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
         report.server_cpu_by_thread = by_thread;
-        if let Some((_, idle_rss)) = idle {
+        if let Some(idle_rss) = idle_rss {
             report.rss_idle_kib = Some(idle_rss);
             report.rss_kib_per_stream = Some(rss.saturating_sub(idle_rss) as f64 / args.streams as f64);
         }

@@ -176,7 +176,12 @@ impl Publisher {
     /// message stream), as does one whose timestamp needs the extended field.
     pub async fn send_chunked(&mut self, tag: &ChunkedTag, timestamp_ms: u32) -> Result<(), ClientError> {
         let stream_id = match self.media_stream {
-            Some(id) if timestamp_ms < 0xFF_FFFF && tag.chunk_size == self.chunk_size => id,
+            // The 24-bit fields: a timestamp that needs the extended one, or a body too long to say.
+            Some(id)
+                if timestamp_ms < 0xFF_FFFF && tag.body.len() <= 0xFF_FFFF && tag.chunk_size == self.chunk_size =>
+            {
+                id
+            }
             _ => {
                 self.queue_tag(tag.kind, tag.body.clone(), timestamp_ms)?;
                 return self.flush_queued().await;

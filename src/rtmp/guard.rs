@@ -4,8 +4,9 @@
 //!
 //! Audio and video messages never reach rml_rtmp: the reader hands each one over whole as a `Bytes`
 //! (one copy per message, into a buffer cut from a pooled block, `blocks`; rml_rtmp's own path costs two
-//! copies and six allocations, `cargo bench --bench remux`). Every other message is handed to rml_rtmp re-chunked on its own chunk
-//! stream under a full header, so rml_rtmp's header state never depends on chunks it did not see, and
+//! copies and six allocations, `cargo bench --bench remux`). Every other message is handed to rml_rtmp
+//! re-chunked on its own chunk stream under a full header, so rml_rtmp's header state never depends on
+//! chunks it did not see, and
 //! it reads one message at a time however the client interleaves its chunk streams. Messages come out
 //! in the order they started, as from a client that does not interleave.
 //!
